@@ -1,0 +1,34 @@
+# `make demo` and `make test` each set up .venv (pinned deps, CPU torch) on first use, then run.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export WANDB_MODE ?= offline
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: demo test bench schemas clean
+
+$(STAMP): pyproject.toml
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/python -c "import torch, sys; v = torch.__version__; sys.exit(0 if v.startswith('2.13.0') else f'torch {v} was pulled in; expected 2.13.0')"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/nexa demo --lab nexa-demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/golden.py --out benchmarks/results/golden.json
+
+schemas: $(STAMP)
+	$(BIN)/python -m nexa.ledger.schemas docs/schemas
+
+clean:
+	rm -rf nexa-demo .pytest_cache

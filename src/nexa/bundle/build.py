@@ -1,0 +1,101 @@
+"""Building a bundle in the Nexus layout from a trained student, its tokenizer and a trained router.
+
+The layout is the contract with the ``nexus`` runtime (see ``docs/bundle.md``): only safetensors,
+a tokenizer.json, and a manifest listing the SHA-256 of every other file.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from nexa.ledger.hashing import sha256_file
+
+BUNDLE_VERSION = 1
+CONFIG_FIELDS = ["vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+                 "num_key_value_heads", "head_dim", "rms_norm_eps", "rope_theta", "max_position_embeddings",
+                 "tie_word_embeddings", "bos_token_id", "eos_token_id", "pad_token_id"]
+
+
+def write_backbone(model_dir: Path, bundle: Path) -> dict[str, Any]:
+    """Copy an HF Llama checkpoint's weights and config into ``backbone/`` (tied head left out)."""
+    hf_config = json.loads((model_dir / "config.json").read_text())
+    config = {"architecture": "llama", **{k: _config_value(hf_config, k) for k in CONFIG_FIELDS}}
+    tensors = load_file(str(model_dir / "model.safetensors"))
+    if config["tie_word_embeddings"]:
+        tensors.pop("lm_head.weight", None)
+    target = bundle / "backbone"
+    target.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in sorted(tensors.items())}, str(target / "backbone.safetensors"))
+    (target / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
+    return config
+
+
+def _config_value(hf_config: dict, key: str):
+    if key == "head_dim":
+        return hf_config.get("head_dim") or hf_config["hidden_size"] // hf_config["num_attention_heads"]
+    if key == "rope_theta":
+        return hf_config.get("rope_theta") or (hf_config.get("rope_parameters") or {}).get("rope_theta", 10000.0)
+    if key not in hf_config:
+        raise KeyError(f"checkpoint config lacks {key!r}; only Llama-style checkpoints can be bundled")
+    return hf_config[key]
+
+
+def write_tokenizer(tokenizer_file: Path, bundle: Path) -> None:
+    (bundle / "tokenizer").mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(tokenizer_file, bundle / "tokenizer" / "tokenizer.json")
+
+
+def write_manifest(bundle: Path, **fields: Any) -> dict[str, Any]:
+    """``manifest.json`` with the hash of every other file; rewritten whenever a file changes."""
+    files = {p.relative_to(bundle).as_posix(): sha256_file(p) for p in sorted(bundle.rglob("*"))
+             if p.is_file() and p.name != "manifest.json"}
+    previous = json.loads((bundle / "manifest.json").read_text()) if (bundle / "manifest.json").exists() else {}
+    manifest = {**previous, "schema_version": BUNDLE_VERSION, **fields, "files": files}
+    (bundle / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
+    return manifest
+
+
+def bundle_size_bytes(bundle: Path) -> int:
+    return sum(p.stat().st_size for p in bundle.rglob("*") if p.is_file())
+
+
+def model_card(name: str, capabilities: list[str], scores: dict[str, float], parameters: int, lineage: dict) -> str:
+    rows = "\n".join(f"| {c} | {scores.get(c, float('nan')):.3f} |" for c in capabilities)
+    return f"""# {name}
+
+A teacher-free student bundle built by NexaCompute. It runs with `nexus` alone (torch, safetensors,
+tokenizers); no teacher model, network or hub access is needed.
+
+```python
+from nexus import NexusModel
+
+model = NexusModel.load("{name}", device="cpu")
+print(model.generate("max(12,40)="))             # the router picks the capability
+print(model.generate("7 km in m?", capability="science"))
+```
+
+## Capabilities (student exact match on held-out prompts at build time)
+
+| capability | score |
+|---|---|
+{rows}
+
+Retention against the teacher, per capability, is in `verify_report.json`, written by
+`nexa bundle verify` in a fresh process after the teacher's weights were deleted.
+
+## Provenance
+
+- parameters: {parameters:,}
+- student checkpoint sha256: `{lineage.get('model_sha256', '?')}`
+- built by run `{lineage.get('run_id', '?')}` from pipeline `{lineage.get('pipeline', '?')}`
+
+## Safety
+
+Standard mode only: this bundle has no `uncensored` capability.
+"""

@@ -1,0 +1,105 @@
+"""Teacher-free verification: hashes, no teacher weight inside, and the retention gate, in a fresh process.
+
+The benchmark runs in ``python -I`` through ``verify_child.py`` with ``HF_HUB_OFFLINE=1``, no ``NEXA_*``
+variables, a scratch working folder and ``nexa``/``transformers`` unimportable, so a passing report
+proves the bundle works with nothing but the ``nexus`` runtime.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from safetensors import safe_open
+
+from nexa.ledger.hashing import sha256_file
+
+CHILD = Path(__file__).with_name("verify_child.py")
+REPORT_VERSION = 1
+
+
+class GateFailedError(RuntimeError):
+    """A capability kept less than ``retain_fraction`` of the teacher's score."""
+
+
+def check_hashes(bundle: Path) -> list[str]:
+    """Files whose bytes differ from manifest.json, or that the manifest does not list."""
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    problems = [f"{rel}: sha256 mismatch" for rel, digest in manifest["files"].items()
+                if not (bundle / rel).exists() or sha256_file(bundle / rel) != digest]
+    listed = set(manifest["files"]) | {"manifest.json", "verify_report.json"}
+    problems += [f"{p.relative_to(bundle).as_posix()}: not in manifest" for p in bundle.rglob("*")
+                 if p.is_file() and p.relative_to(bundle).as_posix() not in listed]
+    return problems
+
+
+def teacher_tensors_inside(bundle: Path, teacher_weight_files: list[Path]) -> list[str]:
+    """Bundle tensors identical to a teacher tensor (a copied teacher layer would show up here)."""
+    teacher: dict[tuple, list[str]] = {}
+    for file in teacher_weight_files:
+        with safe_open(str(file), "pt") as handle:
+            for name in handle.keys():
+                tensor = handle.get_tensor(name)
+                teacher.setdefault((tuple(tensor.shape), sha_tensor(tensor)), []).append(f"{file.name}:{name}")
+    found = []
+    for file in sorted(bundle.rglob("*.safetensors")):
+        with safe_open(str(file), "pt") as handle:
+            for name in handle.keys():
+                tensor = handle.get_tensor(name)
+                if tensor.numel() >= 64 and (tuple(tensor.shape), sha_tensor(tensor)) in teacher:
+                    found.append(f"{file.relative_to(bundle)}:{name}")
+    return found
+
+
+def sha_tensor(tensor) -> str:
+    from nexa.ledger.hashing import sha256_bytes
+
+    return sha256_bytes(tensor.contiguous().view(-1).view(dtype=__import__("torch").uint8).numpy().tobytes())
+
+
+def run_isolated_benchmark(bundle: Path, items: list[dict[str, Any]], forbidden: list[str]) -> dict[str, Any]:
+    """Benchmark the bundle in a fresh ``python -I`` process; its stderr is returned on failure."""
+    with tempfile.TemporaryDirectory(prefix="nexa-verify-") as work:
+        items_file, result_file = Path(work) / "items.json", Path(work) / "result.json"
+        items_file.write_text(json.dumps(items))
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("NEXA_", "HF_", "TRANSFORMERS_"))}
+        env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1", NO_PROXY="*")
+        proc = subprocess.run([sys.executable, "-I", str(CHILD), str(bundle), str(items_file), str(result_file), *forbidden],
+                              cwd=work, env=env, capture_output=True, text=True, timeout=1800)
+        if proc.returncode != 0:
+            raise RuntimeError(f"isolated verification process failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
+        return json.loads(result_file.read_text())
+
+
+def gate(teacher_scores: dict[str, float], student_scores: dict[str, float], retain_fraction: float) -> dict[str, Any]:
+    """Retention = student / teacher per capability; passes only if every one is ≥ retain_fraction."""
+    retention = {c: (student_scores.get(c, 0.0) / t if t > 0 else 0.0) for c, t in sorted(teacher_scores.items())}
+    failing = sorted(c for c, r in retention.items() if r < retain_fraction)
+    return {"retention": retention, "failing": failing, "passed": not failing}
+
+
+def build_report(bundle: Path, teacher_scores, child: dict, retain_fraction: float, checks: dict, attempts: list) -> dict:
+    result = gate(teacher_scores, child["student_scores"], retain_fraction)
+    passed = result["passed"] and all(v in (True, []) for v in checks.values())
+    return {
+        "schema_version": REPORT_VERSION,
+        "bundle": bundle.name,
+        "verified_at": datetime.now(timezone.utc).isoformat(),
+        "retain_fraction": retain_fraction,
+        "teacher_scores": teacher_scores,
+        "student_scores": child["student_scores"],
+        "retention": result["retention"],
+        "failing": result["failing"],
+        "passed": passed,
+        "router_accuracy": child["router_accuracy"],
+        "checks": checks,
+        "process": {"isolated": True, "nexa_imported": child["nexa_imported"],
+                    "transformers_imported": child["transformers_imported"], "hf_hub_offline": child["hf_hub_offline"]},
+        "attempts": attempts,
+    }

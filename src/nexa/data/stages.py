@@ -1,0 +1,43 @@
+"""Pipeline stages of the data layer: versioned capability datasets for the golden pipeline."""
+
+from __future__ import annotations
+
+import json
+
+from nexa.data.generators import CAPABILITIES, generate, generate_hypotheses
+from nexa.ledger.datasets import write_dataset_version
+
+
+def capability_datasets(ctx, capabilities: dict[str, dict], eval_rows: int = 200, hypotheses: int = 20,
+                        prefix: str = "golden") -> dict:
+    """One dataset per capability with disjoint train/eval splits, plus a hypothesis-schema dataset.
+
+    ``capabilities`` maps a built-in capability to ``{"train": n}``; the eval split is drawn with its
+    own seed and its prompts are excluded from train, so scores measure generalisation.
+    """
+    written: dict[str, dict] = {}
+    for name, params in capabilities.items():
+        eval_split = generate(name, eval_rows, seed=ctx.seed + 1000)
+        train_split = generate(name, int(params["train"]), seed=ctx.seed, exclude={r["prompt"] for r in eval_split})
+        rows = [{**r, "split": "train"} for r in train_split] + [{**r, "split": "eval"} for r in eval_split]
+        manifest = write_dataset_version(
+            ctx.lab, f"{prefix}-{name}", rows, row_schema="qa",
+            splits={"train": len(train_split), "eval": len(eval_split)}, created_by=ctx.run.run_id,
+            notes=f"built-in generator {name!r} ({CAPABILITIES[name].domain}), seed {ctx.seed}",
+        )
+        written[name] = {"ref": manifest.ref, "content_hash": manifest.content_hash, "rows": manifest.rows}
+    hyp = write_dataset_version(
+        ctx.lab, f"{prefix}-hypothesis", generate_hypotheses(hypotheses, ctx.seed), row_schema="hypothesis",
+        created_by=ctx.run.run_id, notes="synthetic hypothesis-schema rows (v1 §4)",
+    )
+    (ctx.out / "datasets.json").write_text(json.dumps({"capabilities": written, "hypothesis": hyp.ref}, indent=2, sort_keys=True))
+    for info in written.values():
+        ctx.run.add_output(_dataset_ref(ctx, info["ref"], info["content_hash"]))
+    ctx.run.update(dataset_id=",".join(i["ref"] for i in written.values()))
+    return {"datasets": {k: v["ref"] for k, v in written.items()}, "hypothesis": hyp.ref}
+
+
+def _dataset_ref(ctx, ref: str, content_hash: str):
+    from nexa.ledger import ArtifactRef
+
+    return ArtifactRef(kind="dataset", ref=ref, path=ref, sha256=content_hash)

@@ -1,0 +1,1 @@
+"""Generating on eval prompts, judging them (exact, heuristic rubric, LLM-as-judge) and building leaderboards."""

@@ -1,0 +1,1 @@
+"""Finding weak capabilities in eval reports and producing the next dataset version aimed at them."""

@@ -1,0 +1,57 @@
+"""Terminal output shared by every command: Rich for people on stderr, one JSON object on stdout for tools.
+
+With ``--json`` a command's stdout carries exactly one JSON object, so ``nexa ... --json | jq`` always
+parses; tables, progress bars and messages go to stderr either way.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any, Iterable
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+console = Console(stderr=True)
+
+
+def emit_result(result: dict[str, Any], as_json: bool) -> None:
+    """Print a command's result: the JSON object on stdout, or a compact summary for people."""
+    if as_json:
+        sys.stdout.write(json.dumps(result, default=str) + "\n")
+        sys.stdout.flush()
+        return
+    if "run_id" in result:
+        console.print(f"[bold]run_id[/bold] {result['run_id']}  [bold]status[/bold] {result.get('status', '?')}")
+
+
+def progress(transient: bool = False, *extra_columns) -> Progress:
+    """A progress bar with count, elapsed time, ETA and any extra columns (tokens/s, cost so far)."""
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        *extra_columns,
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=transient,
+    )
+
+
+def table(title: str, columns: Iterable[str], rows: Iterable[Iterable[Any]]) -> Table:
+    out = Table(title=title)
+    for column in columns:
+        out.add_column(str(column))
+    for row in rows:
+        out.add_row(*("" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v) for v in row))
+    return out

@@ -1,0 +1,73 @@
+"""Top-level commands of the pipeline layer: ``nexa run PIPELINE.yaml`` and ``nexa demo``."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from nexa.ledger import Lab, LedgerError
+from nexa.ledger.console import console, emit_result, table
+from nexa.pipeline.runner import PipelineResult, StageFailedError, run_pipeline
+from nexa.pipeline.spec import builtin_pipeline_path, install_builtin_pipelines, load_pipeline
+
+
+def register(app: typer.Typer) -> None:
+    app.command("run")(run)
+    app.command("demo")(demo)
+
+
+def run(pipeline: Path = typer.Argument(..., help="Pipeline YAML file."),
+        lab_dir: Optional[Path] = typer.Option(None, "--lab", help="Lab folder (default: the one containing the file)."),
+        json_out: bool = typer.Option(False, "--json", help="Print one JSON object on stdout.")) -> None:
+    """Run a pipeline; stages whose code, parameters and inputs are unchanged are reused."""
+    lab = Lab.find(lab_dir or pipeline.resolve().parent)
+    result = _execute(lab, pipeline)
+    emit_result(_result_json(lab, result), json_out)
+
+
+def demo(lab_dir: Path = typer.Option(Path("nexa-demo"), "--lab", help="Lab folder, created if missing."),
+         json_out: bool = typer.Option(False, "--json", help="Print one JSON object on stdout.")) -> None:
+    """Create a lab and run the golden pipeline in it (CPU, no network, minutes)."""
+    lab = Lab.init(lab_dir)
+    install_builtin_pipelines(lab)
+    result = _execute(lab, lab.root / "pipelines" / "golden.yaml")
+    emit_result(_result_json(lab, result), json_out)
+
+
+def _execute(lab: Lab, pipeline: Path) -> PipelineResult:
+    try:
+        spec = load_pipeline(pipeline)
+    except (LedgerError, FileNotFoundError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    started = time.perf_counter()
+    try:
+        result = run_pipeline(lab, spec)
+    except StageFailedError as exc:
+        console.print(f"[red]pipeline {spec.name!r} failed:[/red] {exc}")
+        console.print(f"see `nexa runs show {exc.run_id} --lab {lab.root}` and runs/logs/{exc.run_id}.jsonl")
+        raise typer.Exit(1) from exc
+    console.print(table(f"pipeline {spec.name} ({time.perf_counter() - started:.1f}s)", ["stage", "status", "seconds"],
+                        [(s.name, s.status, round(s.seconds, 2)) for s in result.stages]))
+    return result
+
+
+def _result_json(lab: Lab, result: PipelineResult) -> dict:
+    paths = {name: str(path) for name, path in result.outputs.items()}
+    bundle = result.outputs.get("verify")
+    return {
+        "run_id": result.run_id,
+        "status": result.status,
+        "lab": str(lab.root),
+        "bundle": str(bundle / "bundle") if bundle else None,
+        "leaderboard": str(result.outputs["eval"] / "leaderboard.parquet") if "eval" in result.outputs else None,
+        "verify_report": str(bundle / "bundle" / "verify_report.json") if bundle else None,
+        "stages": [{"name": s.name, "status": s.status, "seconds": round(s.seconds, 3)} for s in result.stages],
+        "outputs": [{"stage": s.name, "path": paths[s.name], "sha256": s.outputs_sha256} for s in result.stages],
+    }
+
+
+__all__ = ["register", "builtin_pipeline_path"]

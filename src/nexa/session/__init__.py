@@ -1,0 +1,1 @@
+"""Holding secrets (HF and API tokens) for one session, in memory only."""

@@ -1,0 +1,1 @@
+"""Turning datasets into checkpoints: tokenizers, packing, SFT, logit distillation, LoRA, sweeps and multi-GPU launch."""

@@ -1,0 +1,109 @@
+"""Pipeline stages of the training layer: tokenizer, teacher SFT, packing, logit-KD student, SFT baseline."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from transformers import LlamaForCausalLM
+
+from nexa.ledger.datasets import read_dataset_rows, read_split
+from nexa.ledger.hashing import sha256_file
+from nexa.train.models import DecoderSize, build_model, count_parameters
+from nexa.train.pack import PackManifest, efficiency, load_pack, pack_examples, save_pack
+from nexa.train.tokenizer import encode_example, load_tokenizer, train_char_tokenizer
+from nexa.train.trainer import KDConfig, OptimConfig, train_on_pack
+
+
+def split_rows(ctx, data_stage: str, split: str) -> list[dict]:
+    return read_split(ctx.lab, ctx.input(data_stage) / "datasets.json", split)
+
+
+def tokenizer(ctx, data: str = "data") -> dict:
+    """Train a char-level tokenizer on every prompt and answer of every split."""
+    texts = [r["prompt"] + r["answer"] for split in ("train", "eval") for r in split_rows(ctx, data, split)]
+    tok = train_char_tokenizer(texts)
+    tok.save(str(ctx.out / "tokenizer.json"))
+    return {"vocab_size": tok.get_vocab_size()}
+
+
+def teacher(ctx, size: dict, optim: dict, seq_len: int = 128, data: str = "data", tokenizer: str = "tokenizer") -> dict:
+    """SFT a teacher from a config on the ground-truth training split."""
+    rows = split_rows(ctx, data, "train")
+    return _train(ctx, rows, size, optim, seq_len, tokenizer, description="teacher SFT")
+
+
+def pack(ctx, seq_len: int = 128, source: str = "distill", tokenizer: str = "tokenizer") -> dict:
+    """Tokenize and pack a paired (prompt, answer) dataset into fixed-length blocks."""
+    listing = json.loads((ctx.input(source) / "dataset.json").read_text())
+    rows = read_dataset_rows(ctx.lab, listing["ref"])
+    manifest = _pack_rows(ctx, rows, seq_len, tokenizer, ctx.out, sources=[listing["ref"]])
+    return manifest.model_dump()
+
+
+def student_kd(ctx, size: dict, optim: dict, kd: dict, max_param_ratio: float = 0.25,
+               pack: str = "pack", teacher: str = "teacher") -> dict:
+    """Distill the teacher's logits into a student at most ``max_param_ratio`` of its size."""
+    packed, pack_manifest = load_pack(ctx.input(pack))
+    teacher_model = LlamaForCausalLM.from_pretrained(ctx.input(teacher) / "model")
+    vocab = teacher_model.config.vocab_size
+    student = build_model(DecoderSize(**size), vocab, ctx.seed)
+    ratio = count_parameters(student) / count_parameters(teacher_model)
+    if ratio > max_param_ratio:
+        raise ValueError(f"student has {ratio:.2f}× the teacher's parameters; the limit is {max_param_ratio} (shrink `size`)")
+    stats = train_on_pack(student, packed, OptimConfig(**optim), ctx.out / "trainer", ctx.seed, "student KD",
+                          teacher=teacher_model, kd=KDConfig(**kd))
+    _save_model(ctx, student, ctx.input(pack) / "tokenizer.json")
+    ctx.run.update(teacher_model=f"teacher:{ctx.summary_of(teacher)['model_sha256'][:12]}", tokens_trained=stats["tokens_trained"])
+    return _summary(ctx, student, stats, param_ratio=ratio, pack_efficiency=pack_manifest.efficiency)
+
+
+def baseline(ctx, size: dict, optim: dict, seq_len: int = 128, data: str = "data", tokenizer: str = "tokenizer") -> dict:
+    """A student-sized model trained by SFT on ground truth alone: what the teacher is measured against."""
+    rows = split_rows(ctx, data, "train")
+    return _train(ctx, rows, size, optim, seq_len, tokenizer, description="baseline SFT")
+
+
+# -- shared by the stages above -------------------------------------------------------------------
+def _train(ctx, rows, size, optim, seq_len, tokenizer_stage, description) -> dict:
+    pack_dir = ctx.out / "pack"
+    pack_manifest = _pack_rows(ctx, rows, seq_len, tokenizer_stage, pack_dir, sources=["train split"])
+    packed, _ = load_pack(pack_dir)
+    vocab = load_tokenizer(ctx.input(tokenizer_stage)).get_vocab_size()
+    model = build_model(DecoderSize(**size), vocab, ctx.seed)
+    stats = train_on_pack(model, packed, OptimConfig(**optim), ctx.out / "trainer", ctx.seed, description)
+    shutil.rmtree(pack_dir)
+    _save_model(ctx, model, ctx.input(tokenizer_stage) / "tokenizer.json")
+    ctx.run.update(tokens_trained=stats["tokens_trained"])
+    return _summary(ctx, model, stats, pack_efficiency=pack_manifest.efficiency)
+
+
+def _pack_rows(ctx, rows, seq_len, tokenizer_stage, folder: Path, sources: list[str]) -> PackManifest:
+    tok_path = ctx.input(tokenizer_stage) / "tokenizer.json"
+    tok = load_tokenizer(tok_path)
+    examples = [encode_example(tok, r["prompt"], r["answer"]) for r in rows]
+    packed, truncated = pack_examples(examples, seq_len)
+    manifest = PackManifest(
+        seq_len=seq_len, samples=len(examples), blocks=len(packed), tokens=int(packed.input_ids.numel()),
+        efficiency=round(efficiency(packed), 6), sources=sources, tokenizer_sha256=sha256_file(tok_path), truncated=truncated,
+    )
+    save_pack(packed, manifest, folder)
+    shutil.copyfile(tok_path, folder / "tokenizer.json")
+    return manifest
+
+
+def _save_model(ctx, model, tokenizer_file: Path) -> None:
+    shutil.rmtree(ctx.out / "trainer", ignore_errors=True)
+    model.save_pretrained(ctx.out / "model", safe_serialization=True)
+    shutil.copyfile(tokenizer_file, ctx.out / "model" / "tokenizer.json")
+
+
+def _summary(ctx, model, stats: dict, **extra) -> dict:
+    return {
+        "parameters": count_parameters(model),
+        "model_sha256": sha256_file(ctx.out / "model" / "model.safetensors"),
+        **{k: v for k, v in stats.items() if k != "loss_curve"},
+        "loss_curve": stats["loss_curve"],
+        **extra,
+    }

@@ -1,0 +1,19 @@
+"""Test-wide settings: offline, seeded, and a fresh lab per test."""
+
+import os
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+for _var in ("NEXA_SCRATCH", "NEXA_DURABLE", "NEXA_RUN_ID", "NEXA_CHECKPOINT_DIR", "NEXA_DURABLE_CHECKPOINT_DIR"):
+    os.environ.pop(_var, None)
+
+
+@pytest.fixture
+def lab(tmp_path):
+    from nexa.ledger import Lab
+
+    return Lab.init(tmp_path / "lab")
