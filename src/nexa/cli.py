@@ -20,6 +20,7 @@ app.add_typer(runs_app, name="runs")
 # Each layer that has commands owns a Typer app in ``nexa.<layer>.commands``; (module, name, help).
 LAYER_COMMANDS: list[tuple[str, str]] = [
     ("nexa.data.commands", "data"),
+    ("nexa.teachers.commands", "distill"),
 ]
 # Layers whose commands sit at the top level (``nexa demo``, ``nexa run``) rather than in a group.
 TOP_LEVEL_COMMANDS: list[str] = ["nexa.pipeline.commands"]
@@ -91,6 +92,12 @@ def lineage(ref: str = typer.Argument(..., help="A run id, a dataset ID@vN, or a
 
 
 def main() -> None:
+    import sys
+
+    from nexa.ledger.console import reserve_stdout_for_json
+
+    if "--json" in sys.argv[1:]:
+        reserve_stdout_for_json()
     app()
 
 

@@ -41,3 +41,16 @@ def _dataset_ref(ctx, ref: str, content_hash: str):
     from nexa.ledger import ArtifactRef
 
     return ArtifactRef(kind="dataset", ref=ref, path=ref, sha256=content_hash)
+
+
+def registered(ctx, datasets: dict[str, str]) -> dict:
+    """A listing of datasets already in the registry (capability → ID@vN) for stages that read listings."""
+    from nexa.ledger.datasets import read_dataset_manifest
+
+    listing = {}
+    for capability, ref in sorted(datasets.items()):
+        manifest = read_dataset_manifest(ctx.lab, ref)
+        listing[capability] = {"ref": manifest.ref, "content_hash": manifest.content_hash, "rows": manifest.rows}
+        ctx.run.add_input(_dataset_ref(ctx, manifest.ref, manifest.content_hash))
+    (ctx.out / "datasets.json").write_text(json.dumps({"capabilities": listing}, indent=2, sort_keys=True))
+    return {"datasets": {k: v["ref"] for k, v in listing.items()}}

@@ -7,6 +7,7 @@ parses; tables, progress bars and messages go to stderr either way.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import Any, Iterable
 
@@ -22,13 +23,32 @@ from rich.progress import (
 from rich.table import Table
 
 console = Console(stderr=True)
+_json_fd: int | None = None
+
+
+def reserve_stdout_for_json() -> None:
+    """Point file descriptor 1 at stderr for the rest of the process, keeping a private copy of stdout.
+
+    Libraries (W&B, tqdm, warnings) sometimes print to stdout; with ``--json`` only the result may go
+    there, so everything else is sent to stderr at the descriptor level and the result is written to
+    the saved copy by :func:`emit_result`.
+    """
+    global _json_fd
+    if _json_fd is None:
+        sys.stdout.flush()
+        _json_fd = os.dup(1)
+        os.dup2(2, 1)
 
 
 def emit_result(result: dict[str, Any], as_json: bool) -> None:
     """Print a command's result: the JSON object on stdout, or a compact summary for people."""
     if as_json:
-        sys.stdout.write(json.dumps(result, default=str) + "\n")
-        sys.stdout.flush()
+        data = (json.dumps(result, default=str) + "\n").encode()
+        if _json_fd is None:
+            sys.stdout.write(data.decode())
+            sys.stdout.flush()
+        else:
+            os.write(_json_fd, data)
         return
     if "run_id" in result:
         console.print(f"[bold]run_id[/bold] {result['run_id']}  [bold]status[/bold] {result.get('status', '?')}")

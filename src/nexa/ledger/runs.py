@@ -67,6 +67,19 @@ def current_environment() -> Environment:
     )
 
 
+def detect_gpu_type() -> str:
+    """``cpu``, or the accelerator model and count in the spec's form (``H100x1``, ``A100x4``)."""
+    if not _torch_importable():
+        return "cpu"
+    import torch
+
+    if not torch.cuda.is_available():
+        return "cpu"
+    name = torch.cuda.get_device_name(0)
+    model = next((w for w in name.replace("-", " ").split() if any(c.isdigit() for c in w)), name.split()[-1])
+    return f"{model}x{torch.cuda.device_count()}"
+
+
 def _torch_importable() -> bool:
     import importlib.util
 
@@ -155,7 +168,7 @@ def start_run(
         code_version=code_version(),
         environment=env,
         hostname=env.hostname,
-        gpu_type=fields.pop("gpu_type", "cpu"),
+        gpu_type=fields.pop("gpu_type", None) or detect_gpu_type(),
         provider=fields.pop("provider", lab.config.provider),
         parent_run_id=parent_run_id,
         **fields,

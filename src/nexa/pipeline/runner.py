@@ -19,10 +19,11 @@ from typing import Any, Callable
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from nexa.infra.cost import PriceTable
 from nexa.ledger import ArtifactRef, CorruptArtifactError, Lab
 from nexa.ledger.console import console
 from nexa.ledger.hashing import sha256_file, sha256_json
-from nexa.ledger.manifests import StageRecord, dump_manifest, load_manifest
+from nexa.ledger.manifests import CostBreakdown, StageRecord, dump_manifest, load_manifest
 from nexa.ledger.runs import RunContext, start_run
 from nexa.ledger.store import DurableStore
 from nexa.pipeline.spec import PipelineSpec, StageSpec
@@ -102,6 +103,8 @@ class PipelineRunner:
         self.lab, self.spec = lab, spec
         self.store: DurableStore = lab.durable()
         self._records: dict[str, StageOutput] = {}
+        self.prices = PriceTable.from_lab(lab)
+        self._total_cost = 0.0
         self._paths: dict[str, Path] = {}
 
     def run(self) -> PipelineResult:
@@ -115,6 +118,7 @@ class PipelineRunner:
                 run.save()
             for name, output in self._records.items():
                 run.add_output(self._output_ref(name, output))
+            run.update(cost_estimate_usd_total=self._total_cost)
             return PipelineResult(
                 run.run_id, "succeeded", stages, dict(self._paths), {n: r.summary for n, r in self._records.items()}
             )
@@ -169,10 +173,16 @@ class PipelineRunner:
             run.fail(exc)
             pipeline_run.log("stage_failed", stage=stage.name, run=run.run_id, error=str(exc))
             raise StageFailedError(stage.name, run.run_id, exc) from exc
-        run.finish()
+        run.finish(self._cost(run, output.seconds, float(summary.get("cost_usd", 0.0))))
         shutil.rmtree(work, ignore_errors=False)
         self._accept(stage.name, output)
         return output
+
+    def _cost(self, run: RunContext, seconds: float, api_usd: float) -> CostBreakdown:
+        """Compute time at the lab's price for this hardware, plus what the stage paid APIs."""
+        cost = self.prices.compute_cost(run.manifest.provider, run.manifest.gpu_type, seconds, api_usd=api_usd)
+        self._total_cost += cost.total_usd
+        return cost
 
     # -- cache --------------------------------------------------------------------------------
     def _key(self, stage: StageSpec) -> str:

@@ -36,3 +36,23 @@ def materialize_local(ctx, teacher: str = "teacher", data: str = "data", dataset
     agreement = sum(p["answer"] == p["reference"] for p in paired) / max(len(paired), 1)
     return {"dataset": manifest.ref, "prompts": len(paired), "seconds": seconds, "teacher_agreement": agreement,
             "calls": len(paired), "cost_usd": 0.0}
+
+
+def local_checkpoint(ctx, path: str) -> dict:
+    """Bring a local HF checkpoint (weights + tokenizer.json) into the lab as a hashed stage output."""
+    import shutil
+    from pathlib import Path
+
+    from nexa.ledger.hashing import sha256_file
+
+    source = Path(path).expanduser().resolve()
+    missing = [name for name in ("config.json", "tokenizer.json") if not (source / name).exists()]
+    weights = sorted(source.glob("*.safetensors"))
+    if missing or not weights:
+        raise FileNotFoundError(
+            f"{source} is not a usable local teacher: missing {missing + ([] if weights else ['*.safetensors'])}; "
+            "expected a folder written by save_pretrained() with a tokenizer.json beside the weights"
+        )
+    shutil.copytree(source, ctx.out / "model", ignore=shutil.ignore_patterns("*.bin", "*.pt", "*.pth"))
+    shutil.copyfile(source / "tokenizer.json", ctx.out / "tokenizer.json")
+    return {"source": str(source), "model_sha256": sha256_file(weights[0])}

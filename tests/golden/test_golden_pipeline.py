@@ -1,0 +1,164 @@
+"""The golden pipeline end to end, the way a user runs it: `nexa demo --json` in a fresh lab.
+
+One real run (about two minutes on 2 cores) is shared by the assertions below; a second run must be
+all cache hits; a tiny variant is killed with SIGKILL at several points and must still finish.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+NEXA = [sys.executable, "-m", "nexa.cli"]
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _demo(lab: Path) -> tuple[dict, float]:
+    started = time.perf_counter()
+    proc = subprocess.run([*NEXA, "demo", "--lab", str(lab), "--json"], capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout), time.perf_counter() - started
+
+
+@pytest.fixture(scope="module")
+def golden(tmp_path_factory):
+    lab = tmp_path_factory.mktemp("golden") / "lab"
+    first, first_seconds = _demo(lab)
+    second, second_seconds = _demo(lab)
+    return {"lab": lab, "first": first, "second": second, "t1": first_seconds, "t2": second_seconds}
+
+
+def test_demo_json_has_the_documented_fields(golden):
+    result = golden["first"]
+    assert result["status"] == "succeeded"
+    for key in ("run_id", "lab", "bundle", "leaderboard", "verify_report", "stages"):
+        assert result[key], key
+    assert all(s["status"] == "ran" for s in result["stages"])
+    assert {s["name"] for s in result["stages"]} >= {"data", "teacher", "distill", "pack", "student_kd", "baseline",
+                                                      "eval", "bundle", "verify", "report"}
+
+
+def test_every_capability_keeps_97_percent_and_the_teacher_knows_its_stuff(golden):
+    report = json.loads(Path(golden["first"]["verify_report"]).read_text())
+    assert report["passed"] is True and report["retain_fraction"] == 0.97
+    assert set(report["retention"]) == {"reasoning", "science", "chemistry"}
+    for capability, ratio in report["retention"].items():
+        assert ratio >= 0.97, capability
+        assert report["teacher_scores"][capability] >= 0.9, capability
+        assert ratio == pytest.approx(report["student_scores"][capability] / report["teacher_scores"][capability])
+    assert report["process"]["nexa_imported"] is False and report["process"]["hf_hub_offline"] == "1"
+    assert report["checks"]["teacher_weights_deleted"] is True and report["checks"]["hash_mismatches"] == []
+
+
+def test_leaderboard_has_teacher_student_and_baseline_rows(golden):
+    rows = pq.read_table(golden["first"]["leaderboard"]).to_pylist()
+    assert {r["role"] for r in rows} == {"teacher", "student", "baseline"}
+    for column in ("model", "role", "capability", "metric", "score", "latency_ms", "cost_usd", "judge_model_id", "judge_prompt_hash"):
+        assert all(column in r for r in rows)
+
+
+def test_bundle_has_the_nexus_layout_and_student_is_a_quarter_of_the_teacher(golden):
+    bundle = Path(golden["first"]["bundle"])
+    for rel in ("backbone/backbone.safetensors", "backbone/config.json", "router/router.safetensors",
+                "tokenizer/tokenizer.json", "manifest.json", "verify_report.json", "README.md"):
+        assert (bundle / rel).is_file(), rel
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert set(manifest["capabilities"]) == {"reasoning", "science", "chemistry"}
+    assert "backbone/backbone.safetensors" in manifest["files"]
+    lab = golden["lab"]
+    student = _stage_summary(lab, "student_kd")
+    assert student["param_ratio"] <= 0.25
+
+
+def test_bundle_runs_where_nexa_cannot_be_imported(golden, tmp_path):
+    script = tmp_path / "use_bundle.py"
+    script.write_text(
+        "import importlib.abc, sys\n"
+        "class Block(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path, target=None):\n"
+        "        if name.split('.')[0] == 'nexa': raise ImportError('nexa is not here')\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "from nexus import NexusModel\n"
+        "model = NexusModel.load(sys.argv[1])\n"
+        "print(model.generate('max(12,40)='))\n"
+        "assert not any(m.split('.')[0] == 'nexa' for m in sys.modules)\n"
+    )
+    proc = subprocess.run([sys.executable, "-I", str(script), golden["first"]["bundle"]], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "40"
+
+
+def test_second_run_is_all_cached_fast_and_identical(golden):
+    first, second = golden["first"], golden["second"]
+    assert [s["status"] for s in second["stages"]] == ["cached"] * len(first["stages"])
+    assert golden["t2"] < golden["t1"] / 10
+    assert {o["stage"]: o["sha256"] for o in first["outputs"]} == {o["stage"]: o["sha256"] for o in second["outputs"]}
+
+
+def test_every_run_has_a_manifest_and_lineage_reaches_raw_data(golden):
+    lab = golden["lab"]
+    proc = subprocess.run([*NEXA, "runs", "list", "--lab", str(lab), "--json"], capture_output=True, text=True, timeout=120)
+    runs = json.loads(proc.stdout)["runs"]
+    assert {r["run_type"] for r in runs} >= {"pipeline", "data", "teacher", "distill", "train", "eval"}
+    assert all(r["status"] == "succeeded" for r in runs)
+    student_run = next(r for r in runs if r["run_type"] == "distill" and r["parent_run_id"])
+    proc = subprocess.run([*NEXA, "lineage", student_run["run_id"], "--lab", str(lab), "--json"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "golden-reasoning@v1" in proc.stdout
+
+
+def _stage_summary(lab: Path, name: str) -> dict:
+    records = list((lab / ".nexa" / "durable" / "stages" / name).glob("*/stage.json"))
+    assert records, name
+    return json.loads(records[0].read_text())["summary"]
+
+
+def _tiny_pipeline(lab: Path) -> Path:
+    spec = yaml.safe_load((ROOT / "src" / "nexa" / "pipeline" / "builtin" / "golden.yaml").read_text())
+    for stage in spec["stages"]:
+        params = stage.get("with", {})
+        if "optim" in params:
+            params["optim"]["max_steps"] = 12
+        if stage["name"] == "data":
+            params["capabilities"] = {k: {"train": 120} for k in params["capabilities"]}
+            params["eval_rows"] = 20
+        if stage["name"] == "verify":
+            params["retain_fraction"] = 0.0  # crash safety is under test here, not quality
+    path = lab / "pipelines" / "tiny.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def test_sigkill_at_any_point_then_rerun_finishes_with_no_corrupt_artifact(tmp_path):
+    lab = tmp_path / "lab"
+    subprocess.run([*NEXA, "init", str(lab)], check=True, capture_output=True, timeout=120)
+    pipeline = _tiny_pipeline(lab)
+    for delay in (4.0, 9.0, 14.0):
+        proc = subprocess.Popen([*NEXA, "run", str(pipeline), "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                start_new_session=True)
+        time.sleep(delay)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    final = subprocess.run([*NEXA, "run", str(pipeline), "--json"], capture_output=True, text=True, timeout=900)
+    assert final.returncode == 0, final.stderr[-3000:]
+    result = json.loads(final.stdout)
+    assert result["status"] == "succeeded"
+    from nexa.ledger import Lab
+
+    store = Lab(lab).durable()
+    for stage in result["outputs"]:
+        prefix = Path(stage["path"]).relative_to(store.local_path("")).as_posix()
+        listing = store.dir_listing(prefix)
+        pruned = set(json.loads(store.get_bytes(f"{prefix}/pruned.json"))) if store.exists(f"{prefix}/pruned.json") else set()
+        for rel in set(listing) - pruned:
+            store.verify(f"{prefix}/{rel}")
