@@ -21,6 +21,7 @@ app.add_typer(runs_app, name="runs")
 LAYER_COMMANDS: list[tuple[str, str]] = [
     ("nexa.data.commands", "data"),
     ("nexa.teachers.commands", "distill"),
+    ("nexa.bundle.commands", "bundle"),
 ]
 # Layers whose commands sit at the top level (``nexa demo``, ``nexa run``) rather than in a group.
 TOP_LEVEL_COMMANDS: list[str] = ["nexa.pipeline.commands"]

@@ -103,3 +103,21 @@ def build_report(bundle: Path, teacher_scores, child: dict, retain_fraction: flo
                     "transformers_imported": child["transformers_imported"], "hf_hub_offline": child["hf_hub_offline"]},
         "attempts": attempts,
     }
+
+
+def verify_bundle(bundle: Path, retain_fraction: float, teacher_weight_files: list[Path] = (),
+                  forbidden: list[str] = (), attempts: list[dict] | None = None) -> dict[str, Any]:
+    """Every check and the gate on a bundle folder; writes verify_report.json and the manifest's retention."""
+    from nexa.bundle.build import write_manifest
+
+    checks = {"hash_mismatches": check_hashes(bundle),
+              "teacher_tensors_inside": teacher_tensors_inside(bundle, list(teacher_weight_files)),
+              "teacher_paths_absent": not any(Path(p).exists() for p in forbidden)}
+    items = json.loads((bundle / "benchmark" / "items.json").read_text())
+    teacher_scores = json.loads((bundle / "benchmark" / "teacher_scores.json").read_text())
+    child = run_isolated_benchmark(bundle, items, list(forbidden))
+    report = build_report(bundle, teacher_scores, child, retain_fraction, checks, attempts=list(attempts or []))
+    report["attempts"].append({"attempt": len(report["attempts"]) + 1, "retention": report["retention"], "passed": report["passed"]})
+    (bundle / "verify_report.json").write_text(json.dumps(report, indent=2, sort_keys=True))
+    write_manifest(bundle, retention=report["retention"], verified=report["passed"])
+    return report

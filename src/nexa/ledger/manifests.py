@@ -108,6 +108,7 @@ class RunManifest(_Contract):
     inputs: list[ArtifactRef] = Field(default_factory=list)
     outputs: list[ArtifactRef] = Field(default_factory=list)
     stages: list[StageRecord] = Field(default_factory=list)
+    metrics: dict[str, float] = Field(default_factory=dict, description="Counters a stage reports (cache hits, calls, ...).")
     parent_run_id: str | None = None
     error: str | None = None
 

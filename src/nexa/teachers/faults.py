@@ -104,20 +104,25 @@ class RetryPolicy(BaseModel):
 
 
 class CircuitBreaker:
-    """Opens after ``threshold`` consecutive failed calls; a success closes the count again."""
+    """Opens after ``threshold`` consecutive failed calls, or at once on :meth:`trip`; a success resets the count."""
 
     def __init__(self, threshold: int):
         if threshold < 1:
             raise ValueError(f"circuit breaker threshold must be >= 1, got {threshold}")
         self.threshold = threshold
         self._failures = 0
-        self._last_error = ""
+        self._reason: str | None = None
         self._opened = threading.Event()
         self._lock = threading.Lock()
 
     @property
     def is_open(self) -> bool:
         return self._opened.is_set()
+
+    @property
+    def reason(self) -> str | None:
+        """Why the breaker opened (``None`` while closed)."""
+        return self._reason
 
     def record_success(self) -> None:
         with self._lock:
@@ -126,16 +131,23 @@ class CircuitBreaker:
     def record_failure(self, error: str) -> None:
         with self._lock:
             self._failures += 1
-            self._last_error = error
             if self._failures >= self.threshold:
-                self._opened.set()
+                self._open(f"{self._failures} consecutive calls failed (threshold {self.threshold}); last error: {error}")
+
+    def trip(self, error: str) -> None:
+        """Open now: a fatal error (bad key, unknown model) means every other call would fail too."""
+        with self._lock:
+            self._open(error)
+
+    def _open(self, reason: str) -> None:
+        if not self._opened.is_set():
+            self._reason = reason
+            self._opened.set()
 
     def check(self) -> None:
         """Raise :class:`CircuitOpenError` once the breaker is open."""
         if self.is_open:
-            raise CircuitOpenError(
-                f"stopped after {self.threshold} consecutive failed teacher calls; last error: {self._last_error}"
-            )
+            raise CircuitOpenError(f"teacher calls stopped: {self._reason}")
 
     def sleep(self, seconds: float) -> None:
         """Wait, but wake at once when the breaker opens so no thread sits out a long backoff for nothing."""
@@ -143,12 +155,13 @@ class CircuitBreaker:
 
 
 def call_with_retries(call: Callable[[], T], policy: RetryPolicy, breaker: CircuitBreaker,
-                      bucket: TokenBucket | None = None, on_attempt: Callable[[int, TeacherError | None], None] | None = None,
+                      bucket: TokenBucket | None = None,
+                      on_attempt: Callable[[int, TeacherError | None], None] | None = None,
                       rng: random.Random | None = None) -> T:
     """Run ``call`` until it succeeds, retrying transient errors; every attempt is reported to ``on_attempt``.
 
     Raises the last :class:`TransientTeacherError` when attempts run out, a :class:`PromptRejectedError`
-    at once, :class:`CircuitOpenError` when the breaker opens, and lets fatal errors through.
+    at once, :class:`CircuitOpenError` when the breaker opens, and lets any other (fatal) error through.
     """
     rng = rng or random.Random()
     for attempt in itertools.count(1):
@@ -157,10 +170,12 @@ def call_with_retries(call: Callable[[], T], policy: RetryPolicy, breaker: Circu
             bucket.acquire()
         try:
             result = call()
-        except (TransientTeacherError, PromptRejectedError) as exc:
-            breaker.record_failure(str(exc))
+        except TeacherError as exc:
             if on_attempt:
                 on_attempt(attempt, exc)
+            if not isinstance(exc, (TransientTeacherError, PromptRejectedError)):
+                raise  # fatal: the caller stops the run
+            breaker.record_failure(str(exc))
             if isinstance(exc, PromptRejectedError) or attempt == policy.max_attempts:
                 raise
             breaker.sleep(policy.delay(attempt, exc.retry_after, rng))

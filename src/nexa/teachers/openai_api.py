@@ -28,6 +28,7 @@ class OpenAITeacher:
     """Chat or completion calls against ``base_url`` (e.g. ``http://127.0.0.1:8000/v1``) for ``model``."""
 
     max_batch = 1
+    bills_tokens = True
 
     def __init__(self, base_url: str, model: str, api_key: str | None = None, api: ApiKind = "chat",
                  timeout_s: float = 60.0):
@@ -49,7 +50,7 @@ class OpenAITeacher:
         return f"openai-compatible:{self.api}:{public_url(self.base_url)}#{self._model}"
 
     @property
-    def model(self) -> str:
+    def model_name(self) -> str:
         return self._model
 
     def close(self) -> None:
@@ -60,21 +61,23 @@ class OpenAITeacher:
 
     # -- one call -------------------------------------------------------------------------------
     def _call(self, request: TeacherRequest) -> TeacherResponse:
-        path = "/chat/completions" if self.api == "chat" else "/completions"
-        url = self.base_url + path
+        url = _join(self.base_url, "chat/completions" if self.api == "chat" else "completions")
         began = time.perf_counter()
         try:
             reply = self._client.post(url, json=self._body(request))
         except httpx.TimeoutException as exc:
-            raise TransientTeacherError(f"{public_url(url)} did not answer within {self.timeout_s}s ({type(exc).__name__})") from None
+            raise TransientTeacherError(
+                f"{public_url(url)} did not answer within {self.timeout_s}s ({type(exc).__name__})") from None
         except httpx.TransportError as exc:
-            raise TransientTeacherError(f"{public_url(url)}: connection failed ({type(exc).__name__}: {self.scrub(str(exc))})") from None
+            raise TransientTeacherError(
+                f"{public_url(url)}: connection failed ({type(exc).__name__}: {self.scrub(str(exc))})") from None
         latency_ms = (time.perf_counter() - began) * 1000
         self._check_status(reply, url)
         try:
             data = reply.json()
         except (json.JSONDecodeError, UnicodeDecodeError):
-            raise TransientTeacherError(f"{public_url(url)} answered 200 with a body that is not JSON: {self._snippet(reply)}") from None
+            raise TransientTeacherError(
+                f"{public_url(url)} answered 200 with a body that is not JSON: {self._snippet(reply)}") from None
         return self._parse(data, latency_ms, url)
 
     def _body(self, request: TeacherRequest) -> dict[str, Any]:
@@ -145,6 +148,12 @@ def public_url(url: str) -> str:
     host = parts.hostname or ""
     netloc = f"{host}:{parts.port}" if parts.port else host
     return urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
+
+
+def _join(base_url: str, path: str) -> str:
+    """``base_url`` + ``/path``, keeping any query string (some gateways put an API version there)."""
+    parts = urlsplit(base_url)
+    return urlunsplit((parts.scheme, parts.netloc, f"{parts.path.rstrip('/')}/{path}", parts.query, ""))
 
 
 def _chat_logprobs(block: Any) -> list[TokenLogprob] | None:

@@ -96,8 +96,12 @@ class Teacher(Protocol):
         """A stable identity (endpoint + model, or the weights' hash): the cache is keyed by it."""
 
     @property
-    def model(self) -> str:
+    def model_name(self) -> str:
         """The model name, used to look up its per-token price."""
+
+    @property
+    def bills_tokens(self) -> bool:
+        """True when every call is billed per token (an API); False when the cost is compute time (local)."""
 
     @property
     def max_batch(self) -> int:

@@ -3,39 +3,40 @@
 from __future__ import annotations
 
 import json
-import time
 
-from nexa.ledger import ArtifactRef
-from nexa.ledger.datasets import read_listing, read_split, write_dataset_version
+from nexa.ledger.datasets import read_dataset_rows, read_listing, read_split, write_dataset_version
 
 
 def materialize_local(ctx, teacher: str = "teacher", data: str = "data", dataset_id: str = "golden-distill",
-                      max_new_tokens: int = 8) -> dict:
-    """Run the trained teacher over every training prompt; its answers become the student's targets."""
-    from nexa.eval.generate import greedy_generate, load_hf_model
+                      max_new_tokens: int = 8, batch_size: int = 64) -> dict:
+    """Answer every training prompt with the trained local teacher (cached, costed, resumable).
+
+    The prompts become their own dataset version (parents: the capability datasets), so the paired
+    output's lineage runs prompt set → capability datasets → generator.
+    """
+    from nexa.infra.cost import PriceTable
+    from nexa.teachers.local import LocalHFTeacher
+    from nexa.teachers.materialize import MaterializeConfig, materialize
+    from nexa.teachers.protocol import GenerationParams
 
     listing = ctx.input(data) / "datasets.json"
     capabilities = read_listing(listing)["capabilities"]
-    refs = [capabilities[name]["ref"] for name in sorted(capabilities)]
-    rows = read_split(ctx.lab, listing, "train")
-    model, tok = load_hf_model(ctx.input(teacher) / "model")
-    started = time.perf_counter()
-    outputs = greedy_generate(model, tok, [r["prompt"] for r in rows], max_new_tokens=max_new_tokens)
-    seconds = time.perf_counter() - started
-    paired = [
-        {"prompt": r["prompt"], "answer": g.output, "reference": r["answer"], "capability": r["capability"],
-         "latency_ms": round(g.latency_ms, 3), "completion_tokens": g.new_tokens}
-        for r, g in zip(rows, outputs)
-    ]
-    teacher_id = f"teacher:{ctx.summary_of(teacher)['model_sha256'][:12]}"
-    manifest = write_dataset_version(ctx.lab, dataset_id, paired, row_schema="paired", parents=refs,
-                                     created_by=ctx.run.run_id, notes=f"outputs of {teacher_id}, greedy")
-    (ctx.out / "dataset.json").write_text(json.dumps({"ref": manifest.ref, "content_hash": manifest.content_hash}))
-    ctx.run.add_output(ArtifactRef(kind="dataset", ref=manifest.ref, path=manifest.path, sha256=manifest.content_hash))
-    ctx.run.update(teacher_model=teacher_id, dataset_id=manifest.ref, dataset_hash=manifest.content_hash)
-    agreement = sum(p["answer"] == p["reference"] for p in paired) / max(len(paired), 1)
-    return {"dataset": manifest.ref, "prompts": len(paired), "seconds": seconds, "teacher_agreement": agreement,
-            "calls": len(paired), "cost_usd": 0.0}
+    prompts = [{"prompt": r["prompt"], "answer": r["answer"], "capability": r["capability"]}
+               for r in read_split(ctx.lab, listing, "train")]
+    source = write_dataset_version(ctx.lab, f"{dataset_id}-prompts", prompts, row_schema="qa", created_by=ctx.run.run_id,
+                                   parents=[capabilities[name]["ref"] for name in sorted(capabilities)],
+                                   notes="training prompts of every capability, for the teacher to answer")
+    model = LocalHFTeacher(ctx.input(teacher) / "model", batch_size=batch_size)
+    config = MaterializeConfig(dataset=source.ref, out=dataset_id, params=GenerationParams(max_tokens=max_new_tokens),
+                               concurrency=1, provider=ctx.run.manifest.provider, gpu_type=ctx.run.manifest.gpu_type,
+                               seed=ctx.seed)
+    report = materialize(ctx.lab, model, config, ctx.run, PriceTable.from_lab(ctx.lab))
+    (ctx.out / "dataset.json").write_text(json.dumps({"ref": report.dataset, "source": source.ref}))
+    rows = read_dataset_rows(ctx.lab, report.dataset)
+    agreement = sum(r["answer"] == r["reference"] for r in rows) / max(len(rows), 1)
+    return {"dataset": report.dataset, "prompts": report.prompts, "calls": report.calls, "cache_hits": report.cache_hits,
+            "cost_usd": report.api_usd, "seconds": report.seconds, "teacher_agreement": agreement,
+            "teacher_id": model.teacher_id}
 
 
 def local_checkpoint(ctx, path: str) -> dict:

@@ -1,0 +1,240 @@
+"""``nexa distill ...``: materialize a teacher's answers to a dataset's prompts as a paired dataset version."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional
+
+import typer
+from pydantic import ValidationError
+from rich.progress import ProgressColumn, TextColumn
+from rich.text import Text
+
+from nexa.infra.cost import PriceTable, UnknownPriceError
+from nexa.ledger import Lab, LedgerError, RunManifest
+from nexa.ledger.console import console, emit_result, progress, table
+from nexa.ledger.runs import detect_gpu_type, start_run
+from nexa.teachers.errors import TeacherError
+from nexa.teachers.faults import RetryPolicy
+from nexa.teachers.materialize import MaterializeConfig, MaterializeError, MaterializeReport, materialize
+from nexa.teachers.protocol import GenerationParams, Teacher
+
+app = typer.Typer(help="Distillation data: ask a teacher once, keep every answer (cached, costed, resumable).",
+                  no_args_is_help=True)
+
+DEFAULT_KEY_ENV = "OPENAI_API_KEY"
+
+
+@app.command("materialize")
+def materialize_command(
+    dataset: str = typer.Option(..., "--dataset", help="Input dataset, ID or ID@vN; its 'prompt' column is asked."),
+    teacher: str = typer.Option(..., "--teacher", help="OpenAI-compatible API root (http://127.0.0.1:8000/v1) "
+                                "or a local HF checkpoint folder."),
+    out: str = typer.Option(..., "--out", help="Id of the paired dataset to write a new version of."),
+    teacher_model: Optional[str] = typer.Option(None, "--teacher-model", help="Model name at the API (required for a URL)."),
+    budget_usd: Optional[float] = typer.Option(None, "--budget-usd", min=0,
+                                               help="Stop before this run's API spend would pass this; keeps what was done."),
+    api: str = typer.Option("chat", "--api", help="chat (/chat/completions) or completions (/completions)."),
+    api_key_env: Optional[str] = typer.Option(None, "--api-key-env", help="Environment variable holding the API key "
+                                              f"(default {DEFAULT_KEY_ENV}, optional)."),
+    system: Optional[str] = typer.Option(None, "--system", help="System message (chat API only)."),
+    prompt_field: str = typer.Option("prompt", "--prompt-field", help="Column holding the prompt."),
+    max_tokens: int = typer.Option(256, "--max-tokens", min=1),
+    temperature: float = typer.Option(0.0, "--temperature", min=0.0),
+    top_logprobs: int = typer.Option(0, "--top-logprobs", min=0, max=20,
+                                     help="Keep the top-k log-probabilities per output token."),
+    concurrency: int = typer.Option(8, "--concurrency", min=1, max=256,
+                                    help="Requests in flight at once (API teachers)."),
+    rps: Optional[float] = typer.Option(None, "--rps", min=0.001, help="Rate limit in requests per second (token bucket)."),
+    max_attempts: int = typer.Option(6, "--max-attempts", min=1, help="Calls per request, retries included."),
+    backoff_s: float = typer.Option(0.5, "--backoff-s", min=0.0,
+                                    help="First retry delay; doubles each retry, with jitter."),
+    max_backoff_s: float = typer.Option(30.0, "--max-backoff-s", min=0.0),
+    timeout_s: float = typer.Option(60.0, "--timeout-s", min=0.01, help="Seconds before a silent call counts as failed."),
+    breaker: int = typer.Option(10, "--breaker", min=1, help="Consecutive failed calls that stop the run."),
+    batch_size: int = typer.Option(32, "--batch-size", min=1, help="Prompts per generate() call (local teachers)."),
+    price_input: Optional[float] = typer.Option(None, "--price-input", min=0.0,
+                                                help="USD per million input tokens (overrides nexa.yaml)."),
+    price_output: Optional[float] = typer.Option(None, "--price-output", min=0.0,
+                                                 help="USD per million output tokens (overrides nexa.yaml)."),
+    gpu_type: Optional[str] = typer.Option(None, "--gpu-type",
+                                           help="This run's compute, for its hourly price (default: detected, e.g. H100x1)."),
+    seed: int = typer.Option(42, "--seed"),
+    lab_dir: Path = typer.Option(Path("."), "--lab", help="Lab folder."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
+) -> None:
+    """Run a teacher over a dataset's prompts and write the answers as a paired dataset version.
+
+    Every answer is cached in durable storage as it arrives: a rerun (or a run resumed after a
+    kill) pays only for prompts that were never answered.
+    """
+    lab = _lab(lab_dir, json_out)
+    prices = _prices(lab, teacher_model, price_input, price_output, json_out)
+    config = _config(dataset=dataset, out=out, prompt_field=prompt_field, system=system, concurrency=concurrency,
+                     rate_limit_rps=rps, breaker_threshold=breaker, budget_usd=budget_usd, provider=lab.config.provider,
+                     gpu_type=gpu_type or detect_gpu_type(), seed=seed,
+                     params=dict(max_tokens=max_tokens, temperature=temperature, top_logprobs=top_logprobs,
+                                 seed=seed if temperature > 0 else None),
+                     retry=dict(max_attempts=max_attempts, base_delay_s=backoff_s, max_delay_s=max_backoff_s))
+    model = _open_teacher(teacher, teacher_model, api, api_key_env, system, timeout_s, batch_size)
+    if model.bills_tokens:
+        _require_price(prices, model.model_name)
+    else:
+        config = config.model_copy(update={"concurrency": 1})  # one model in memory: batches, not threads
+    try:
+        report, manifest = _run(lab, model, config, prices, json_out)
+    finally:
+        model.close()
+    _show(report, manifest, json_out)
+
+
+def _run(lab: Lab, model: Teacher, config: MaterializeConfig, prices: PriceTable,
+         json_out: bool) -> tuple[MaterializeReport, RunManifest]:
+    """Open the run, materialize with a progress bar; a failure is recorded in the run, printed, and exits non-zero."""
+    failure: tuple[str, int, dict] | None = None
+    with start_run(lab, "distill", config=config.model_dump(mode="json"), seed=config.seed,
+                   teacher_model=model.teacher_id, gpu_type=config.gpu_type) as run:
+        console.print(f"[bold]run_id[/bold] {run.run_id}  teacher {model.teacher_id}")
+        try:
+            with _ProgressBar() as bar:
+                report = materialize(lab, model, config, run, prices, progress=bar)
+        except MaterializeError as exc:
+            run.fail(exc)
+            failure = (str(exc), 1, _result(exc.report))
+        except (TeacherError, UnknownPriceError, LedgerError, ValueError, FileExistsError) as exc:
+            run.fail(exc)
+            failure = (str(exc), 2, {})
+    if failure is not None:
+        message, code, fields = failure
+        _fail(message, json_out, code, run_id=run.run_id, **fields)
+    return report, run.manifest
+
+
+# -- argument checking ------------------------------------------------------------------------------
+def _lab(lab_dir: Path, json_out: bool) -> Lab:
+    try:
+        return Lab.find(lab_dir)
+    except LedgerError as exc:
+        _fail(str(exc), json_out, code=2)
+
+
+def _prices(lab: Lab, model: str | None, price_input: float | None, price_output: float | None,
+            json_out: bool) -> PriceTable:
+    try:
+        prices = PriceTable.from_lab(lab)
+    except LedgerError as exc:
+        _fail(str(exc), json_out, code=2)
+    if (price_input is None) != (price_output is None):
+        raise typer.BadParameter("give both --price-input and --price-output, or neither", param_hint="--price-input")
+    if price_input is not None:
+        if not model:
+            raise typer.BadParameter("a price needs --teacher-model to attach to", param_hint="--price-input")
+        prices = prices.with_model(model, price_input, price_output)
+    return prices
+
+
+def _require_price(prices: PriceTable, model: str) -> None:
+    try:
+        prices.model_price(model)
+    except UnknownPriceError as exc:
+        raise typer.BadParameter(f"{exc}; or pass --price-input and --price-output", param_hint="--teacher-model") from None
+
+
+def _config(**fields) -> MaterializeConfig:
+    try:
+        fields["params"] = GenerationParams(**fields["params"])
+        fields["retry"] = RetryPolicy(**fields["retry"])
+        return MaterializeConfig(**fields)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise typer.BadParameter(problems) from None
+
+
+def _open_teacher(target: str, model: str | None, api: str, key_env: str | None, system: str | None,
+                  timeout_s: float, batch_size: int) -> Teacher:
+    """An API teacher for a URL, a local model for a folder; every misuse is a parameter error."""
+    if target.startswith(("http://", "https://")):
+        from nexa.teachers.openai_api import OpenAITeacher
+
+        if not model:
+            raise typer.BadParameter("a URL teacher needs --teacher-model NAME (the model served there)",
+                                     param_hint="--teacher-model")
+        if system and api != "chat":
+            raise typer.BadParameter("--system needs --api chat (completions have no system message)", param_hint="--system")
+        try:
+            return OpenAITeacher(target, model, api_key=_api_key(key_env), api=api, timeout_s=timeout_s)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--api") from None
+    path = Path(target)
+    if not path.is_dir():
+        raise typer.BadParameter(f"{target} is neither an http(s) URL nor a folder", param_hint="--teacher")
+    if system:
+        raise typer.BadParameter("a local teacher takes raw prompts; --system is for chat APIs", param_hint="--system")
+    from nexa.teachers.local import LocalHFTeacher
+
+    try:
+        return LocalHFTeacher(path, batch_size=batch_size)
+    except (FileNotFoundError, ValueError) as exc:
+        raise typer.BadParameter(str(exc), param_hint="--teacher") from None
+
+
+def _api_key(key_env: str | None) -> str | None:
+    """The key's value from the environment; a variable named explicitly must be set."""
+    name = key_env or DEFAULT_KEY_ENV
+    value = os.environ.get(name)
+    if key_env and not value:
+        raise typer.BadParameter(f"environment variable {key_env} is not set (or empty)", param_hint="--api-key-env")
+    return value or None
+
+
+# -- output ---------------------------------------------------------------------------------------
+class _RateColumn(ProgressColumn):
+    def render(self, task) -> Text:
+        return Text(f"{task.speed or 0:.1f} prompts/s")
+
+
+class _ProgressBar:
+    """The Rich bar: answered/total, rate, cost so far and ETA; cached answers are counted at start."""
+
+    def __init__(self):
+        self._bar = progress(False, _RateColumn(), TextColumn("${task.fields[cost]:.4f}"))
+        self._task = None
+
+    def __enter__(self) -> "_ProgressBar":
+        self._bar.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._bar.stop()
+
+    def start(self, total: int, done: int) -> None:
+        self._task = self._bar.add_task("teacher", total=total, completed=done, cost=0.0)
+
+    def advance(self, answered: int, spent_usd: float) -> None:
+        self._bar.update(self._task, advance=answered, cost=spent_usd)
+
+
+def _result(report: MaterializeReport) -> dict:
+    fields = ("dataset", "path", "calls", "retries", "cache_hits", "cache_misses", "failed", "answered", "prompts",
+              "cost_usd", "api_usd", "dataset_cost_usd", "stopped", "teacher_id", "quarantine")
+    return {name: getattr(report, name) for name in fields}
+
+
+def _show(report: MaterializeReport, manifest: RunManifest, json_out: bool) -> None:
+    outputs = [{"kind": o.kind, "ref": o.ref, "path": o.path, "sha256": o.sha256} for o in manifest.outputs]
+    result = {"run_id": report.run_id, "status": manifest.status, **_result(report), "outputs": outputs}
+    if not json_out:
+        rows = [(k, v) for k, v in _result(report).items() if v is not None]
+        console.print(table(f"distill {report.run_id}", ["field", "value"], rows))
+        if report.failed:
+            console.print(f"[yellow]{report.failed} prompt(s) unanswered[/yellow] ({report.stopped or 'errors'}); "
+                          f"reasons in {report.quarantine}. Rerun the same command to retry them.")
+    emit_result(result, json_out)
+
+
+def _fail(message: str, json_out: bool, code: int, **fields) -> None:
+    console.print(f"[red]error:[/red] {message}")
+    if json_out:
+        emit_result({"status": "failed", "error": message, **fields}, True)
+    raise typer.Exit(code)

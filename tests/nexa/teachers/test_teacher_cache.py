@@ -1,0 +1,53 @@
+"""The response cache: keyed by teacher, messages and parameters; hash-checked; first answer wins."""
+
+from __future__ import annotations
+
+import pytest
+
+from nexa.ledger import CorruptArtifactError, Lab
+from nexa.teachers.cache import ResponseCache
+from nexa.teachers.protocol import GenerationParams, TeacherRequest, TeacherResponse
+
+
+@pytest.fixture
+def cache(tmp_path) -> ResponseCache:
+    return ResponseCache(Lab.init(tmp_path / "lab").durable(), "openai-compatible:chat:http://h/v1#m")
+
+
+def _answer(text: str) -> TeacherResponse:
+    return TeacherResponse(text=text, input_tokens=3, output_tokens=len(text), latency_ms=1.5)
+
+
+def test_key_changes_with_teacher_messages_and_every_parameter(cache):
+    base = TeacherRequest.from_prompt("hi", GenerationParams())
+    keys = {
+        cache.key(base),
+        cache.key(TeacherRequest.from_prompt("hi!", GenerationParams())),
+        cache.key(TeacherRequest.from_prompt("hi", GenerationParams(), system="s")),
+        cache.key(TeacherRequest.from_prompt("hi", GenerationParams(max_tokens=9))),
+        cache.key(TeacherRequest.from_prompt("hi", GenerationParams(top_logprobs=1))),
+        ResponseCache(cache.store, "other-teacher").key(base),
+    }
+    assert len(keys) == 6
+    assert cache.key(base) == cache.key(TeacherRequest.from_prompt("hi", GenerationParams()))
+
+
+def test_round_trip_and_the_first_answer_wins(cache):
+    request = TeacherRequest.from_prompt("hi", GenerationParams())
+    key = cache.key(request)
+    assert cache.get(key) is None
+    stored = cache.put(request, _answer("first"), cost_usd=0.5, run_id="r1")
+    again = cache.put(request, _answer("second"), cost_usd=0.7, run_id="r2")
+    assert again.response.text == "first" and again.created_by == "r1"
+    loaded = cache.get(key)
+    assert loaded.response == stored.response and loaded.cost_usd == 0.5
+    assert loaded.request["messages"] == [{"role": "user", "content": "hi"}]
+
+
+def test_a_tampered_entry_is_refused(cache):
+    request = TeacherRequest.from_prompt("hi", GenerationParams())
+    cache.put(request, _answer("ok"), cost_usd=0.0, run_id=None)
+    path = cache.store.local_path(cache.path(cache.key(request)))
+    path.write_text(path.read_text().replace('"ok"', '"KO"'))
+    with pytest.raises(CorruptArtifactError, match="hash mismatch"):
+        cache.get(cache.key(request))
