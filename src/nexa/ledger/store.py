@@ -1,8 +1,9 @@
 """The durable tier: a directory or fsspec URL where every file is written atomically with its hash.
 
-Each file ``key`` is stored beside a sidecar ``key.sha256``; the sidecar is written last, so a
-file without one was never finished, and a read recomputes the hash and refuses a mismatch. A
-directory artifact also gets ``_files.json`` (every file's hash), whose own hash names the whole.
+Each single-file artifact ``key`` is stored beside a sidecar ``key.sha256``; the sidecar is written
+last, so a file without one was never finished, and a read recomputes the hash and refuses a
+mismatch. A directory artifact instead gets one ``_files.json`` (every file's hash), written last
+with its own sidecar; its files stay exactly as the stage wrote them, with nothing added beside them.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.fchmod(fd, 0o644)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
@@ -122,7 +124,7 @@ class DurableStore:
         listing = {}
         for file in sorted(p for p in local_dir.rglob("*") if p.is_file()):
             rel = file.relative_to(local_dir).as_posix()
-            listing[rel] = self.put_file(file, f"{prefix}/{rel}").sha256
+            listing[rel] = self._copy_in(file, f"{prefix}/{rel}")
         data = json.dumps(listing, sort_keys=True, indent=1).encode()
         self.put_bytes(f"{prefix}/{LISTING}", data, overwrite=True)
         return self._ref(prefix, sha256_bytes(data), sum(Path(local_dir, k).stat().st_size for k in listing), kind="directory")
@@ -131,6 +133,13 @@ class DurableStore:
         digest = sha256_file(local)
         if self.exists(key) and self.hash_of(key) == digest:
             return self._ref(key, digest, Path(local).stat().st_size)
+        self._copy_in(local, key)
+        self._write(key + SIDECAR, digest.encode())
+        return self._ref(key, digest, Path(local).stat().st_size)
+
+    def _copy_in(self, local: str | Path, key: str) -> str:
+        """Atomically place a local file at ``key``; returns its SHA-256."""
+        digest = sha256_file(local)
         if self.is_local:
             target = Path(self._path(key))
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -141,16 +150,20 @@ class DurableStore:
             os.replace(tmp, target)
         else:
             self._write(key, Path(local).read_bytes())
-        self._write(key + SIDECAR, digest.encode())
-        return self._ref(key, digest, Path(local).stat().st_size)
+        return digest
 
     def dir_listing(self, prefix: str) -> dict[str, str]:
         return json.loads(self.get_bytes(f"{prefix}/{LISTING}"))
 
-    def verify_dir(self, prefix: str) -> str:
-        """Check every file of a directory artifact against its listing; returns the listing's hash."""
+    def verify_dir(self, prefix: str, skip: set[str] | frozenset[str] = frozenset()) -> str:
+        """Check every file of a directory artifact (but ``skip``) against its listing; returns the listing's hash."""
         for rel, digest in self.dir_listing(prefix).items():
-            actual = self.verify(f"{prefix}/{rel}")
+            if rel in skip:
+                continue
+            key = f"{prefix}/{rel}"
+            if not self.fs.exists(self._path(key)):
+                raise ArtifactNotFoundError(f"{self.location(key)} is listed in {prefix}/{LISTING} but missing")
+            actual = sha256_file(self._path(key)) if self.is_local else sha256_bytes(self._read(key))
             if actual != digest:
                 raise CorruptArtifactError(self.location(f"{prefix}/{rel}"), digest, actual, reason="differs from the directory listing")
         return self.hash_of(f"{prefix}/{LISTING}")
@@ -158,8 +171,12 @@ class DurableStore:
     def fetch_dir(self, prefix: str, dest: str | Path) -> Path:
         """Copy a directory artifact to local ``dest``, checking every hash on the way."""
         dest = Path(dest)
-        for rel in self.dir_listing(prefix):
-            atomic_write_bytes(dest / rel, self.get_bytes(f"{prefix}/{rel}"))
+        for rel, digest in self.dir_listing(prefix).items():
+            key = f"{prefix}/{rel}"
+            data = self._read(key)
+            if sha256_bytes(data) != digest:
+                raise CorruptArtifactError(self.location(key), digest, sha256_bytes(data), reason="differs from the directory listing")
+            atomic_write_bytes(dest / rel, data)
         return dest
 
     def delete(self, key: str) -> None:

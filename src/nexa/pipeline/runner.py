@@ -20,7 +20,7 @@ from typing import Any, Callable
 from pydantic import BaseModel, ConfigDict, Field
 
 from nexa.infra.cost import PriceTable
-from nexa.ledger import ArtifactRef, CorruptArtifactError, Lab
+from nexa.ledger import ArtifactNotFoundError, ArtifactRef, CorruptArtifactError, Lab
 from nexa.ledger.console import console
 from nexa.ledger.hashing import sha256_file, sha256_json
 from nexa.ledger.manifests import CostBreakdown, StageRecord, dump_manifest, load_manifest
@@ -204,20 +204,14 @@ class PipelineRunner:
         output = load_manifest(StageOutput, self.store.get_bytes(f"{prefix}/stage.json"), self.store.location(f"{prefix}/stage.json"))
         try:
             self._verify_outputs(prefix)
-        except CorruptArtifactError as exc:
+        except (CorruptArtifactError, ArtifactNotFoundError) as exc:
             console.print(f"[red]✗[/red] {name}: cached output is corrupt ({exc}); running the stage again")
             self.store.delete(f"{prefix}/stage.json")
             return None
         return output
 
     def _verify_outputs(self, prefix: str) -> None:
-        pruned = set(self._pruned(prefix))
-        for rel, digest in self.store.dir_listing(prefix).items():
-            if rel in pruned:
-                continue
-            actual = self.store.verify(f"{prefix}/{rel}")
-            if actual != digest:
-                raise CorruptArtifactError(self.store.location(f"{prefix}/{rel}"), digest, actual)
+        self.store.verify_dir(prefix, skip=set(self._pruned(prefix)))
 
     def _accept(self, name: str, output: StageOutput) -> None:
         self._records[name] = output

@@ -1,0 +1,256 @@
+"""``NexusModel``: a verified bundle in memory, with routing, adapters, batched and streaming generation."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer
+
+from nexus.errors import BundleError, SafetyError
+from nexus.files import check_integrity, read_manifest, read_tensors
+from nexus.llama import KVCache, LlamaDecoder, LlamaSpec
+from nexus.router import Router
+
+UNCENSORED = "uncensored"
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One completion and what it cost, in the units an OpenAI-style API reports."""
+
+    text: str
+    capability: str | None
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str  # "stop" (EOS or a stop string) or "length"
+
+
+class NexusModel:
+    """A student bundle ready to generate; build one with :meth:`load`."""
+
+    def __init__(self, path: Path, manifest: dict, decoder: LlamaDecoder, tokenizer: Tokenizer,
+                 router: Router | None, device: torch.device):
+        self.path, self.manifest, self.decoder, self.tokenizer = path, manifest, decoder, tokenizer
+        self.router, self.device = router, device
+        self.spec: LlamaSpec = decoder.spec
+        self.uncensored_allowed = bool((manifest.get("safety") or {}).get("uncensored", False))
+
+    # ----------------------------------------------------------------- loading
+    @classmethod
+    def load(cls, path: str | Path, device: str = "cpu", dtype: torch.dtype | None = None,
+             verify: bool = True) -> NexusModel:
+        """Check every file against the manifest's SHA-256 (unless ``verify=False``), then load backbone,
+        adapters, router and tokenizer. Only safetensors are read."""
+        bundle = Path(path)
+        manifest = read_manifest(bundle)
+        if verify:
+            check_integrity(bundle, manifest)
+        torch_device = torch.device(device)
+        if dtype is None:
+            dtype = torch.bfloat16 if torch_device.type == "cuda" else torch.float32
+        decoder = _load_decoder(bundle, dtype)
+        _check_safety(bundle, manifest)
+        for capability, relative in sorted((manifest.get("adapters") or {}).items()):
+            _attach_adapter(decoder, bundle / relative, capability)
+        decoder.to(torch_device).eval()
+        router_file = bundle / "router" / "router.safetensors"
+        router = Router.load(router_file) if router_file.is_file() else None
+        tokenizer_file = bundle / "tokenizer" / "tokenizer.json"
+        if not tokenizer_file.is_file():
+            raise BundleError(f"{tokenizer_file}: missing")
+        return cls(bundle, manifest, decoder, Tokenizer.from_file(str(tokenizer_file)), router, torch_device)
+
+    @property
+    def capabilities(self) -> list[str]:
+        return list(self.manifest["capabilities"])
+
+    def parameter_count(self) -> int:
+        unique = {id(p): p.numel() for p in self.decoder.parameters()}
+        return sum(unique.values())
+
+    # ----------------------------------------------------------------- routing
+    def route(self, prompt: str, enable_uncensored: bool = False) -> str | None:
+        """The capability whose adapter answers ``prompt``; the uncensored one only when enabled."""
+        allowed = {c for c in self.capabilities if c != UNCENSORED or (enable_uncensored and self.uncensored_allowed)}
+        if self.router is not None:
+            return self.router.choose(prompt, allowed)
+        return next(iter(allowed)) if len(allowed) == 1 else None
+
+    def _resolve(self, prompt: str, capability: str | None, enable_uncensored: bool) -> str | None:
+        if capability is None:
+            return self.route(prompt, enable_uncensored)
+        if capability not in self.capabilities:
+            raise BundleError(f"capability {capability!r} is not in this bundle; it has {self.capabilities}")
+        if capability == UNCENSORED:
+            if not self.uncensored_allowed:
+                raise SafetyError("this bundle was built in standard mode; it has no uncensored capability")
+            if not enable_uncensored:
+                raise SafetyError("the uncensored capability answers only with enable_uncensored=True")
+        return capability
+
+    # -------------------------------------------------------------- generation
+    def generate(self, prompt: str, capability: str | None = None, max_new_tokens: int | None = None,
+                 temperature: float = 0.0, top_p: float = 1.0, seed: int | None = None,
+                 enable_uncensored: bool = False, stop: list[str] | None = None) -> str:
+        return self.complete_batch([prompt], capability, max_new_tokens, temperature, top_p, seed,
+                                   enable_uncensored, stop)[0].text
+
+    def generate_batch(self, prompts: list[str], capability: str | None = None, max_new_tokens: int | None = None,
+                       temperature: float = 0.0, top_p: float = 1.0, seed: int | None = None,
+                       enable_uncensored: bool = False, stop: list[str] | None = None) -> list[str]:
+        generations = self.complete_batch(prompts, capability, max_new_tokens, temperature, top_p, seed,
+                                          enable_uncensored, stop)
+        return [g.text for g in generations]
+
+    def complete_batch(self, prompts: list[str], capability: str | None = None, max_new_tokens: int | None = None,
+                       temperature: float = 0.0, top_p: float = 1.0, seed: int | None = None,
+                       enable_uncensored: bool = False, stop: list[str] | None = None,
+                       batch_size: int = 64) -> list[Generation]:
+        """Completions in prompt order; prompts are grouped by their capability so each group runs with one adapter."""
+        max_new_tokens = self._max_new_tokens(max_new_tokens)
+        chosen = [self._resolve(p, capability, enable_uncensored) for p in prompts]
+        results: list[Generation | None] = [None] * len(prompts)
+        for group in sorted(set(chosen), key=lambda c: c or ""):
+            indices = [i for i, c in enumerate(chosen) if c == group]
+            for start in range(0, len(indices), batch_size):
+                chunk = indices[start:start + batch_size]
+                outputs = self._generate_group([prompts[i] for i in chunk], group, max_new_tokens, temperature, top_p, seed, stop)
+                for index, output in zip(chunk, outputs):
+                    results[index] = output
+        return [r for r in results if r is not None]
+
+    def stream(self, prompt: str, capability: str | None = None, max_new_tokens: int | None = None,
+               temperature: float = 0.0, top_p: float = 1.0, seed: int | None = None,
+               enable_uncensored: bool = False) -> Iterator[str]:
+        """Yield the completion piece by piece as tokens are produced; the pieces join to :meth:`generate`'s text."""
+        chosen = self._resolve(prompt, capability, enable_uncensored)
+        emitted = ""
+        for ids in self._decode_steps([prompt], chosen, self._max_new_tokens(max_new_tokens), temperature, top_p, seed):
+            text = self.tokenizer.decode(ids[0], skip_special_tokens=True)
+            if len(text) > len(emitted) and text.startswith(emitted):
+                yield text[len(emitted):]
+                emitted = text
+
+    # ---------------------------------------------------------------- internals
+    def _max_new_tokens(self, requested: int | None) -> int:
+        value = requested if requested is not None else int((self.manifest.get("generation") or {}).get("max_new_tokens", 16))
+        if value < 1:
+            raise ValueError(f"max_new_tokens must be at least 1, got {value}")
+        return value
+
+    def _encode(self, prompts: list[str], max_new_tokens: int) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+        encoded = [self.tokenizer.encode(p).ids for p in prompts]
+        longest = max(len(ids) for ids in encoded)
+        if longest + max_new_tokens > self.spec.max_position_embeddings:
+            raise ValueError(f"prompt of {longest} tokens + max_new_tokens {max_new_tokens} exceeds the model's "
+                             f"context of {self.spec.max_position_embeddings} tokens")
+        pad = self.spec.pad_token_id
+        input_ids = torch.tensor([[pad] * (longest - len(ids)) + ids for ids in encoded], device=self.device)
+        mask = torch.tensor([[0] * (longest - len(ids)) + [1] * len(ids) for ids in encoded], device=self.device, dtype=torch.bool)
+        return input_ids, mask, [len(ids) for ids in encoded]
+
+    def _decode_steps(self, prompts, capability, max_new_tokens, temperature, top_p, seed) -> Iterator[list[list[int]]]:
+        """Yields the generated ids of every prompt after each step; a finished prompt stops growing at EOS."""
+        input_ids, mask, _ = self._encode(prompts, max_new_tokens)
+        generator = torch.Generator(device=self.device).manual_seed(seed if seed is not None else 42)
+        self.decoder.set_active_adapter(capability)
+        cache = KVCache(self.spec.num_hidden_layers)
+        generated: list[list[int]] = [[] for _ in prompts]
+        finished = torch.zeros(len(prompts), dtype=torch.bool, device=self.device)
+        logits = self.decoder(input_ids, mask, cache)[:, -1]
+        for _ in range(max_new_tokens):
+            next_ids = _pick(logits.float(), temperature, top_p, generator)
+            for row, token in enumerate(next_ids.tolist()):
+                if not finished[row] and token != self.spec.eos_token_id:
+                    generated[row].append(token)
+            finished |= next_ids == self.spec.eos_token_id
+            yield generated
+            if bool(finished.all()):
+                return
+            step_mask = torch.ones(len(prompts), 1, dtype=torch.bool, device=self.device)
+            logits = self.decoder(next_ids[:, None], step_mask, cache)[:, -1]
+
+    def _generate_group(self, prompts, capability, max_new_tokens, temperature, top_p, seed, stop) -> list[Generation]:
+        _, _, prompt_lengths = self._encode(prompts, max_new_tokens)
+        final: list[list[int]] = [[] for _ in prompts]
+        for final in self._decode_steps(prompts, capability, max_new_tokens, temperature, top_p, seed):
+            pass
+        outputs = []
+        for ids, prompt_length in zip(final, prompt_lengths):
+            text = self.tokenizer.decode(ids, skip_special_tokens=True)
+            reason = "stop" if len(ids) < max_new_tokens else "length"
+            for marker in stop or []:
+                if marker and marker in text:
+                    text, reason = text[: text.index(marker)], "stop"
+            outputs.append(Generation(text, capability, prompt_length, len(ids), reason))
+        return outputs
+
+
+def _pick(logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator) -> torch.Tensor:
+    if temperature <= 0:
+        return logits.argmax(-1)
+    probs = torch.softmax(logits / temperature, dim=-1)
+    if top_p < 1.0:
+        sorted_probs, order = probs.sort(dim=-1, descending=True)
+        keep = sorted_probs.cumsum(-1) - sorted_probs < top_p
+        sorted_probs = sorted_probs * keep
+        probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+def _load_decoder(bundle: Path, dtype: torch.dtype) -> LlamaDecoder:
+    config_file = bundle / "backbone" / "config.json"
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+        spec = LlamaSpec.from_json(config)
+    except (OSError, json.JSONDecodeError, KeyError) as error:
+        raise BundleError(f"{config_file}: {error}") from error
+    if config.get("architecture", "llama") != "llama":
+        raise BundleError(f"{config_file}: architecture {config.get('architecture')!r} is not supported (llama only)")
+    decoder = LlamaDecoder(spec)
+    tensors, _ = read_tensors(bundle / "backbone" / "backbone.safetensors")
+    expected = set(decoder.state_dict())
+    if spec.tie_word_embeddings:
+        expected.discard("lm_head.weight")
+        tensors.pop("lm_head.weight", None)
+    missing, unexpected = sorted(expected - set(tensors)), sorted(set(tensors) - expected)
+    if missing or unexpected:
+        raise BundleError(f"{bundle / 'backbone' / 'backbone.safetensors'}: missing tensors {missing[:5]}, "
+                          f"unexpected tensors {unexpected[:5]}")
+    decoder.load_state_dict(tensors, strict=False)
+    if spec.tie_word_embeddings:
+        decoder.lm_head.weight = decoder.model.embed_tokens.weight
+    return decoder.to(dtype)
+
+
+def _check_safety(bundle: Path, manifest: dict) -> None:
+    uncensored_listed = UNCENSORED in manifest["capabilities"] or UNCENSORED in (manifest.get("adapters") or {})
+    if uncensored_listed and not (manifest.get("safety") or {}).get("uncensored", False):
+        raise SafetyError(f"{bundle / 'manifest.json'}: lists an uncensored capability but the bundle was not built "
+                          "with the explicit opt-in (safety.uncensored is false)")
+
+
+def _attach_adapter(decoder: LlamaDecoder, file: Path, capability: str) -> None:
+    if not file.is_file():
+        raise BundleError(f"{file}: adapter for {capability!r} is listed in the manifest but missing")
+    tensors, metadata = read_tensors(file)
+    try:
+        rank, alpha = int(metadata["rank"]), float(metadata["alpha"])
+    except (KeyError, ValueError) as error:
+        raise BundleError(f"{file}: adapter metadata needs numeric 'rank' and 'alpha': {error}") from error
+    modules = decoder.adaptable_modules()
+    targets = sorted({name.rsplit(".", 1)[0] for name in tensors})
+    for target in targets:
+        if target not in modules:
+            raise BundleError(f"{file}: adapter targets {target!r}, which is not a linear layer of the backbone")
+        lora_a, lora_b = tensors.get(f"{target}.lora_A"), tensors.get(f"{target}.lora_B")
+        if lora_a is None or lora_b is None:
+            raise BundleError(f"{file}: {target} needs both lora_A and lora_B")
+        try:
+            modules[target].add_adapter(capability, lora_a, lora_b, alpha / rank)
+        except ValueError as error:
+            raise BundleError(f"{file}: {error}") from error
