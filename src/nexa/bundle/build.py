@@ -102,7 +102,67 @@ def bundle_size_bytes(bundle: Path) -> int:
     return sum(p.stat().st_size for p in bundle.rglob("*") if p.is_file())
 
 
-def model_card(name: str, capabilities: list[str], scores: dict[str, float], parameters: int, lineage: dict) -> str:
+UNCENSORED = "uncensored"
+
+
+class UnsafeBundleError(ValueError):
+    """An uncensored capability was about to be bundled without the explicit opt-in."""
+
+
+def assemble_bundle(bundle: Path, *, name: str, model_dir: Path, tokenizer_file: Path, router_dir: Path,
+                    adapters_dir: Path | None, items: list[dict[str, Any]], teacher_scores: dict[str, float],
+                    student_scores: dict[str, float], lineage: dict, max_new_tokens: int,
+                    allow_uncensored: bool = False, **manifest_fields: Any) -> dict[str, Any]:
+    """Everything a bundle holds, in the Nexus layout; the one path both the pipeline stage and the CLI use.
+
+    An ``uncensored`` adapter or router class is refused unless ``allow_uncensored`` is set: that opt-in is
+    recorded in the manifest (``safety.uncensored``) and is what the runtime checks before ever using it.
+    """
+    capabilities = json.loads((router_dir / "router.json").read_text())["capabilities"]
+    adapter_files = sorted(adapters_dir.glob("*.safetensors")) if adapters_dir is not None and adapters_dir.is_dir() else []
+    if not allow_uncensored and (UNCENSORED in capabilities or any(f.stem == UNCENSORED for f in adapter_files)):
+        raise UnsafeBundleError(f"{router_dir} / {adapters_dir}: an '{UNCENSORED}' capability needs the explicit opt-in "
+                                "(--allow-uncensored / allow_uncensored: true); standard bundles cannot contain it")
+    config = write_backbone(model_dir, bundle)
+    (bundle / "adapters").mkdir(parents=True, exist_ok=True)
+    adapters = {}
+    for file in adapter_files:
+        shutil.copyfile(file, bundle / "adapters" / file.name)
+        adapters[file.stem] = f"adapters/{file.name}"
+    shutil.copytree(router_dir / "router", bundle / "router")
+    write_tokenizer(tokenizer_file, bundle)
+    write_benchmark(bundle, items, teacher_scores)
+    parameters = _parameter_count(bundle)
+    (bundle / "README.md").write_text(model_card(name, capabilities, student_scores, parameters, lineage, allow_uncensored))
+    return write_manifest(
+        bundle, name=name, version="1.0.0", format="nexus-bundle", capabilities=capabilities, adapters=adapters,
+        safety={"uncensored": bool(allow_uncensored)}, generation={"max_new_tokens": max_new_tokens}, backbone=config,
+        parameters=parameters, student_scores=student_scores, teacher_scores=teacher_scores, retention={}, **manifest_fields,
+    )
+
+
+def _parameter_count(bundle: Path) -> int:
+    from safetensors import safe_open
+
+    total = 0
+    for file in sorted(bundle.rglob("*.safetensors")):
+        if file.parent.name == "router":
+            continue
+        with safe_open(str(file), "pt") as handle:
+            for name in handle.keys():
+                total += _numel(handle.get_slice(name).get_shape())
+    return total
+
+
+def _numel(shape: list[int]) -> int:
+    count = 1
+    for size in shape:
+        count *= size
+    return count
+
+
+def model_card(name: str, capabilities: list[str], scores: dict[str, float], parameters: int, lineage: dict,
+               uncensored: bool = False) -> str:
     rows = "\n".join(f"| {c} | {scores.get(c, float('nan')):.3f} |" for c in capabilities)
     return f"""# {name}
 
@@ -134,5 +194,12 @@ Retention against the teacher, per capability, is in `verify_report.json`, writt
 
 ## Safety
 
-Standard mode only: this bundle has no `uncensored` capability.
+{_safety_text(uncensored)}
 """
+
+
+def _safety_text(uncensored: bool) -> str:
+    if uncensored:
+        return ("Built with the explicit uncensored opt-in. The `uncensored` capability answers only when a call passes "
+                "`enable_uncensored=True`; the router never picks it otherwise, and every other call runs in standard mode.")
+    return "Standard mode only: this bundle has no `uncensored` capability, and the runtime refuses to load one into it."

@@ -24,13 +24,16 @@ def build_command(
     out: Path = typer.Option(..., help="Folder to create the bundle in (must not exist)."),
     benchmark: str = typer.Option(..., help="Dataset ID@vN whose eval split (or all rows) is the benchmark."),
     teacher_scores: Path = typer.Option(..., help="JSON {capability: teacher score} the gate compares against."),
+    adapters: Optional[Path] = typer.Option(None, help="Folder of per-capability LoRA adapters (<capability>.safetensors)."),
     name: Optional[str] = typer.Option(None, help="Bundle name (default: the out folder's name)."),
     quantize: Optional[str] = typer.Option(None, help="'int8' for row-wise int8 backbone and adapters."),
+    allow_uncensored: bool = typer.Option(False, "--allow-uncensored", help="Explicit opt-in to bundle an 'uncensored' capability."),
+    max_new_tokens: int = typer.Option(8, min=1, help="Default generation length recorded in the manifest."),
     lab_dir: Path = typer.Option(Path("."), "--lab"),
     json_out: bool = typer.Option(False, "--json"),
 ) -> None:
     """Build a bundle from a student checkpoint outside a pipeline."""
-    from nexa.bundle.build import bundle_size_bytes, model_card, quantize_int8, write_backbone, write_benchmark, write_manifest, write_tokenizer
+    from nexa.bundle.build import UnsafeBundleError, assemble_bundle, bundle_size_bytes, quantize_int8, write_manifest
     from nexa.ledger.datasets import read_dataset_rows
 
     if out.exists():
@@ -38,21 +41,25 @@ def build_command(
     if quantize not in (None, "int8"):
         raise typer.BadParameter("only 'int8' is supported", param_hint="--quantize")
     lab = Lab.find(lab_dir)
-    with start_run(lab, "bundle", config={"model": str(model), "benchmark": benchmark, "quantize": quantize}) as run:
-        config = write_backbone(model, out)
-        (out / "adapters").mkdir(exist_ok=True)
-        shutil.copytree(router / "router", out / "router")
-        write_tokenizer(model / "tokenizer.json", out)
-        capabilities = json.loads((router / "router.json").read_text())["capabilities"]
+    with start_run(lab, "bundle", config={"model": str(model), "benchmark": benchmark, "quantize": quantize,
+                                          "allow_uncensored": allow_uncensored}) as run:
         rows = read_dataset_rows(lab, benchmark)
-        items = [{"prompt": r["prompt"], "answer": r["answer"], "capability": r["capability"]}
+        items = [{"prompt": r["prompt"], "answer": r["answer"], "capability": r["capability"], "max_new_tokens": max_new_tokens}
                  for r in rows if r.get("split", "eval") == "eval"]
-        write_benchmark(out, items, json.loads(teacher_scores.read_text()))
-        (out / "README.md").write_text(model_card(name or out.name, capabilities, {}, 0, {"run_id": run.run_id, "model_sha256": sha256_file(model / "model.safetensors")}))
-        sizes = quantize_int8(out) if quantize else {}
-        manifest = write_manifest(out, name=name or out.name, version="1.0.0", format="nexus-bundle", capabilities=capabilities,
-                                  adapters={}, safety={"uncensored": False}, backbone=config, built_by=run.run_id,
-                                  **({"quantization": "int8-rowwise"} if quantize else {}))
+        try:
+            manifest = assemble_bundle(
+                out, name=name or out.name, model_dir=model, tokenizer_file=model / "tokenizer.json", router_dir=router,
+                adapters_dir=adapters, items=items, teacher_scores=json.loads(teacher_scores.read_text()), student_scores={},
+                lineage={"run_id": run.run_id, "model_sha256": sha256_file(model / "model.safetensors"), "pipeline": "cli"},
+                max_new_tokens=max_new_tokens, allow_uncensored=allow_uncensored, built_by=run.run_id,
+            )
+        except UnsafeBundleError as error:
+            shutil.rmtree(out, ignore_errors=True)
+            raise typer.BadParameter(str(error), param_hint="--allow-uncensored") from error
+        sizes = {}
+        if quantize:
+            sizes = quantize_int8(out)
+            manifest = write_manifest(out, quantization="int8-rowwise")
     result = {"run_id": run.run_id, "status": "succeeded", "bundle": str(out), "size_bytes": bundle_size_bytes(out), **sizes,
               "outputs": [{"path": str(out / rel), "sha256": digest} for rel, digest in manifest["files"].items()]}
     emit_result(result, json_out)

@@ -6,53 +6,30 @@ import json
 import shutil
 from pathlib import Path
 
-from nexa.bundle.build import (
-    bundle_size_bytes,
-    model_card,
-    quantize_int8,
-    write_backbone,
-    write_benchmark,
-    write_manifest,
-    write_tokenizer,
-)
+from nexa.bundle.build import assemble_bundle, bundle_size_bytes, quantize_int8, write_manifest
 from nexa.bundle.verify import GateFailedError, verify_bundle
 from nexa.ledger.datasets import read_split
 
 
 def build(ctx, name: str = "nexus_bundle_v1", student: str = "student_kd", router: str = "router",
-          tokenizer: str = "tokenizer", eval: str = "eval", data: str = "data", max_new_tokens: int = 8) -> dict:
-    """Assemble backbone, adapters, router, tokenizer and the benchmark with a manifest and a model card."""
+          tokenizer: str = "tokenizer", eval: str = "eval", data: str = "data", max_new_tokens: int = 8,
+          allow_uncensored: bool = False) -> dict:
+    """Assemble backbone, the student's adapters, router, tokenizer and the benchmark with a manifest and a model card."""
     bundle = ctx.out / name
-    config = write_backbone(ctx.input(student) / "model", bundle)
-    adapters = _copy_adapters(ctx.input(student), bundle)
-    router_dir = ctx.input(router)
-    shutil.copytree(router_dir / "router", bundle / "router")
-    write_tokenizer(ctx.input(tokenizer) / "tokenizer.json", bundle)
-    capabilities = json.loads((router_dir / "router.json").read_text())["capabilities"]
     scores = ctx.summary_of(eval)["scores"]
     items = [{"prompt": r["prompt"], "answer": r["answer"], "capability": r["capability"], "max_new_tokens": max_new_tokens}
              for r in read_split(ctx.lab, ctx.input(data) / "datasets.json", "eval")]
-    write_benchmark(bundle, items, scores["teacher"])
     summary = ctx.summary_of(student)
-    lineage = {"model_sha256": summary["model_sha256"], "run_id": ctx.run.run_id, "pipeline": ctx.pipeline}
-    (bundle / "README.md").write_text(model_card(name, capabilities, scores.get(student, {}), summary["parameters"], lineage))
-    manifest = write_manifest(
-        bundle, name=name, version="1.0.0", format="nexus-bundle", capabilities=capabilities, adapters=adapters,
-        safety={"uncensored": False}, generation={"max_new_tokens": max_new_tokens}, backbone=config,
-        student_scores=scores.get(student, {}), teacher_scores=scores["teacher"], retention={}, built_by=ctx.run.run_id,
+    manifest = assemble_bundle(
+        bundle, name=name, model_dir=ctx.input(student) / "model", tokenizer_file=ctx.input(tokenizer) / "tokenizer.json",
+        router_dir=ctx.input(router), adapters_dir=ctx.input(student) / "adapters", items=items,
+        teacher_scores=scores["teacher"], student_scores=scores.get(student, {}),
+        lineage={"model_sha256": summary["model_sha256"], "run_id": ctx.run.run_id, "pipeline": ctx.pipeline},
+        max_new_tokens=max_new_tokens, allow_uncensored=allow_uncensored, built_by=ctx.run.run_id,
     )
     ctx.run.update(student_model=f"{name}:{summary['model_sha256'][:12]}", best_checkpoint=f"{name}/backbone/backbone.safetensors")
-    return {"bundle": name, "files": len(manifest["files"]), "size_bytes": bundle_size_bytes(bundle), "capabilities": capabilities}
-
-
-def _copy_adapters(student_dir: Path, bundle: Path) -> dict[str, str]:
-    """Per-capability adapters the student stage wrote (``adapters/<capability>.safetensors``), if any."""
-    (bundle / "adapters").mkdir(parents=True, exist_ok=True)
-    adapters = {}
-    for file in sorted((student_dir / "adapters").glob("*.safetensors")):
-        shutil.copyfile(file, bundle / "adapters" / file.name)
-        adapters[file.stem] = f"adapters/{file.name}"
-    return adapters
+    return {"bundle": name, "files": len(manifest["files"]), "size_bytes": bundle_size_bytes(bundle),
+            "capabilities": manifest["capabilities"], "adapters": sorted(manifest["adapters"]), "parameters": manifest["parameters"]}
 
 
 def verify(ctx, bundle: str = "bundle", teacher: str = "teacher", retain_fraction: float = 0.97,

@@ -100,7 +100,8 @@ def build_report(bundle: Path, teacher_scores, child: dict, retain_fraction: flo
         "router_accuracy": child["router_accuracy"],
         "checks": checks,
         "process": {"isolated": True, "nexa_imported": child["nexa_imported"],
-                    "transformers_imported": child["transformers_imported"], "hf_hub_offline": child["hf_hub_offline"]},
+                    "transformers_imported": child["transformers_imported"], "hf_hub_offline": child["hf_hub_offline"],
+                    "network_blocked": child["network_blocked"]},
         "attempts": attempts,
     }
 

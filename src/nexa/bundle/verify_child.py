@@ -8,6 +8,7 @@ Arguments: BUNDLE ITEMS_JSON RESULT_JSON [FORBIDDEN_PATH ...].
 import importlib.abc
 import json
 import os
+import socket
 import sys
 
 BLOCKED = ("nexa", "transformers")
@@ -20,8 +21,21 @@ class _Blocker(importlib.abc.MetaPathFinder):
         return None
 
 
+def _no_network(*args, **kwargs):
+    raise OSError("network access is disabled in the teacher-free verification process")
+
+
+def block_network() -> None:
+    """Any attempt to open a connection fails, so a bundle that needs the network cannot pass."""
+    socket.socket.connect = _no_network
+    socket.socket.connect_ex = _no_network
+    socket.create_connection = _no_network
+    socket.getaddrinfo = _no_network
+
+
 def main(argv):
     sys.meta_path.insert(0, _Blocker())
+    block_network()
     bundle, items_file, result_file, *forbidden = argv
     present = [p for p in forbidden if os.path.exists(p)]
     if present:
@@ -45,6 +59,7 @@ def main(argv):
         "nexa_imported": any(m == "nexa" or m.startswith("nexa.") for m in sys.modules),
         "transformers_imported": any(m.split(".")[0] == "transformers" for m in sys.modules),
         "hf_hub_offline": os.environ.get("HF_HUB_OFFLINE"),
+        "network_blocked": socket.create_connection is _no_network,
     }
     with open(result_file, "w", encoding="utf-8") as handle:
         json.dump(result, handle, indent=2, sort_keys=True)
