@@ -1,41 +1,287 @@
-"""``nexa data ...``: list, show and create dataset versions."""
+"""``nexa data ...``: list, show, prepare, generate, augment and diff dataset versions; register row schemas."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any, Optional
 
 import typer
 
-from nexa.ledger import Lab
-from nexa.ledger.console import console, emit_result, table
+from nexa.ledger import ArtifactRef, Lab, LedgerError
+from nexa.ledger.console import console, emit_result, progress, table
 from nexa.ledger.datasets import read_dataset_manifest, read_dataset_rows
 from nexa.ledger.registry import DatasetRegistry
 
-app = typer.Typer(help="Datasets: list, show, prepare, generate, diff.", no_args_is_help=True)
+app = typer.Typer(help="Datasets: list, show, prepare, generate, augment, diff.", no_args_is_help=True)
+schema_app = typer.Typer(help="Row schemas: list the known ones, register your own JSON Schema file.", no_args_is_help=True)
+app.add_typer(schema_app, name="schema")
+
+LAB = typer.Option(Path("."), "--lab", help="Lab folder.")
+JSON = typer.Option(False, "--json", help="Print one JSON object on stdout.")
+USER_ERRORS = (LedgerError, FileNotFoundError, ValueError, LookupError, TypeError)
+
+
+def _fail(message: str, code: int = 2) -> None:
+    console.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(code)
+
+
+def _lab(lab_dir: Path) -> Lab:
+    try:
+        return Lab.find(lab_dir)
+    except LedgerError as exc:
+        _fail(str(exc))
 
 
 @app.command("list")
-def list_datasets(lab_dir: Path = typer.Option(Path("."), "--lab"), json_out: bool = typer.Option(False, "--json")) -> None:
+def list_datasets(lab_dir: Path = LAB, json_out: bool = JSON) -> None:
     """Every dataset in the registry with its versions, rows and hash."""
-    entries = DatasetRegistry(Lab.find(lab_dir).registry_dir).all()
+    entries = DatasetRegistry(_lab(lab_dir).registry_dir).all()
     if json_out:
         emit_result({"datasets": {k: [v.model_dump() for v in vs] for k, vs in entries.items()}}, True)
         return
-    rows = [(k, f"v{v.version}", v.rows, v.hash[:12], ",".join(v.parents)) for k, vs in entries.items() for v in vs]
-    console.print(table("datasets", ["id", "version", "rows", "hash", "parents"], rows))
+    rows = [(k, f"v{v.version}", v.rows, v.hash[:12], ",".join(v.parents), v.created_by or "") for k, vs in entries.items() for v in vs]
+    console.print(table("datasets", ["id", "version", "rows", "hash", "parents", "created_by"], rows))
 
 
 @app.command("show")
-def show(ref: str = typer.Argument(..., help="ID or ID@vN"), lab_dir: Path = typer.Option(Path("."), "--lab"),
-         samples: int = typer.Option(3, help="Sample rows to print."), json_out: bool = typer.Option(False, "--json")) -> None:
+def show(ref: str = typer.Argument(..., help="ID or ID@vN"), lab_dir: Path = LAB,
+         samples: int = typer.Option(3, help="Sample rows to print."), json_out: bool = JSON) -> None:
     """A version's schema, counts, filters, lineage and a few rows."""
-    lab = Lab.find(lab_dir)
-    manifest = read_dataset_manifest(lab, ref)
-    rows = read_dataset_rows(lab, ref)[:samples]
+    lab = _lab(lab_dir)
+    try:
+        manifest = read_dataset_manifest(lab, ref)
+        rows = read_dataset_rows(lab, manifest.ref)[:samples]
+    except USER_ERRORS as exc:
+        _fail(str(exc))
     if json_out:
         emit_result({"manifest": json.loads(manifest.model_dump_json()), "samples": rows}, True)
         return
-    console.print_json(manifest.model_dump_json())
-    for row in rows:
-        console.print(row)
+    console.print(table(f"{manifest.ref}", ["field", "value"], [
+        ("schema", f"{manifest.row_schema} v{manifest.row_schema_version}"), ("rows", manifest.rows),
+        ("content hash", manifest.content_hash), ("path", manifest.path), ("created by", manifest.created_by or ""),
+        ("created at", manifest.created_at.isoformat(timespec="seconds")), ("parents (lineage)", ", ".join(manifest.parents) or "none"),
+        ("splits", ", ".join(f"{k}={v}" for k, v in manifest.splits.items()) or "none"), ("notes", manifest.notes)]))
+    console.print(table("filters", ["name", "version", "removed", "params"],
+                        [(f.name, f.version, f.removed, json.dumps(f.params, sort_keys=True)[:120]) for f in manifest.filters]))
+    columns = list(rows[0]) if rows else []
+    console.print(table("sample rows", columns, [[json.dumps(r[c])[:60] if not isinstance(r[c], str) else r[c][:60] for c in columns] for r in rows]))
+
+
+# -- prepare -------------------------------------------------------------------------------------
+@app.command("prepare")
+def prepare_cmd(
+    inputs: list[str] = typer.Option(..., "--input", help="JSONL/CSV/Parquet file, saved HF dataset folder, or ID@vN (repeat for several)."),
+    schema_name: str = typer.Option(..., "--schema", help="Row schema: qa, instruction, hypothesis, a registered one, or a .json file."),
+    dataset: str = typer.Option(..., "--dataset", help="Dataset ID to write the new version of."),
+    filters: str = typer.Option("exact,near,quality,safety,unphysical", "--filters",
+                                help="Comma-separated, applied in order: exact, near, semantic, quality, safety, unphysical ('' for none)."),
+    near_threshold: float = typer.Option(0.8, min=0.05, max=1.0, help="Jaccard threshold of near-duplicate dedup (MinHash LSH)."),
+    semantic_threshold: float = typer.Option(0.95, min=0.5, max=1.0, help="Cosine threshold of semantic dedup (MiniLM)."),
+    min_chars: int = typer.Option(1, min=0, help="Quality: shortest text kept (characters of the schema's text fields)."),
+    max_chars: int = typer.Option(20_000, min=1, help="Quality: longest text kept."),
+    max_repetition: float = typer.Option(0.5, min=0.0, max=1.0, help="Quality: highest share of repeated words (texts of 8+ words)."),
+    min_quality: float = typer.Option(0.5, min=0.0, max=1.0, help="Quality: lowest quality_score kept (rows that have one)."),
+    max_red_flags: int = typer.Option(1, min=1, help="Safety: rows with this many hazard-pattern hits leave the version for review."),
+    rule: list[str] = typer.Option([], "--rule", help="Extra unphysical rule as module:function (repeatable)."),
+    splits: str = typer.Option("train=0.8,val=0.1,test=0.1", help="Split fractions by content hash."),
+    strict: bool = typer.Option(False, "--strict", help="Write nothing and exit 1 if any row fails validation."),
+    notes: str = typer.Option("", help="Free text stored in the manifest."),
+    lab_dir: Path = LAB, json_out: bool = JSON,
+) -> None:
+    """Validate, filter, dedup and split inputs into a new immutable version ID@vN (same inputs → same version)."""
+    from nexa.data.rules import RULES, load_rule
+    from nexa.data.schema import load_schema
+    from nexa.data.splits import parse_fractions
+    from nexa.ledger.runs import start_run
+
+    lab = _lab(lab_dir)
+    names = [f.strip() for f in filters.split(",") if f.strip()]
+    config = {"inputs": inputs, "schema": schema_name, "dataset": dataset, "filters": names, "near_threshold": near_threshold,
+              "semantic_threshold": semantic_threshold, "min_chars": min_chars, "max_chars": max_chars,
+              "max_repetition": max_repetition, "min_quality": min_quality, "max_red_flags": max_red_flags, "rules": rule,
+              "splits": splits, "strict": strict}
+    try:
+        schema = load_schema(schema_name, lab.registry_dir)
+        fractions = parse_fractions(splits)
+        extra_rules = [load_rule(spec) for spec in rule]
+        params = {"near_threshold": near_threshold, "semantic_threshold": semantic_threshold, "min_chars": min_chars,
+                  "max_chars": max_chars, "max_repetition": max_repetition, "min_quality": min_quality,
+                  "max_red_flags": max_red_flags, "rules": sorted(set(RULES) | set(extra_rules)) if extra_rules else None}
+        with start_run(lab, "data.prepare", config=config) as run:
+            console.print(f"run [bold]{run.run_id}[/bold]")
+            result = _run_prepare(lab, inputs, schema, dataset, names, params, fractions, strict, run, notes)
+    except USER_ERRORS as exc:
+        _fail(str(exc))
+    _print_counts(result)
+    payload = _prepare_payload(run.run_id, result)
+    if result.problem:
+        console.print(f"[red]{result.problem}[/red]" + (f"; quarantine: {result.quarantine}" if result.quarantine else ""))
+        emit_result(payload, json_out)
+        raise typer.Exit(1)
+    console.print(f"{'wrote' if result.created else 'unchanged, already'} [bold]{result.manifest.ref}[/bold] ({result.manifest.rows} rows)")
+    emit_result(payload, json_out)
+
+
+def _run_prepare(lab, inputs, schema, dataset, names, params, fractions, strict, run, notes):
+    from nexa.data.prepare import prepare
+
+    with progress(transient=True) as bar:
+        task = bar.add_task("validate", total=None)
+        result = prepare(lab, inputs, schema, dataset, filters=names, filter_params=params, fractions=fractions,
+                         cluster_threshold=params["near_threshold"], strict=strict, run_id=run.run_id, notes=notes,
+                         on_rows=lambda n: bar.advance(task, n), on_filter=lambda name: bar.update(task, description=name))
+    run.log("prepare_counts", counts=result.totals(), per_file={k: vars(v) for k, v in result.counts.items()})
+    run.update(metrics={k: float(v) for k, v in result.totals().items() if k != "removed"})
+    if result.problem:
+        run.fail(RuntimeError(result.problem))
+        return result
+    manifest = result.manifest
+    run.add_output(ArtifactRef(kind="dataset", ref=manifest.ref, path=manifest.path, sha256=manifest.content_hash))
+    if result.quarantine:
+        run.add_output(result.quarantine_ref.model_copy(update={"kind": "quarantine", "ref": f"{manifest.ref}:quarantine"}))
+    run.update(dataset_id=manifest.ref, dataset_hash=manifest.content_hash)
+    return result
+
+
+def _print_counts(result) -> None:
+    filters = list(result.removed)
+    rows = [(label, c.read, c.read - c.quarantined, c.quarantined, *(c.removed.get(f, 0) for f in filters), c.written)
+            for label, c in result.counts.items()]
+    totals = result.totals()
+    rows.append(("total", totals["read"], totals["read"] - totals["quarantined"], totals["quarantined"],
+                 *(totals["removed"][f] for f in filters), totals["written"]))
+    console.print(table("prepare", ["input", "read", "good", "quarantined", *(f"-{f}" for f in filters), "written"], rows))
+
+
+def _prepare_payload(run_id: str, result) -> dict[str, Any]:
+    manifest = result.manifest
+    outputs = [{"kind": "dataset", "ref": manifest.ref, "path": manifest.path, "sha256": manifest.content_hash}] if manifest else []
+    if result.quarantine:
+        outputs.append({"kind": "quarantine", "path": result.quarantine, "sha256": result.quarantine_ref.sha256})
+    return {"run_id": run_id, "status": "failed" if result.problem else "succeeded", "outputs": outputs,
+            "dataset": manifest.ref if manifest else None, "path": manifest.path if manifest else None,
+            "quarantine": result.quarantine, "counts": result.totals(), "flagged": result.flagged,
+            "created": result.created, "per_file": {k: vars(v) for k, v in result.counts.items()},
+            **({"error": result.problem} if result.problem else {})}
+
+
+# -- generate and augment ------------------------------------------------------------------------
+@app.command("generate")
+def generate_cmd(task: str = typer.Option(..., "--task", help="Built-in capability (reasoning, science, chemistry) or 'hypothesis'."),
+                 n: int = typer.Option(..., "--n", min=1, help="Rows to generate."),
+                 dataset: str = typer.Option(..., "--dataset", help="Dataset ID to write the new version of."),
+                 seed: int = typer.Option(42, help="Generator seed (same seed → same rows → same version)."),
+                 splits: str = typer.Option("train=0.8,val=0.1,test=0.1", help="Split fractions by content hash."),
+                 lab_dir: Path = LAB, json_out: bool = JSON) -> None:
+    """Generate rows with exact answers from a built-in generator and write them through prepare (validated, deduped, split)."""
+    from nexa.data.generators import generate, generate_hypotheses
+    from nexa.data.augment import write_jsonl
+
+    lab = _lab(lab_dir)
+    try:
+        rows = generate_hypotheses(n, seed) if task == "hypothesis" else generate(task, n, seed=seed)
+    except (KeyError, ValueError) as exc:
+        _fail(str(exc).strip("'\""))
+    schema = "hypothesis" if task == "hypothesis" else "qa"
+    _prepare_generated(lab, rows, schema, dataset, "data.generate", {"task": task, "n": n, "seed": seed, "dataset": dataset},
+                       splits, [], f"built-in generator {task!r}, n={n}, seed {seed}", json_out, write_jsonl)
+
+
+@app.command("augment")
+def augment_cmd(base: str = typer.Option(..., "--from", help="Base version ID@vN; the new version lists it as parent."),
+                capability: str = typer.Option(..., "--capability", help="Built-in capability whose generator makes the new rows."),
+                n: int = typer.Option(..., "--n", min=1, help="New rows to add."),
+                dataset: Optional[str] = typer.Option(None, "--dataset", help="Dataset ID to write (default: the base's ID)."),
+                seed: int = typer.Option(43, help="Generator seed."),
+                lab_dir: Path = LAB, json_out: bool = JSON) -> None:
+    """Add new rows to a version (generator path; teachers plug in through nexa.data.augment.from_teacher)."""
+    from nexa.data.augment import from_generator, write_jsonl
+
+    lab = _lab(lab_dir)
+    try:
+        manifest = read_dataset_manifest(lab, base)
+        existing = {r["prompt"] for r in read_dataset_rows(lab, manifest.ref) if "prompt" in r}
+        new = from_generator(capability, n, seed, existing)
+    except USER_ERRORS as exc:
+        _fail(str(exc))
+    _prepare_generated(lab, new.rows, manifest.row_schema, dataset or manifest.id, "data.augment",
+                       {"from": manifest.ref, "capability": capability, "n": n, "seed": seed}, "train=0.8,val=0.1,test=0.1",
+                       [manifest.ref], f"augmented {manifest.ref} with {n} generated {capability!r} rows, seed {seed}", json_out, write_jsonl)
+
+
+def _prepare_generated(lab, rows, schema_name, dataset, run_type, config, splits, bases, notes, json_out, write_jsonl) -> None:
+    from nexa.data.prepare import prepare
+    from nexa.data.schema import load_schema
+    from nexa.data.splits import parse_fractions
+    from nexa.ledger.runs import start_run
+
+    try:
+        with start_run(lab, run_type, config=config, seed=config.get("seed")) as run:
+            console.print(f"run [bold]{run.run_id}[/bold]")
+            source = write_jsonl(rows, lab.scratch / "data" / run.run_id / "generated.jsonl")
+            result = prepare(lab, [*bases, str(source)], load_schema(schema_name, lab.registry_dir), dataset,
+                             filters=["exact"], fractions=parse_fractions(splits), cluster_threshold=None, run_id=run.run_id, notes=notes)
+            if result.problem:
+                run.fail(RuntimeError(result.problem))
+            else:
+                run.update(dataset_id=result.manifest.ref, dataset_hash=result.manifest.content_hash)
+    except USER_ERRORS as exc:
+        _fail(str(exc))
+    _print_counts(result)
+    emit_result(_prepare_payload(run.run_id, result), json_out)
+    if result.problem:
+        raise typer.Exit(1)
+
+
+# -- diff and schemas ----------------------------------------------------------------------------
+@app.command("diff")
+def diff_cmd(old: str = typer.Argument(..., help="ID@vA"), new: str = typer.Argument(..., help="ID@vB"),
+             samples: int = typer.Option(3, help="Rows of each side to print."), lab_dir: Path = LAB, json_out: bool = JSON) -> None:
+    """Rows added and removed between two versions."""
+    from nexa.data.diff import diff_versions
+
+    try:
+        summary = diff_versions(_lab(lab_dir), old, new).summary(samples)
+    except USER_ERRORS as exc:
+        _fail(str(exc))
+    if json_out:
+        emit_result(summary, True)
+        return
+    console.print(table(f"{summary['old']} → {summary['new']}", ["added", "removed", "unchanged"],
+                        [(summary["added"], summary["removed"], summary["unchanged"])]))
+    for sign, key in (("+", "added_samples"), ("-", "removed_samples")):
+        for row in summary[key]:
+            console.print(f"{sign} {json.dumps(row, sort_keys=True)[:200]}")
+
+
+@schema_app.command("list")
+def schema_list(lab_dir: Path = LAB, json_out: bool = JSON) -> None:
+    """Built-in and lab-registered row schemas."""
+    from nexa.data.schema import builtin_schemas, lab_schema_dir, parse_schema
+
+    lab = _lab(lab_dir)
+    found = list(builtin_schemas().values())
+    found += [parse_schema(json.loads(p.read_text()), str(p)) for p in sorted(lab_schema_dir(lab.registry_dir).glob("*.json"))]
+    if json_out:
+        emit_result({"schemas": [{"name": s.name, "version": s.version, "source": s.source, "exact": s.exact} for s in found]}, True)
+        return
+    console.print(table("row schemas", ["name", "version", "required", "text fields", "source"],
+                        [(s.name, s.version, ",".join(s.document.get("required", [])), ",".join(s.text_fields), s.source) for s in found]))
+
+
+@schema_app.command("register")
+def schema_register(file: Path = typer.Argument(..., help="JSON Schema file with an x-nexa {name, version} block."),
+                    lab_dir: Path = LAB, json_out: bool = JSON) -> None:
+    """Copy a row schema into the lab's registry so `--schema NAME` finds it."""
+    from nexa.data.schema import register_schema
+
+    lab = _lab(lab_dir)
+    try:
+        schema, target = register_schema(lab.registry_dir, file)
+    except (ValueError, FileNotFoundError, FileExistsError) as exc:
+        _fail(str(exc))
+    console.print(f"registered [bold]{schema.ref}[/bold] at {target}" + ("" if schema.exact else
+                  " (uses keywords beyond the column checks: every row is also checked with jsonschema)"))
+    emit_result({"run_id": None, "status": "succeeded", "schema": schema.ref, "path": str(target), "outputs": [{"path": str(target)}]}, json_out)

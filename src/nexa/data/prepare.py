@@ -1,0 +1,325 @@
+"""``prepare``: inputs → validated, filtered, split rows → a new immutable dataset version, nothing lost.
+
+Every row read ends in exactly one place: the version, the quarantine file (failed validation, with
+file, line/row, field and reason), or a filter's removed count (safety and unphysical rows also in a
+reviewable ``flagged`` file). :class:`FileCounts` keeps that ledger per input file and
+:meth:`FileCounts.balanced` is the invariant the tests hold it to.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from nexa.data.filters import ExactDedup, FilterInput, QualityFilter, RowFilter, SafetyFilter, UnphysicalFilter, normalize
+from nexa.data.loaders import Batch, iter_batches
+from nexa.data.schema import RowSchema
+from nexa.data.splits import DEFAULT_FRACTIONS, assign_splits
+from nexa.data.validate import Problems, check, conform
+from nexa.ledger import ArtifactRef, DatasetManifest, FilterRecord, Lab
+from nexa.ledger.datasets import rows_content_hash, write_dataset_version
+from nexa.ledger.hashing import sha256_bytes
+from nexa.ledger.registry import REF_PATTERN, DatasetRegistry
+
+FILTER_NAMES = ("exact", "near", "semantic", "quality", "safety", "unphysical")
+DEFAULT_FILTERS = ("exact", "near", "quality", "safety", "unphysical")
+POSITION_COLUMNS = ("__file", "__row", "__line")
+
+
+@dataclass
+class FileCounts:
+    """One input file's ledger: rows read and where each went."""
+
+    read: int = 0
+    written: int = 0
+    quarantined: int = 0
+    removed: dict[str, int] = field(default_factory=dict)
+
+    def balanced(self) -> bool:
+        return self.read == self.written + self.quarantined + sum(self.removed.values())
+
+
+@dataclass
+class Validated:
+    """The rows that passed validation (with their positions), the quarantine, and per-file counts."""
+
+    table: pa.Table
+    quarantine: list[dict[str, Any]]
+    files: list[str]
+    counts: dict[str, FileCounts]
+
+
+@dataclass
+class Filtered:
+    table: pa.Table
+    records: list[FilterRecord]
+    flagged: list[dict[str, Any]]
+
+
+# -- validation ----------------------------------------------------------------------------------
+def validate_batch(batch: Batch, schema: RowSchema, file_index: int) -> tuple[pa.Table, list[dict[str, Any]]]:
+    """Good rows of one batch (schema columns + positions) and a quarantine record for each bad one."""
+    problems = Problems(batch.table.num_rows)
+    conformed = conform(batch.table, schema, problems)
+    check(conformed, schema, problems)
+    if not schema.exact:
+        _check_each(conformed, schema, problems)
+    bad = np.flatnonzero(problems.bad)
+    records = [_record(batch.file, r.row, r.line, r.field, r.reason, r.raw) for r in batch.rejected]
+    originals = batch.table.take(pa.array(bad)).to_pylist() if len(bad) else []
+    for i, original in zip(bad, originals):
+        line = int(batch.lines[i]) if batch.lines is not None else None
+        records.append(_record(batch.file, int(batch.rows[i]), line, problems.where[i], problems.reason[i], original))
+    good = np.flatnonzero(~problems.bad)
+    table = conformed.take(pa.array(good))
+    lines = batch.lines[good] if batch.lines is not None else np.full(len(good), -1)
+    positions = {"__file": np.full(len(good), file_index, dtype=np.int32), "__row": batch.rows[good].astype(np.int64),
+                 "__line": lines.astype(np.int64)}
+    for name, values in positions.items():
+        table = table.append_column(name, pa.array(values))
+    return table, records
+
+
+def _check_each(table: pa.Table, schema: RowSchema, problems: Problems) -> None:
+    """Schemas with keywords the column checks do not cover: every remaining row also goes through jsonschema."""
+    for i, row in enumerate(table.to_pylist()):
+        if problems.bad[i]:
+            continue
+        error = schema.first_error({k: v for k, v in row.items() if v is not None})
+        if error is not None:
+            problems.add(np.eye(1, len(problems.bad), i, dtype=bool)[0], *error)
+
+
+def _record(file: str, row: int, line: int | None, where: str | None, reason: str, raw: Any) -> dict[str, Any]:
+    return {"file": file, "row": row, "line": line, "field": where, "reason": reason, "raw": raw}
+
+
+def validate_inputs(inputs: list[tuple[str, Path]], schema: RowSchema, on_rows: Callable[[int], None] | None = None) -> Validated:
+    """Stream every input through the loaders and the validator; good rows come back in input order."""
+    tables, quarantine, counts = [], [], {}
+    for index, (label, path) in enumerate(inputs):
+        counts[label] = FileCounts()
+        for batch in iter_batches(path, schema):
+            table, records = validate_batch(batch, schema, index)
+            counts[label].read += batch.read
+            counts[label].quarantined += len(records)
+            quarantine.extend({**r, "file": label if r["file"] == str(path) else r["file"]} for r in records)
+            tables.append(table)
+            if on_rows:
+                on_rows(batch.read)
+    table = pa.concat_tables(tables) if tables else _empty(schema)
+    if not _in_order(table):  # rows from the per-line path come after a block's fast rows
+        table = table.sort_by([("__file", "ascending"), ("__row", "ascending")])
+    return Validated(table, quarantine, [label for label, _ in inputs], counts)
+
+
+def _in_order(table: pa.Table) -> bool:
+    position = table.column("__file").to_numpy().astype(np.int64) * (1 << 40) + table.column("__row").to_numpy()
+    return bool(np.all(position[1:] > position[:-1]))
+
+
+def _empty(schema: RowSchema) -> pa.Table:
+    table = schema.arrow_schema().empty_table()
+    for name, kind in (("__file", pa.int32()), ("__row", pa.int64()), ("__line", pa.int64())):
+        table = table.append_column(name, pa.array([], kind))
+    return table
+
+
+# -- filters -------------------------------------------------------------------------------------
+def text_columns(table: pa.Table, schema: RowSchema) -> tuple[pa.Array, pa.Array]:
+    """The schema's text fields joined by spaces (nulls as empty), raw and normalised."""
+    parts = [pc.fill_null(table.column(f).combine_chunks(), "") for f in schema.text_fields]
+    raw = pc.binary_join_element_wise(*parts, " ") if len(parts) > 1 else parts[0]
+    raw = raw.combine_chunks() if isinstance(raw, pa.ChunkedArray) else raw
+    return raw, normalize(raw)
+
+
+def apply_filters(validated: Validated, schema: RowSchema, filters: Iterable[RowFilter],
+                  on_filter: Callable[[str], None] | None = None) -> Filtered:
+    """Run each filter on what the previous ones kept; count removals per filter and per input file."""
+    table, records, flagged = validated.table, [], []
+    for row_filter in filters:
+        if on_filter:
+            on_filter(row_filter.name)
+        raw, norm = text_columns(table, schema)
+        result = row_filter.apply(FilterInput(table, raw, norm, schema.name))
+        removed = ~result.keep
+        per_file = np.bincount(table.column("__file").to_numpy()[removed], minlength=len(validated.files))
+        for label, n in zip(validated.files, per_file):
+            validated.counts[label].removed[row_filter.name] = int(n)
+        for item in result.flagged:
+            item["file"] = validated.files[item["file"]]
+        flagged.extend(result.flagged)
+        records.append(FilterRecord(name=row_filter.name, version=row_filter.version, params=row_filter.params(), removed=int(removed.sum())))
+        table = table.filter(pa.array(result.keep))
+    return Filtered(table, records, flagged)
+
+
+def build_filters(names: Iterable[str], **params: Any) -> list[RowFilter]:
+    """Filter objects by short name (``exact``, ``near``, ``semantic``, ``quality``, ``safety``, ``unphysical``)."""
+    from nexa.data.dedup import NearDedup, SemanticDedup
+
+    makers: dict[str, Callable[[], RowFilter]] = {
+        "exact": ExactDedup,
+        "near": lambda: NearDedup(threshold=params.get("near_threshold", 0.8), num_perm=params.get("num_perm", 128)),
+        "semantic": lambda: SemanticDedup(threshold=params.get("semantic_threshold", 0.95)),
+        "quality": lambda: QualityFilter(**{k: params[k] for k in ("min_chars", "max_chars", "max_repetition", "min_quality") if k in params}),
+        "safety": lambda: SafetyFilter(max_red_flags=params.get("max_red_flags", 1)),
+        "unphysical": lambda: UnphysicalFilter(**({"rules": params["rules"]} if params.get("rules") else {})),
+    }
+    unknown = [n for n in names if n not in makers]
+    if unknown:
+        raise ValueError(f"unknown filter(s) {unknown}; choose from {list(FILTER_NAMES)}")
+    return [makers[n]() for n in names]
+
+
+# -- splits and writing --------------------------------------------------------------------------
+def with_splits(filtered: Filtered, schema: RowSchema, fractions: dict[str, float], cluster_threshold: float | None) -> pa.Table:
+    """Add or fill the ``split`` column; near-duplicate clusters are found again unless near dedup already removed them."""
+    from nexa.data.dedup import NearDedup
+
+    table = filtered.table
+    _, norm = text_columns(table, schema)
+    ran_near = any(r.name == "near_dedup" for r in filtered.records)
+    clusters = np.arange(table.num_rows) if ran_near or cluster_threshold is None or table.num_rows == 0 \
+        else NearDedup(threshold=cluster_threshold).clusters(norm)
+    given = table.column("split").combine_chunks() if "split" in table.column_names else None
+    splits = pa.array(assign_splits(norm, clusters, fractions, given) if table.num_rows else [], pa.string())
+    if "split" in table.column_names:
+        return table.set_column(table.column_names.index("split"), "split", splits)
+    return table.append_column("split", splits)
+
+
+def user_rows(table: pa.Table) -> list[dict[str, Any]]:
+    """Rows as dicts without the position columns, in file order."""
+    return table.drop_columns([c for c in POSITION_COLUMNS if c in table.column_names]).to_pylist()
+
+
+def jsonl_bytes(records: list[dict[str, Any]]) -> bytes:
+    return "".join(json.dumps(r, sort_keys=True, default=str, ensure_ascii=False) + "\n" for r in records).encode("utf-8")
+
+
+def store_side_file(lab: Lab, prefix: str, stem: str, records: list[dict[str, Any]]) -> ArtifactRef | None:
+    """Write quarantine/flagged records beside the data, named by their own hash so no rerun overwrites them."""
+    if not records:
+        return None
+    data = jsonl_bytes(sorted(records, key=lambda r: (str(r.get("file")), r.get("row") or 0)))
+    return lab.durable().put_bytes(f"{prefix}/{stem}-{sha256_bytes(data)[:12]}.jsonl", data)
+
+
+def _path(ref: ArtifactRef | None) -> str | None:
+    return ref.path if ref is not None else None
+
+
+def resolve_inputs(lab: Lab, inputs: list[str]) -> tuple[list[tuple[str, Path]], list[str]]:
+    """Paths, or dataset refs ``ID@vN`` whose Parquet is read from durable storage (they become parents)."""
+    resolved, parents = [], []
+    for item in inputs:
+        path = Path(item)
+        if path.exists():
+            resolved.append((str(path), path))
+            continue
+        if REF_PATTERN.match(item) and "@v" in item:
+            dataset_id, entry = DatasetRegistry(lab.registry_dir).resolve(item)
+            lab.durable().verify(f"datasets/{dataset_id}/{entry.hash[:16]}/data.parquet")
+            local = lab.durable().local_path(f"datasets/{dataset_id}/{entry.hash[:16]}/data.parquet")
+            ref = f"{dataset_id}@v{entry.version}"
+            resolved.append((ref, local))
+            parents.append(ref)
+            continue
+        raise FileNotFoundError(f"input {item!r} is neither an existing file or folder nor a dataset reference ID@vN")
+    return resolved, parents
+
+
+@dataclass
+class PrepareResult:
+    """What a prepare produced: the version (None when nothing was written), side files and the per-file ledger."""
+
+    manifest: DatasetManifest | None
+    created: bool
+    quarantine_ref: ArtifactRef | None
+    flagged_ref: ArtifactRef | None
+    counts: dict[str, FileCounts]
+    removed: dict[str, int]
+    problem: str | None = None
+
+    @property
+    def quarantine(self) -> str | None:
+        return _path(self.quarantine_ref)
+
+    @property
+    def flagged(self) -> str | None:
+        return _path(self.flagged_ref)
+
+    def totals(self) -> dict[str, Any]:
+        """``{"read", "written", "quarantined", "removed": {filter: n}}`` over every input file."""
+        return {"read": sum(c.read for c in self.counts.values()), "written": sum(c.written for c in self.counts.values()),
+                "quarantined": sum(c.quarantined for c in self.counts.values()), "removed": dict(self.removed)}
+
+
+def prepare(lab: Lab, inputs: list[str], schema: RowSchema, dataset_id: str, *, filters: Iterable[str] = DEFAULT_FILTERS,
+            filter_params: dict[str, Any] | None = None, fractions: dict[str, float] | None = None,
+            cluster_threshold: float | None = 0.8, strict: bool = False, run_id: str | None = None, notes: str = "",
+            on_rows: Callable[[int], None] | None = None, on_filter: Callable[[str], None] | None = None) -> PrepareResult:
+    """Validate, filter and split ``inputs`` and write them as the next version of ``dataset_id``.
+
+    Nothing is written as a version when no row survives or when ``strict`` and any row was
+    quarantined; the quarantine file is stored either way.
+    """
+    resolved, parents = resolve_inputs(lab, inputs)
+    validated = validate_inputs(resolved, schema, on_rows)
+    filtered = apply_filters(validated, schema, build_filters(list(filters), **(filter_params or {})), on_filter)
+    removed = {r.name: r.removed for r in filtered.records}
+    problem = _refusal(filtered.table.num_rows, len(validated.quarantine), strict)
+    if problem is not None:
+        quarantine = store_side_file(lab, f"quarantine/{run_id or 'unversioned'}", "quarantine", validated.quarantine)
+        return PrepareResult(None, False, quarantine, None, validated.counts, removed, problem)
+    table = with_splits(filtered, schema, fractions or DEFAULT_FRACTIONS, cluster_threshold)
+    _count_written(validated, table)
+    manifest, created, quarantine, flagged = write_version(lab, dataset_id, schema, table, filtered, validated.quarantine,
+                                                           parents, run_id, notes)
+    return PrepareResult(manifest, created, quarantine, flagged, validated.counts, removed)
+
+
+def _refusal(good: int, quarantined: int, strict: bool) -> str | None:
+    if good == 0:
+        return "no rows are left after validation and filters; nothing was written"
+    if strict and quarantined:
+        return f"--strict: {quarantined} row(s) failed validation; nothing was written"
+    return None
+
+
+def _count_written(validated: Validated, table: pa.Table) -> None:
+    per_file = np.bincount(table.column("__file").to_numpy(), minlength=len(validated.files))
+    for label, n in zip(validated.files, per_file):
+        validated.counts[label].written = int(n)
+
+
+def write_version(lab: Lab, dataset_id: str, schema: RowSchema, table: pa.Table, filtered: Filtered,
+                  quarantine: list[dict[str, Any]], parents: list[str], run_id: str | None,
+                  notes: str) -> tuple[DatasetManifest, bool, ArtifactRef | None, ArtifactRef | None]:
+    """The version (idempotent by content hash) with its quarantine and flagged files beside ``data.parquet``."""
+    rows = user_rows(table)
+    content_hash = rows_content_hash(rows)
+    prefix = f"datasets/{dataset_id}/{content_hash[:16]}"
+    quarantine_ref = store_side_file(lab, prefix, "quarantine", quarantine)
+    flagged_ref = store_side_file(lab, prefix, "flagged", filtered.flagged)
+    quarantine_path, flagged_path = _path(quarantine_ref), _path(flagged_ref)
+    flagged_by = {item["filter"] for item in filtered.flagged}
+    records = [r.model_copy(update={"params": {**r.params, "flagged_file": flagged_path}}) if r.name in flagged_by else r
+               for r in filtered.records]
+    validation = FilterRecord(name="schema_validation", version="1", removed=len(quarantine),
+                              params={"schema": schema.ref, "schema_source": schema.source, "quarantine_file": quarantine_path})
+    splits = {d["values"]: d["counts"] for d in pc.value_counts(table.column("split").combine_chunks()).to_pylist()}
+    created = DatasetRegistry(lab.registry_dir).find_hash(dataset_id, content_hash) is None
+    manifest = write_dataset_version(
+        lab, dataset_id, rows, row_schema=schema.name, parents=parents, filters=[validation, *records],
+        splits=dict(sorted(splits.items())), created_by=run_id, notes=notes,
+    )
+    return manifest, created, quarantine_ref, flagged_ref

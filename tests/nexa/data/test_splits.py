@@ -1,0 +1,40 @@
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from nexa.data.splits import assign_splits, parse_fractions
+
+
+def test_splits_are_deterministic_and_follow_fractions():
+    norm = pa.array([f"row {i}" for i in range(2000)])
+    first = assign_splits(norm, np.arange(2000), {"train": 0.8, "val": 0.1, "test": 0.1})
+    again = assign_splits(norm, np.arange(2000), {"train": 0.8, "val": 0.1, "test": 0.1})
+    assert first == again
+    share = first.count("train") / 2000
+    assert 0.76 < share < 0.84 and first.count("val") > 150 and first.count("test") > 150
+
+
+def test_a_row_keeps_its_split_when_others_are_added():
+    fractions = {"train": 0.5, "test": 0.5}
+    small = assign_splits(pa.array(["a", "b", "c"]), np.arange(3), fractions)
+    large = assign_splits(pa.array(["x", "a", "y", "b", "c"]), np.arange(5), fractions)
+    assert [large[1], large[3], large[4]] == small
+
+
+def test_near_duplicate_clusters_share_a_split():
+    norm = pa.array([f"text {i}" for i in range(300)])
+    clusters = np.arange(300) // 3 * 3  # clusters of three consecutive rows
+    splits = assign_splits(norm, clusters, {"train": 0.34, "val": 0.33, "test": 0.33})
+    assert all(len({splits[i], splits[i + 1], splits[i + 2]}) == 1 for i in range(0, 300, 3))
+    assert len(set(splits)) == 3
+
+
+def test_given_splits_are_kept():
+    splits = assign_splits(pa.array(["a", "b"]), np.arange(2), {"train": 1.0}, given=pa.array(["eval", None]))
+    assert splits == ["eval", "train"]
+
+
+@pytest.mark.parametrize("text", ["train=0.5,test=0.4", "train", "train=x", "train=1.2,test=-0.2"])
+def test_bad_fractions_are_refused(text):
+    with pytest.raises(ValueError):
+        parse_fractions(text)
