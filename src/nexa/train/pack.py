@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from safetensors.torch import load_file, save_file
 
 from nexa.train.tokenizer import PAD_ID
@@ -36,6 +36,10 @@ class PackManifest(BaseModel):
     sources: list[str]
     tokenizer_sha256: str
     truncated: int = 0
+    padding_efficiency: float | None = Field(None, description="What padding every sample to seq_len would give, for comparison.")
+    topk: int = Field(0, description="Teacher top-k logprobs stored per supervised token (offline KD); 0 = none.")
+    quarantined: int = Field(0, description="Rows left out (see quarantine.jsonl beside the pack).")
+    created_by: str | None = Field(None, description="run_id of the run that packed it.")
 
 
 @dataclass
@@ -43,6 +47,8 @@ class Packed:
     input_ids: torch.Tensor
     labels: torch.Tensor
     position_ids: torch.Tensor
+    topk_ids: torch.Tensor | None = None  # [blocks, seq_len, k]: teacher's top-k ids for the token at each position
+    topk_logprobs: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.input_ids.shape[0]
@@ -66,14 +72,27 @@ def best_fit_decreasing(lengths: list[int], capacity: int) -> list[list[int]]:
     return bins
 
 
-def pack_examples(examples: list[tuple[list[int], list[int]]], seq_len: int) -> tuple[Packed, int]:
-    """Pack (ids, labels) pairs; examples longer than a block are truncated and counted."""
-    truncated = sum(len(ids) > seq_len for ids, _ in examples)
-    examples = [(ids[:seq_len], labels[:seq_len]) for ids, labels in examples]
-    bins = best_fit_decreasing([len(ids) for ids, _ in examples], seq_len)
-    rows = [_block([examples[i] for i in members], seq_len) for members in bins]
+def pack_examples(examples: list[tuple], seq_len: int) -> tuple[Packed, int]:
+    """Pack (ids, labels) pairs; examples longer than a block are truncated and counted.
+
+    An example may carry two more per-token lists, the teacher's top-k ids and logprobs (offline KD);
+    they travel with their tokens into the same block positions.
+    """
+    truncated = sum(len(ex[0]) > seq_len for ex in examples)
+    examples = [tuple(part[:seq_len] for part in ex) for ex in examples]
+    bins = best_fit_decreasing([len(ex[0]) for ex in examples], seq_len)
+    rows = [_block([examples[i][:2] for i in members], seq_len) for members in bins]
     packed = Packed(*(torch.tensor([r[k] for r in rows], dtype=torch.long) for k in range(3)))
+    if examples and len(examples[0]) == 4:
+        k = len(examples[0][2][0]) if examples[0][2] else 0
+        packed.topk_ids = torch.tensor([_topk_block([examples[i][2] for i in m], seq_len, k, 0) for m in bins], dtype=torch.long)
+        packed.topk_logprobs = torch.tensor([_topk_block([examples[i][3] for i in m], seq_len, k, 0.0) for m in bins])
     return packed, truncated
+
+
+def _topk_block(parts: list[list[list]], seq_len: int, k: int, fill) -> list[list]:
+    flat = [row for part in parts for row in part]
+    return flat + [[fill] * k for _ in range(seq_len - len(flat))]
 
 
 def _block(members: list[tuple[list[int], list[int]]], seq_len: int) -> tuple[list[int], list[int], list[int]]:
@@ -91,17 +110,25 @@ def efficiency(packed: Packed) -> float:
     return real / packed.input_ids.numel()
 
 
+def padding_efficiency(lengths: list[int], seq_len: int) -> float:
+    """Non-pad share if every sample were padded to ``seq_len`` on its own (the naive alternative)."""
+    return sum(min(n, seq_len) for n in lengths) / (len(lengths) * seq_len) if lengths else 0.0
+
+
 def save_pack(packed: Packed, manifest: PackManifest, folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    save_file(
-        {"input_ids": packed.input_ids.to(torch.int32), "labels": packed.labels.to(torch.int32),
-         "position_ids": packed.position_ids.to(torch.int32)},
-        str(folder / "pack.safetensors"),
-    )
+    tensors = {"input_ids": packed.input_ids.to(torch.int32), "labels": packed.labels.to(torch.int32),
+               "position_ids": packed.position_ids.to(torch.int32)}
+    if packed.topk_ids is not None:
+        tensors.update(topk_ids=packed.topk_ids.to(torch.int32), topk_logprobs=packed.topk_logprobs.float())
+    save_file(tensors, str(folder / "pack.safetensors"))
     (folder / "pack.json").write_text(manifest.model_dump_json(indent=2))
 
 
 def load_pack(folder: Path) -> tuple[Packed, PackManifest]:
     tensors = load_file(str(folder / "pack.safetensors"))
     manifest = PackManifest.model_validate(json.loads((folder / "pack.json").read_text()))
-    return Packed(*(tensors[k].long() for k in ("input_ids", "labels", "position_ids"))), manifest
+    packed = Packed(*(tensors[k].long() for k in ("input_ids", "labels", "position_ids")))
+    if "topk_ids" in tensors:
+        packed.topk_ids, packed.topk_logprobs = tensors["topk_ids"].long(), tensors["topk_logprobs"].float()
+    return packed, manifest

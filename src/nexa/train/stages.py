@@ -11,7 +11,7 @@ from transformers import LlamaForCausalLM
 from nexa.ledger.datasets import read_dataset_rows, read_split
 from nexa.ledger.hashing import sha256_file
 from nexa.train.models import DecoderSize, build_model, count_parameters
-from nexa.train.pack import PackManifest, efficiency, load_pack, pack_examples, save_pack
+from nexa.train.pack import PackManifest, efficiency, load_pack, pack_examples, padding_efficiency, save_pack
 from nexa.train.tokenizer import encode_example, load_tokenizer, train_char_tokenizer
 from nexa.train.trainer import KDConfig, OptimConfig, train_on_pack
 
@@ -87,6 +87,7 @@ def _pack_rows(ctx, rows, seq_len, tokenizer_stage, folder: Path, sources: list[
     manifest = PackManifest(
         seq_len=seq_len, samples=len(examples), blocks=len(packed), tokens=int(packed.input_ids.numel()),
         efficiency=round(efficiency(packed), 6), sources=sources, tokenizer_sha256=sha256_file(tok_path), truncated=truncated,
+        padding_efficiency=round(padding_efficiency([len(ids) for ids, _ in examples], seq_len), 6),
     )
     save_pack(packed, manifest, folder)
     shutil.copyfile(tok_path, folder / "tokenizer.json")

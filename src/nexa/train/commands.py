@@ -1,0 +1,128 @@
+"""Top-level commands of the training layer: ``nexa pack``, ``nexa train`` and ``nexa sweep launch|analyze``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from nexa.ledger import Lab, LedgerError
+from nexa.ledger.console import console, emit_result, table
+
+sweep_app = typer.Typer(help="Hyper-parameter sweeps on Optuna: launch trials, analyze the best into a config.",
+                        no_args_is_help=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("pack")(pack)
+    app.command("train")(train)
+    app.add_typer(sweep_app, name="sweep")
+
+
+def _fail(message: str, code: int = 2) -> None:
+    console.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(code)
+
+
+def pack(dataset: list[str] = typer.Option(..., "--dataset", help="Dataset ID or ID@vN (repeat for several)."),
+         tokenizer: Path = typer.Option(..., "--tokenizer", help="tokenizer.json or a folder holding one."),
+         seq_len: int = typer.Option(128, "--seq-len", min=8, help="Block length in tokens."),
+         split: Optional[str] = typer.Option("train", help="Keep rows of this split ('' for all)."),
+         topk_field: Optional[str] = typer.Option(None, "--topk-field", help="Column of teacher top-k logprobs to pack (offline KD)."),
+         lab_dir: Path = typer.Option(Path("."), "--lab", help="Lab folder."),
+         json_out: bool = typer.Option(False, "--json", help="Print one JSON object on stdout.")) -> None:
+    """Tokenize datasets and pack them into fixed-length blocks (best-fit decreasing) in durable packs/<id>."""
+    from nexa.ledger.runs import start_run
+    from nexa.train.packs import PackRequest, build_pack
+
+    lab = Lab.find(lab_dir)
+    request = PackRequest(datasets=dataset, tokenizer=tokenizer, seq_len=seq_len, split=split or None, topk_field=topk_field)
+    params = {"datasets": dataset, "tokenizer": str(tokenizer), "seq_len": seq_len, "split": split, "topk_field": topk_field}
+    try:
+        with start_run(lab, "pack", config=params) as run:
+            console.print(f"run [bold]{run.run_id}[/bold]")
+            pid, ref, manifest = build_pack(lab, request, created_by=run.run_id)
+            run.add_output(ref)
+            run.update(dataset_id=",".join(dataset), metrics={"efficiency": manifest.efficiency, "blocks": manifest.blocks})
+    except (LedgerError, FileNotFoundError, ValueError) as exc:
+        _fail(str(exc))
+    console.print(table(f"pack {pid}", ["samples", "blocks", "seq_len", "efficiency", "padding efficiency", "truncated", "quarantined"],
+                        [(manifest.samples, manifest.blocks, manifest.seq_len, manifest.efficiency, manifest.padding_efficiency,
+                          manifest.truncated, manifest.quarantined)]))
+    emit_result({"run_id": run.run_id, "status": "succeeded", "pack_id": pid, "efficiency": manifest.efficiency,
+                 "padding_efficiency": manifest.padding_efficiency, "blocks": manifest.blocks, "samples": manifest.samples,
+                 "outputs": [{"kind": "pack", "path": ref.path, "sha256": ref.sha256}]}, json_out)
+
+
+def train(config: Path = typer.Option(..., "--config", help="Training config YAML (see configs/)."),
+          resume: bool = typer.Option(False, "--resume", help="Continue the latest interrupted run of this config from its durable checkpoint."),
+          nproc: Optional[int] = typer.Option(None, "--nproc", min=1, help="Processes (torchrun; DDP, gloo on CPU)."),
+          lab_dir: Path = typer.Option(Path("."), "--lab", help="Lab folder."),
+          json_out: bool = typer.Option(False, "--json", help="Print one JSON object on stdout.")) -> None:
+    """Train (SFT, LoRA, logit/sequence/offline KD) on the HF Trainer; checkpoints sync to durable storage."""
+    from nexa.infra.hardware import detect_hardware
+    from nexa.train.config import load_train_config
+    from nexa.train.engine import TrainError
+    from nexa.train.engine import train as run_training
+
+    lab = Lab.find(lab_dir)
+    try:
+        cfg = load_train_config(config)
+    except (LedgerError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    console.print(table("hardware", ["", ""], detect_hardware().rows()))
+    try:
+        outcome = run_training(lab, cfg, nproc=nproc, resume=resume,
+                               on_start=lambda run: console.print(f"run [bold]{run.run_id}[/bold]"))
+    except (TrainError, LedgerError, FileNotFoundError, ValueError) as exc:
+        _fail(str(exc), 1)
+    stats = outcome.stats
+    console.print(table(f"train {cfg.name}", ["steps", "final loss", "tokens", "tokens/s", "seconds", "pack efficiency"],
+                        [(stats["steps"], stats["final_loss"], stats["tokens_trained"], stats["tokens_per_s"], stats["seconds"],
+                          stats.get("pack_efficiency"))]))
+    emit_result({"run_id": outcome.run_id, "status": "succeeded", "steps": stats["steps"], "final_loss": stats["final_loss"],
+                 "tokens_trained": stats["tokens_trained"], "tokens_per_s": stats["tokens_per_s"], "pack_id": outcome.pack_id,
+                 "resumed_from": outcome.resumed_from, "wandb_run_id": outcome.wandb_run_id, "loss_curve": stats["loss_curve"],
+                 "outputs": [{"kind": "checkpoint", "path": outcome.model.path, "sha256": outcome.model.sha256}]}, json_out)
+
+
+@sweep_app.command("launch")
+def sweep_launch(config: Path = typer.Option(..., "--config", help="Base training config YAML."),
+                 space: Path = typer.Option(..., "--space", help="Search space YAML: {dotted.field: {type, low, high, log | choices}}."),
+                 trials: int = typer.Option(10, "--trials", min=1),
+                 storage: Optional[str] = typer.Option(None, "--storage", help="Optuna storage URL (default: SQLite in the lab)."),
+                 study: Optional[str] = typer.Option(None, "--study", help="Study name (default: the config's name)."),
+                 lab_dir: Path = typer.Option(Path("."), "--lab", help="Lab folder."),
+                 json_out: bool = typer.Option(False, "--json", help="Print one JSON object on stdout.")) -> None:
+    """Run N trials of the base config with parameters sampled from the space; prunes weak trials early."""
+    from nexa.train.sweep import SweepError, launch_sweep
+
+    lab = Lab.find(lab_dir)
+    try:
+        result = launch_sweep(lab, config, space, trials, storage=storage, study_name=study)
+    except (SweepError, LedgerError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    console.print(table(f"sweep {result['study']}", ["trial", "state", "value", "params"],
+                        [(t["number"], t["state"], t["value"], json.dumps(t["params"])) for t in result["trials"]]))
+    emit_result(result, json_out)
+
+
+@sweep_app.command("analyze")
+def sweep_analyze(study: str = typer.Option(..., "--study", help="Study name."),
+                  storage: Optional[str] = typer.Option(None, "--storage", help="Optuna storage URL (default: SQLite in the lab)."),
+                  out: Path = typer.Option(Path("configs/autotuned.yaml"), "--out", help="Where the best config is written."),
+                  lab_dir: Path = typer.Option(Path("."), "--lab", help="Lab folder."),
+                  json_out: bool = typer.Option(False, "--json", help="Print one JSON object on stdout.")) -> None:
+    """Write the best trial's full config to configs/autotuned.yaml and show parameter importances."""
+    from nexa.train.sweep import SweepError, analyze_sweep
+
+    lab = Lab.find(lab_dir)
+    try:
+        result = analyze_sweep(lab, study, out, storage=storage)
+    except (SweepError, LedgerError) as exc:
+        _fail(str(exc))
+    console.print(table(f"best of {study}", ["trial", "value", "params"],
+                        [(result["best_trial"], result["best_value"], json.dumps(result["best_params"]))]))
+    emit_result(result, json_out)
