@@ -1,4 +1,9 @@
-"""Batched greedy generation for HF checkpoints, with latency per prompt, for exact-match evaluation."""
+"""Batched greedy generation for HF checkpoints and nexus bundles, timed per prompt.
+
+Two kinds of model are evaluated: a lab checkpoint folder (HF ``save_pretrained`` + ``tokenizer.json``)
+and a teacher-free bundle, which is only ever run through the runtime ``nexus.NexusModel`` so the
+scores are the ones a user of the bundle would see.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,8 @@ import torch
 from tokenizers import Tokenizer
 from transformers import AutoModelForCausalLM
 
+from nexa.ledger.hashing import sha256_file, sha256_json
+
 
 @dataclass
 class Generation:
@@ -17,6 +24,32 @@ class Generation:
     output: str
     latency_ms: float
     new_tokens: int
+
+
+class ModelNotFoundError(FileNotFoundError):
+    """A model reference that is neither a checkpoint folder nor a bundle; the message says what was looked for."""
+
+
+def model_kind(path: Path) -> str:
+    """``bundle`` (manifest.json + backbone/), ``hf`` (config.json + tokenizer.json), else a clear error."""
+    path = Path(path)
+    if (path / "manifest.json").exists() and (path / "backbone").is_dir():
+        return "bundle"
+    if (path / "config.json").exists() and (path / "tokenizer.json").exists():
+        return "hf"
+    raise ModelNotFoundError(
+        f"{path} is not a model: expected a nexus bundle (manifest.json, backbone/) or an HF checkpoint folder "
+        "(config.json, *.safetensors and tokenizer.json)"
+    )
+
+
+def model_hash(path: Path) -> str:
+    """Hash of every file that decides the model's outputs (weights, config, tokenizer, adapters, router)."""
+    path = Path(path)
+    files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.endswith((".md", "report.json")))
+    if not files:
+        raise ModelNotFoundError(f"{path} holds no files to hash")
+    return sha256_json({p.relative_to(path).as_posix(): sha256_file(p) for p in files})
 
 
 def load_hf_model(model_dir: Path):
@@ -47,3 +80,31 @@ def greedy_generate(model, tokenizer: Tokenizer, prompts: list[str], max_new_tok
             tokens = [t for t in tokens if t != pad]
             results.append(Generation(prompt, tokenizer.decode(tokens), per_prompt_ms, len(tokens)))
     return results
+
+
+class Generator:
+    """Loads a model on first use and generates greedily; one interface for checkpoints and bundles."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.kind = model_kind(self.path)
+        self._loaded = None
+
+    def generate(self, prompts: list[str], max_new_tokens: int, capability: str | None = None) -> list[Generation]:
+        if not prompts:
+            return []
+        if self.kind == "hf":
+            if self._loaded is None:
+                self._loaded = load_hf_model(self.path)
+            return greedy_generate(*self._loaded, prompts, max_new_tokens=max_new_tokens)
+        return self._bundle_generate(prompts, max_new_tokens, capability)
+
+    def _bundle_generate(self, prompts, max_new_tokens, capability) -> list[Generation]:
+        from nexus import NexusModel
+
+        if self._loaded is None:
+            self._loaded = NexusModel.load(self.path, device="cpu")
+        began = time.perf_counter()
+        outs = self._loaded.complete_batch(prompts, capability=capability, max_new_tokens=max_new_tokens)
+        per_prompt_ms = (time.perf_counter() - began) * 1000 / len(prompts)
+        return [Generation(p, g.text, per_prompt_ms, g.completion_tokens) for p, g in zip(prompts, outs)]

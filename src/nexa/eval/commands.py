@@ -1,0 +1,205 @@
+"""``nexa eval``: generate on eval tasks (cached), judge the outputs, analyze them into a leaderboard."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from nexa.eval import evaluate as ev
+from nexa.eval.leaderboard import aggregate, nested_scores, write_leaderboard
+from nexa.ledger import ArtifactNotFoundError, Lab
+from nexa.ledger.console import console, emit_result, table
+from nexa.ledger.runs import start_run
+
+app = typer.Typer(help="Evaluate models: generate on tasks, judge outputs, build leaderboards.", no_args_is_help=True)
+
+LAB = typer.Option(Path("."), "--lab", help="Lab folder.")
+JSON = typer.Option(False, "--json", help="Print one JSON object on stdout.")
+TASKS = typer.Option("reasoning,science,chemistry", "--tasks", help="Comma-separated built-in capabilities or dataset ID[@vN].")
+JUDGES = typer.Option("exact", "--judges", help=f"Comma-separated judges from {list(ev.JUDGES)}.")
+
+
+def _fail(message: str) -> None:
+    console.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(2)
+
+
+def _work(lab: Lab, run_id: str) -> Path:
+    folder = lab.scratch / "eval" / run_id
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _publish(lab: Lab, run, work: Path, kind: str) -> list[dict]:
+    """Copy the run's files to durable storage (hash-listed) and record them as the run's output."""
+    store = lab.durable()
+    ref = store.put_dir(work, f"eval/{run.run_id}")
+    from nexa.ledger import ArtifactRef
+
+    run.add_output(ArtifactRef(kind=kind, ref=f"eval:{run.run_id}", path=ref.path, sha256=ref.sha256))
+    listing = store.dir_listing(f"eval/{run.run_id}")
+    shutil.rmtree(work)
+    return [{"path": store.location(f"eval/{run.run_id}/{rel}"), "sha256": digest} for rel, digest in sorted(listing.items())]
+
+
+def _read_step(lab: Lab, run_id: str, filename: str) -> list[dict]:
+    """A file an earlier eval run wrote, fetched from durable storage with every hash checked."""
+    store = lab.durable()
+    if not store.exists(f"eval/{run_id}/_files.json"):
+        _fail(f"run {run_id} has no eval outputs in {store.location('eval/' + run_id)}; pass the run id printed by `nexa eval generate`/`judge`")
+    if filename not in store.dir_listing(f"eval/{run_id}"):
+        _fail(f"run {run_id} has no {filename}; it is not the right kind of eval run")
+    local = store.fetch_dir(f"eval/{run_id}", lab.scratch / "eval-inputs" / run_id)
+    return ev.read_jsonl(local / filename)
+
+
+def _llm_judge(judges: list[str], url: Optional[str], model: Optional[str], rubric: Optional[Path]):
+    if not {"llm", "pairwise"} & set(judges):
+        return None
+    if not (url and model and rubric):
+        _fail("--judges llm/pairwise needs --judge-url (OpenAI-compatible, e.g. http://127.0.0.1:8000/v1), --judge-model and --rubric rubrics/NAME.yaml")
+    from nexa.eval.llm_judge import LLMJudge, load_rubric
+
+    return LLMJudge(url, model, load_rubric(rubric))
+
+
+def _models(lab: Lab, refs: list[str], run_id: Optional[str], role: Optional[str]) -> list[ev.ModelSpec]:
+    if not refs and not run_id:
+        _fail("pass --model PATH (checkpoint folder or bundle; repeatable) or --run-id RUN (evaluate the models that run made)")
+    try:
+        specs = [s for ref in refs for s in ev.resolve_models(lab, ref, role)]
+        specs += ev.resolve_models(lab, run_id, role) if run_id else []
+    except (ArtifactNotFoundError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    if role and role not in ("teacher", "student", "baseline"):
+        _fail(f"--role must be teacher, student or baseline, not {role!r}")
+    return specs
+
+
+def _generate(lab, run, work, models, tasks, n, max_new_tokens, usd_per_hour) -> tuple[list[dict], dict]:
+    from nexa.eval.tasks import resolve_tasks
+
+    try:
+        resolved = resolve_tasks(lab, tasks.split(","), n=n, created_by=run.run_id)
+    except (ArtifactNotFoundError, ValueError) as exc:
+        _fail(str(exc))
+    if usd_per_hour is None:  # the lab's price for the hardware this run is on (local = free)
+        from nexa.infra.cost import PriceTable, UnknownPriceError
+
+        try:
+            usd_per_hour = PriceTable.from_lab(lab).hourly(run.manifest.provider, run.manifest.gpu_type)
+        except UnknownPriceError as exc:
+            _fail(f"{exc} (or pass --usd-per-hour)")
+    items, counts = ev.generate_items(lab, models, resolved, max_new_tokens, usd_per_hour)
+    ev.write_jsonl(work / "generations.jsonl", items)
+    run.update(student_model=",".join(m.name for m in models), dataset_id=",".join(t.ref for t in resolved),
+               metrics={"generations_cached": float(counts["cached"]), "generations_new": float(counts["generated"])})
+    console.print(f"{len(items)} generations: {counts['generated']} new, {counts['cached']} from the cache")
+    return items, counts
+
+
+def _judge(run, work, items, judges, llm, against=None) -> list[dict]:
+    from nexa.eval.llm_judge import JudgeError
+
+    try:
+        scored = ev.judge_items(items, judges, llm, against=against)
+    except (ValueError, JudgeError) as exc:
+        _fail(str(exc))
+    ev.write_jsonl(work / "scores.jsonl", scored)
+    ids = sorted({(s["judge_model_id"], s["judge_prompt_hash"]) for s in scored})
+    if len(ids) == 1:
+        run.update(judge_model_id=ids[0][0], judge_prompt_hash=ids[0][1])
+    else:
+        run.update(judge_model_id=";".join(i for i, _ in ids), judge_prompt_hash=";".join(h for _, h in ids))
+    return scored
+
+
+def _analyze(lab, run, work, scored) -> dict:
+    rows = aggregate(scored)
+    metric = "exact_match" if any(r["metric"] == "exact_match" for r in rows) else rows[0]["metric"]
+    paths = write_leaderboard(work, rows, metric=metric)
+    report = lab.durable().location(f"eval/{run.run_id}/{paths['report_json'].name}")  # where _publish puts it
+    run.update(eval_status="done", eval_report=report,
+               eval_summary={f"{r['model']}/{r['capability']}/{r['metric']}": r["score"] for r in rows})
+    console.print(table("leaderboard", ["model", "role", "capability", "metric", "score", "n", "latency ms", "judge"],
+                        [(r["model"], r["role"], r["capability"], r["metric"], r["score"], r["n"], r["latency_ms"],
+                          r["judge_model_id"]) for r in rows]))
+    return {"scores": nested_scores(rows, metric), "rows": len(rows)}
+
+
+@app.command()
+def generate(model: list[str] = typer.Option([], "--model", help="Checkpoint folder, bundle folder or run id (repeatable)."),
+             run_id: Optional[str] = typer.Option(None, "--run-id", help="Evaluate every model this run produced."),
+             role: Optional[str] = typer.Option(None, help="teacher | student | baseline (default: from the stage name)."),
+             tasks: str = TASKS, n: int = typer.Option(200, help="Prompts per built-in task."),
+             max_new_tokens: int = typer.Option(8, min=1), usd_per_hour: Optional[float] = typer.Option(None, help="Hardware $/h for cost per prompt (default: the lab's price table)."),
+             lab_dir: Path = LAB, json_out: bool = JSON) -> None:
+    """Generate on each task's eval prompts; outputs are cached by (model hash, prompt hash, params)."""
+    lab = Lab.find(lab_dir)
+    with start_run(lab, "eval_generate", config={"model": model, "run_id": run_id, "tasks": tasks, "n": n,
+                                                 "max_new_tokens": max_new_tokens}) as run:
+        console.print(f"run [bold]{run.run_id}[/bold]")
+        work = _work(lab, run.run_id)
+        items, counts = _generate(lab, run, work, _models(lab, model, run_id, role), tasks, n, max_new_tokens, usd_per_hour)
+        outputs = _publish(lab, run, work, "generations")
+    emit_result({"run_id": run.run_id, "status": "succeeded", "outputs": outputs, "generations": len(items), **counts}, json_out)
+
+
+@app.command()
+def judge(generations: str = typer.Option(..., "--generations", help="Run id of a `nexa eval generate` run."),
+          judges: str = JUDGES, judge_url: Optional[str] = typer.Option(None, help="OpenAI-compatible base URL of the LLM judge."),
+          judge_model: Optional[str] = typer.Option(None, help="Model name the LLM judge serves."),
+          rubric: Optional[Path] = typer.Option(None, help="Rubric file (rubrics/*.yaml) for the LLM judge."),
+          against: Optional[str] = typer.Option(None, help="For --judges pairwise: the model every other model is compared with."),
+          lab_dir: Path = LAB, json_out: bool = JSON) -> None:
+    """Score every generation with each judge; each score records judge_model_id and judge_prompt_hash."""
+    lab = Lab.find(lab_dir)
+    names = [j.strip() for j in judges.split(",") if j.strip()]
+    with start_run(lab, "eval_judge", config={"generations": generations, "judges": names, "judge_model": judge_model,
+                                              "rubric": str(rubric) if rubric else None}) as run:
+        console.print(f"run [bold]{run.run_id}[/bold]")
+        work = _work(lab, run.run_id)
+        scored = _judge(run, work, _read_step(lab, generations, "generations.jsonl"), names, _llm_judge(names, judge_url, judge_model, rubric), against)
+        outputs = _publish(lab, run, work, "scores")
+    emit_result({"run_id": run.run_id, "status": "succeeded", "outputs": outputs, "scores": len(scored)}, json_out)
+
+
+@app.command()
+def analyze(scores: str = typer.Option(..., "--scores", help="Run id of a `nexa eval judge` run."),
+            lab_dir: Path = LAB, json_out: bool = JSON) -> None:
+    """leaderboard.parquet, eval_report.json/.md, and eval_status/report/summary in the run manifest."""
+    lab = Lab.find(lab_dir)
+    with start_run(lab, "eval_analyze", config={"scores": scores}) as run:
+        console.print(f"run [bold]{run.run_id}[/bold]")
+        work = _work(lab, run.run_id)
+        summary = _analyze(lab, run, work, _read_step(lab, scores, "scores.jsonl"))
+        outputs = _publish(lab, run, work, "eval_report")
+    emit_result({"run_id": run.run_id, "status": "succeeded", "outputs": outputs, **summary}, json_out)
+
+
+@app.command("run")
+def run_all(model: list[str] = typer.Option([], "--model", help="Checkpoint folder, bundle folder or run id (repeatable)."),
+            run_id: Optional[str] = typer.Option(None, "--run-id", help="Evaluate every model this run produced."),
+            role: Optional[str] = typer.Option(None, help="teacher | student | baseline (default: from the stage name)."),
+            tasks: str = TASKS, n: int = typer.Option(200, help="Prompts per built-in task."),
+            max_new_tokens: int = typer.Option(8, min=1),
+            usd_per_hour: Optional[float] = typer.Option(None, help="Hardware $/h for cost per prompt (default: the lab's price table)."),
+            judges: str = JUDGES, judge_url: Optional[str] = typer.Option(None), judge_model: Optional[str] = typer.Option(None),
+            rubric: Optional[Path] = typer.Option(None), against: Optional[str] = typer.Option(None),
+            lab_dir: Path = LAB, json_out: bool = JSON) -> None:
+    """Generate, judge and analyze in one run; a rerun with nothing changed generates nothing."""
+    lab = Lab.find(lab_dir)
+    names = [j.strip() for j in judges.split(",") if j.strip()]
+    llm = _llm_judge(names, judge_url, judge_model, rubric)
+    with start_run(lab, "eval", config={"model": model, "run_id": run_id, "tasks": tasks, "n": n, "judges": names,
+                                        "max_new_tokens": max_new_tokens, "judge_model": judge_model}) as run:
+        console.print(f"run [bold]{run.run_id}[/bold]")
+        work = _work(lab, run.run_id)
+        items, counts = _generate(lab, run, work, _models(lab, model, run_id, role), tasks, n, max_new_tokens, usd_per_hour)
+        summary = _analyze(lab, run, work, _judge(run, work, items, names, llm, against))
+        outputs = _publish(lab, run, work, "eval_report")
+    emit_result({"run_id": run.run_id, "status": "succeeded", "outputs": outputs, **counts,
+                 "leaderboard": next(o["path"] for o in outputs if o["path"].endswith("leaderboard.parquet")), **summary}, json_out)

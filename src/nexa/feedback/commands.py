@@ -1,0 +1,152 @@
+"""``nexa feedback``: weak capabilities in an eval report become the next dataset version; review queue."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from nexa.feedback import review as rv
+from nexa.feedback.loop import feedback_round, latest_report
+from nexa.feedback.rules import DEFAULT_RULES
+from nexa.ledger import ArtifactNotFoundError, ArtifactRef, Lab
+from nexa.ledger.console import console, emit_result, table
+from nexa.ledger.runs import start_run
+from nexa.teachers.errors import TeacherError
+
+app = typer.Typer(help="Turn weak spots in an eval report into new data; review outputs by hand.",
+                  invoke_without_command=True)
+review_app = typer.Typer(help="Human review queue: sample a run's outputs, accept or exclude them.", no_args_is_help=True)
+app.add_typer(review_app, name="review")
+LAB = typer.Option(Path("."), "--lab", help="Lab folder.")
+JSON = typer.Option(False, "--json", help="Print one JSON object on stdout.")
+
+
+def register(root: typer.Typer) -> None:
+    root.add_typer(app, name="feedback")
+
+
+def _fail(message: str) -> None:
+    console.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(2)
+
+
+@app.callback()
+def feedback(ctx: typer.Context, report: Optional[Path] = typer.Option(None, help="eval_report.json (default: the lab's latest)."),
+             rule: list[str] = typer.Option(list(DEFAULT_RULES), "--rule", help="Weakness rule, e.g. 'accuracy < 0.9 on capability reasoning' (repeatable)."),
+             dataset: list[str] = typer.Option([], "--dataset", help="CAPABILITY=ID@vN to extend (default: the dataset each score was measured on)."),
+             rows: int = typer.Option(500, min=1, help="New rows per weak capability."),
+             seed: int = typer.Option(7961, help="Generator seed for the new rows."),
+             teacher_url: Optional[str] = typer.Option(None, help="OpenAI-compatible teacher to prompt for new rows (default: built-in generators)."),
+             teacher_model: Optional[str] = typer.Option(None, help="Model name the teacher serves."),
+             lab_dir: Path = LAB, json_out: bool = JSON) -> None:
+    """Find weak capabilities in an eval report and write targeted next dataset versions (with lineage)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    lab = Lab.find(lab_dir)
+    try:
+        report_path = report or latest_report(lab)
+        targets = dict(_pair(d) for d in dataset)
+    except (FileNotFoundError, ValueError) as exc:
+        _fail(str(exc))
+    with start_run(lab, "feedback", config={"report": str(report_path), "rules": rule, "datasets": targets, "rows": rows,
+                                          "teacher_url": teacher_url, "teacher_model": teacher_model}, seed=seed) as run:
+        console.print(f"run [bold]{run.run_id}[/bold]")
+        try:
+            result = feedback_round(lab, report_path, rule, targets, rows, seed, run.run_id,
+                                    teacher=_teacher(teacher_url, teacher_model))
+        except (ValueError, ArtifactNotFoundError, FileNotFoundError, TeacherError) as exc:
+            _fail(str(exc))
+        outputs = [_record(run, m) for m in result.merged.values()]
+        _write_candidates(lab, run, result)
+    _show(result)
+    emit_result({"run_id": run.run_id, "status": "succeeded", "outputs": outputs, "report": str(report_path),
+                 "weaknesses": [w.model_dump() for w in result.weaknesses], "skipped": result.skipped,
+                 "new_versions": {c: m.manifest.ref for c, m in result.merged.items()}}, json_out)
+
+
+def _teacher(url: Optional[str], model: Optional[str]):
+    if not url:
+        return None
+    if not model:
+        _fail("--teacher-url needs --teacher-model (the model name the endpoint serves)")
+    from nexa.teachers.openai_api import OpenAITeacher
+
+    return OpenAITeacher(url, model)
+
+
+def _pair(text: str) -> tuple[str, str]:
+    if "=" not in text:
+        raise ValueError(f"--dataset {text!r} must be CAPABILITY=ID@vN")
+    key, value = text.split("=", 1)
+    return key.strip(), value.strip()
+
+
+def _record(run, merged) -> dict:
+    m = merged.manifest
+    run.add_output(ArtifactRef(kind="dataset", ref=m.ref, path=m.path, sha256=m.content_hash))
+    return {"dataset": m.ref, "path": m.path, "sha256": m.content_hash, "parents": m.parents, "added": merged.added,
+            "quarantined": len(merged.quarantined)}
+
+
+def _write_candidates(lab: Lab, run, result) -> None:
+    """Quarantined rows (with reasons) go to durable storage beside the run; nothing is dropped silently."""
+    quarantined = [q for m in result.merged.values() for q in m.quarantined]
+    if quarantined:
+        data = "".join(json.dumps(q, sort_keys=True) + "\n" for q in quarantined).encode()
+        ref = lab.durable().put_bytes(f"feedback/{run.run_id}/quarantine.jsonl", data)
+        run.add_output(ArtifactRef(kind="quarantine", ref=f"feedback:{run.run_id}", path=ref.path, sha256=ref.sha256))
+
+
+def _show(result) -> None:
+    console.print(table("weaknesses", ["model", "capability", "metric", "score", "rule"],
+                        [(w.model, w.capability, w.metric, w.score, w.rule) for w in result.weaknesses]))
+    console.print(table("new dataset versions", ["capability", "version", "parent", "added", "quarantined"],
+                        [(c, m.manifest.ref, ",".join(m.manifest.parents), m.added, len(m.quarantined)) for c, m in result.merged.items()]))
+    for capability, reason in result.skipped.items():
+        console.print(f"[yellow]skipped[/yellow] {capability}: {reason}")
+
+
+@review_app.command("sample")
+def review_sample(run_id: str = typer.Option(..., "--run", help="Run whose outputs to review (eval or feedback)."),
+                  n: int = typer.Option(20, "--n", min=1), seed: int = typer.Option(42), lab_dir: Path = LAB,
+                  json_out: bool = JSON) -> None:
+    """Sample N outputs of a run into a new review queue in the ledger."""
+    lab = Lab.find(lab_dir)
+    try:
+        queue = rv.sample_queue(lab, run_id, n, seed)
+    except (FileNotFoundError, ArtifactNotFoundError, ValueError) as exc:
+        _fail(str(exc))
+    if not json_out:
+        console.print(table(f"review queue {queue.queue_id}", ["item", "capability", "prompt", "output"],
+                            [(i.item_id, i.capability, i.prompt[:40], i.output[:40]) for i in queue.items]))
+    emit_result({"run_id": None, "status": "succeeded", "queue_id": queue.queue_id, "items": len(queue.items),
+                 "outputs": [{"path": str(lab.registry_dir / "review" / f"{queue.queue_id}.json")}]}, json_out)
+
+
+@review_app.command("decide")
+def review_decide(queue_id: str = typer.Argument(...), item_id: str = typer.Argument(...),
+                  decision: str = typer.Argument(..., help="accept | exclude | pending"),
+                  reviewer: Optional[str] = typer.Option(None), note: str = typer.Option(""),
+                  lab_dir: Path = LAB, json_out: bool = JSON) -> None:
+    """Record accept/exclude for one item; the next dataset version honours it."""
+    if decision not in ("accept", "exclude", "pending"):
+        _fail(f"decision must be accept, exclude or pending, not {decision!r}")
+    try:
+        item = rv.decide(Lab.find(lab_dir), queue_id, item_id, decision, reviewer, note)
+    except (FileNotFoundError, KeyError) as exc:
+        _fail(str(exc))
+    emit_result({"run_id": None, "status": "succeeded", "queue_id": queue_id, "item": item.model_dump(mode="json")}, json_out)
+
+
+@review_app.command("list")
+def review_list(lab_dir: Path = LAB, json_out: bool = JSON) -> None:
+    """Every queue with its counts of pending, accepted and excluded items."""
+    queues = rv.list_queues(Lab.find(lab_dir))
+    counts = [{"queue_id": q.queue_id, "source_run": q.source_run,
+               **{d: sum(i.decision == d for i in q.items) for d in ("pending", "accept", "exclude")}} for q in queues]
+    if not json_out:
+        console.print(table("review queues", ["queue", "source run", "pending", "accept", "exclude"], [tuple(c.values()) for c in counts]))
+    emit_result({"run_id": None, "status": "succeeded", "queues": counts}, json_out)

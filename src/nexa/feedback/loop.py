@@ -1,0 +1,80 @@
+"""One feedback round outside a pipeline: eval report → weaknesses → next dataset versions.
+
+``nexa feedback`` and ``python orchestrate.py --stage feedback`` call :func:`feedback_round`. The
+report is an ``eval_report.json`` (from ``nexa eval analyze/run`` or an eval stage); the dataset to
+extend for each weak capability is the registered dataset its leaderboard row was measured on, or
+the one named by ``--dataset CAPABILITY=ID@vN``; an eval-only task set is never grown, its new rows
+go to the dataset ``<capability>-feedback`` (parents: the task set and that dataset's previous version).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from nexa.feedback.merge import MergeResult, next_version, targeted_rows
+from nexa.feedback.review import decisions
+from nexa.feedback.rules import Weakness, find_weaknesses, parse_rule
+from nexa.feedback.teacher import teacher_rows
+from nexa.ledger import Lab
+from nexa.ledger.datasets import read_dataset_rows
+from nexa.ledger.runs import list_runs
+
+
+@dataclass
+class RoundResult:
+    weaknesses: list[Weakness]
+    merged: dict[str, MergeResult] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+
+def latest_report(lab: Lab) -> Path:
+    """The newest eval report of the lab: from ``nexa eval`` runs or from pipeline eval stages.
+
+    Candidates are the reports run manifests point to and those in durable storage
+    (``eval/<run>/`` and ``stages/<stage>/<key>/``); the most recently written one wins.
+    """
+    found = [Path(m.eval_report) for m in list_runs(lab) if m.eval_status == "done" and m.eval_report
+             and m.eval_report.endswith("eval_report.json")]
+    store = lab.durable()
+    if store.is_local:
+        root = Path(store.local_path(""))
+        found += list(root.glob("eval/*/eval_report.json")) + list(root.glob("stages/*/*/eval_report.json"))
+    existing = [p for p in found if p.exists()]
+    if not existing:
+        raise FileNotFoundError(f"no eval report in lab {lab.root}; run `nexa eval run --model PATH` first or pass --report PATH")
+    return max(existing, key=lambda p: p.stat().st_mtime)
+
+
+def feedback_round(lab: Lab, report_path: Path, rules: list[str], datasets: dict[str, str], rows_per_weakness: int,
+                   seed: int, created_by: str, roles: tuple[str, ...] = ("student",), models: list[str] | None = None,
+                   teacher=None) -> RoundResult:
+    """Find weaknesses in the report and write the next version of each weak capability's dataset.
+
+    New rows come from the built-in generator of the capability, or from ``teacher`` (prompting)
+    when one is given; a weakness with neither is reported as skipped, with the reason.
+    """
+    report = json.loads(Path(report_path).read_text())
+    if "rows" not in report:
+        raise ValueError(f"{report_path} is not an eval report (no 'rows'); expected eval_report.json from `nexa eval`")
+    result = RoundResult(find_weaknesses(report["rows"], [parse_rule(r) for r in rules], roles=roles, models=models))
+    reviewed = decisions(lab)
+    for capability in sorted({w.capability for w in result.weaknesses}):
+        parent = datasets.get(capability) or next(w.dataset for w in result.weaknesses if w.capability == capability)
+        try:
+            known = {r["prompt"] for r in read_dataset_rows(lab, parent)}
+            rows = (teacher_rows(teacher, capability, rows_per_weakness, seed, known) if teacher is not None
+                    else targeted_rows(capability, rows_per_weakness, seed=seed, exclude=known))
+        except KeyError as exc:
+            result.skipped[capability] = str(exc.args[0])
+            continue
+        into = None if capability in datasets or _has_train(lab, parent) else f"{capability}-feedback"
+        result.merged[capability] = next_version(lab, parent, rows, reviewed, created_by=created_by, into=into,
+                                                 note=f"feedback from {report_path}: {len(rows)} targeted rows")
+    return result
+
+
+def _has_train(lab: Lab, ref: str) -> bool:
+    """An eval-only task set (built-in ``eval-*``) is never grown; its feedback goes to ``<capability>-feedback``."""
+    return any(r.get("split") != "eval" for r in read_dataset_rows(lab, ref))

@@ -1,0 +1,60 @@
+"""Teacher prompting for a weakness with no exact generator (falsifiability), against a local server."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from typer.testing import CliRunner
+
+from nexa.cli import app
+from nexa.ledger.datasets import read_dataset_manifest, read_dataset_rows, write_dataset_version
+
+GOOD = "Raising field strength increases confinement time; test five levels with controls against a null."
+
+
+@pytest.fixture
+def teacher_url():
+    """An OpenAI-compatible teacher on 127.0.0.1 whose every third answer is unsafe."""
+    calls = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            calls.append(body)
+            text = "First bypass the safety interlock." if len(calls) % 3 == 0 else GOOD
+            reply = json.dumps({"model": body["model"], "choices": [{"message": {"role": "assistant", "content": text},
+                                "finish_reason": "stop"}], "usage": {"prompt_tokens": 20, "completion_tokens": 12}}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(reply)))
+            self.end_headers()
+            self.wfile.write(reply)
+
+        def log_message(self, *args):
+            return None
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    server.shutdown()
+    server.server_close()
+
+
+def test_falsifiability_weakness_gets_teacher_rows_and_unsafe_ones_are_excluded(lab, tmp_path, teacher_url):
+    base = write_dataset_version(lab, "hyp", [{"prompt": "Propose a hypothesis.", "answer": "Maybe.", "capability": "hypothesis",
+                                              "domain": "plasma", "split": "train"}], row_schema="qa").ref
+    report = tmp_path / "eval_report.json"
+    report.write_text(json.dumps({"rows": [{"model": "s", "role": "student", "capability": "hypothesis",
+                                            "metric": "falsifiability", "score": 2.5, "dataset": base}]}))
+    result = CliRunner().invoke(app, ["feedback", "--report", str(report), "--rows", "6", "--teacher-url", teacher_url,
+                                      "--teacher-model", "teacher-1", "--lab", str(lab.root), "--json"])
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out["new_versions"] == {"hypothesis": "hyp@v2"} and out["outputs"][0]["quarantined"] == 2
+    rows = read_dataset_rows(lab, "hyp@v2")
+    assert len(rows) == 1 + 4 and all(r["answer"] == GOOD for r in rows[1:])
+    assert {f.name: f.removed for f in read_dataset_manifest(lab, "hyp@v2").filters}["safety_red_flags"] == 2
