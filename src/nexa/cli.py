@@ -22,9 +22,11 @@ LAYER_COMMANDS: list[tuple[str, str]] = [
     ("nexa.data.commands", "data"),
     ("nexa.teachers.commands", "distill"),
     ("nexa.bundle.commands", "bundle"),
+    ("nexa.niwt.commands", "niwt"),
+    ("nexa.eval.commands", "eval"),
 ]
 # Layers whose commands sit at the top level (``nexa demo``, ``nexa run``) rather than in a group.
-TOP_LEVEL_COMMANDS: list[str] = ["nexa.pipeline.commands"]
+TOP_LEVEL_COMMANDS: list[str] = ["nexa.pipeline.commands", "nexa.train.commands", "nexa.serve.commands", "nexa.feedback.commands"]
 
 
 def _register() -> None:

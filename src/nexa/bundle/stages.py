@@ -26,6 +26,7 @@ def build(ctx, name: str = "nexus_bundle_v1", student: str = "student_kd", route
         teacher_scores=scores["teacher"], student_scores=scores.get(student, {}),
         lineage={"model_sha256": summary["model_sha256"], "run_id": ctx.run.run_id, "pipeline": ctx.pipeline},
         max_new_tokens=max_new_tokens, allow_uncensored=allow_uncensored, built_by=ctx.run.run_id,
+        training_gate_attempts=[{"stage": student, **a} for a in summary.get("gate_attempts", [])],
     )
     ctx.run.update(student_model=f"{name}:{summary['model_sha256'][:12]}", best_checkpoint=f"{name}/backbone/backbone.safetensors")
     return {"bundle": name, "files": len(manifest["files"]), "size_bytes": bundle_size_bytes(bundle),
@@ -50,7 +51,8 @@ def verify(ctx, bundle: str = "bundle", teacher: str = "teacher", retain_fractio
     copied = teacher_tensors_inside(target, tensors_before_delete)
     if delete_teacher and teacher_weights:
         ctx.prune_input(teacher, [f"model/{p.name}" for p in teacher_weights])
-    report = verify_bundle(target, retain_fraction, forbidden=forbidden)
+    earlier = json.loads((target / "manifest.json").read_text()).get("training_gate_attempts", [])
+    report = verify_bundle(target, retain_fraction, forbidden=forbidden, attempts=earlier)
     report["checks"]["teacher_tensors_inside"] = copied
     report["checks"]["teacher_weights_deleted"] = bool(delete_teacher) and not any(p.exists() for p in teacher_weights)
     report["passed"] = report["passed"] and not copied

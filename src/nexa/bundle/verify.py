@@ -78,8 +78,12 @@ def run_isolated_benchmark(bundle: Path, items: list[dict[str, Any]], forbidden:
 
 
 def gate(teacher_scores: dict[str, float], student_scores: dict[str, float], retain_fraction: float) -> dict[str, Any]:
-    """Retention = student / teacher per capability; passes only if every one is ≥ retain_fraction."""
-    retention = {c: (student_scores.get(c, 0.0) / t if t > 0 else 0.0) for c, t in sorted(teacher_scores.items())}
+    """Retention = student / teacher per capability; passes only if every one is ≥ retain_fraction.
+
+    A teacher that scores 0 leaves nothing to lose, so its retention is 1.0 (the golden test separately
+    requires a teacher that knows its task, or retention would mean nothing).
+    """
+    retention = {c: (student_scores.get(c, 0.0) / t if t > 0 else 1.0) for c, t in sorted(teacher_scores.items())}
     failing = sorted(c for c, r in retention.items() if r < retain_fraction)
     return {"retention": retention, "failing": failing, "passed": not failing}
 
@@ -118,7 +122,8 @@ def verify_bundle(bundle: Path, retain_fraction: float, teacher_weight_files: li
     teacher_scores = json.loads((bundle / "benchmark" / "teacher_scores.json").read_text())
     child = run_isolated_benchmark(bundle, items, list(forbidden))
     report = build_report(bundle, teacher_scores, child, retain_fraction, checks, attempts=list(attempts or []))
-    report["attempts"].append({"attempt": len(report["attempts"]) + 1, "retention": report["retention"], "passed": report["passed"]})
+    report["attempts"].append({"attempt": len(report["attempts"]) + 1, "stage": "bundle_verify",
+                               "retention": report["retention"], "passed": report["passed"]})
     (bundle / "verify_report.json").write_text(json.dumps(report, indent=2, sort_keys=True))
     write_manifest(bundle, retention=report["retention"], verified=report["passed"])
     return report

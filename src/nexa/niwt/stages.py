@@ -1,10 +1,15 @@
-"""Pipeline stages of the NIWT layer: the capability router (adapters and profiling come with NIWT proper)."""
+"""Pipeline stages of the NIWT layer: registry, router, profile, synthesize and the anchored, gated student."""
 
 from __future__ import annotations
 
+import csv
 import json
+import shutil
 
-from nexa.ledger.datasets import read_split
+from safetensors.torch import load_file, save_file
+
+from nexa.ledger.console import console, table
+from nexa.ledger.datasets import read_dataset_rows, read_split
 from nexa.niwt.router import DEFAULT_FEATURIZER, router_accuracy, train_router, write_router
 
 
@@ -21,3 +26,121 @@ def router(ctx, data: str = "data", epochs: int = 200) -> dict:
                                capabilities, n_buckets, ngram_max)
     (ctx.out / "router.json").write_text(json.dumps({"capabilities": capabilities, "held_out_accuracy": accuracy}, indent=2))
     return {"capabilities": capabilities, "held_out_accuracy": accuracy}
+
+
+# -- stage 1 ----------------------------------------------------------------------------------------
+def teacher_registry(ctx, teachers: list[dict], default_retain: float = 0.97) -> dict:
+    """Write the pipeline's teacher CSV rows as ``teachers.csv`` and build ``teacher_registry.json`` from it."""
+    from nexa.niwt.registry import REQUIRED_COLUMNS, build_registry
+
+    columns = list(REQUIRED_COLUMNS) + sorted({k for row in teachers for k in row} - set(REQUIRED_COLUMNS))
+    with open(ctx.out / "teachers.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(teachers)
+    registry, quarantined = build_registry(ctx.out / "teachers.csv", ctx.out / "teacher_registry.json", default_retain)
+    return {"teachers": [t.name for t in registry.teachers], "quarantined": len(quarantined)}
+
+
+# -- stage 2 ----------------------------------------------------------------------------------------
+def profile(ctx, teacher: str = "teacher", distill: str = "distill", data: str = "data",
+            registry: str | None = "teacher_registry", teacher_name: str = "golden-teacher",
+            config: dict | None = None, max_new_tokens: int = 8) -> dict:
+    """Profile the teacher per capability into ``profiles/<teacher>/<capability>/`` (no raw activations)."""
+    from tokenizers import Tokenizer
+
+    from nexa.niwt.profile import (ProfileConfig, assert_no_token_tensors, batches, folder_bytes, load_teacher,
+                                   profile_capability, residual_basis, select_samples, teacher_scores)
+
+    settings = ProfileConfig.model_validate(config or {})
+    paired = read_dataset_rows(ctx.lab, json.loads((ctx.input(distill) / "dataset.json").read_text())["ref"])
+    eval_rows = read_split(ctx.lab, ctx.input(data) / "datasets.json", "eval")
+    contracts = _contracts(ctx, registry, teacher_name, sorted({r["capability"] for r in eval_rows}))
+    model, precision = load_teacher(ctx.input(teacher) / "model", settings.quantize)
+    tokenizer = Tokenizer.from_file(str(ctx.input(teacher) / "model" / "tokenizer.json"))
+    scores = teacher_scores(model, tokenizer, eval_rows, max_new_tokens)
+    out = ctx.out / "profiles" / teacher_name
+    manifests, everything = {}, []
+    for capability in sorted(contracts):
+        samples, raw = select_samples(paired, capability, settings.samples, ctx.seed)
+        everything += samples
+        manifests[capability] = profile_capability(model, tokenizer, teacher_name, capability, samples, raw, settings,
+                                                   contracts[capability], scores[capability], out)
+    eos, pad = model.config.eos_token_id, model.config.pad_token_id
+    data_batches = batches(tokenizer, [(r["prompt"], r["answer"]) for r in everything], eos, pad, settings.batch_size)
+    basis, variance = residual_basis(model, data_batches, min(settings.residual_components, model.config.hidden_size))
+    save_file({"basis": basis.half().contiguous(), "variance_ratio": variance}, str(out / "residual.safetensors"),
+              metadata={"teacher": teacher_name, "kind": "uncentred residual-stream principal directions"})
+    token_counts = {m.answer_tokens for m in manifests.values()} | {int(b.attention_mask.sum()) for b in data_batches}
+    assert_no_token_tensors(out, token_counts, model.config.hidden_size)
+    raw_bytes = sum(m.raw_activation_bytes for m in manifests.values())
+    summary = {"teacher": teacher_name, "precision": precision, "teacher_scores": scores,
+               "capabilities": {c: {"key_layers": m.key_layers, "samples": m.samples, "bytes": m.bytes_written,
+                                    "fraction_of_raw": m.fraction_of_raw,
+                                    "layer_drop": m.layer_drop} for c, m in manifests.items()},
+               "bytes_written": folder_bytes(out), "raw_activation_bytes": raw_bytes,
+               "fraction_of_raw": round(folder_bytes(out) / raw_bytes, 6),
+               "residual_variance_kept": round(float(variance.sum()), 6)}
+    (out / "profile.json").write_text(json.dumps({"schema_version": 1, **summary}, indent=2, sort_keys=True))
+    ctx.run.update(teacher_model=teacher_name)
+    (ctx.out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True))
+    console.print(table(f"NIWT profile of {teacher_name}", ["capability", "teacher score", "key layers", "profile KB", "of raw"],
+                        [(c, round(scores[c], 4), m.key_layers, round(m.bytes_written / 1024, 1), f"{m.fraction_of_raw:.1%}")
+                         for c, m in manifests.items()]))
+    return summary
+
+
+def _contracts(ctx, registry: str | None, teacher_name: str, capabilities: list[str]) -> dict[str, dict]:
+    """Benchmark, metric and retain fraction per capability: from the registry stage, else the defaults."""
+    if registry is None:
+        return {c: {"benchmark": f"{c}-eval", "metric": "exact_match", "retain_fraction": 0.97} for c in capabilities}
+    from nexa.niwt.registry import load_registry
+
+    entry = load_registry(ctx.input(registry) / "teacher_registry.json").teacher(teacher_name)
+    contracts = {c.name: c.model_dump() for c in entry.capabilities}
+    missing = sorted(set(capabilities) - set(contracts))
+    if missing:
+        raise ValueError(f"teacher {teacher_name!r} in the registry lacks capabilities {missing} that the data has; "
+                         f"add them to its BestFeature column")
+    return {c: contracts[c] for c in capabilities}
+
+
+# -- stage 3 ----------------------------------------------------------------------------------------
+def synthesize(ctx, teacher: str = "teacher", profile: str = "profile", arch: dict | None = None) -> dict:
+    """Build the student backbone (transferred or fresh) and its adapter plan from the profile."""
+    from transformers import LlamaForCausalLM
+
+    from nexa.niwt.synthesis import StudentArch, synthesize as build
+
+    settings = StudentArch.model_validate(arch or {})
+    teacher_name = ctx.summary_of(profile)["teacher"]
+    folder = ctx.input(profile) / "profiles" / teacher_name
+    profiles = {c: json.loads((folder / c / "profile.json").read_text()) for c in ctx.summary_of(profile)["capabilities"]}
+    basis = load_file(str(folder / "residual.safetensors"))["basis"].float()
+    teacher_model = LlamaForCausalLM.from_pretrained(ctx.input(teacher) / "model")
+    student, plan = build(teacher_model, settings, profiles, basis, ctx.seed)
+    student.save_pretrained(ctx.out / "model", safe_serialization=True)
+    shutil.copyfile(ctx.input(teacher) / "model" / "tokenizer.json", ctx.out / "model" / "tokenizer.json")
+    (ctx.out / "student_arch.json").write_text(settings.model_dump_json(indent=2))
+    (ctx.out / "synthesis.json").write_text(json.dumps(plan, indent=2, sort_keys=True))
+    console.print(table("NIWT student adapters", ["capability", "rank", "alpha", "from teacher layer"],
+                        [(c, a["rank"], a["alpha"], a["from_layer"]) for c, a in plan["adapters"].items()]))
+    summary = {"param_ratio": plan["param_ratio"], "init": plan["init"], "transfer": plan.get("transfer", {}),
+               "adapters": {c: a["rank"] for c, a in plan["adapters"].items()}}
+    (ctx.out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True))
+    return summary
+
+
+# -- stages 4 and 5 ---------------------------------------------------------------------------------
+def student_niwt(ctx, profile: str = "profile", synthesize: str = "synthesize", distill: str = "distill",
+                 data: str = "data", router: str = "router", config: dict | None = None,
+                 max_attempts: int = 3, retry_steps: int = 150) -> dict:
+    """Anchored distillation from stored profiles and materialized outputs, then the hard retention gate.
+
+    The teacher is not an input of this stage: only its profile and its materialized answers are. The
+    gate benchmarks the student alone; a failing capability retrains its own adapter only (backbone
+    frozen, stronger anchor), at most ``max_attempts`` gate runs in all, each recorded.
+    """
+    from nexa.niwt.student import gated_distillation
+
+    return gated_distillation(ctx, profile, synthesize, distill, data, router, config or {}, max_attempts, retry_steps)

@@ -1,0 +1,225 @@
+"""NIWT vs plain logit KD vs SFT-only: steps and time until every capability passes the retention gate.
+
+Same teacher, student size, data and seed for all three (the golden pipeline's stages up to ``synthesize``
+are run, or reused, in ``--lab``). Each method trains in its own spawned process so its peak memory is
+its own: NIWT reads only the stored profile and the materialized outputs (the teacher is never loaded),
+KD holds the teacher in memory for its logits, SFT trains on ground truth. Every ``--eval-every`` steps
+the student is benchmarked on the held-out eval split and the gate ``student ≥ 0.97 × teacher`` is
+checked per capability; training stops at the first pass (or ``--max-steps``).
+
+    PYTHONPATH=src python benchmarks/niwt_vs_kd.py --out benchmarks/results/niwt_vs_kd.json
+
+Writes ``{niwt|kd|sft: {steps_to_gate, seconds, peak_mem_mb, retention, ...}, steps_ratio_niwt_vs_kd}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import resource
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+GOLDEN = ROOT / "src" / "nexa" / "pipeline" / "builtin" / "golden.yaml"
+SHARED = ["data", "tokenizer", "teacher", "distill", "pack", "teacher_registry", "router", "profile", "synthesize"]
+
+
+def prepare(lab_dir: Path) -> dict:
+    """Run (or reuse) the golden stages every method shares; returns their output folders and summaries."""
+    from nexa.ledger import Lab
+    from nexa.pipeline.runner import run_pipeline
+    from nexa.pipeline.spec import load_pipeline
+
+    golden = yaml.safe_load(GOLDEN.read_text())
+    stages = [s for s in golden["stages"] if s["name"] in SHARED]
+    spec_file = lab_dir / "niwt_vs_kd.yaml"
+    lab = Lab.init(lab_dir)
+    spec_file.write_text(yaml.safe_dump({**golden, "name": "niwt-vs-kd", "stages": stages}))
+    result = run_pipeline(lab, load_pipeline(spec_file))
+    golden_by_name = {s["name"]: s for s in golden["stages"]}
+    return {"lab": str(lab_dir), "outputs": {k: str(v) for k, v in result.outputs.items()},
+            "kd_stage": golden_by_name["student_kd"]["with"], "sft_stage": golden_by_name["baseline"]["with"],
+            "niwt_stage": golden_by_name.get("student_niwt", {}).get("with", {})}
+
+
+def peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def gate_check(scores: dict, teacher: dict, retain: float = 0.97) -> tuple[bool, dict]:
+    retention = {c: (scores.get(c, 0.0) / t if t > 0 else 0.0) for c, t in sorted(teacher.items())}
+    return all(r >= retain for r in retention.values()), retention
+
+
+def hf_scores(model, tokenizer, eval_rows) -> dict:
+    from nexa.eval.exact import exact_match
+    from nexa.eval.generate import greedy_generate
+
+    model.eval()
+    scores = {}
+    for capability in sorted({r["capability"] for r in eval_rows}):
+        items = [r for r in eval_rows if r["capability"] == capability]
+        outs = greedy_generate(model, tokenizer, [r["prompt"] for r in items], max_new_tokens=8)
+        scores[capability] = sum(exact_match(o.output, r["answer"]) for o, r in zip(outs, items)) / len(items)
+    model.train()
+    return scores
+
+
+class Clock:
+    """Training seconds only: the periodic gate evaluations are not counted."""
+
+    def __init__(self):
+        self.started, self.excluded = time.perf_counter(), 0.0
+
+    def seconds(self) -> float:
+        return time.perf_counter() - self.started - self.excluded
+
+
+def run_niwt(shared: dict, eval_every: int, max_steps: int, seed: int) -> dict:
+    from nexus.router import Router
+    from tokenizers import Tokenizer
+    from transformers import LlamaForCausalLM
+
+    from nexa.ledger import Lab
+    from nexa.niwt.commands import FolderContext
+    from nexa.niwt.distill import DistillConfig, gate_scores
+    from nexa.niwt.student import load_inputs, make_distiller
+
+    out = shared["outputs"]
+    lab = Lab.find(Path(shared["lab"]))
+    ctx = FolderContext(lab, None, Path(shared["lab"]), {k: Path(v) for k, v in out.items()}, seed)
+    before = peak_mb()
+    _, profiles, basis, plan, paired, eval_rows = load_inputs(ctx, "profile", "synthesize", "distill", "data")
+    config = DistillConfig.model_validate(shared["niwt_stage"].get("config", {}))
+    student = LlamaForCausalLM.from_pretrained(Path(out["synthesize"]) / "model", attn_implementation="eager")
+    tokenizer = Tokenizer.from_file(str(Path(out["synthesize"]) / "model" / "tokenizer.json"))
+    distiller = make_distiller(student, tokenizer, profiles, basis, plan, paired, config, seed)
+    route = Router.load(Path(out["router"]) / "router" / "router.safetensors").choose
+    teacher = json.loads((Path(out["profile"]) / "summary.json").read_text())["teacher_scores"]
+    clock, state = Clock(), {"passed_at": None, "retention": {}, "curve": []}
+
+    def on_step(step: int) -> bool:
+        if step % eval_every:
+            return False
+        began = time.perf_counter()
+        passed, kept = gate_check(gate_scores(distiller.model, tokenizer, eval_rows, route, 8), teacher)
+        clock.excluded += time.perf_counter() - began
+        state["curve"].append({"step": step, "retention": kept})
+        state["retention"] = kept
+        if passed and state["passed_at"] is None:
+            state["passed_at"], state["seconds"] = step, clock.seconds()
+        return passed
+
+    phase1 = min(config.phase1_steps, max_steps)
+    distiller.run_phase(phase1, backbone=False, on_step=on_step)
+    if state["passed_at"] is None:
+        distiller.run_phase(max_steps - phase1, backbone=True, on_step=on_step)
+    return {"steps_to_gate": state["passed_at"], "seconds": round(state.get("seconds", clock.seconds()), 2),
+            "peak_mem_mb": round(peak_mb(), 1), "peak_mem_over_start_mb": round(peak_mb() - before, 1),
+            "teacher_in_memory": False, "retention": state["retention"], "curve": state["curve"],
+            "steps_run": distiller.state.step}
+
+
+def run_trainer(shared: dict, method: str, eval_every: int, max_steps: int, seed: int) -> dict:
+    from tokenizers import Tokenizer
+    from transformers import LlamaForCausalLM, TrainerCallback
+
+    from nexa.ledger import Lab
+    from nexa.ledger.datasets import read_split
+    from nexa.train.models import DecoderSize, build_model
+    from nexa.train.pack import load_pack, pack_examples
+    from nexa.train.tokenizer import encode_example
+    from nexa.train.trainer import KDConfig, OptimConfig, train_on_pack
+
+    out = {k: Path(v) for k, v in shared["outputs"].items()}
+    lab = Lab.find(Path(shared["lab"]))
+    eval_rows = read_split(lab, out["data"] / "datasets.json", "eval")
+    teacher_scores = json.loads((out["profile"] / "summary.json").read_text())["teacher_scores"]
+    tokenizer = Tokenizer.from_file(str(out["tokenizer"] / "tokenizer.json"))
+    before = peak_mb()
+    stage = shared["kd_stage"] if method == "kd" else shared["sft_stage"]
+    if method == "kd":
+        packed, _ = load_pack(out["pack"])
+        teacher = LlamaForCausalLM.from_pretrained(out["teacher"] / "model")
+        kd = KDConfig(**stage["kd"])
+    else:
+        rows = read_split(lab, out["data"] / "datasets.json", "train")
+        packed, _ = pack_examples([encode_example(tokenizer, r["prompt"], r["answer"]) for r in rows], 128)
+        teacher, kd = None, None
+    model = build_model(DecoderSize(**stage["size"]), tokenizer.get_vocab_size(), seed)
+    clock, state = Clock(), {"passed_at": None, "retention": {}, "curve": []}
+
+    class GateEvery(TrainerCallback):
+        def on_step_end(self, args, trainer_state, control, **kwargs):
+            step = trainer_state.global_step
+            if step % eval_every:
+                return
+            began = time.perf_counter()
+            passed, kept = gate_check(hf_scores(model, tokenizer, eval_rows), teacher_scores)
+            clock.excluded += time.perf_counter() - began
+            state["curve"].append({"step": step, "retention": kept})
+            state["retention"] = kept
+            if passed and state["passed_at"] is None:
+                state["passed_at"], state["seconds"] = step, clock.seconds()
+                control.should_training_stop = True
+
+    optim = OptimConfig(**{**stage["optim"], "max_steps": max_steps})
+    work = Path(shared["lab"]) / ".nexa" / "scratch" / f"bench-{method}"
+    stats = train_on_pack(model, packed, optim, work, seed, f"{method} (benchmark)", teacher=teacher, kd=kd,
+                          callbacks=[GateEvery()])
+    return {"steps_to_gate": state["passed_at"], "seconds": round(state.get("seconds", clock.seconds()), 2),
+            "peak_mem_mb": round(peak_mb(), 1), "peak_mem_over_start_mb": round(peak_mb() - before, 1),
+            "teacher_in_memory": teacher is not None, "retention": state["retention"], "curve": state["curve"],
+            "steps_run": stats["steps"]}
+
+
+def _child(method: str, shared: dict, eval_every: int, max_steps: int, seed: int, queue) -> None:
+    import torch
+
+    torch.manual_seed(seed)
+    result = run_niwt(shared, eval_every, max_steps, seed) if method == "niwt" else run_trainer(shared, method, eval_every, max_steps, seed)
+    queue.put(result)
+
+
+def measure(method: str, shared: dict, eval_every: int, max_steps: int, seed: int) -> dict:
+    """One method in a fresh spawned process, so peak memory is that method's alone."""
+    context = mp.get_context("spawn")
+    queue = context.Queue()
+    process = context.Process(target=_child, args=(method, shared, eval_every, max_steps, seed, queue))
+    process.start()
+    result = queue.get()
+    process.join()
+    if process.exitcode != 0:
+        raise RuntimeError(f"{method} benchmark process exited with {process.exitcode}")
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", type=Path, required=True, help="JSON results file.")
+    parser.add_argument("--lab", type=Path, default=Path("/tmp/nexa-niwt-vs-kd"), help="Lab reused between runs.")
+    parser.add_argument("--eval-every", type=int, default=50)
+    parser.add_argument("--max-steps", type=int, default=600)
+    parser.add_argument("--methods", default="niwt,kd,sft")
+    parser.add_argument("--seed", type=int, default=42)
+    args = parser.parse_args()
+    shared = prepare(args.lab)
+    results = {}
+    for method in args.methods.split(","):
+        results[method] = measure(method, shared, args.eval_every, args.max_steps, args.seed)
+        print(method, {k: v for k, v in results[method].items() if k != "curve"}, flush=True)
+    niwt, kd = results.get("niwt", {}), results.get("kd", {})
+    ratio = (niwt["steps_to_gate"] / kd["steps_to_gate"]) if niwt.get("steps_to_gate") and kd.get("steps_to_gate") else None
+    results["steps_ratio_niwt_vs_kd"] = ratio
+    results["settings"] = {"eval_every": args.eval_every, "max_steps": args.max_steps, "seed": args.seed, "retain_fraction": 0.97}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2, sort_keys=True))
+    print(json.dumps({"steps_ratio_niwt_vs_kd": ratio}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,41 @@
+"""Stage 5 of NIWT as a standalone check: the student through the ``nexus`` runtime alone, against the profile's teacher scores.
+
+The pipeline's student stage gates (and retrains failing adapters) in-process; this is the same rule
+applied afterwards to the saved student, with nothing loaded but the runtime — no teacher, no HF model code.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from nexa.ledger import Lab
+from nexa.ledger.datasets import read_split
+
+
+def profile_contracts(profile_dir: Path) -> tuple[dict[str, float], dict[str, float]]:
+    """Teacher score and retain fraction per capability, from a profile output folder."""
+    summary = json.loads((profile_dir / "summary.json").read_text())
+    folder = profile_dir / "profiles" / summary["teacher"]
+    retain = {c: json.loads((folder / c / "profile.json").read_text())["retain_fraction"] for c in summary["capabilities"]}
+    return summary["teacher_scores"], retain
+
+
+def runtime_gate(lab: Lab, model_dir: Path, profile_dir: Path, listing: Path, max_new_tokens: int = 8) -> dict:
+    """Exact match per capability with the router choosing adapters; passes when every retention ≥ its retain fraction."""
+    from nexus import NexusModel
+
+    from nexa.eval.exact import exact_match
+
+    teacher_scores, retain = profile_contracts(profile_dir)
+    rows = read_split(lab, listing, "eval")
+    model = NexusModel.load(model_dir, device="cpu")
+    outputs = model.generate_batch([r["prompt"] for r in rows], capability=None, max_new_tokens=max_new_tokens)
+    correct: dict[str, list[float]] = {}
+    for row, output in zip(rows, outputs):
+        correct.setdefault(row["capability"], []).append(exact_match(output, row["answer"]))
+    student = {c: sum(v) / len(v) for c, v in sorted(correct.items())}
+    kept = {c: (student.get(c, 0.0) / t if t > 0 else 1.0) for c, t in sorted(teacher_scores.items())}
+    failing = sorted(c for c, r in kept.items() if r < retain[c])
+    return {"teacher_scores": teacher_scores, "student_scores": student, "retention": kept, "failing": failing,
+            "passed": not failing, "retain_fraction": retain}

@@ -1,0 +1,161 @@
+"""The model behind the server: request checks before any work, and generation one request at a time.
+
+A ``NexusModel`` is not thread-safe (one active adapter, one KV cache per call), so every generation
+holds ``Engine.lock``; the HTTP layer runs these blocking calls in a threadpool so the event loop keeps
+answering health checks and metrics while the model works.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from nexus import NexusModel
+from nexus.model import Generation
+
+
+class RequestError(Exception):
+    """A request the server refuses; carries the HTTP status, an OpenAI error type and the offending field."""
+
+    def __init__(self, status: int, message: str, param: str | None = None, kind: str = "invalid_request_error"):
+        super().__init__(message)
+        self.status, self.message, self.param, self.kind = status, message, param, kind
+
+
+@dataclass(frozen=True)
+class Job:
+    """A checked request: prompts, resolved capability (None = let the router pick) and sampling settings."""
+
+    prompts: list[str]
+    capability: str | None
+    max_tokens: int
+    temperature: float
+    top_p: float
+    seed: int | None
+    stop: list[str]
+    enable_uncensored: bool
+
+
+class Engine:
+    """One loaded bundle, its public model names and the lock that serialises generation."""
+
+    def __init__(self, model: NexusModel, max_tokens_cap: int):
+        self.model = model
+        self.max_tokens_cap = max_tokens_cap
+        self.name = str(model.manifest.get("name") or Path(model.path).name)
+        self.lock = threading.Lock()
+
+    @classmethod
+    def load(cls, bundle: Path, max_tokens_cap: int, device: str = "cpu") -> Engine:
+        return cls(NexusModel.load(bundle, device=device), max_tokens_cap)
+
+    # ---------------------------------------------------------------- names
+    def model_ids(self) -> list[str]:
+        """``<bundle>`` (routed) and one ``<bundle>:<capability>`` per capability, as /v1/models lists them."""
+        return [self.name] + [f"{self.name}:{c}" for c in self.model.capabilities]
+
+    def resolve_capability(self, model_name: str, capability: str | None) -> str | None:
+        """The capability a request asks for through its model name or the ``capability`` field; 404 if unknown."""
+        base, colon, from_name = model_name.partition(":")
+        if base != self.name or (colon and not from_name):
+            raise RequestError(404, f"model {model_name!r} is not served here; available models: {self.model_ids()}",
+                               "model", "model_not_found")
+        if from_name and capability and from_name != capability:
+            raise RequestError(422, f"model {model_name!r} names capability {from_name!r} but the capability "
+                               f"field says {capability!r}; give one or make them agree", "capability")
+        chosen = capability or from_name or None
+        if chosen is not None and chosen not in self.model.capabilities:
+            raise RequestError(404, f"capability {chosen!r} is not in bundle {self.name!r}; known capabilities: "
+                               f"{self.model.capabilities}", "capability" if capability else "model", "model_not_found")
+        return chosen
+
+    # --------------------------------------------------------------- checks
+    def default_max_tokens(self) -> int:
+        return int((self.model.manifest.get("generation") or {}).get("max_new_tokens", 16))
+
+    def check_max_tokens(self, requested: int | None) -> int:
+        value = self.default_max_tokens() if requested is None else requested
+        if value > self.max_tokens_cap:
+            raise RequestError(422, f"max_tokens {value} is above this server's cap of {self.max_tokens_cap} "
+                               "(nexa serve --max-tokens-cap)", "max_tokens")
+        return value
+
+    def check_context(self, prompts: list[str], max_tokens: int) -> list[int]:
+        """Prompt token counts; 422 when a prompt plus ``max_tokens`` does not fit the model's context."""
+        context = self.model.spec.max_position_embeddings
+        counts = [len(self.model.tokenizer.encode(p).ids) for p in prompts]
+        for index, count in enumerate(counts):
+            if count + max_tokens > context:
+                where = "prompt" if len(prompts) == 1 else f"prompt[{index}]"
+                raise RequestError(422, f"{where} is {count} tokens and max_tokens is {max_tokens}: together they exceed "
+                                   f"the model's context of {context} tokens; shorten the prompt or lower max_tokens",
+                                   "prompt")
+        return counts
+
+    # ----------------------------------------------------------- generation
+    def complete(self, job: Job) -> list[Generation]:
+        """Blocking; call it from a worker thread."""
+        with self.lock:
+            return self.model.complete_batch(job.prompts, job.capability, job.max_tokens, job.temperature, job.top_p,
+                                             job.seed, job.enable_uncensored, job.stop or None)
+
+    def route(self, job: Job) -> str | None:
+        """The capability that will answer ``job``'s first prompt (the router's pick when none was asked for)."""
+        if job.capability is not None:
+            return job.capability
+        return self.model.route(job.prompts[0], job.enable_uncensored)
+
+    def stream(self, job: Job, emit: Callable[[str], None], cancelled: threading.Event) -> tuple[str, str]:
+        """Blocking; feeds text pieces to ``emit`` as tokens come, honouring ``job.stop``.
+
+        Returns (full text, finish_reason). Text that could still grow into a stop string is held back
+        until it is clear, so a streamed answer never shows a stop string or what follows it.
+        """
+        with self.lock:
+            pieces = self.model.stream(job.prompts[0], job.capability, job.max_tokens, job.temperature, job.top_p,
+                                       job.seed, job.enable_uncensored)
+            return _stream_with_stops(pieces, job.stop, emit, cancelled, self.count_tokens, job.max_tokens)
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens in a streamed completion (streaming yields text, so usage is counted by re-encoding it)."""
+        return len(self.model.tokenizer.encode(text, add_special_tokens=False).ids)
+
+
+def _stream_with_stops(pieces: Iterator[str], stops: list[str], emit: Callable[[str], None],
+                       cancelled: threading.Event, count_tokens: Callable[[str], int], max_tokens: int) -> tuple[str, str]:
+    text, sent = "", 0
+    stops = [s for s in stops if s]
+    for piece in pieces:
+        if cancelled.is_set():
+            return text, "cancelled"
+        text += piece
+        cut = _first_stop(text, stops)
+        if cut is not None:
+            if cut > sent:
+                emit(text[sent:cut])
+            return text[:cut], "stop"
+        safe = len(text) - _held_back(text, stops)
+        if safe > sent:
+            emit(text[sent:safe])
+            sent = safe
+    if len(text) > sent:
+        emit(text[sent:])
+    return text, "length" if count_tokens(text) >= max_tokens else "stop"
+
+
+def _first_stop(text: str, stops: list[str]) -> int | None:
+    found = [text.index(s) for s in stops if s in text]
+    return min(found) if found else None
+
+
+def _held_back(text: str, stops: list[str]) -> int:
+    """Length of the longest end of ``text`` that is the start of a stop string."""
+    longest = 0
+    for stop in stops:
+        for size in range(min(len(stop) - 1, len(text)), 0, -1):
+            if text.endswith(stop[:size]):
+                longest = max(longest, size)
+                break
+    return longest
