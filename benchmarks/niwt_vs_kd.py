@@ -47,6 +47,13 @@ def prepare(lab_dir: Path) -> dict:
 
 
 def peak_mb() -> float:
+    """This process's peak resident memory. ``VmHWM`` resets when the spawned child execs, unlike
+    ``ru_maxrss``, which Linux carries over from the forking parent and so reports the parent's peak."""
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 

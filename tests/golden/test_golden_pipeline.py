@@ -75,6 +75,15 @@ def test_bundle_has_the_nexus_layout_and_student_is_a_quarter_of_the_teacher(gol
     lab = golden["lab"]
     student = _stage_summary(lab, "student_kd")
     assert student["param_ratio"] <= 0.25
+    assert _stage_summary(lab, "synthesize")["param_ratio"] <= 0.25  # the NIWT backbone the bundle ships
+    assert set(manifest["adapters"]) == {"reasoning", "science", "chemistry"}
+
+
+def test_verify_report_records_every_gate_attempt(golden):
+    report = json.loads(Path(golden["first"]["verify_report"]).read_text())
+    stages = [a.get("stage") for a in report["attempts"]]
+    assert stages[-1] == "bundle_verify" and stages.count("student_niwt") >= 1
+    assert report["attempts"][-1]["passed"] is True
 
 
 def test_bundle_runs_where_nexa_cannot_be_imported(golden, tmp_path):
@@ -166,3 +175,10 @@ def test_sigkill_at_any_point_then_rerun_finishes_with_no_corrupt_artifact(tmp_p
         prefix = Path(stage["path"]).relative_to(store.local_path("")).as_posix()
         pruned = set(json.loads(store.get_bytes(f"{prefix}/pruned.json"))) if store.exists(f"{prefix}/pruned.json") else set()
         assert store.verify_dir(prefix, skip=pruned) == stage["sha256"]
+
+
+def test_feedback_round_lifts_the_weak_capability(golden):
+    feedback = json.loads(next((golden["lab"] / ".nexa" / "durable" / "stages" / "feedback").glob("*/feedback.json")).read_text())
+    weak = feedback["chemistry"]
+    assert weak["before"] < 0.9 and weak["after"] >= weak["before"] + 0.3, feedback
+    assert all(set(v) == {"before", "after"} for v in feedback.values())
