@@ -43,3 +43,12 @@ def test_ledger_depends_on_no_other_layer():
         for node in ast.walk(tree):
             if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("nexa."):
                 assert node.module.split(".")[1] == "ledger", f"{path.name} imports {node.module}"
+
+
+def test_test_file_names_are_unique():
+    """pytest imports test modules by basename (rootdir-relative, no packages): two equal names collide."""
+    from collections import Counter
+    from pathlib import Path
+
+    names = Counter(p.name for p in Path(__file__).parent.rglob("*.py") if p.name != "conftest.py")
+    assert [n for n, count in names.items() if count > 1] == []
