@@ -237,7 +237,18 @@ def run_worker(spec: WorkerSpec, callbacks: list | None = None) -> dict[str, Any
         wandb_id = _wandb_finish() if report_to else None
         result = {"stats": {**stats, "pack_efficiency": manifest.efficiency}, "wandb_run_id": wandb_id}
         (Path(spec.run_dir) / RESULT_FILE).write_text(json.dumps(result))
+    _leave_process_group()
     return stats
+
+
+def _leave_process_group() -> None:
+    """Wait for rank 0 to finish saving, then tear the group down: a rank that exits with gloo's threads
+    still running aborts (``terminate called without an active exception``) and fails the whole launch."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def _overrides(config: TrainConfig) -> dict[str, Any]:
