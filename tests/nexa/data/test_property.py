@@ -5,7 +5,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 
 from nexa.data.prepare import prepare
@@ -40,6 +40,13 @@ def tiny_segments():
     loaders._SLOW_SEGMENT = saved
 
 
+def _as_read(raw_lines: list[bytes]) -> list[bytes]:
+    """The lines as a reader sees them: a UTF-8 byte-order mark at the very start of a file is not content."""
+    if raw_lines and raw_lines[0].startswith(b"\xef\xbb\xbf"):
+        return [raw_lines[0][3:], *raw_lines[1:]]
+    return raw_lines
+
+
 def _expected_bad(raw_lines: list[bytes]) -> int:
     """Independent count with json.loads + jsonschema per line (blank lines are not rows)."""
     schema, bad = load_schema("qa"), 0
@@ -55,6 +62,7 @@ def _expected_bad(raw_lines: list[bytes]) -> int:
     return bad
 
 
+@seed(42)
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(files=st.lists(st.lists(lines, min_size=0, max_size=90), min_size=1, max_size=3), duplicate=st.booleans())
 def test_random_malformed_files_keep_the_ledger(files, duplicate):
@@ -70,8 +78,8 @@ def test_random_malformed_files_keep_the_ledger(files, duplicate):
         for path, content in paths:
             counts = result.counts[str(path)]
             assert counts.balanced(), counts
-            assert counts.read == sum(1 for raw in content if raw.strip())
-            assert counts.quarantined == _expected_bad(content)
+            assert counts.read == sum(1 for raw in _as_read(content) if raw.strip())
+            assert counts.quarantined == _expected_bad(_as_read(content))
         totals = result.totals()
         assert totals["read"] == totals["written"] + totals["quarantined"] + sum(totals["removed"].values())
         if result.manifest is None:

@@ -7,6 +7,8 @@ import torch
 from fastapi.testclient import TestClient
 from safetensors.torch import save_file
 
+from serve_token import TOKEN
+
 from nexa.bundle.build import write_backbone, write_manifest, write_tokenizer
 from nexa.niwt.router import DEFAULT_FEATURIZER, train_router, write_router
 from nexa.serve.app import create_app
@@ -17,7 +19,6 @@ PROMPTS = {"reasoning": [f"max({a},{b})=" for a in range(10) for b in range(0, 5
            "science": [f"{v} km in m?" for v in range(1, 60)]}
 ANSWERS = [f"max({a},{b})={max(a, b)}" for a in range(10) for b in range(0, 50, 7)] + \
           [f"{v} km in m?{v * 1000}" for v in range(1, 60)]
-TOKEN = "serve-test-token-3b9f"
 CONTEXT = 64
 CAP = 40
 

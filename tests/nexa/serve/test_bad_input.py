@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from nexa.bundle.build import write_manifest
 from nexa.serve.app import create_app
 
-from conftest import TOKEN
+from serve_token import TOKEN
 
 OK = {"model": "tiny", "prompt": "7 km in m?"}
 
@@ -158,7 +158,7 @@ def test_standard_bundle_has_no_uncensored_capability(client):
     _error(client.post("/v1/completions", json=body), 404)
 
 
-_JSON = st.recursive(st.none() | st.booleans() | st.integers(-2 ** 70, 2 ** 70) | st.floats(allow_nan=False)
+_JSON = st.recursive(st.none() | st.booleans() | st.integers(-2 ** 70, 2 ** 70) | st.floats(allow_nan=False, allow_infinity=False)
                      | st.text(max_size=80),
                      lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
                      max_leaves=6)
@@ -190,3 +190,11 @@ def test_random_bodies_never_get_a_500(client, data, chat):
     assert reply.status_code in (200, 400, 403, 404, 413, 422), (reply.status_code, reply.text, body)
     if reply.status_code != 200:
         assert reply.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("raw", [b'{"model": "tiny", "prompt": "max(1,2)=", "temperature": Infinity}',
+                                 b'{"model": "tiny", "prompt": "max(1,2)=", "top_p": NaN}',
+                                 b'{"model": "tiny", "prompt": "max(1,2)=", "max_tokens": -Infinity}'])
+def test_non_finite_numbers_are_a_4xx_not_a_500(client, raw):
+    reply = client.post("/v1/completions", content=raw, headers={"content-type": "application/json"})
+    assert 400 <= reply.status_code < 500, (reply.status_code, reply.text)

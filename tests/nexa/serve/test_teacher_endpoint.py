@@ -14,7 +14,7 @@ from nexa.teachers.openai_api import OpenAITeacher
 from nexa.teachers.protocol import GenerationParams, TeacherRequest
 from nexus import NexusModel
 
-from conftest import TOKEN
+from serve_token import TOKEN
 
 PROMPTS = ["max(3,14)=", "12 km in m?", "max(8,42)="]
 

@@ -3,50 +3,18 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 import torch
-import yaml
+from train_fixtures import make_lab
 
-from nexa.data.generators import generate
-from nexa.data.versions import write_dataset_version
 from nexa.ledger import Lab
-from nexa.train.tokenizer import train_char_tokenizer
 
 # One thread: on a shared 2-core machine more threads than free cores make tiny models 20x slower,
 # and subprocesses (torchrun workers, the killed run) inherit the same setting.
 os.environ["OMP_NUM_THREADS"] = "1"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch.set_num_threads(1)
-
-TINY_MODEL = {"size": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "max_position_embeddings": 64}}
-
-
-def make_lab(root: Path, rows: int = 200) -> Lab:
-    """A lab holding `tiny-reasoning@v1` (train split) and a tokenizer.json at <lab>/tokenizer.json."""
-    lab = Lab.init(root)
-    data = [{**r, "split": "train"} for r in generate("reasoning", rows, seed=42)]
-    write_dataset_version(lab, "tiny-reasoning", data, row_schema="qa")
-    train_char_tokenizer(r["prompt"] + r["answer"] for r in data).save(str(lab.root / "tokenizer.json"))
-    return lab
-
-
-def write_config(lab: Lab, name: str = "tiny", **sections) -> Path:
-    """A tiny training config in the lab; keyword sections replace the defaults."""
-    config = {
-        "name": name,
-        "seed": 42,
-        "method": "sft",
-        "model": TINY_MODEL,
-        "data": {"train": ["tiny-reasoning@v1"], "tokenizer": "tokenizer.json", "seq_len": 64},
-        "optim": {"max_steps": 20, "batch_size": 8, "learning_rate": 0.003, "warmup_steps": 2, "logging_steps": 2},
-        "tracking": {"wandb": "disabled"},
-    }
-    config.update(sections)
-    path = lab.root / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import write_config
+from train_fixtures import write_config
 
 from nexa.train.config import load_train_config
 from nexa.train.engine import TrainError, train

@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from conftest import make_lab, write_config
+from train_fixtures import make_lab, write_config
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 

@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import write_config
+from train_fixtures import write_config
 from safetensors.torch import load_file
 
 from nexa.ledger.runs import load_run

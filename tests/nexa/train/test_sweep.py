@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import yaml
-from conftest import write_config
+from train_fixtures import write_config
 from typer.testing import CliRunner
 
 from nexa.cli import app
