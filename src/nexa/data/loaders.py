@@ -303,7 +303,7 @@ class _BlockParser:
     rejected: list[Rejected] = field(default_factory=list)
 
     def batch(self, file: str) -> Batch:
-        table = pa.concat_tables(self.tables) if self.tables else self.schema.arrow_schema().empty_table()
+        table = pa.concat_tables(self.tables, promote_options="permissive") if self.tables else self.schema.arrow_schema().empty_table()
         picked = np.concatenate(self.positions) if self.positions else np.arange(0)
         return Batch(file, table, self.row_numbers[picked], self.line_numbers[picked], self.rejected)
 

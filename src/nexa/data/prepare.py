@@ -113,7 +113,7 @@ def validate_inputs(inputs: list[tuple[str, Path]], schema: RowSchema, on_rows: 
             tables.append(table)
             if on_rows:
                 on_rows(batch.read)
-    table = pa.concat_tables(tables) if tables else _empty(schema)
+    table = pa.concat_tables(tables, promote_options="permissive") if tables else _empty(schema)
     if not _in_order(table):  # rows from the per-line path come after a block's fast rows
         table = table.sort_by([("__file", "ascending"), ("__row", "ascending")])
     return Validated(table, quarantine, [label for label, _ in inputs], counts)
