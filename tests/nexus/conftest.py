@@ -1,11 +1,8 @@
 """A tiny real bundle (random Llama backbone, char tokenizer, trained router, one LoRA adapter) for runtime tests."""
 
 import pytest
-import torch
-from safetensors.torch import save_file
+from tiny_bundle import write_tiny_bundle
 
-from nexa.bundle.build import write_backbone, write_manifest, write_tokenizer
-from nexa.niwt.router import DEFAULT_FEATURIZER, train_router, write_router
 from nexa.train.models import DecoderSize, build_model
 from nexa.train.tokenizer import train_char_tokenizer
 
@@ -26,23 +23,8 @@ def hf_student(tmp_path):
 @pytest.fixture
 def bundle(hf_student):
     model, tokenizer, root = hf_student
-    target = root / "bundle"
-    write_backbone(root / "student", target)
-    write_tokenizer(root / "tokenizer.json", target)
-    capabilities = sorted(PROMPTS)
-    prompts = [p for c in capabilities for p in PROMPTS[c]]
-    labels = [c for c in capabilities for _ in PROMPTS[c]]
-    weight, bias = train_router(prompts, labels, capabilities, seed=42, epochs=60)
-    write_router(target, weight, bias, capabilities, DEFAULT_FEATURIZER)
-    (target / "adapters").mkdir()
-    torch.manual_seed(42)
-    lora = {"model.layers.0.self_attn.q_proj.lora_A": torch.randn(4, 32) * 0.5,
-            "model.layers.0.self_attn.q_proj.lora_B": torch.randn(32, 4) * 0.5,
-            "model.layers.1.mlp.down_proj.lora_A": torch.randn(4, 96) * 0.5,
-            "model.layers.1.mlp.down_proj.lora_B": torch.randn(32, 4) * 0.5}
-    save_file(lora, str(target / "adapters" / "science.safetensors"),
-              metadata={"capability": "science", "rank": "4", "alpha": "8"})
-    write_manifest(target, name="tiny", version="0.0.1", capabilities=capabilities,
-                   adapters={"science": "adapters/science.safetensors"}, safety={"uncensored": False},
-                   generation={"max_new_tokens": 6})
-    return target
+    return write_tiny_bundle(root / "bundle", root / "student", root / "tokenizer.json", PROMPTS,
+                             {"model.layers.0.self_attn.q_proj": ((4, 32), (32, 4)),
+                              "model.layers.1.mlp.down_proj": ((4, 96), (32, 4))},
+                             generation={"max_new_tokens": 6})
+

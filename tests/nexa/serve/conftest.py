@@ -5,12 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 from fastapi.testclient import TestClient
-from safetensors.torch import save_file
-
 from serve_token import TOKEN
+from tiny_bundle import write_tiny_bundle
 
-from nexa.bundle.build import write_backbone, write_manifest, write_tokenizer
-from nexa.niwt.router import DEFAULT_FEATURIZER, train_router, write_router
 from nexa.serve.app import create_app
 from nexa.train.models import DecoderSize, build_model
 from nexa.train.tokenizer import train_char_tokenizer
@@ -30,24 +27,9 @@ def bundle(tmp_path_factory):
     tokenizer = train_char_tokenizer(ANSWERS)
     _briefly_trained(tokenizer).save_pretrained(root / "student")
     tokenizer.save(str(root / "tokenizer.json"))
-    target = root / "bundle"
-    write_backbone(root / "student", target)
-    write_tokenizer(root / "tokenizer.json", target)
-    capabilities = sorted(PROMPTS)
-    prompts = [p for c in capabilities for p in PROMPTS[c]]
-    labels = [c for c in capabilities for _ in PROMPTS[c]]
-    weight, bias = train_router(prompts, labels, capabilities, seed=42, epochs=60)
-    write_router(target, weight, bias, capabilities, DEFAULT_FEATURIZER)
-    (target / "adapters").mkdir()
-    torch.manual_seed(42)
-    lora = {"model.layers.0.self_attn.q_proj.lora_A": torch.randn(4, 32) * 0.5,
-            "model.layers.0.self_attn.q_proj.lora_B": torch.randn(32, 4) * 0.5}
-    save_file(lora, str(target / "adapters" / "science.safetensors"),
-              metadata={"capability": "science", "rank": "4", "alpha": "8"})
-    write_manifest(target, name="tiny", version="0.0.1", capabilities=capabilities,
-                   adapters={"science": "adapters/science.safetensors"}, safety={"uncensored": False},
-                   retention={"reasoning": 0.99, "science": 1.0}, generation={"max_new_tokens": 6})
-    return target
+    return write_tiny_bundle(root / "bundle", root / "student", root / "tokenizer.json", PROMPTS,
+                             {"model.layers.0.self_attn.q_proj": ((4, 32), (32, 4))},
+                             retention={"reasoning": 0.99, "science": 1.0}, generation={"max_new_tokens": 6})
 
 
 def _briefly_trained(tokenizer):
