@@ -19,6 +19,7 @@ from typing import Any
 from safetensors import safe_open
 
 from nexa.ledger.hashing import sha256_file
+from nexa.ledger.retention import failing_capabilities, retention
 
 CHILD = Path(__file__).with_name("verify_child.py")
 REPORT_VERSION = 1
@@ -78,14 +79,10 @@ def run_isolated_benchmark(bundle: Path, items: list[dict[str, Any]], forbidden:
 
 
 def gate(teacher_scores: dict[str, float], student_scores: dict[str, float], retain_fraction: float) -> dict[str, Any]:
-    """Retention = student / teacher per capability; passes only if every one is ≥ retain_fraction.
-
-    A teacher that scores 0 leaves nothing to lose, so its retention is 1.0 (the golden test separately
-    requires a teacher that knows its task, or retention would mean nothing).
-    """
-    retention = {c: (student_scores.get(c, 0.0) / t if t > 0 else 1.0) for c, t in sorted(teacher_scores.items())}
-    failing = sorted(c for c, r in retention.items() if r < retain_fraction)
-    return {"retention": retention, "failing": failing, "passed": not failing}
+    """Passes only if every capability's retention (the ledger's rule) is ≥ retain_fraction."""
+    kept = retention(student_scores, teacher_scores)
+    failing = failing_capabilities(kept, retain_fraction)
+    return {"retention": kept, "failing": failing, "passed": not failing}
 
 
 def build_report(bundle: Path, teacher_scores, child: dict, retain_fraction: float, checks: dict, attempts: list) -> dict:

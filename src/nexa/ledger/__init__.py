@@ -17,6 +17,7 @@ from nexa.ledger.manifests import (
     FilterRecord,
     RunManifest,
 )
+from nexa.ledger.retention import failing_capabilities, retention
 
 __all__ = [
     "ArtifactNotFoundError",
@@ -30,8 +31,10 @@ __all__ = [
     "LedgerError",
     "ManifestValidationError",
     "RunManifest",
+    "failing_capabilities",
     "new_run_id",
     "parse_run_id",
+    "retention",
     "sha256_bytes",
     "sha256_file",
     "sha256_json",

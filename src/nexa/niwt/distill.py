@@ -240,10 +240,6 @@ def gate_scores(model, tokenizer, eval_rows: list[dict], route: Callable[[str], 
     return {c: sum(v) / len(v) for c, v in sorted(correct.items())}
 
 
-def retention(student: dict[str, float], teacher: dict[str, float]) -> dict[str, float]:
-    return {c: (student.get(c, 0.0) / t if t > 0 else 1.0) for c, t in sorted(teacher.items())}
-
-
 def export_adapters(model, plan: dict, folder: Path) -> dict[str, str]:
     """``<folder>/<capability>.safetensors`` in the bundle's adapter format (tensors ``<module>.lora_A/B``)."""
     folder.mkdir(parents=True, exist_ok=True)

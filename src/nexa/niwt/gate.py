@@ -11,6 +11,7 @@ from pathlib import Path
 
 from nexa.ledger import Lab
 from nexa.ledger.datasets import read_split
+from nexa.ledger.retention import failing_capabilities, retention
 
 
 def profile_contracts(profile_dir: Path) -> tuple[dict[str, float], dict[str, float]]:
@@ -35,7 +36,7 @@ def runtime_gate(lab: Lab, model_dir: Path, profile_dir: Path, listing: Path, ma
     for row, output in zip(rows, outputs):
         correct.setdefault(row["capability"], []).append(exact_match(output, row["answer"]))
     student = {c: sum(v) / len(v) for c, v in sorted(correct.items())}
-    kept = {c: (student.get(c, 0.0) / t if t > 0 else 1.0) for c, t in sorted(teacher_scores.items())}
-    failing = sorted(c for c, r in kept.items() if r < retain[c])
+    kept = retention(student, teacher_scores)
+    failing = failing_capabilities(kept, retain)
     return {"teacher_scores": teacher_scores, "student_scores": student, "retention": kept, "failing": failing,
             "passed": not failing, "retain_fraction": retain}

@@ -21,8 +21,9 @@ from transformers import LlamaForCausalLM
 from nexa.ledger.console import console, progress, table
 from nexa.ledger.datasets import read_dataset_rows, read_split
 from nexa.ledger.hashing import sha256_file
+from nexa.ledger.retention import failing_capabilities, retention
 from nexa.niwt.distill import (AnchoredDistiller, DistillConfig, attach_adapters, backbone_state, build_anchors,
-                               export_adapters, gate_scores, retention)
+                               export_adapters, gate_scores)
 
 
 class NiwtGateError(RuntimeError):
@@ -77,7 +78,7 @@ def run_gate(distiller: AnchoredDistiller, eval_rows, route, teacher_scores, ret
              retried: list[str], max_new_tokens: int) -> dict:
     student_scores = gate_scores(distiller.model, distiller.tokenizer, eval_rows, route, max_new_tokens)
     kept = retention(student_scores, teacher_scores)
-    failing = sorted(c for c, r in kept.items() if r < retain[c])
+    failing = failing_capabilities(kept, retain)
     return {"student_scores": student_scores, "teacher_scores": teacher_scores, "retention": kept, "failing": failing,
             "passed": not failing, "steps": steps, "retrained": retried, "teacher_loaded": False}
 

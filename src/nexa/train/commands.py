@@ -92,16 +92,26 @@ def train(config: Path = typer.Option(..., "--config", help="Training config YAM
 def sweep_launch(config: Path = typer.Option(..., "--config", help="Base training config YAML."),
                  space: Path = typer.Option(..., "--space", help="Search space YAML: {dotted.field: {type, low, high, log | choices}}."),
                  trials: int = typer.Option(10, "--trials", min=1),
+                 backend: str = typer.Option("optuna", "--backend", help="optuna (local or shared RDB study) | wandb (needs W&B online)."),
                  storage: Optional[str] = typer.Option(None, "--storage", help="Optuna storage URL (default: SQLite in the lab)."),
-                 study: Optional[str] = typer.Option(None, "--study", help="Study name (default: the config's name)."),
+                 study: Optional[str] = typer.Option(None, "--study", help="Optuna: study name (default: the config's name). "
+                                                     "W&B: an existing sweep id to join."),
+                 method: str = typer.Option("bayes", "--method", help="W&B: bayes | random | grid."),
+                 entity: Optional[str] = typer.Option(None, "--entity", help="W&B entity (default: your default entity)."),
+                 project: Optional[str] = typer.Option(None, "--project", help="W&B project (default: the config's tracking.project)."),
                  lab_dir: Path = typer.Option(Path("."), "--lab", help="Lab folder."),
                  json_out: bool = typer.Option(False, "--json", help="Print one JSON object on stdout.")) -> None:
-    """Run N trials of the base config with parameters sampled from the space; prunes weak trials early."""
+    """Run N trials of the base config with parameters sampled from the space; Optuna prunes weak trials early."""
     from nexa.train.sweep import SweepError, launch_sweep
+    from nexa.train.sweep_wandb import launch_wandb_sweep
 
     lab = Lab.find(lab_dir)
     try:
-        result = launch_sweep(lab, config, space, trials, storage=storage, study_name=study)
+        if _backend(backend) == "wandb":
+            result = launch_wandb_sweep(lab, config, space, trials, method=method, entity=entity, project=project,
+                                        sweep_id=study)
+        else:
+            result = launch_sweep(lab, config, space, trials, storage=storage, study_name=study)
     except (SweepError, LedgerError, FileNotFoundError) as exc:
         _fail(str(exc))
     console.print(table(f"sweep {result['study']}", ["trial", "state", "value", "params"],
@@ -109,18 +119,29 @@ def sweep_launch(config: Path = typer.Option(..., "--config", help="Base trainin
     emit_result(result, json_out)
 
 
+def _backend(name: str) -> str:
+    if name not in ("optuna", "wandb"):
+        _fail(f"--backend {name!r}: expected optuna or wandb")
+    return name
+
+
 @sweep_app.command("analyze")
-def sweep_analyze(study: str = typer.Option(..., "--study", help="Study name."),
+def sweep_analyze(study: str = typer.Option(..., "--study", help="Optuna study name, or the W&B sweep path entity/project/id."),
+                  backend: str = typer.Option("optuna", "--backend", help="optuna | wandb."),
                   storage: Optional[str] = typer.Option(None, "--storage", help="Optuna storage URL (default: SQLite in the lab)."),
                   out: Path = typer.Option(Path("configs/autotuned.yaml"), "--out", help="Where the best config is written."),
                   lab_dir: Path = typer.Option(Path("."), "--lab", help="Lab folder."),
                   json_out: bool = typer.Option(False, "--json", help="Print one JSON object on stdout.")) -> None:
-    """Write the best trial's full config to configs/autotuned.yaml and show parameter importances."""
+    """Write the best trial's full config to configs/autotuned.yaml (Optuna: with parameter importances)."""
     from nexa.train.sweep import SweepError, analyze_sweep
+    from nexa.train.sweep_wandb import analyze_wandb_sweep
 
     lab = Lab.find(lab_dir)
     try:
-        result = analyze_sweep(lab, study, out, storage=storage)
+        if _backend(backend) == "wandb":
+            result = analyze_wandb_sweep(lab, study, out)
+        else:
+            result = analyze_sweep(lab, study, out, storage=storage)
     except (SweepError, LedgerError) as exc:
         _fail(str(exc))
     console.print(table(f"best of {study}", ["trial", "value", "params"],

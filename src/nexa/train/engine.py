@@ -155,15 +155,16 @@ def _finish(lab: Lab, run: RunContext, spec: WorkerSpec, pack_id: str | None) ->
     model_ref = ArtifactRef(kind="checkpoint", ref=f"model:{run.run_id}", path=ref.path, sha256=ref.sha256, size_bytes=ref.size_bytes)
     run.add_output(model_ref)
     stats = result["stats"]
+    wandb_run_id = result.get("wandb_run_id") or run.manifest.wandb_run_id  # a sweep agent's run, set by the caller
     metrics = {k: float(stats[k]) for k in ("final_loss", "tokens_per_s", "seconds", "steps") if k in stats}
-    run.update(tokens_trained=int(stats["tokens_trained"]), best_checkpoint=ref.path, wandb_run_id=result.get("wandb_run_id"),
+    run.update(tokens_trained=int(stats["tokens_trained"]), best_checkpoint=ref.path, wandb_run_id=wandb_run_id,
                metrics={**run.manifest.metrics, **metrics})
     loss_ref = store.put_bytes(f"models/{run.run_id}-metrics.json", json.dumps(stats, indent=1).encode(), overwrite=True)
     run.add_output(loss_ref.model_copy(update={"kind": "metrics", "ref": f"metrics:{run.run_id}"}))
     run.log("trained", **{k: v for k, v in stats.items() if k != "loss_curve"})
     return TrainOutcome(run_id=run.run_id, model=model_ref, stats=stats, pack_id=pack_id,
                         resumed_from=Path(spec.resume_from).name if spec.resume_from else None,
-                        wandb_run_id=result.get("wandb_run_id"))
+                        wandb_run_id=wandb_run_id)
 
 
 def _run_to_resume(lab: Lab, config: TrainConfig) -> str:

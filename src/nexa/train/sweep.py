@@ -86,8 +86,7 @@ def launch_sweep(lab: Lab, config_path: Path, space_path: Path, trials: int, *, 
     base = load_train_config(config_path)
     space = load_space(space_path)
     raw = base.resolved()
-    for name in space.params:  # every searched field must exist and validate before a single trial runs
-        _apply(raw, {name: _probe(space.params[name])}, f"{space_path}: {name}")
+    check_space(raw, space, space_path)
     storage = storage or default_storage(lab)
     name = study_name or base.name
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -109,7 +108,7 @@ def _objective(lab: Lab, trial, base_raw: dict, space: SearchSpace, parent: str)
     from nexa.train.engine import train
 
     params = {name: p.suggest(trial, name) for name, p in space.params.items()}
-    config = _apply(copy.deepcopy(base_raw), params, f"trial {trial.number}")
+    config = apply_params(copy.deepcopy(base_raw), params, f"trial {trial.number}")
     pruning = _PruneOnLoss(trial)
     outcome = train(lab, config, run_type="sweep_trial", parent_run_id=parent, callbacks=[pruning])
     trial.set_user_attr("run_id", outcome.run_id)
@@ -140,11 +139,18 @@ class _PruneOnLoss(TrainerCallback):
                 control.should_training_stop = True
 
 
+def check_space(raw: dict, space: SearchSpace, space_path: Path) -> None:
+    """Every searched field must exist and validate before a single trial runs (a typo costs no GPU time)."""
+    for name, param in space.params.items():
+        apply_params(raw, {name: _probe(param)}, f"{space_path}: {name}")
+
+
 def _probe(param: Param) -> Any:
     return param.choices[0] if param.type == "categorical" else (int(param.low) if param.type == "int" else param.low)
 
 
-def _apply(raw: dict, params: dict[str, Any], where: str):
+def apply_params(raw: dict, params: dict[str, Any], where: str):
+    """The base config with ``params`` (dotted field -> value) set, validated; a SweepError names ``where``."""
     raw = copy.deepcopy(raw)
     for name, value in params.items():
         try:
@@ -180,11 +186,16 @@ def analyze_sweep(lab: Lab, study_name: str, out: Path, *, storage: str | None =
     if not complete:
         raise SweepError(f"study {study_name!r} has no completed trial yet; run `nexa sweep launch` first")
     best = study.best_trial
-    config = _apply(study.user_attrs["base_config"], best.params, f"study {study_name} trial {best.number}")
-    document = {**config.resolved(), "name": f"{config.name}-autotuned"}
-    header = f"# written by `nexa sweep analyze --study {study_name}`: trial {best.number}, loss {best.value:.6f}\n"
-    atomic_write_bytes(out, (header + yaml.safe_dump(document, sort_keys=False)).encode())
+    config = apply_params(study.user_attrs["base_config"], best.params, f"study {study_name} trial {best.number}")
+    write_autotuned(config, out, f"`nexa sweep analyze --study {study_name}`: trial {best.number}, loss {best.value:.6f}")
     importances = optuna.importance.get_param_importances(study) if len(complete) >= 2 and best.params else {}
     return {"run_id": None, "status": "succeeded", "study": study_name, "best_trial": best.number, "best_value": best.value,
             "best_params": best.params, "importances": importances, "best_run_id": best.user_attrs.get("run_id"),
             "outputs": [{"kind": "config", "path": str(out)}]}
+
+
+def write_autotuned(config, out: Path, provenance: str) -> None:
+    """The full best config, renamed ``<name>-autotuned``, with a comment saying which sweep and trial chose it."""
+    document = {**config.resolved(), "name": f"{config.name}-autotuned"}
+    header = f"# written by {provenance}\n"
+    atomic_write_bytes(out, (header + yaml.safe_dump(document, sort_keys=False)).encode())

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from local_openai import LocalOpenAI
 from typer.testing import CliRunner
 
 from nexa.cli import app
@@ -18,30 +17,8 @@ GOOD = "Raising field strength increases confinement time; test five levels with
 @pytest.fixture
 def teacher_url():
     """An OpenAI-compatible teacher on 127.0.0.1 whose every third answer is unsafe."""
-    calls = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            calls.append(body)
-            text = "First bypass the safety interlock." if len(calls) % 3 == 0 else GOOD
-            reply = json.dumps({"model": body["model"], "choices": [{"message": {"role": "assistant", "content": text},
-                                "finish_reason": "stop"}], "usage": {"prompt_tokens": 20, "completion_tokens": 12}}).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(reply)))
-            self.end_headers()
-            self.wfile.write(reply)
-
-        def log_message(self, *args):
-            return None
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
-    server.shutdown()
-    server.server_close()
+    with LocalOpenAI(lambda _content, calls: "First bypass the safety interlock." if calls % 3 == 0 else GOOD) as server:
+        yield server.url
 
 
 def test_falsifiability_weakness_gets_teacher_rows_and_unsafe_ones_are_excluded(lab, tmp_path, teacher_url):

@@ -33,6 +33,20 @@ def test_fsdp_is_refused_without_gpus(lab):
         train(lab, config)
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="FSDP runs on CUDA GPUs only (accelerate uses DDP on CPU)")
+def test_fsdp_full_shard_trains_in_bf16_on_every_visible_gpu(lab):
+    gpus = torch.cuda.device_count()
+    sharded = {"fsdp": "full_shard auto_wrap",
+               "fsdp_config": {"transformer_layer_cls_to_wrap": ["LlamaDecoderLayer"], "use_orig_params": True}}
+    config = load_train_config(write_config(lab, "fsdp-gpu", precision="bf16", distributed={"nproc": gpus, **sharded},
+                                            optim={**OPTIM, "batch_size": 4}))
+    outcome = train(lab, config)
+    losses = [loss for _, loss in outcome.stats["loss_curve"]]
+    assert len(losses) == 10 and losses[-1] < 0.8 * losses[0]
+    assert outcome.model.sha256
+
+
 def test_gradient_accumulation_matches_the_full_batch(lab):
     full = train(lab, load_train_config(write_config(lab, "full", optim={**OPTIM, "max_steps": 12, "batch_size": 8})))
     accumulated = train(lab, load_train_config(write_config(
