@@ -16,8 +16,12 @@ duplicates (a word added). Timed, in one process:
 * near    — MinHash LSH near-duplicate clustering over the rows left after exact dedup.
 
 The engine runs once on a 2,000-row file before timing, so one-time set-up (pyarrow kernels, the
-schema files) is not counted as throughput. Writes {rows, engine_rows_per_s, naive_rows_per_s,
-speedup, near_dup_rows_per_s, peak_rss_mb, ...}.
+schema files) is not counted as throughput. It uses the machine as ``nexa data prepare`` does:
+``nexa.data.runtime.WORKERS`` threads (pyarrow, numpy and RE2 release the GIL) and the jemalloc
+Arrow pool; the naive loop is one Python thread (the GIL allows no more). The run fails unless both
+give the same good / quarantined / unique counts and every quarantine record names its file, line
+and reason. Writes {rows, engine_rows_per_s, naive_rows_per_s, speedup, near_dup_rows_per_s,
+peak_rss_mb, ...}.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import random
 import resource
 import sys
@@ -32,6 +37,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import pyarrow as pa
 from rich.console import Console
 from rich.table import Table
 
@@ -41,6 +47,7 @@ sys.path.insert(0, str(ROOT / "src"))
 from nexa.data.dedup import NearDedup  # noqa: E402
 from nexa.data.filters import ExactDedup, FilterInput  # noqa: E402
 from nexa.data.prepare import text_columns, validate_inputs  # noqa: E402
+from nexa.data.runtime import WORKERS  # noqa: E402
 from nexa.data.schema import load_schema  # noqa: E402
 
 WORDS = ("alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike november oscar papa quebec "
@@ -99,12 +106,13 @@ def run_engine(path: Path) -> dict:
     schema = load_schema("qa")
     started = time.perf_counter()
     validated = validate_inputs([(str(path), path)], schema)
-    raw, norm = text_columns(validated.table, schema)
+    raw, norm = validated.text(schema)  # as apply_filters does: the text columns built beside validation
     keep = ExactDedup().apply(FilterInput(validated.table, raw, norm, schema.name)).keep
     seconds = time.perf_counter() - started
     kept = validated.table.filter(keep)
+    located = all(r["file"] == str(path) and r["line"] and r["reason"] and "field" in r for r in validated.quarantine)
     return {"seconds": seconds, "good": validated.table.num_rows, "quarantined": len(validated.quarantine),
-            "unique": int(keep.sum()), "kept": kept, "schema": schema}
+            "unique": int(keep.sum()), "kept": kept, "schema": schema, "located": located}
 
 
 def run_naive(path: Path) -> dict:
@@ -169,6 +177,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="Write the result JSON here.")
     parser.add_argument("--sample", type=int, default=5_000, help="Rows for the jsonschema.validate() loop.")
     args = parser.parse_args()
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="nexa-data-bench-") as tmp:
         warm = Path(tmp) / "warm.jsonl"
         write_data(warm, 2000, seed=7)
@@ -198,6 +207,9 @@ def main() -> None:
         "naive_counts": {k: naive[k] for k in ("good", "quarantined", "unique")},
         "near_dup_removed": near["removed"],
         "engine_matches_naive": all(engine[k] == naive[k] for k in ("good", "quarantined", "unique")),
+        "quarantine_records_located": engine["located"],
+        "machine": {"cpu_count": os.cpu_count(), "engine_threads": WORKERS, "arrow_pool": pa.default_memory_pool().backend_name,
+                    "load_avg_1m_before": round(load_before[0], 2)},
     }
     table = Table(title=f"data engine, {args.rows:,} rows")
     table.add_column("measure")
@@ -207,6 +219,9 @@ def main() -> None:
                 "near_dup_removed", "engine_matches_naive"):
         table.add_row(key, f"{result[key]:,}" if isinstance(result[key], (int, float)) and not isinstance(result[key], bool) else str(result[key]))
     Console(stderr=True).print(table)
+    if not (result["engine_matches_naive"] and result["quarantine_records_located"]):
+        raise SystemExit(f"engine and naive loop disagree or a quarantine record lacks its place: "
+                         f"{result['engine_counts']} vs {result['naive_counts']}, located={result['quarantine_records_located']}")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=2) + "\n")

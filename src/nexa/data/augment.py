@@ -36,7 +36,13 @@ class Augmented:
 
 def prompts_for(capability: str, n: int, seed: int, exclude: set[str]) -> list[str]:
     """Fresh prompts of a built-in capability that the base version does not already hold."""
+    _check_capability(capability)
     return [row["prompt"] for row in generate(capability, n, seed=seed, exclude=exclude)]
+
+
+def _check_capability(capability: str) -> None:
+    if capability not in CAPABILITIES:
+        raise ValueError(f"no built-in generator for {capability!r}; built-in capabilities are {sorted(CAPABILITIES)}")
 
 
 def from_teacher(teacher: Teacher, prompts: list[str], capability: str, batch_size: int = 32) -> Augmented:
@@ -58,8 +64,7 @@ def from_teacher(teacher: Teacher, prompts: list[str], capability: str, batch_si
 
 def from_generator(capability: str, n: int, seed: int, exclude: set[str]) -> Augmented:
     """The no-teacher path: new rows with exact answers from the built-in generator of ``capability``."""
-    if capability not in CAPABILITIES:
-        raise ValueError(f"no built-in generator for {capability!r}; built-in capabilities are {sorted(CAPABILITIES)}")
+    _check_capability(capability)
     return Augmented(generate(capability, n, seed=seed, exclude=exclude), [])
 
 

@@ -191,24 +191,123 @@ def generate_cmd(task: str = typer.Option(..., "--task", help="Built-in capabili
 
 @app.command("augment")
 def augment_cmd(base: str = typer.Option(..., "--from", help="Base version ID@vN; the new version lists it as parent."),
-                capability: str = typer.Option(..., "--capability", help="Built-in capability whose generator makes the new rows."),
+                capability: str = typer.Option(..., "--capability", help="Built-in capability whose generator makes the new rows "
+                                               "(or, with --teacher, the prompts the teacher answers)."),
                 n: int = typer.Option(..., "--n", min=1, help="New rows to add."),
                 dataset: Optional[str] = typer.Option(None, "--dataset", help="Dataset ID to write (default: the base's ID)."),
                 seed: int = typer.Option(43, help="Generator seed."),
+                teacher: Optional[str] = typer.Option(None, "--teacher", help="Answer the new prompts with this teacher: an "
+                                                      "OpenAI-compatible API root (http://127.0.0.1:8000/v1) or a local HF "
+                                                      "checkpoint folder (default: the built-in generator's exact answers)."),
+                teacher_model: Optional[str] = typer.Option(None, "--teacher-model", help="Model name at the API (required for a URL)."),
+                api: str = typer.Option("chat", "--api", help="chat (/chat/completions) or completions (/completions)."),
+                api_key_env: Optional[str] = typer.Option(None, "--api-key-env", help="Environment variable holding the API key "
+                                                          "(default OPENAI_API_KEY, optional)."),
+                system: Optional[str] = typer.Option(None, "--system", help="System message (chat API only)."),
+                max_tokens: int = typer.Option(256, "--max-tokens", min=1),
+                temperature: float = typer.Option(0.0, "--temperature", min=0.0),
+                timeout_s: float = typer.Option(60.0, "--timeout-s", min=0.01, help="Seconds before a silent call counts as failed."),
+                max_attempts: int = typer.Option(4, "--max-attempts", min=1, help="Calls per prompt, retries included."),
+                batch_size: int = typer.Option(32, "--batch-size", min=1, help="Prompts per teacher batch."),
                 lab_dir: Path = LAB, json_out: bool = JSON) -> None:
-    """Add new rows to a version (generator path; teachers plug in through nexa.data.augment.from_teacher)."""
-    from nexa.data.augment import from_generator, write_jsonl
+    """Add new rows to a version: exact answers from the built-in generator, or a teacher's answers (--teacher).
+
+    Either way the rows go through prepare with the base version (validated, deduplicated against
+    it, split); a prompt the teacher answered with nothing is quarantined with its reason, not dropped.
+    """
+    from nexa.data.augment import from_generator, from_teacher, prompts_for, write_jsonl
 
     lab = _lab(lab_dir)
+    config: dict[str, Any] = {"from": base, "capability": capability, "n": n, "seed": seed}
     try:
         manifest = read_dataset_manifest(lab, base)
         existing = {r["prompt"] for r in read_dataset_rows(lab, manifest.ref) if "prompt" in r}
-        new = from_generator(capability, n, seed, existing)
+        if teacher is None:
+            new, source = from_generator(capability, n, seed, existing), f"{n} generated {capability!r} rows"
+        else:
+            prompts = prompts_for(capability, n, seed, existing)  # an unknown capability fails here, before any call
+            asker = _prompt_teacher(teacher, teacher_model, api, api_key_env, system, timeout_s, max_attempts,
+                                    dict(max_tokens=max_tokens, temperature=temperature, seed=seed if temperature > 0 else None))
+            config.update(teacher=asker.teacher_id, teacher_model=asker.model_name, max_tokens=max_tokens, temperature=temperature)
+            from nexa.teachers.errors import TeacherError  # only here: the generator path never loads the teachers layer
+
+            try:
+                new = from_teacher(asker, prompts, capability, batch_size=batch_size)
+            except TeacherError as exc:
+                _fail(f"teacher failed: {exc}")
+            finally:
+                asker.close()
+            source = f"{n} {capability!r} prompts answered by teacher {asker.teacher_id}"
     except USER_ERRORS as exc:
         _fail(str(exc))
-    _prepare_generated(lab, new.rows, manifest.row_schema, dataset or manifest.id, "data.augment",
-                       {"from": manifest.ref, "capability": capability, "n": n, "seed": seed}, "train=0.8,val=0.1,test=0.1",
-                       [manifest.ref], f"augmented {manifest.ref} with {n} generated {capability!r} rows, seed {seed}", json_out, write_jsonl)
+    _prepare_generated(lab, new.rows + new.rejected, manifest.row_schema, dataset or manifest.id, "data.augment",
+                       {**config, "from": manifest.ref}, "train=0.8,val=0.1,test=0.1",
+                       [manifest.ref], f"augmented {manifest.ref} with {source}, seed {seed}", json_out, write_jsonl)
+
+
+class _PromptTeacher:
+    """A :mod:`nexa.teachers` client seen as :class:`nexa.data.augment.Teacher`: prompts in, answer texts out.
+
+    Each prompt is one request (retried with backoff on transient errors); a prompt the teacher
+    refuses gets an empty answer, which augment keeps as a rejected row.
+    """
+
+    def __init__(self, client, params, system: str | None, max_attempts: int):
+        from nexa.teachers.faults import CircuitBreaker, RetryPolicy
+
+        self.client, self.params, self.system = client, params, system
+        self.retry = RetryPolicy(max_attempts=max_attempts)
+        self.breaker = CircuitBreaker(threshold=max(10, max_attempts))
+        self.name = client.model_name
+        self.teacher_id, self.model_name = client.teacher_id, client.model_name
+
+    def complete(self, prompts: list[str]) -> list[str]:
+        from nexa.teachers.errors import PromptRejectedError
+        from nexa.teachers.faults import call_with_retries
+        from nexa.teachers.protocol import TeacherRequest
+
+        requests = [TeacherRequest.from_prompt(p, self.params, system=self.system) for p in prompts]
+        answers: list[str] = []
+        step = max(1, self.client.max_batch)
+        for start in range(0, len(requests), step):
+            batch = requests[start:start + step]
+            try:
+                answers += [r.text for r in call_with_retries(lambda: self.client.complete(batch), self.retry, self.breaker)]
+            except PromptRejectedError:
+                answers += [""] * len(batch)
+        return answers
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def _prompt_teacher(target: str, model: Optional[str], api: str, key_env: Optional[str], system: Optional[str],
+                    timeout_s: float, max_attempts: int, params: dict) -> _PromptTeacher:
+    """An API teacher for a URL, a local model for a folder (as ``nexa distill materialize`` opens them)."""
+    import os
+
+    from nexa.teachers.protocol import GenerationParams
+
+    if target.startswith(("http://", "https://")):
+        from nexa.teachers.openai_api import OpenAITeacher
+
+        if not model:
+            raise ValueError("a URL teacher needs --teacher-model NAME (the model served there)")
+        if system and api != "chat":
+            raise ValueError("--system needs --api chat (completions have no system message)")
+        key = os.environ.get(key_env or "OPENAI_API_KEY")
+        if key_env and not key:
+            raise ValueError(f"environment variable {key_env} (--api-key-env) is not set (or empty)")
+        client = OpenAITeacher(target, model, api_key=key or None, api=api, timeout_s=timeout_s)
+    elif Path(target).is_dir():
+        from nexa.teachers.local import LocalHFTeacher
+
+        if system:
+            raise ValueError("a local teacher takes raw prompts; --system is for chat APIs")
+        client = LocalHFTeacher(Path(target))
+    else:
+        raise ValueError(f"--teacher {target} is neither an http(s) URL nor a folder")
+    return _PromptTeacher(client, GenerationParams(**params), system, max_attempts)
 
 
 def _prepare_generated(lab, rows, schema_name, dataset, run_type, config, splits, bases, notes, json_out, write_jsonl) -> None:

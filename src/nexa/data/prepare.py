@@ -18,7 +18,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from nexa.data.filters import ExactDedup, FilterInput, QualityFilter, RowFilter, SafetyFilter, UnphysicalFilter, normalize
-from nexa.data.loaders import Batch, iter_batches
+from nexa.data.loaders import Batch, map_batches
+from nexa.data.runtime import gc_paused, ordered_map
 from nexa.data.schema import RowSchema
 from nexa.data.splits import DEFAULT_FRACTIONS, assign_splits
 from nexa.data.validate import Problems, check, conform
@@ -53,6 +54,14 @@ class Validated:
     quarantine: list[dict[str, Any]]
     files: list[str]
     counts: dict[str, FileCounts]
+    raw: pa.ChunkedArray | None = None  # the table's text columns, built beside validation (see text())
+    norm: pa.ChunkedArray | None = None
+
+    def text(self, schema: RowSchema) -> tuple[pa.Array | pa.ChunkedArray, pa.Array | pa.ChunkedArray]:
+        """:func:`text_columns` of ``table``: the pieces built on the worker threads (chunked, one per batch), else computed now."""
+        if self.raw is None or self.norm is None or len(self.raw) != self.table.num_rows:
+            return text_columns(self.table, schema)
+        return self.raw, self.norm
 
 
 @dataclass
@@ -73,11 +82,11 @@ def validate_batch(batch: Batch, schema: RowSchema, file_index: int) -> tuple[pa
     bad = np.flatnonzero(problems.bad)
     records = [_record(batch.file, r.row, r.line, r.field, r.reason, r.raw) for r in batch.rejected]
     originals = batch.table.take(pa.array(bad)).to_pylist() if len(bad) else []
-    for i, original in zip(bad, originals):
-        line = int(batch.lines[i]) if batch.lines is not None else None
-        records.append(_record(batch.file, int(batch.rows[i]), line, problems.where[i], problems.reason[i], original))
+    lines_of_bad = batch.lines[bad].tolist() if batch.lines is not None else [None] * len(bad)
+    for i, row, line, original in zip(bad.tolist(), batch.rows[bad].tolist(), lines_of_bad, originals):
+        records.append(_record(batch.file, row, line, problems.where[i], problems.reason[i], original))
     good = np.flatnonzero(~problems.bad)
-    table = conformed.take(pa.array(good))
+    table = conformed if len(bad) == 0 else conformed.filter(pa.array(~problems.bad))
     lines = batch.lines[good] if batch.lines is not None else np.full(len(good), -1)
     positions = {"__file": np.full(len(good), file_index, dtype=np.int32), "__row": batch.rows[good].astype(np.int64),
                  "__line": lines.astype(np.int64)}
@@ -101,22 +110,49 @@ def _record(file: str, row: int, line: int | None, where: str | None, reason: st
 
 
 def validate_inputs(inputs: list[tuple[str, Path]], schema: RowSchema, on_rows: Callable[[int], None] | None = None) -> Validated:
-    """Stream every input through the loaders and the validator; good rows come back in input order."""
-    tables, quarantine, counts = [], [], {}
+    """Stream every input through the loaders and the validator; good rows come back in input order.
+
+    Each batch is validated on the loader's worker thread, beside the parsing of the next ones.
+    """
+    with gc_paused():
+        return _validate_inputs(inputs, schema, on_rows)
+
+
+def _validate_inputs(inputs: list[tuple[str, Path]], schema: RowSchema, on_rows: Callable[[int], None] | None) -> Validated:
+    tables, texts, quarantine, counts = [], [], [], {}
     for index, (label, path) in enumerate(inputs):
         counts[label] = FileCounts()
-        for batch in iter_batches(path, schema):
-            table, records = validate_batch(batch, schema, index)
-            counts[label].read += batch.read
+        for read, table, records, text in map_batches(path, schema, lambda batch, index=index: _check_batch(batch, schema, index)):
+            counts[label].read += read
             counts[label].quarantined += len(records)
-            quarantine.extend({**r, "file": label if r["file"] == str(path) else r["file"]} for r in records)
+            if label != str(path):
+                for record in records:
+                    record["file"] = label if record["file"] == str(path) else record["file"]
+            quarantine.extend(records)
             tables.append(table)
+            texts.append(text)
             if on_rows:
-                on_rows(batch.read)
+                on_rows(read)
     table = pa.concat_tables(tables, promote_options="permissive") if tables else _empty(schema)
-    if not _in_order(table):  # rows from the per-line path come after a block's fast rows
-        table = table.sort_by([("__file", "ascending"), ("__row", "ascending")])
-    return Validated(table, quarantine, [label for label, _ in inputs], counts)
+    validated = Validated(table, quarantine, [label for label, _ in inputs], counts)
+    if not _in_order(table):  # a safety net: every loader yields its rows in order
+        validated.table = table.sort_by([("__file", "ascending"), ("__row", "ascending")])
+    elif texts:
+        validated.raw = pa.chunked_array([raw for raw, _ in texts], pa.string())
+        validated.norm = pa.chunked_array([norm for _, norm in texts], pa.string())
+    return validated
+
+
+def _check_batch(batch: Batch, schema: RowSchema, file_index: int) -> tuple[int, pa.Table, list[dict[str, Any]], tuple[pa.Array, pa.Array]]:
+    """What a worker thread does with one batch: validate it and build the good rows' text columns."""
+    table, records = validate_batch(batch, schema, file_index)
+    return batch.read, table, records, _text_piece(table, schema)
+
+
+def _contiguous(array: pa.Array | pa.ChunkedArray) -> pa.Array:
+    if isinstance(array, pa.Array):
+        return array
+    return array.chunk(0) if array.num_chunks == 1 else array.combine_chunks()
 
 
 def _in_order(table: pa.Table) -> bool:
@@ -132,11 +168,28 @@ def _empty(schema: RowSchema) -> pa.Table:
 
 
 # -- filters -------------------------------------------------------------------------------------
+TEXT_PIECE_ROWS = 65_536
+
+
 def text_columns(table: pa.Table, schema: RowSchema) -> tuple[pa.Array, pa.Array]:
-    """The schema's text fields joined by spaces (nulls as empty), raw and normalised."""
-    parts = [pc.fill_null(table.column(f).combine_chunks(), "") for f in schema.text_fields]
+    """The schema's text fields joined by spaces (nulls as empty), raw and normalised.
+
+    Built in pieces of :data:`TEXT_PIECE_ROWS` rows on worker threads (the kernels let go of the
+    GIL, and each piece's scratch arrays stay small), then put back together in row order.
+    """
+    pieces = list(ordered_map(lambda piece: _text_piece(piece, schema), table.to_batches(max_chunksize=TEXT_PIECE_ROWS)))
+    if not pieces:
+        return pa.array([], pa.string()), pa.array([], pa.string())
+    if len(pieces) == 1:
+        return pieces[0]
+    return pa.concat_arrays([raw for raw, _ in pieces]), pa.concat_arrays([norm for _, norm in pieces])
+
+
+def _text_piece(batch: pa.RecordBatch | pa.Table, schema: RowSchema) -> tuple[pa.Array, pa.Array]:
+    parts = [pc.fill_null(_contiguous(batch.column(f)), "") for f in schema.text_fields]
     raw = pc.binary_join_element_wise(*parts, " ") if len(parts) > 1 else parts[0]
-    raw = raw.combine_chunks() if isinstance(raw, pa.ChunkedArray) else raw
+    if pa.types.is_large_string(raw.type):
+        raw = raw.cast(pa.string())
     return raw, normalize(raw)
 
 
@@ -144,10 +197,10 @@ def apply_filters(validated: Validated, schema: RowSchema, filters: Iterable[Row
                   on_filter: Callable[[str], None] | None = None) -> Filtered:
     """Run each filter on what the previous ones kept; count removals per filter and per input file."""
     table, records, flagged = validated.table, [], []
+    raw, norm = validated.text(schema)
     for row_filter in filters:
         if on_filter:
             on_filter(row_filter.name)
-        raw, norm = text_columns(table, schema)
         result = row_filter.apply(FilterInput(table, raw, norm, schema.name))
         removed = ~result.keep
         per_file = np.bincount(table.column("__file").to_numpy()[removed], minlength=len(validated.files))
@@ -157,7 +210,8 @@ def apply_filters(validated: Validated, schema: RowSchema, filters: Iterable[Row
             item["file"] = validated.files[item["file"]]
         flagged.extend(result.flagged)
         records.append(FilterRecord(name=row_filter.name, version=row_filter.version, params=row_filter.params(), removed=int(removed.sum())))
-        table = table.filter(pa.array(result.keep))
+        keep = pa.array(result.keep)
+        table, raw, norm = table.filter(keep), raw.filter(keep), norm.filter(keep)
     return Filtered(table, records, flagged)
 
 

@@ -202,10 +202,10 @@ def _check_column(column: pa.Array, spec: FieldSpec, problems: Problems, parent:
         allowed = pa.array([v for v in kw["enum"] if v is not None], spec.arrow_type())
         problems.add(~_mask(pc.is_in(column, value_set=allowed)) & ~null, where, lambda i: f"{value(i)!r} is not one of {kw['enum']}")
     if "minLength" in kw:
-        problems.add(_mask(pc.less(pc.utf8_length(column), kw["minLength"])), where,
+        problems.add(_length_outside(column, kw["minLength"], shorter=True), where,
                      lambda i: f"{value(i)!r} should be non-empty" if kw["minLength"] == 1 else f"{value(i)!r} is too short")
     if "maxLength" in kw:
-        problems.add(_mask(pc.greater(pc.utf8_length(column), kw["maxLength"])), where, lambda i: f"{value(i)!r} is too long")
+        problems.add(_length_outside(column, kw["maxLength"], shorter=False), where, lambda i: f"{value(i)!r} is too long")
     if "minimum" in kw:
         problems.add(_mask(pc.less(column, kw["minimum"])), where, lambda i: f"{value(i)} is less than the minimum of {kw['minimum']}")
     if "maximum" in kw:
@@ -215,6 +215,26 @@ def _check_column(column: pa.Array, spec: FieldSpec, problems: Problems, parent:
     if spec.base_type == "object":
         for index, child in enumerate(spec.children):
             _check_column(pc.struct_field(column, [index]), child, problems, f"{where}.", ~null)
+
+
+def _length_outside(column: pa.Array, bound: int, shorter: bool) -> np.ndarray:
+    """Strings with fewer (``shorter``) or more characters than ``bound``; nulls are never outside.
+
+    A UTF-8 character takes one to four bytes, so the byte length (read off the offsets) settles
+    most rows; characters are counted only for rows it cannot settle (none at all for ``minLength: 1``).
+    """
+    valid = _mask(pc.is_valid(column))
+    size = pc.fill_null(pc.binary_length(column), 0).to_numpy(zero_copy_only=False).astype(np.int64)
+    if shorter:  # chars <= bytes, and chars >= ceil(bytes / 4)
+        outside, unsure = size < bound, (size >= bound) & (size < 4 * bound - 3)
+    else:
+        outside, unsure = size > 4 * bound, (size > bound) & (size <= 4 * bound)
+    outside &= valid
+    rows = np.flatnonzero(unsure & valid)
+    if len(rows):
+        chars = pc.utf8_length(column.take(pa.array(rows))).to_numpy(zero_copy_only=False)
+        outside[rows] = chars < bound if shorter else chars > bound
+    return outside
 
 
 # -- the per-row path ------------------------------------------------------------------------------
