@@ -283,30 +283,11 @@ class _PromptTeacher:
 
 def _prompt_teacher(target: str, model: Optional[str], api: str, key_env: Optional[str], system: Optional[str],
                     timeout_s: float, max_attempts: int, params: dict) -> _PromptTeacher:
-    """An API teacher for a URL, a local model for a folder (as ``nexa distill materialize`` opens them)."""
-    import os
-
+    """The teacher as ``nexa distill materialize`` opens it (a TeacherSpecError is a ValueError: a user error here)."""
+    from nexa.teachers.opening import open_teacher
     from nexa.teachers.protocol import GenerationParams
 
-    if target.startswith(("http://", "https://")):
-        from nexa.teachers.openai_api import OpenAITeacher
-
-        if not model:
-            raise ValueError("a URL teacher needs --teacher-model NAME (the model served there)")
-        if system and api != "chat":
-            raise ValueError("--system needs --api chat (completions have no system message)")
-        key = os.environ.get(key_env or "OPENAI_API_KEY")
-        if key_env and not key:
-            raise ValueError(f"environment variable {key_env} (--api-key-env) is not set (or empty)")
-        client = OpenAITeacher(target, model, api_key=key or None, api=api, timeout_s=timeout_s)
-    elif Path(target).is_dir():
-        from nexa.teachers.local import LocalHFTeacher
-
-        if system:
-            raise ValueError("a local teacher takes raw prompts; --system is for chat APIs")
-        client = LocalHFTeacher(Path(target))
-    else:
-        raise ValueError(f"--teacher {target} is neither an http(s) URL nor a folder")
+    client = open_teacher(target, model, api=api, key_env=key_env, system=system, timeout_s=timeout_s)
     return _PromptTeacher(client, GenerationParams(**params), system, max_attempts)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Optional
 
@@ -18,13 +17,11 @@ from nexa.ledger.runs import detect_gpu_type, start_run
 from nexa.teachers.errors import TeacherError
 from nexa.teachers.faults import RetryPolicy
 from nexa.teachers.materialize import MaterializeConfig, MaterializeError, MaterializeReport, materialize
+from nexa.teachers.opening import DEFAULT_KEY_ENV, TeacherSpecError, open_teacher
 from nexa.teachers.protocol import GenerationParams, Teacher
 
 app = typer.Typer(help="Distillation data: ask a teacher once, keep every answer (cached, costed, resumable).",
                   no_args_is_help=True)
-
-DEFAULT_KEY_ENV = "OPENAI_API_KEY"
-
 
 @app.command("materialize")
 def materialize_command(
@@ -153,39 +150,12 @@ def _config(**fields) -> MaterializeConfig:
 
 def _open_teacher(target: str, model: str | None, api: str, key_env: str | None, system: str | None,
                   timeout_s: float, batch_size: int) -> Teacher:
-    """An API teacher for a URL, a local model for a folder; every misuse is a parameter error."""
-    if target.startswith(("http://", "https://")):
-        from nexa.teachers.openai_api import OpenAITeacher
-
-        if not model:
-            raise typer.BadParameter("a URL teacher needs --teacher-model NAME (the model served there)",
-                                     param_hint="--teacher-model")
-        if system and api != "chat":
-            raise typer.BadParameter("--system needs --api chat (completions have no system message)", param_hint="--system")
-        try:
-            return OpenAITeacher(target, model, api_key=_api_key(key_env), api=api, timeout_s=timeout_s)
-        except ValueError as exc:
-            raise typer.BadParameter(str(exc), param_hint="--api") from None
-    path = Path(target)
-    if not path.is_dir():
-        raise typer.BadParameter(f"{target} is neither an http(s) URL nor a folder", param_hint="--teacher")
-    if system:
-        raise typer.BadParameter("a local teacher takes raw prompts; --system is for chat APIs", param_hint="--system")
-    from nexa.teachers.local import LocalHFTeacher
-
+    """The shared opener; a misuse becomes a parameter error naming the option."""
     try:
-        return LocalHFTeacher(path, batch_size=batch_size)
-    except (FileNotFoundError, ValueError) as exc:
-        raise typer.BadParameter(str(exc), param_hint="--teacher") from None
-
-
-def _api_key(key_env: str | None) -> str | None:
-    """The key's value from the environment; a variable named explicitly must be set."""
-    name = key_env or DEFAULT_KEY_ENV
-    value = os.environ.get(name)
-    if key_env and not value:
-        raise typer.BadParameter(f"environment variable {key_env} is not set (or empty)", param_hint="--api-key-env")
-    return value or None
+        return open_teacher(target, model, api=api, key_env=key_env, system=system, timeout_s=timeout_s,
+                            batch_size=batch_size)
+    except TeacherSpecError as exc:
+        raise typer.BadParameter(str(exc), param_hint=exc.option) from None
 
 
 # -- output ---------------------------------------------------------------------------------------
