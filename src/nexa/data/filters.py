@@ -17,6 +17,7 @@ import pyarrow.compute as pc
 
 from nexa.data.rules import RULES, UnphysicalRule
 from nexa.data.runtime import ordered_map
+from nexa.data.validate import as_mask
 
 
 @dataclass
@@ -105,10 +106,6 @@ def _messy_rows(text: pa.Array) -> np.ndarray:
     if text.null_count:
         messy &= np.asarray(text.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
     return messy
-
-
-def _mask(array) -> np.ndarray:
-    return np.asarray(pc.fill_null(array, False).to_numpy(zero_copy_only=False), dtype=bool)
 
 
 @dataclass
@@ -239,7 +236,7 @@ class QualityFilter:
         keep = (length >= self.min_chars) & (length <= self.max_chars)
         keep &= repetition_ratio(rows.norm, self.min_words_for_repetition) <= self.max_repetition
         if self.min_quality is not None and "quality_score" in rows.table.column_names:
-            keep &= ~_mask(pc.less(rows.table.column("quality_score"), self.min_quality))
+            keep &= ~as_mask(pc.less(rows.table.column("quality_score"), self.min_quality))
         return FilterResult(keep)
 
 
@@ -282,7 +279,7 @@ class SafetyFilter:
         return {"max_red_flags": self.max_red_flags, "patterns": self.patterns}
 
     def apply(self, rows: FilterInput) -> FilterResult:
-        hits = {name: _mask(pc.match_substring_regex(rows.norm, pattern)) for name, pattern in self.patterns.items()}
+        hits = {name: as_mask(pc.match_substring_regex(rows.norm, pattern)) for name, pattern in self.patterns.items()}
         count = np.sum(list(hits.values()), axis=0) if hits else np.zeros(len(rows.norm), dtype=int)
         flagged_rows = np.flatnonzero(count >= self.max_red_flags)
         flagged = [{"red_flag_count": int(count[i]), "patterns": [n for n, m in hits.items() if m[i]]} for i in flagged_rows]

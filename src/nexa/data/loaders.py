@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 
 from nexa.data.runtime import ordered_map, use_engine_pool
 from nexa.data.schema import FieldSpec, RowSchema
-from nexa.data.validate import validate_objects
+from nexa.data.validate import as_mask, validate_objects
 
 BLOCK_BYTES = 4 << 20
 PARQUET_BATCH_ROWS = 131_072
@@ -272,7 +272,7 @@ def _jsonl_block(file: str, block: _Block, schema: RowSchema, suspicious: str) -
     odd = ~blank
     texts = _line_array(block.data, starts, ends)
     if texts is not None:  # else the block is not valid UTF-8 and every line takes the per-line path
-        odd &= _not_braced(block.data, starts, ends) | _mask(pc.match_substring_regex(texts, suspicious))
+        odd &= _not_braced(block.data, starts, ends) | as_mask(pc.match_substring_regex(texts, suspicious))
     parser = _BlockParser(block.data, starts, ends, schema, block.row_base + np.cumsum(~blank) - 1,
                           block.line_base + np.arange(len(starts)))
     parser.slow(np.flatnonzero(odd))
@@ -287,10 +287,6 @@ def _not_braced(block: bytes, starts: np.ndarray, ends: np.ndarray) -> np.ndarra
     first = data[np.minimum(starts, len(data) - 1)]
     last = data[np.maximum(ends - 1, 0)]
     return empty | (first != ord("{")) | (last != ord("}"))
-
-
-def _mask(array: pa.Array) -> np.ndarray:
-    return np.asarray(pc.fill_null(array, False).to_numpy(zero_copy_only=False), dtype=bool)
 
 
 def _line_array(block: bytes, starts: np.ndarray, ends: np.ndarray) -> pa.Array | None:

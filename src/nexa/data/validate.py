@@ -48,7 +48,7 @@ class Problems:
         self.bad[new] = True
 
 
-def _mask(array: pa.Array | pa.ChunkedArray) -> np.ndarray:
+def as_mask(array: pa.Array | pa.ChunkedArray) -> np.ndarray:
     """A boolean Arrow result as numpy, nulls read as False."""
     return np.asarray(pc.fill_null(array, False).to_numpy(zero_copy_only=False), dtype=bool)
 
@@ -65,7 +65,7 @@ def conform(table: pa.Table, schema: RowSchema, problems: Problems) -> pa.Table:
     known = {f.path for f in schema.fields}
     for name in table.column_names:
         if name not in known and not name.startswith("__") and schema.closed:
-            problems.add(_mask(pc.is_valid(table.column(name))), name,
+            problems.add(as_mask(pc.is_valid(table.column(name))), name,
                          f"Additional properties are not allowed ({name!r} was unexpected)")
     return pa.Table.from_arrays([_combine(c) for c in columns], schema=schema.arrow_schema())
 
@@ -111,9 +111,9 @@ def _parse_strings(column: pa.Array, spec: FieldSpec, problems: Problems, where:
     if pattern is None:
         return _reject(column, spec, problems, where, f"is not of type {spec.base_type!r}")
     stripped = pc.utf8_trim_whitespace(column)
-    blank = _mask(pc.equal(stripped, ""))
-    ok = _mask(pc.match_substring_regex(column, pattern))
-    bad = _mask(pc.is_valid(column)) & ~ok & ~blank
+    blank = as_mask(pc.equal(stripped, ""))
+    ok = as_mask(pc.match_substring_regex(column, pattern))
+    bad = as_mask(pc.is_valid(column)) & ~ok & ~blank
     value = _value(column)
     problems.add(bad, where, lambda i: f"{value(i)!r} is not of type {spec.base_type!r}")
     kept = pc.if_else(pa.array(ok), stripped, pa.nulls(len(column), pa.string()))
@@ -124,7 +124,7 @@ def _parse_strings(column: pa.Array, spec: FieldSpec, problems: Problems, where:
 
 def _reject(column: pa.Array, spec: FieldSpec, problems: Problems, where: str, reason: str) -> pa.Array:
     value = _value(column)
-    problems.add(_mask(pc.is_valid(column)), where, lambda i: f"{value(i)!r} {reason}")
+    problems.add(as_mask(pc.is_valid(column)), where, lambda i: f"{value(i)!r} {reason}")
     return pa.nulls(len(column), spec.arrow_type())
 
 
@@ -141,7 +141,7 @@ def _conform_struct(column: pa.Array, spec: FieldSpec, problems: Problems, where
     if spec.closed:
         for extra in sorted(set(names) - {c.path for c in spec.children}):
             values = pc.struct_field(column, [names.index(extra)])
-            problems.add(_mask(pc.is_valid(values)), f"{where}.{extra}",
+            problems.add(as_mask(pc.is_valid(values)), f"{where}.{extra}",
                          f"Additional properties are not allowed ({extra!r} was unexpected)")
     return pa.StructArray.from_arrays(children, fields=list(spec.arrow_type()), mask=pc.is_null(column))
 
@@ -191,7 +191,7 @@ def check(table: pa.Table, schema: RowSchema, problems: Problems) -> None:
 
 def _check_column(column: pa.Array, spec: FieldSpec, problems: Problems, parent: str, present: np.ndarray | None) -> None:
     where = f"{parent}{spec.path}"
-    null = _mask(pc.is_null(column))
+    null = as_mask(pc.is_null(column))
     if present is not None:
         null &= present
     if spec.required and not spec.nullable:
@@ -200,18 +200,18 @@ def _check_column(column: pa.Array, spec: FieldSpec, problems: Problems, parent:
     kw = spec.keywords
     if "enum" in kw:
         allowed = pa.array([v for v in kw["enum"] if v is not None], spec.arrow_type())
-        problems.add(~_mask(pc.is_in(column, value_set=allowed)) & ~null, where, lambda i: f"{value(i)!r} is not one of {kw['enum']}")
+        problems.add(~as_mask(pc.is_in(column, value_set=allowed)) & ~null, where, lambda i: f"{value(i)!r} is not one of {kw['enum']}")
     if "minLength" in kw:
         problems.add(_length_outside(column, kw["minLength"], shorter=True), where,
                      lambda i: f"{value(i)!r} should be non-empty" if kw["minLength"] == 1 else f"{value(i)!r} is too short")
     if "maxLength" in kw:
         problems.add(_length_outside(column, kw["maxLength"], shorter=False), where, lambda i: f"{value(i)!r} is too long")
     if "minimum" in kw:
-        problems.add(_mask(pc.less(column, kw["minimum"])), where, lambda i: f"{value(i)} is less than the minimum of {kw['minimum']}")
+        problems.add(as_mask(pc.less(column, kw["minimum"])), where, lambda i: f"{value(i)} is less than the minimum of {kw['minimum']}")
     if "maximum" in kw:
-        problems.add(_mask(pc.greater(column, kw["maximum"])), where, lambda i: f"{value(i)} is greater than the maximum of {kw['maximum']}")
+        problems.add(as_mask(pc.greater(column, kw["maximum"])), where, lambda i: f"{value(i)} is greater than the maximum of {kw['maximum']}")
     if spec.base_type == "number":
-        problems.add(_mask(pc.is_nan(column)), where, lambda i: "NaN is not a JSON number")
+        problems.add(as_mask(pc.is_nan(column)), where, lambda i: "NaN is not a JSON number")
     if spec.base_type == "object":
         for index, child in enumerate(spec.children):
             _check_column(pc.struct_field(column, [index]), child, problems, f"{where}.", ~null)
@@ -223,7 +223,7 @@ def _length_outside(column: pa.Array, bound: int, shorter: bool) -> np.ndarray:
     A UTF-8 character takes one to four bytes, so the byte length (read off the offsets) settles
     most rows; characters are counted only for rows it cannot settle (none at all for ``minLength: 1``).
     """
-    valid = _mask(pc.is_valid(column))
+    valid = as_mask(pc.is_valid(column))
     size = pc.fill_null(pc.binary_length(column), 0).to_numpy(zero_copy_only=False).astype(np.int64)
     if shorter:  # chars <= bytes, and chars >= ceil(bytes / 4)
         outside, unsure = size < bound, (size >= bound) & (size < 4 * bound - 3)

@@ -19,7 +19,7 @@ from transformers import TrainerCallback
 from nexa.ledger import Lab, ManifestValidationError
 from nexa.ledger.runs import start_run
 from nexa.ledger.store import atomic_write_bytes
-from nexa.train.config import load_train_config, set_dotted, validate_train_config
+from nexa.train.config import TrainConfig, load_train_config, set_dotted, validate_train_config
 
 
 class SweepError(RuntimeError):
@@ -83,10 +83,7 @@ def launch_sweep(lab: Lab, config_path: Path, space_path: Path, trials: int, *, 
     """Run ``trials`` more trials of the study (created or continued), each a child run of one sweep run."""
     import optuna
 
-    base = load_train_config(config_path)
-    space = load_space(space_path)
-    raw = base.resolved()
-    check_space(raw, space, space_path)
+    base, space, raw = load_sweep(config_path, space_path)
     storage = storage or default_storage(lab)
     name = study_name or base.name
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -139,10 +136,15 @@ class _PruneOnLoss(TrainerCallback):
                 control.should_training_stop = True
 
 
-def check_space(raw: dict, space: SearchSpace, space_path: Path) -> None:
-    """Every searched field must exist and validate before a single trial runs (a typo costs no GPU time)."""
+def load_sweep(config_path: Path, space_path: Path) -> tuple[TrainConfig, SearchSpace, dict]:
+    """The base config, the space and the resolved base, with every searched field checked to exist and validate
+    before a single trial runs (a typo costs no GPU time); both backends start here."""
+    base = load_train_config(config_path)
+    space = load_space(space_path)
+    raw = base.resolved()
     for name, param in space.params.items():
         apply_params(raw, {name: _probe(param)}, f"{space_path}: {name}")
+    return base, space, raw
 
 
 def _probe(param: Param) -> Any:

@@ -20,9 +20,7 @@ from transformers import TrainerCallback
 
 from nexa.ledger import Lab
 from nexa.ledger.runs import list_runs, start_run
-from nexa.train.config import load_train_config
-from nexa.train.sweep import (Param, SearchSpace, SweepError, apply_params, check_space, final_loss, load_space,
-                              write_autotuned)
+from nexa.train.sweep import Param, SearchSpace, SweepError, apply_params, final_loss, load_sweep, write_autotuned
 
 METRIC = "loss"
 METHODS = ("bayes", "random", "grid")
@@ -148,10 +146,7 @@ def launch_wandb_sweep(lab: Lab, config_path: Path, space_path: Path, trials: in
     import wandb
 
     require_online()
-    base = load_train_config(config_path)
-    space = load_space(space_path)
-    raw = base.resolved()
-    check_space(raw, space, space_path)
+    base, space, raw = load_sweep(config_path, space_path)
     sweep_config = wandb_sweep_config(space, method=method, name=base.name)
     project = project or base.tracking.project
     try:
@@ -190,9 +185,10 @@ def launch_wandb_sweep(lab: Lab, config_path: Path, space_path: Path, trials: in
 
 
 def _launching_run(lab: Lab, path: str):
-    runs = [r for r in list_runs(lab) if r.run_type == "sweep" and r.config.get("wandb_sweep") == path]
+    sweeps = [r for r in list_runs(lab) if r.run_type == "sweep" and r.config.get("wandb_sweep")]
+    runs = [r for r in sweeps if r.config["wandb_sweep"] == path]
     if not runs:
-        launched = sorted({r.config["wandb_sweep"] for r in list_runs(lab) if r.config.get("wandb_sweep")})
+        launched = sorted({r.config["wandb_sweep"] for r in sweeps})
         raise SweepError(f"no sweep run in {lab.root} launched W&B sweep {path}; analyze from the lab that launched it "
                          f"(W&B sweeps launched here: {launched or 'none'})")
     return runs[-1]
