@@ -24,10 +24,6 @@ LAB = typer.Option(Path("."), "--lab", help="Lab folder.")
 JSON = typer.Option(False, "--json", help="Print one JSON object on stdout.")
 
 
-def register(root: typer.Typer) -> None:
-    root.add_typer(app, name="feedback")
-
-
 def _fail(message: str) -> None:
     console.print(f"[red]error:[/red] {message}")
     raise typer.Exit(2)
