@@ -13,6 +13,7 @@ from nexa.ledger import Lab
 from nexa.ledger.console import console, emit_result, table
 from nexa.ledger.hashing import sha256_file
 from nexa.ledger.runs import start_run
+from nexa.pipeline.standalone import require_paths
 
 app = typer.Typer(help="Bundles: build the Nexus layout, verify it teacher-free.", no_args_is_help=True)
 
@@ -41,9 +42,10 @@ def build_command(
     if quantize not in (None, "int8"):
         raise typer.BadParameter("only 'int8' is supported", param_hint="--quantize")
     lab = Lab.find(lab_dir)
+    require_paths(model=model / "model.safetensors", router=router, teacher_scores=teacher_scores, adapters=adapters)
+    rows = read_dataset_rows(lab, benchmark)
     with start_run(lab, "bundle", config={"model": str(model), "benchmark": benchmark, "quantize": quantize,
                                           "allow_uncensored": allow_uncensored}) as run:
-        rows = read_dataset_rows(lab, benchmark)
         items = [{"prompt": r["prompt"], "answer": r["answer"], "capability": r["capability"], "max_new_tokens": max_new_tokens}
                  for r in rows if r.get("split", "eval") == "eval"]
         try:

@@ -9,7 +9,7 @@ from typing import Any, Optional
 import typer
 
 from nexa.ledger import ArtifactRef, Lab, LedgerError
-from nexa.ledger.console import console, emit_result, progress, table
+from nexa.ledger.console import console, emit_result, fail, progress, table
 from nexa.ledger.datasets import read_dataset_manifest, read_dataset_rows
 from nexa.ledger.registry import DatasetRegistry
 
@@ -22,16 +22,11 @@ JSON = typer.Option(False, "--json", help="Print one JSON object on stdout.")
 USER_ERRORS = (LedgerError, FileNotFoundError, ValueError, LookupError, TypeError)
 
 
-def _fail(message: str, code: int = 2) -> None:
-    console.print(f"[red]error:[/red] {message}")
-    raise typer.Exit(code)
-
-
 def _lab(lab_dir: Path) -> Lab:
     try:
         return Lab.find(lab_dir)
     except LedgerError as exc:
-        _fail(str(exc))
+        fail(str(exc))
 
 
 @app.command("list")
@@ -54,7 +49,7 @@ def show(ref: str = typer.Argument(..., help="ID or ID@vN"), lab_dir: Path = LAB
         manifest = read_dataset_manifest(lab, ref)
         rows = read_dataset_rows(lab, manifest.ref)[:samples]
     except USER_ERRORS as exc:
-        _fail(str(exc))
+        fail(str(exc))
     if json_out:
         emit_result({"manifest": json.loads(manifest.model_dump_json()), "samples": rows}, True)
         return
@@ -113,7 +108,7 @@ def prepare_cmd(
             console.print(f"run [bold]{run.run_id}[/bold]")
             result = _run_prepare(lab, inputs, schema, dataset, names, params, fractions, strict, run, notes)
     except USER_ERRORS as exc:
-        _fail(str(exc))
+        fail(str(exc))
     _print_counts(result)
     payload = _prepare_payload(run.run_id, result)
     if result.problem:
@@ -183,7 +178,7 @@ def generate_cmd(task: str = typer.Option(..., "--task", help="Built-in capabili
     try:
         rows = generate_hypotheses(n, seed) if task == "hypothesis" else generate(task, n, seed=seed)
     except (KeyError, ValueError) as exc:
-        _fail(str(exc).strip("'\""))
+        fail(str(exc).strip("'\""))
     schema = "hypothesis" if task == "hypothesis" else "qa"
     _prepare_generated(lab, rows, schema, dataset, "data.generate", {"task": task, "n": n, "seed": seed, "dataset": dataset},
                        splits, [], f"built-in generator {task!r}, n={n}, seed {seed}", json_out, write_jsonl)
@@ -234,12 +229,12 @@ def augment_cmd(base: str = typer.Option(..., "--from", help="Base version ID@vN
             try:
                 new = from_teacher(asker, prompts, capability, batch_size=batch_size)
             except TeacherError as exc:
-                _fail(f"teacher failed: {exc}")
+                fail(f"teacher failed: {exc}")
             finally:
                 asker.close()
             source = f"{n} {capability!r} prompts answered by teacher {asker.teacher_id}"
     except USER_ERRORS as exc:
-        _fail(str(exc))
+        fail(str(exc))
     _prepare_generated(lab, new.rows + new.rejected, manifest.row_schema, dataset or manifest.id, "data.augment",
                        {**config, "from": manifest.ref}, "train=0.8,val=0.1,test=0.1",
                        [manifest.ref], f"augmented {manifest.ref} with {source}, seed {seed}", json_out, write_jsonl)
@@ -308,7 +303,7 @@ def _prepare_generated(lab, rows, schema_name, dataset, run_type, config, splits
             else:
                 run.update(dataset_id=result.manifest.ref, dataset_hash=result.manifest.content_hash)
     except USER_ERRORS as exc:
-        _fail(str(exc))
+        fail(str(exc))
     _print_counts(result)
     emit_result(_prepare_payload(run.run_id, result), json_out)
     if result.problem:
@@ -325,7 +320,7 @@ def diff_cmd(old: str = typer.Argument(..., help="ID@vA"), new: str = typer.Argu
     try:
         summary = diff_versions(_lab(lab_dir), old, new).summary(samples)
     except USER_ERRORS as exc:
-        _fail(str(exc))
+        fail(str(exc))
     if json_out:
         emit_result(summary, True)
         return
@@ -361,7 +356,7 @@ def schema_register(file: Path = typer.Argument(..., help="JSON Schema file with
     try:
         schema, target = register_schema(lab.registry_dir, file)
     except (ValueError, FileNotFoundError, FileExistsError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     console.print(f"registered [bold]{schema.ref}[/bold] at {target}" + ("" if schema.exact else
                   " (uses keywords beyond the column checks: every row is also checked with jsonschema)"))
     emit_result({"run_id": None, "status": "succeeded", "schema": schema.ref, "path": str(target), "outputs": [{"path": str(target)}]}, json_out)

@@ -12,7 +12,7 @@ from nexa.feedback import review as rv
 from nexa.feedback.loop import feedback_round, latest_report
 from nexa.feedback.rules import DEFAULT_RULES
 from nexa.ledger import ArtifactNotFoundError, ArtifactRef, Lab
-from nexa.ledger.console import console, emit_result, table
+from nexa.ledger.console import console, emit_result, fail, table
 from nexa.ledger.runs import start_run
 from nexa.teachers.errors import TeacherError
 
@@ -22,11 +22,6 @@ review_app = typer.Typer(help="Human review queue: sample a run's outputs, accep
 app.add_typer(review_app, name="review")
 LAB = typer.Option(Path("."), "--lab", help="Lab folder.")
 JSON = typer.Option(False, "--json", help="Print one JSON object on stdout.")
-
-
-def _fail(message: str) -> None:
-    console.print(f"[red]error:[/red] {message}")
-    raise typer.Exit(2)
 
 
 @app.callback()
@@ -46,7 +41,7 @@ def feedback(ctx: typer.Context, report: Optional[Path] = typer.Option(None, hel
         report_path = report or latest_report(lab)
         targets = dict(_pair(d) for d in dataset)
     except (FileNotFoundError, ValueError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     with start_run(lab, "feedback", config={"report": str(report_path), "rules": rule, "datasets": targets, "rows": rows,
                                           "teacher_url": teacher_url, "teacher_model": teacher_model}, seed=seed) as run:
         console.print(f"run [bold]{run.run_id}[/bold]")
@@ -54,7 +49,7 @@ def feedback(ctx: typer.Context, report: Optional[Path] = typer.Option(None, hel
             result = feedback_round(lab, report_path, rule, targets, rows, seed, run.run_id,
                                     teacher=_teacher(teacher_url, teacher_model))
         except (ValueError, ArtifactNotFoundError, FileNotFoundError, TeacherError) as exc:
-            _fail(str(exc))
+            fail(str(exc))
         outputs = [_record(run, m) for m in result.merged.values()]
         _write_candidates(lab, run, result)
     _show(result)
@@ -67,7 +62,7 @@ def _teacher(url: Optional[str], model: Optional[str]):
     if not url:
         return None
     if not model:
-        _fail("--teacher-url needs --teacher-model (the model name the endpoint serves)")
+        fail("--teacher-url needs --teacher-model (the model name the endpoint serves)")
     from nexa.teachers.openai_api import OpenAITeacher
 
     return OpenAITeacher(url, model)
@@ -114,7 +109,7 @@ def review_sample(run_id: str = typer.Option(..., "--run", help="Run whose outpu
     try:
         queue = rv.sample_queue(lab, run_id, n, seed)
     except (FileNotFoundError, ArtifactNotFoundError, ValueError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     if not json_out:
         console.print(table(f"review queue {queue.queue_id}", ["item", "capability", "prompt", "output"],
                             [(i.item_id, i.capability, i.prompt[:40], i.output[:40]) for i in queue.items]))
@@ -129,11 +124,11 @@ def review_decide(queue_id: str = typer.Argument(...), item_id: str = typer.Argu
                   lab_dir: Path = LAB, json_out: bool = JSON) -> None:
     """Record accept/exclude for one item; the next dataset version honours it."""
     if decision not in ("accept", "exclude", "pending"):
-        _fail(f"decision must be accept, exclude or pending, not {decision!r}")
+        fail(f"decision must be accept, exclude or pending, not {decision!r}")
     try:
         item = rv.decide(Lab.find(lab_dir), queue_id, item_id, decision, reviewer, note)
     except (FileNotFoundError, KeyError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     emit_result({"run_id": None, "status": "succeeded", "queue_id": queue_id, "item": item.model_dump(mode="json")}, json_out)
 
 

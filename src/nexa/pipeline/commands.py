@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from nexa.ledger import Lab, LedgerError
-from nexa.ledger.console import console, emit_result, table
+from nexa.ledger.console import console, emit_result, fail, table
 from nexa.pipeline.runner import PipelineResult, StageFailedError, run_pipeline
 from nexa.pipeline.spec import builtin_pipeline_path, install_builtin_pipelines, load_pipeline
 
@@ -41,8 +41,7 @@ def _execute(lab: Lab, pipeline: Path) -> PipelineResult:
     try:
         spec = load_pipeline(pipeline)
     except (LedgerError, FileNotFoundError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from exc
+        fail(str(exc))
     started = time.perf_counter()
     try:
         result = run_pipeline(lab, spec)
