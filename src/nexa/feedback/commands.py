@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from nexa.feedback import review as rv
-from nexa.feedback.loop import feedback_round, latest_report
+from nexa.feedback.loop import ROWS_PER_WEAKNESS, feedback_round, latest_report
 from nexa.feedback.rules import DEFAULT_RULES
 from nexa.ledger import ArtifactNotFoundError, ArtifactRef, Lab
 from nexa.ledger.console import console, emit_result, fail, table
@@ -28,8 +28,8 @@ JSON = typer.Option(False, "--json", help="Print one JSON object on stdout.")
 def feedback(ctx: typer.Context, report: Optional[Path] = typer.Option(None, help="eval_report.json (default: the lab's latest)."),
              rule: list[str] = typer.Option(list(DEFAULT_RULES), "--rule", help="Weakness rule, e.g. 'accuracy < 0.9 on capability reasoning' (repeatable)."),
              dataset: list[str] = typer.Option([], "--dataset", help="CAPABILITY=ID@vN to extend (default: the dataset each score was measured on)."),
-             rows: int = typer.Option(500, min=1, help="New rows per weak capability."),
-             seed: int = typer.Option(7961, help="Generator seed for the new rows."),
+             rows: int = typer.Option(ROWS_PER_WEAKNESS, min=1, help="New rows per weak capability."),
+             seed: int = typer.Option(42, help="Run seed; the new rows use seed + 7919, as the pipeline's feedback stage does."),
              teacher_url: Optional[str] = typer.Option(None, help="OpenAI-compatible teacher to prompt for new rows (default: built-in generators)."),
              teacher_model: Optional[str] = typer.Option(None, help="Model name the teacher serves."),
              lab_dir: Path = LAB, json_out: bool = JSON) -> None:
