@@ -110,12 +110,13 @@ def synthesize(ctx, teacher: str = "teacher", profile: str = "profile", arch: di
     """Build the student backbone (transferred or fresh) and its adapter plan from the profile."""
     from transformers import LlamaForCausalLM
 
+    from nexa.niwt.profile import read_profile_manifest
     from nexa.niwt.synthesis import StudentArch, synthesize as build
 
     settings = StudentArch.model_validate(arch or {})
     teacher_name = ctx.summary_of(profile)["teacher"]
     folder = ctx.input(profile) / "profiles" / teacher_name
-    profiles = {c: json.loads((folder / c / "profile.json").read_text()) for c in ctx.summary_of(profile)["capabilities"]}
+    profiles = {c: read_profile_manifest(folder / c).model_dump(mode="json") for c in ctx.summary_of(profile)["capabilities"]}
     basis = load_file(str(folder / "residual.safetensors"))["basis"].float()
     teacher_model = LlamaForCausalLM.from_pretrained(ctx.input(teacher) / "model")
     student, plan = build(teacher_model, settings, profiles, basis, ctx.seed)

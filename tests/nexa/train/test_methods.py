@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from nexa.cli import app
-from nexa.data.versions import write_dataset_version
+from nexa.ledger.datasets import write_dataset_version
 from nexa.ledger.datasets import read_dataset_rows
 from nexa.ledger.runs import load_run
 from nexa.train.config import load_train_config
