@@ -10,7 +10,7 @@ import typer
 
 from nexa.eval import evaluate as ev
 from nexa.eval.leaderboard import aggregate, nested_scores, write_leaderboard
-from nexa.ledger import ArtifactNotFoundError, Lab
+from nexa.ledger import Lab
 from nexa.ledger.console import console, emit_result, fail, table
 from nexa.ledger.runs import start_run
 
@@ -64,11 +64,8 @@ def _llm_judge(judges: list[str], url: Optional[str], model: Optional[str], rubr
 def _models(lab: Lab, refs: list[str], run_id: Optional[str], role: Optional[str]) -> list[ev.ModelSpec]:
     if not refs and not run_id:
         fail("pass --model PATH (checkpoint folder or bundle; repeatable) or --run-id RUN (evaluate the models that run made)")
-    try:
-        specs = [s for ref in refs for s in ev.resolve_models(lab, ref, role)]
-        specs += ev.resolve_models(lab, run_id, role) if run_id else []
-    except (ArtifactNotFoundError, FileNotFoundError) as exc:
-        fail(str(exc))
+    specs = [s for ref in refs for s in ev.resolve_models(lab, ref, role)]
+    specs += ev.resolve_models(lab, run_id, role) if run_id else []
     if role and role not in ("teacher", "student", "baseline"):
         fail(f"--role must be teacher, student or baseline, not {role!r}")
     return specs
@@ -77,10 +74,7 @@ def _models(lab: Lab, refs: list[str], run_id: Optional[str], role: Optional[str
 def _generate(lab, run, work, models, tasks, n, max_new_tokens, usd_per_hour) -> tuple[list[dict], dict]:
     from nexa.eval.tasks import resolve_tasks
 
-    try:
-        resolved = resolve_tasks(lab, tasks.split(","), n=n, created_by=run.run_id)
-    except (ArtifactNotFoundError, ValueError) as exc:
-        fail(str(exc))
+    resolved = resolve_tasks(lab, tasks.split(","), n=n, created_by=run.run_id)
     if usd_per_hour is None:  # the lab's price for the hardware this run is on (local = free)
         from nexa.infra.cost import PriceTable, UnknownPriceError
 

@@ -37,11 +37,8 @@ def feedback(ctx: typer.Context, report: Optional[Path] = typer.Option(None, hel
     if ctx.invoked_subcommand is not None:
         return
     lab = Lab.find(lab_dir)
-    try:
-        report_path = report or latest_report(lab)
-        targets = dict(_pair(d) for d in dataset)
-    except (FileNotFoundError, ValueError) as exc:
-        fail(str(exc))
+    report_path = report or latest_report(lab)
+    targets = dict(_pair(d) for d in dataset)
     with start_run(lab, "feedback", config={"report": str(report_path), "rules": rule, "datasets": targets, "rows": rows,
                                           "teacher_url": teacher_url, "teacher_model": teacher_model}, seed=seed) as run:
         console.print(f"run [bold]{run.run_id}[/bold]")
@@ -106,10 +103,7 @@ def review_sample(run_id: str = typer.Option(..., "--run", help="Run whose outpu
                   json_out: bool = JSON) -> None:
     """Sample N outputs of a run into a new review queue in the ledger."""
     lab = Lab.find(lab_dir)
-    try:
-        queue = rv.sample_queue(lab, run_id, n, seed)
-    except (FileNotFoundError, ArtifactNotFoundError, ValueError) as exc:
-        fail(str(exc))
+    queue = rv.sample_queue(lab, run_id, n, seed)
     if not json_out:
         console.print(table(f"review queue {queue.queue_id}", ["item", "capability", "prompt", "output"],
                             [(i.item_id, i.capability, i.prompt[:40], i.output[:40]) for i in queue.items]))
@@ -125,10 +119,7 @@ def review_decide(queue_id: str = typer.Argument(...), item_id: str = typer.Argu
     """Record accept/exclude for one item; the next dataset version honours it."""
     if decision not in ("accept", "exclude", "pending"):
         fail(f"decision must be accept, exclude or pending, not {decision!r}")
-    try:
-        item = rv.decide(Lab.find(lab_dir), queue_id, item_id, decision, reviewer, note)
-    except (FileNotFoundError, KeyError) as exc:
-        fail(str(exc))
+    item = rv.decide(Lab.find(lab_dir), queue_id, item_id, decision, reviewer, note)
     emit_result({"run_id": None, "status": "succeeded", "queue_id": queue_id, "item": item.model_dump(mode="json")}, json_out)
 
 

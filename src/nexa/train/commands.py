@@ -40,14 +40,11 @@ def pack(dataset: list[str] = typer.Option(..., "--dataset", help="Dataset ID or
         read_dataset_manifest(lab, ref)
     request = PackRequest(datasets=dataset, tokenizer=tokenizer, seq_len=seq_len, split=split or None, topk_field=topk_field)
     params = {"datasets": dataset, "tokenizer": str(tokenizer), "seq_len": seq_len, "split": split, "topk_field": topk_field}
-    try:
-        with start_run(lab, "pack", config=params) as run:
-            console.print(f"run [bold]{run.run_id}[/bold]")
-            pid, ref, manifest = build_pack(lab, request, created_by=run.run_id)
-            run.add_output(ref)
-            run.update(dataset_id=",".join(dataset), metrics={"efficiency": manifest.efficiency, "blocks": manifest.blocks})
-    except (LedgerError, FileNotFoundError, ValueError) as exc:
-        fail(str(exc))
+    with start_run(lab, "pack", config=params) as run:
+        console.print(f"run [bold]{run.run_id}[/bold]")
+        pid, ref, manifest = build_pack(lab, request, created_by=run.run_id)
+        run.add_output(ref)
+        run.update(dataset_id=",".join(dataset), metrics={"efficiency": manifest.efficiency, "blocks": manifest.blocks})
     console.print(table(f"pack {pid}", ["samples", "blocks", "seq_len", "efficiency", "padding efficiency", "truncated", "quarantined"],
                         [(manifest.samples, manifest.blocks, manifest.seq_len, manifest.efficiency, manifest.padding_efficiency,
                           manifest.truncated, manifest.quarantined)]))
@@ -68,10 +65,7 @@ def train(config: Path = typer.Option(..., "--config", help="Training config YAM
     from nexa.train.engine import train as run_training
 
     lab = Lab.find(lab_dir)
-    try:
-        cfg = load_train_config(config)
-    except (LedgerError, FileNotFoundError) as exc:
-        fail(str(exc))
+    cfg = load_train_config(config)
     console.print(table("hardware", ["", ""], detect_hardware().rows()))
     try:
         outcome = run_training(lab, cfg, nproc=nproc, resume=resume,
