@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
-
 from nexa.eval.evaluate import ModelSpec, generate_items, judge_items, write_jsonl
 from nexa.eval.exact import JUDGE_ID, JUDGE_PROMPT_HASH
 from nexa.eval.leaderboard import aggregate, nested_scores, write_leaderboard
 from nexa.eval.tasks import Task
 from nexa.ledger.console import console, table
-from nexa.ledger.datasets import read_dataset_rows
+from nexa.ledger.datasets import read_dataset_rows, read_listing
 from nexa.ledger.stage import StageContext
 
 
@@ -21,7 +19,7 @@ def exact_eval(ctx: StageContext, models: dict[str, str], data: str = "data", ma
     cache, so a model already scored on these prompts (the same checkpoint in another pipeline, or a
     rerun) is not generated again.
     """
-    listing = json.loads((ctx.input(data) / "datasets.json").read_text())
+    listing = read_listing(ctx.input(data) / "datasets.json")
     tasks = [_eval_split(ctx, capability, listing["capabilities"][capability]["ref"]) for capability in sorted(listing["capabilities"])]
     specs = [ModelSpec(stage_name, role, ctx.input(stage_name) / "model") for stage_name, role in models.items()]
     items, counts = generate_items(ctx.lab, specs, tasks, max_new_tokens, usd_per_hour)

@@ -9,6 +9,8 @@ from nexa.feedback.review import decisions
 from nexa.feedback.rules import DEFAULT_RULES, find_weaknesses, parse_rule
 from nexa.ledger import ArtifactRef
 from nexa.ledger.console import console, table
+from nexa.ledger.datasets import read_listing
+from nexa.ledger.listings import DatasetListing, write_contract
 from nexa.ledger.stage import StageContext
 
 
@@ -33,7 +35,7 @@ def targeted_data(ctx: StageContext, data: str = "data", weakness: str = "weakne
     capabilities that were not weak keep their version. ``honour_review`` applies the lab's human
     review decisions (off in the golden pipeline so its cache key stays a function of its inputs).
     """
-    listing = json.loads((ctx.input(data) / "datasets.json").read_text())
+    listing = read_listing(ctx.input(data) / "datasets.json")
     weak = sorted({w["capability"] for w in json.loads((ctx.input(weakness) / "weaknesses.json").read_text())["weaknesses"]})
     reviewed = decisions(ctx.lab) if honour_review else None
     added, quarantined, candidates = {}, [], []
@@ -49,7 +51,7 @@ def targeted_data(ctx: StageContext, data: str = "data", weakness: str = "weakne
         quarantined += result.quarantined
     _write_jsonl(ctx.out / "candidates.jsonl", candidates)
     _write_jsonl(ctx.out / "quarantine.jsonl", quarantined)
-    (ctx.out / "datasets.json").write_text(json.dumps(listing, indent=2, sort_keys=True))
+    write_contract(ctx.out / "datasets.json", DatasetListing.model_validate(listing))
     return {"weak": weak, "added": added, "quarantined": len(quarantined),
             "datasets": {k: v["ref"] for k, v in listing["capabilities"].items()}}
 

@@ -105,11 +105,10 @@ def _to_parquet(rows: list[dict[str, Any]]) -> bytes:
 
 
 def read_listing(listing_file) -> dict[str, Any]:
-    """A ``datasets.json`` written by a data stage: ``{"capabilities": {name: {"ref", ...}}, ...}``."""
-    import json
-    from pathlib import Path
+    """A ``datasets.json`` written by a data stage, validated (:class:`nexa.ledger.listings.DatasetListing`)."""
+    from nexa.ledger.listings import read_listing as read_contract
 
-    return json.loads(Path(listing_file).read_text())
+    return read_contract(listing_file).model_dump()
 
 
 def read_split(lab: Lab, listing_file, split: str) -> list[dict[str, Any]]:

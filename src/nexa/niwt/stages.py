@@ -10,6 +10,7 @@ from safetensors.torch import load_file, save_file
 
 from nexa.ledger.console import console, table
 from nexa.ledger.datasets import read_dataset_rows, read_split
+from nexa.ledger.listings import read_paired
 from nexa.niwt.router import DEFAULT_FEATURIZER, router_accuracy, train_router, write_router
 
 
@@ -53,7 +54,7 @@ def profile(ctx, teacher: str = "teacher", distill: str = "distill", data: str =
                                    profile_capability, residual_basis, select_samples, teacher_scores)
 
     settings = ProfileConfig.model_validate(config or {})
-    paired = read_dataset_rows(ctx.lab, json.loads((ctx.input(distill) / "dataset.json").read_text())["ref"])
+    paired = read_dataset_rows(ctx.lab, read_paired(ctx.input(distill) / "dataset.json").ref)
     eval_rows = read_split(ctx.lab, ctx.input(data) / "datasets.json", "eval")
     contracts = _contracts(ctx, registry, teacher_name, sorted({r["capability"] for r in eval_rows}))
     model, precision = load_teacher(ctx.input(teacher) / "model", settings.quantize)
