@@ -70,7 +70,7 @@ def build_command(
 @app.command("verify")
 def verify_command(
     bundle: Path = typer.Argument(..., help="Bundle folder."),
-    retain_fraction: float = typer.Option(0.97, help="Student must keep at least this fraction of the teacher's score."),
+    retain_fraction: Optional[float] = typer.Option(None, min=0.0, max=1.0, help="Student must keep at least this fraction of the teacher's score (default: the lab's)."),
     teacher: List[Path] = typer.Option([], help="Teacher weight paths that must be gone (repeatable)."),
     lab_dir: Path = typer.Option(Path("."), "--lab"),
     json_out: bool = typer.Option(False, "--json"),
@@ -81,6 +81,7 @@ def verify_command(
     if not (bundle / "manifest.json").exists():
         raise typer.BadParameter(f"{bundle} has no manifest.json; is it a bundle folder?", param_hint="BUNDLE")
     lab = Lab.find(lab_dir)
+    retain_fraction = lab.config.retain_fraction if retain_fraction is None else retain_fraction
     with start_run(lab, "verify", config={"bundle": str(bundle), "retain_fraction": retain_fraction}) as run:
         report = verify_bundle(bundle, retain_fraction, forbidden=[str(p) for p in teacher])
         run.update(eval_status="done", eval_report=str(bundle / "verify_report.json"),

@@ -14,6 +14,7 @@ from typing import Optional
 import typer
 
 from nexa.ledger import Lab
+from nexa.ledger.lab import default_retain_fraction
 from nexa.ledger.console import console, emit_result, table
 from nexa.ledger.hashing import sha256_file
 from nexa.ledger.runs import start_run
@@ -27,14 +28,15 @@ app = typer.Typer(help="NIWT: teacher registry, profiling, student synthesis, an
 def registry_command(
     csv_file: Path = typer.Option(Path("configs/ModelName-Parameters-Category-BestFeature.csv"), "--csv", help="Teacher CSV."),
     out: Path = typer.Option(Path("configs/teacher_registry.json"), help="Registry JSON to write."),
-    retain_fraction: float = typer.Option(0.97, min=0.0, max=1.0, help="Default retain_fraction per capability."),
+    retain_fraction: Optional[float] = typer.Option(None, min=0.0, max=1.0, help="Default retain_fraction per capability (default: the lab's, or LabConfig's outside a lab)."),
+    lab_dir: Path = typer.Option(Path("."), "--lab"),
     json_out: bool = typer.Option(False, "--json"),
 ) -> None:
     """Stage 1: build teacher_registry.json from ModelName-Parameters-Category-BestFeature.csv."""
     from nexa.niwt.registry import RegistryError, build_registry
 
     try:
-        registry, quarantined = build_registry(csv_file, out, retain_fraction)
+        registry, quarantined = build_registry(csv_file, out, retain_fraction if retain_fraction is not None else default_retain_fraction(lab_dir))
     except RegistryError as error:
         raise typer.BadParameter(str(error), param_hint="--csv") from error
     if not json_out:

@@ -30,8 +30,11 @@ def router(ctx, data: str = "data", epochs: int = 200) -> dict:
 
 
 # -- stage 1 ----------------------------------------------------------------------------------------
-def teacher_registry(ctx, teachers: list[dict], default_retain: float = 0.97) -> dict:
-    """Write the pipeline's teacher CSV rows as ``teachers.csv`` and build ``teacher_registry.json`` from it."""
+def teacher_registry(ctx, teachers: list[dict], default_retain: float | None = None) -> dict:
+    """Write the pipeline's teacher CSV rows as ``teachers.csv`` and build ``teacher_registry.json`` from it.
+
+    A capability without its own retain fraction gets ``default_retain``, else the lab's (``nexa.yaml``).
+    """
     from nexa.niwt.registry import REQUIRED_COLUMNS, build_registry
 
     columns = list(REQUIRED_COLUMNS) + sorted({k for row in teachers for k in row} - set(REQUIRED_COLUMNS))
@@ -39,7 +42,8 @@ def teacher_registry(ctx, teachers: list[dict], default_retain: float = 0.97) ->
         writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
         writer.writerows(teachers)
-    registry, quarantined = build_registry(ctx.out / "teachers.csv", ctx.out / "teacher_registry.json", default_retain)
+    default = ctx.lab.config.retain_fraction if default_retain is None else default_retain
+    registry, quarantined = build_registry(ctx.out / "teachers.csv", ctx.out / "teacher_registry.json", default)
     return {"teachers": [t.name for t in registry.teachers], "quarantined": len(quarantined)}
 
 
@@ -92,9 +96,10 @@ def profile(ctx, teacher: str = "teacher", distill: str = "distill", data: str =
 
 
 def _contracts(ctx, registry: str | None, teacher_name: str, capabilities: list[str]) -> dict[str, dict]:
-    """Benchmark, metric and retain fraction per capability: from the registry stage, else the defaults."""
+    """Benchmark, metric and retain fraction per capability: from the registry stage, else the lab's defaults."""
     if registry is None:
-        return {c: {"benchmark": f"{c}-eval", "metric": "exact_match", "retain_fraction": 0.97} for c in capabilities}
+        retain = ctx.lab.config.retain_fraction
+        return {c: {"benchmark": f"{c}-eval", "metric": "exact_match", "retain_fraction": retain} for c in capabilities}
     from nexa.niwt.registry import load_registry
 
     entry = load_registry(ctx.input(registry) / "teacher_registry.json").teacher(teacher_name)
