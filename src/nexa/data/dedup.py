@@ -58,9 +58,7 @@ class NearDedup:
                 "confirm": "exact shingle jaccard"}
 
     def banding(self) -> tuple[int, int]:
-        from datasketch.lsh import _optimal_param
-
-        return _optimal_param(self.threshold, self.num_perm, *self.weights)
+        return optimal_banding(self.threshold, self.num_perm, self.weights)
 
     def apply(self, rows: FilterInput) -> FilterResult:
         clusters = self.clusters(rows.norm)
@@ -87,6 +85,22 @@ class NearDedup:
                  if jaccard(norm[a].as_py(), norm[b].as_py(), self.shingle) >= self.threshold]
         checked = np.array(pairs, dtype=np.int64).reshape(-1, 2)
         return connected_first(len(norm), checked[:, 0], checked[:, 1])
+
+
+def optimal_banding(threshold: float, num_perm: int, weights: tuple[float, float]) -> tuple[int, int]:
+    """(bands, rows per band) minimising weighted false-positive + false-negative area, as datasketch chooses them.
+
+    The same objective as ``datasketch.lsh._optimal_param`` (areas under the LSH S-curve below and
+    above the threshold), integrated with numpy on a fine grid for every (b, r) at once, because
+    importing datasketch costs seconds of start-up for one small formula.
+    """
+    pairs = np.array([(b, r) for b in range(1, num_perm + 1) for r in range(1, num_perm // b + 1)], dtype=np.float64)
+    bands, rows = pairs[:, :1], pairs[:, 1:]
+    low, high = np.linspace(0.0, threshold, 1001), np.linspace(threshold, 1.0, 1001)
+    false_positive = np.trapezoid(1 - (1 - low ** rows) ** bands, low, axis=1)
+    false_negative = np.trapezoid((1 - high ** rows) ** bands, high, axis=1)
+    best = int(np.argmin(false_positive * weights[0] + false_negative * weights[1]))  # first minimum: datasketch's order
+    return int(pairs[best, 0]), int(pairs[best, 1])
 
 
 def connected_first(n: int, first: np.ndarray, second: np.ndarray) -> np.ndarray:

@@ -60,3 +60,12 @@ def test_near_clusters_for_splits_need_no_pairwise_check():
     texts = [base, "an unrelated line about unit conversion of kilometres", base + " !", "hi", "ho"]
     clusters = NearDedup(threshold=0.7).clusters(pa.array(texts), confirm=False)
     assert clusters.tolist() == [0, 1, 0, 3, 4]
+
+
+@pytest.mark.parametrize("threshold,num_perm,weights", [(0.5, 64, (0.5, 0.5)), (0.8, 128, (0.1, 0.9)), (0.9, 256, (0.1, 0.9))])
+def test_lsh_banding_is_datasketchs_choice(threshold, num_perm, weights):
+    from datasketch.lsh import _optimal_param
+
+    from nexa.data.dedup import optimal_banding
+
+    assert optimal_banding(threshold, num_perm, weights) == _optimal_param(threshold, num_perm, *weights)
