@@ -70,6 +70,8 @@ def prepare_cmd(
     max_red_flags: int = typer.Option(1, min=1, help="Safety: rows with this many hazard-pattern hits leave the version for review."),
     rule: list[str] = typer.Option([], "--rule", help="Extra unphysical rule as module:function (repeatable)."),
     splits: str = typer.Option("train=0.8,val=0.1,test=0.1", help="Split fractions by content hash."),
+    split_by: str = typer.Option("near", "--split-by", help="Keep together in one split: 'near' (near-duplicate clusters, "
+                                 "so no near-duplicate straddles train and eval) or 'exact' (identical texts only; faster)."),
     strict: bool = typer.Option(False, "--strict", help="Write nothing and exit 1 if any row fails validation."),
     notes: str = typer.Option("", help="Free text stored in the manifest."),
     lab_dir: Path = LAB, json_out: bool = JSON,
@@ -77,6 +79,7 @@ def prepare_cmd(
     """Validate, filter, dedup and split inputs into a new immutable version ID@vN (same inputs → same version)."""
     from nexa.data.rules import RULES, load_rule
     from nexa.data.schema import load_schema
+    from nexa.data.prepare import SPLIT_BY
     from nexa.data.splits import parse_fractions
     from nexa.ledger.runs import start_run
 
@@ -85,13 +88,16 @@ def prepare_cmd(
     config = {"inputs": inputs, "schema": schema_name, "dataset": dataset, "filters": names, "near_threshold": near_threshold,
               "semantic_threshold": semantic_threshold, "min_chars": min_chars, "max_chars": max_chars,
               "max_repetition": max_repetition, "min_quality": min_quality, "max_red_flags": max_red_flags, "rules": rule,
-              "splits": splits, "strict": strict}
+              "splits": splits, "split_by": split_by, "strict": strict}
     schema = load_schema(schema_name, lab.registry_dir)
     fractions = parse_fractions(splits)
+    if split_by not in SPLIT_BY:
+        raise ValueError(f"--split-by {split_by!r}: choose from {', '.join(SPLIT_BY)}")
     extra_rules = [load_rule(spec) for spec in rule]
     params = {"near_threshold": near_threshold, "semantic_threshold": semantic_threshold, "min_chars": min_chars,
               "max_chars": max_chars, "max_repetition": max_repetition, "min_quality": min_quality,
-              "max_red_flags": max_red_flags, "rules": sorted(set(RULES) | set(extra_rules)) if extra_rules else None}
+              "max_red_flags": max_red_flags, "rules": sorted(set(RULES) | set(extra_rules)) if extra_rules else None,
+              "split_by": split_by}
     with start_run(lab, "data.prepare", config=config) as run:
         console.print(f"run [bold]{run.run_id}[/bold]")
         result = _run_prepare(lab, inputs, schema, dataset, names, params, fractions, strict, run, notes)
@@ -111,7 +117,7 @@ def _run_prepare(lab, inputs, schema, dataset, names, params, fractions, strict,
     with progress(transient=True) as bar:
         task = bar.add_task("validate", total=None)
         result = prepare(lab, inputs, schema, dataset, filters=names, filter_params=params, fractions=fractions,
-                         cluster_threshold=params["near_threshold"], strict=strict, run_id=run.run_id, notes=notes,
+                         cluster_threshold=params["near_threshold"], split_by=params["split_by"], strict=strict, run_id=run.run_id, notes=notes,
                          on_rows=lambda n: bar.advance(task, n), on_filter=lambda name: bar.update(task, description=name))
     run.log("prepare_counts", counts=result.totals(), per_file={k: vars(v) for k, v in result.counts.items()})
     run.update(metrics={k: float(v) for k, v in result.totals().items() if k != "removed"})
