@@ -24,9 +24,11 @@ LAYER_COMMANDS: list[tuple[str, str]] = [
     ("nexa.bundle.commands", "bundle"),
     ("nexa.niwt.commands", "niwt"),
     ("nexa.eval.commands", "eval"),
+    ("nexa.session.commands", "session"),
 ]
 # Layers whose commands sit at the top level (``nexa demo``, ``nexa run``) rather than in a group.
-TOP_LEVEL_COMMANDS: list[str] = ["nexa.pipeline.commands", "nexa.train.commands", "nexa.serve.commands", "nexa.feedback.commands"]
+TOP_LEVEL_COMMANDS: list[str] = ["nexa.pipeline.commands", "nexa.train.commands", "nexa.serve.commands", "nexa.feedback.commands",
+                                 "nexa.train.auto_commands"]
 
 
 def _register() -> None:
