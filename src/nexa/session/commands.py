@@ -42,7 +42,7 @@ def start_cmd(ttl: str = typer.Option("8h", "--ttl", help="Default lifetime of a
 
     info = _call(client.start, _call(parse_ttl, ttl))
     where = socket_path()
-    console.print(f"session {'started' if info['started'] else 'already running'} (pid {info['pid']}, socket {where})")
+    console.print(f"session {'started' if info['started'] else 'already running'} (pid {info['pid']}, socket {where})", highlight=False)
     emit_result({"status": "running", "pid": info["pid"], "socket": str(where), "started": info["started"]}, json_out)
 
 
@@ -66,7 +66,7 @@ def add_cmd(name: str = typer.Argument(..., help="hf, wandb, openai, ... or an e
         reply = _call(client.add, name, variable, secret, seconds)
     finally:
         wipe(secret)
-    console.print(f"stored {name} (jobs get it as {variable}; expires in {_duration(reply['expires_in_s'])})")
+    console.print(f"stored {name} (jobs get it as {variable}; expires in {_duration(reply['expires_in_s'])})", highlight=False)
     emit_result({"status": "stored", "name": name, "env": variable, "expires_in_s": reply["expires_in_s"]}, json_out)
 
 

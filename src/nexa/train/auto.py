@@ -18,7 +18,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
@@ -27,7 +27,9 @@ from nexa.infra.hardware import Hardware
 from nexa.ledger import CostBreakdown, Lab
 from nexa.ledger.hashing import sha256_json
 from nexa.ledger.store import atomic_write_bytes
-from nexa.train.config import TrainConfig, validate_train_config
+
+if TYPE_CHECKING:  # the train config pulls in the HF Trainer: imported where a config is built
+    from nexa.train.config import TrainConfig
 
 AUTO_METHODS = ("lora", "qlora", "sft", "kd", "niwt")
 LEARNING_RATES = {"lora": 2e-4, "sft": 2e-5, "kd": 2e-5}
@@ -239,8 +241,10 @@ def check_budget(budget_usd: float | None, cost: CostBreakdown) -> None:
 
 
 # -- the config ---------------------------------------------------------------------------------
-def build_config(answers: AutoAnswers, info: ModelInfo) -> TrainConfig:
+def build_config(answers: AutoAnswers, info: ModelInfo) -> "TrainConfig":
     """The TrainConfig these answers mean, validated by the train layer's own model."""
+    from nexa.train.config import validate_train_config
+
     if answers.method not in ("lora", "sft", "kd"):
         raise AutoError(f"method {answers.method!r} cannot run from auto; choose lora, sft or kd")
     raw: dict[str, Any] = {
@@ -260,18 +264,18 @@ def build_config(answers: AutoAnswers, info: ModelInfo) -> TrainConfig:
     return validate_train_config(raw, "nexa auto")
 
 
-def config_yaml(config: TrainConfig) -> str:
+def config_yaml(config: "TrainConfig") -> str:
     return yaml.safe_dump(config.resolved(), sort_keys=False)
 
 
-def write_config(lab: Lab, config: TrainConfig) -> Path:
+def write_config(lab: Lab, config: "TrainConfig") -> Path:
     """``<lab>/configs/auto/<name>-<hash>.yaml``, written atomically (same plan, same file)."""
     path = lab.root / "configs" / "auto" / f"{config.name}-{sha256_json(config.resolved())[:10]}.yaml"
     atomic_write_bytes(path, config_yaml(config).encode())
     return path
 
 
-def load_config_file(path: Path) -> TrainConfig:
+def load_config_file(path: Path) -> "TrainConfig":
     from nexa.train.config import load_train_config
 
     return load_train_config(path)
