@@ -300,9 +300,14 @@ def _run(lab, plan, config, backend: str, gpus: str, budget_usd: Optional[float]
     if backend == "infra":
         launched = plan.run_job(plan.infra_job(config_file, gpus, budget_usd), env)
         return {**launched, "config": str(config_file)}
-    trained = plan.run_job(plan.train_job(lab, config_file), env)
-    model_path = trained["outputs"][0]["path"]
-    evaluated = plan.run_job(plan.eval_job(lab, model_path, config.data.train[0]), env) if config.data.train else None
+    try:
+        trained = plan.run_job(plan.train_job(lab, config_file), env)
+        model_path = trained["outputs"][0]["path"]
+        evaluated = plan.run_job(plan.eval_job(lab, model_path, config.data.train[0]), env) if config.data.train else None
+    except KeyboardInterrupt:
+        console.print(f"\ninterrupted: the plan is kept in {config_file}; the unfinished run is marked in the ledger "
+                      "(`nexa runs list`); your session is untouched", highlight=False)
+        raise typer.Exit(130) from None
     _show_result(trained, evaluated, config_file)
     return {"run_id": trained["run_id"], "status": "succeeded", "config": str(config_file), "model": model_path,
             "final_loss": trained["final_loss"], "eval_run_id": evaluated["run_id"] if evaluated else None,

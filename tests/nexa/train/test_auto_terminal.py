@@ -67,6 +67,7 @@ def test_session_add_reads_a_hidden_prompt_and_list_shows_no_value(world):
 
 def test_a_whole_run_chosen_with_arrows_and_enter_never_shows_the_token(world):
     client.add("hf", "HF_TOKEN", world["token"].encode(), None)
+    client.add("wandb", "WANDB_API_KEY", world["token"].encode(), None)  # W&B runs offline in the job: its files are scanned too
     start = time.time()
     watcher = _CmdlineWatcher(world["token"])
     screen = _spawn(["auto", "--lab", str(world["lab"].root), "--steps", "3", "--batch-size", "2", "--seq-len", "16"],
@@ -106,7 +107,7 @@ def test_a_whole_run_chosen_with_arrows_and_enter_never_shows_the_token(world):
     assert screen.exitstatus == 0, transcript.text[-3000:]
     text = transcript.text
     assert "method:\n- sft\n- lora" in text.replace("\r", "")  # the arrow picked LoRA
-    assert "session tokens for the jobs: HF_TOKEN" in text
+    assert "session tokens for the jobs: HF_TOKEN, WANDB_API_KEY" in text
     configs = list((world["lab"].root / "configs" / "auto").glob("*.yaml"))
     assert len(configs) == 1 and "qa@v1" in configs[0].read_text()
     assert watcher.children_with_token_in_env >= 1, "the train job never had HF_TOKEN in its environment"
@@ -133,6 +134,19 @@ def test_without_a_terminal_it_names_the_missing_answer(world):
                           env=world["env"], stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1].startswith("error: no terminal to ask 'Training data': pass --dataset")
+    assert not (world["lab"].root / "configs").exists()
+
+
+def test_a_config_file_answers_every_question_but_the_confirmation(world):
+    config = world["root"] / "plan.yaml"
+    config.write_text(f"name: from-file\nmethod: sft+lora\nmodel: {{pretrained: {world['model']}}}\n"
+                      f"data: {{train: [qa@v1], tokenizer: {world['model']}, seq_len: 16}}\noptim: {{max_steps: 2, batch_size: 2}}\n")
+    done = subprocess.run(NEXA + ["auto", "--lab", str(world["lab"].root), "--config", str(config), "--budget", "none",
+                                  "--backend", "local"],
+                          env=world["env"], stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1] == "error: no terminal to confirm 'Run this plan?': pass --yes"
+    assert "name: from-file" in done.stderr and "cost estimate" in done.stderr  # resolved and priced, never prompted
     assert not (world["lab"].root / "configs").exists()
 
 
