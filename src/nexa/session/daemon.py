@@ -98,6 +98,7 @@ class Daemon:
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
         sys.stdout.write("ready\n")
         sys.stdout.flush()
+        _detach_output()
         try:
             while self.running:
                 self.store.expire()
@@ -183,6 +184,14 @@ class Daemon:
             send(conn, {"ok": True, "env": [[t.env, len(t.secret)] for _, t in items]}, joined)
         finally:
             wipe(joined)
+
+
+def _detach_output() -> None:
+    """Point stdout/stderr at /dev/null once the starter has read "ready": it closes its end of both pipes."""
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 1)
+    os.dup2(null, 2)
+    os.close(null)
 
 
 def main(argv: list[str]) -> None:

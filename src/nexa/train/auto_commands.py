@@ -267,6 +267,9 @@ def _backend(asker: Asker, flags: dict, hardware, plan) -> tuple[str, str, str]:
 
 def _budget(asker: Asker, flags: dict, cost) -> Optional[float]:
     text = flags["budget"] or asker.text("--budget", "Budget in USD ('none' for no cap)?", "none", _budget_error)
+    problem = _budget_error(text)
+    if problem:
+        raise ValueError(f"--budget {text!r}: {problem}")
     return None if text.strip().lower() == "none" else float(text)
 
 
