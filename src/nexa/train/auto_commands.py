@@ -98,6 +98,7 @@ def auto(model: Optional[str] = typer.Option(None, "--model", help="Model folder
          json_out: bool = typer.Option(False, "--json", help="Print one JSON object on stdout.")) -> None:
     """Fine-tune interactively: hardware, method, model, data, budget, backend -> config and cost -> run -> eval."""
     from nexa.ledger import Lab, LedgerError
+    from nexa.session.protocol import SessionError
     from nexa.train.auto import JobError
 
     asker = Asker(sys.stdin.isatty() and sys.stdout.isatty(), yes)
@@ -111,9 +112,9 @@ def auto(model: Optional[str] = typer.Option(None, "--model", help="Model folder
     except MissingAnswer as exc:
         _fail(str(exc))
     except KeyboardInterrupt:
-        console.print("\ncancelled: nothing was written and your session is untouched")
+        console.print("\ncancelled: no plan was written and your session is untouched")
         raise typer.Exit(130) from None
-    except (LedgerError, FileNotFoundError, ValueError) as exc:
+    except (LedgerError, FileNotFoundError, ValueError, SessionError) as exc:
         _fail(str(exc))
     except JobError as exc:
         _fail(str(exc), 1)

@@ -121,7 +121,7 @@ def test_ctrl_c_at_a_prompt_writes_nothing_and_keeps_the_session(world):
     screen = _spawn(["auto", "--lab", str(world["lab"].root), "--model", str(world["model"])], world["env"], world["root"])
     screen.expect("Training data")
     screen.send(CTRL_C)
-    screen.expect("cancelled: nothing was written and your session is untouched")
+    screen.expect("cancelled: no plan was written and your session is untouched")
     screen.expect(pexpect.EOF)
     screen.close()
     assert screen.exitstatus == 130
