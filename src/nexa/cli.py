@@ -27,6 +27,7 @@ LAYER_COMMANDS: list[tuple[str, str, str]] = [
     ("nexa.niwt.commands", "niwt", "NIWT: teacher registry, profiling, synthesis, anchored distillation, gate."),
     ("nexa.eval.commands", "eval", "Evaluate models: generate on tasks, judge outputs, build leaderboards."),
     ("nexa.feedback.commands", "feedback", "Turn weak spots in an eval report into new data; review outputs by hand."),
+    ("nexa.session.commands", "session", "An in-memory token session: start, add NAME, list, remove NAME, stop."),
 ]
 # Top-level commands (``nexa run``, ``nexa train``): (module whose ``register(app)`` adds it, command name, help).
 TOP_LEVEL_COMMANDS: list[tuple[str, str, str]] = [
@@ -36,6 +37,7 @@ TOP_LEVEL_COMMANDS: list[tuple[str, str, str]] = [
     ("nexa.train.commands", "train", "Train (SFT, LoRA, KD) on the HF Trainer; checkpoints sync to durable storage."),
     ("nexa.train.commands", "sweep", "Hyper-parameter sweeps: launch trials, analyze the best into a config."),
     ("nexa.serve.commands", "serve", "Serve a bundle over an OpenAI-compatible HTTP API."),
+    ("nexa.train.auto_commands", "auto", "Nexa Auto: an interactive fine-tuning assistant (every question also a flag)."),
 ]
 # Modules of the optional extras in pyproject.toml: a command that needs a missing one says which to install.
 OPTIONAL_EXTRAS: dict[str, str] = {

@@ -139,7 +139,13 @@ def _launch(spec: WorkerSpec, nproc: int, run: RunContext) -> None:
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
                "-m", "nexa.train.worker", str(spec_file)]
     run.log("launch", command=command)
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    from nexa.session.client import child_env
+    from nexa.session.protocol import SessionError
+
+    try:  # the session's tokens go to the workers' environment only
+        env, _ = child_env({**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")})
+    except SessionError as exc:
+        raise TrainError(f"cannot read the nexa session's tokens: {exc}") from exc
     done = subprocess.run(command, env=env, stdout=sys.stderr)
     if done.returncode != 0:
         raise TrainError(f"torchrun with {nproc} processes exited with code {done.returncode}; see the worker output above")
