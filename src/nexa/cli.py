@@ -24,6 +24,7 @@ LAYER_COMMANDS: list[tuple[str, str]] = [
     ("nexa.bundle.commands", "bundle"),
     ("nexa.niwt.commands", "niwt"),
     ("nexa.eval.commands", "eval"),
+    ("nexa.infra.commands", "infra"),
 ]
 # Layers whose commands sit at the top level (``nexa demo``, ``nexa run``) rather than in a group.
 TOP_LEVEL_COMMANDS: list[str] = ["nexa.pipeline.commands", "nexa.train.commands", "nexa.serve.commands", "nexa.feedback.commands"]
@@ -33,6 +34,7 @@ def _register() -> None:
     for module_name, group in LAYER_COMMANDS:
         module = importlib.import_module(module_name)
         app.add_typer(module.app, name=group)
+    app.add_typer(importlib.import_module("nexa.infra.commands").cost_app, name="cost")
     for module_name in TOP_LEVEL_COMMANDS:
         importlib.import_module(module_name).register(app)
 
