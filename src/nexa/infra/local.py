@@ -15,6 +15,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from datetime import datetime, timezone
@@ -48,8 +49,10 @@ def launch_local(request: LaunchRequest, on_start=None) -> LaunchResult:
                            scratch=str(node_dir / "scratch"), log=str(lab.root / "runs" / "clusters" / f"{name}.log"),
                            launcher_pid=os.getpid())
     resume = previous is not None and previous.status in ("failed", "stopped", "down") and previous.run_id is not None
-    previous_handler = signal.signal(signal.SIGTERM, _raise_terminated)
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous_handler = signal.signal(signal.SIGTERM, _raise_terminated) if in_main_thread else None
     started = time.monotonic()
+    status = "failed"
     try:
         process = _start_node(request, record, resume=resume)
         record.pid, record.status = process.pid, "running"
@@ -59,17 +62,27 @@ def launch_local(request: LaunchRequest, on_start=None) -> LaunchResult:
         status = _watch(lab, record, process, started)
         record.run_id = _node_result(record).get("run_id") or _newest_run(lab, record)
     except (_Terminated, KeyboardInterrupt) as exc:
-        status, record.error = "failed", f"launcher interrupted ({type(exc).__name__})"
+        record.error = f"launcher interrupted ({type(exc).__name__})"
+    except BaseException as exc:  # any other failure still tears the node down, then propagates
+        record.error = f"{type(exc).__name__}: {exc}"
+        _finish(lab, record, "failed", started)
+        raise
     finally:
-        signal.signal(signal.SIGTERM, previous_handler)
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous_handler)
+    _finish(lab, record, status, started)
+    return LaunchResult(name, "local", record.run_id, record.status, record.durable, record.cost_usd, record.teardown)
+
+
+def _finish(lab: Lab, record: ClusterRecord, status: str, started: float) -> None:
     record.cost_usd = record.usd_per_hour * (time.monotonic() - started) / 3600
     teardown(lab, record, status=status)
-    return LaunchResult(name, "local", record.run_id, record.status, record.durable, record.cost_usd, record.teardown)
 
 
 def _start_node(request: LaunchRequest, record: ClusterRecord, resume: bool) -> subprocess.Popen:
     scratch = Path(record.scratch or "")
     scratch.mkdir(parents=True, exist_ok=True)
+    Path(record.log or os.devnull).parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, **request.extra_env, "NEXA_SCRATCH": str(scratch), "NEXA_DURABLE": record.durable,
            "NEXA_PROVIDER": "local", "NEXA_SPOT": "1" if request.spot else "0",
            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
@@ -115,8 +128,8 @@ def teardown(lab: Lab, record: ClusterRecord, status: str) -> ClusterRecord:
     """Stop whatever is left of the node, sync its log to durable, remove its scratch, record the end."""
     _kill_tree(record.pid)
     sync(lab, record)
-    if record.scratch:
-        shutil.rmtree(Path(record.scratch).parent, ignore_errors=False) if Path(record.scratch).parent.exists() else None
+    if record.scratch and Path(record.scratch).parent.exists():
+        shutil.rmtree(Path(record.scratch).parent)
     record.status, record.teardown, record.ended_at = status, True, datetime.now(timezone.utc)
     save_record(lab, record)
     return record

@@ -1,0 +1,160 @@
+"""`nexa infra launch --backend local` against a real S3 API (moto's server): kill, relaunch, sync, teardown, cost."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import boto3
+import pytest
+import yaml
+
+from nexa.infra.clusters import ClusterRecord, find_record, is_orphaned, load_record, save_record
+from nexa.infra.launch import LaunchRefused, LaunchRequest, check_budget
+from nexa.infra.local import launch_local
+from nexa.ledger import Lab
+from nexa.ledger.runs import list_runs
+from s3_server import new_bucket, s3_server
+
+HERE = Path(__file__).resolve().parent
+NEXA = [sys.executable, "-m", "nexa.cli"]
+PRICE_PER_HOUR = 3600.0  # $1 per second of node time, so short test runs have visible costs
+
+
+@pytest.fixture(scope="module")
+def s3():
+    with s3_server() as endpoint:
+        yield endpoint
+
+
+@pytest.fixture(autouse=True)
+def node_imports_stages(monkeypatch):
+    """The node process imports the test stages and runs single-threaded."""
+    paths = [str(HERE), os.environ.get("PYTHONPATH", "")]
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in paths if p))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    sys.path.insert(0, str(HERE))
+
+
+def _lab(root: Path) -> tuple[Lab, Path]:
+    lab = Lab.init(root)
+    config = yaml.safe_load((lab.root / "nexa.yaml").read_text())
+    config["prices"] = {"compute": {"local": {"cpu": PRICE_PER_HOUR}}}
+    (lab.root / "nexa.yaml").write_text(yaml.safe_dump(config))
+    pipeline = {"schema_version": 1, "name": "three", "seed": 42, "stages": [
+        {"name": "first", "uses": "node_stages:first", "with": {"text": "durable results"}},
+        {"name": "middle", "uses": "node_stages:middle", "needs": ["first"]},
+        {"name": "last", "uses": "node_stages:last", "needs": ["middle"]},
+    ]}
+    path = lab.root / "pipelines" / "three.yaml"
+    path.write_text(yaml.safe_dump(pipeline, sort_keys=False))
+    return Lab(lab.root), path
+
+
+def _committed(url: str, stage: str) -> bool:
+    bucket, prefix = url[len("s3://"):].split("/", 1)
+    listing = boto3.client("s3").list_objects_v2(Bucket=bucket, Prefix=f"{prefix}/stages/{stage}/")
+    return any(o["Key"].endswith("/stage.json.sha256") for o in listing.get("Contents", []))
+
+
+def _stage_hashes(lab: Lab, run_id: str) -> dict[str, str]:
+    manifest = next(m for m in list_runs(lab) if m.run_id == run_id)
+    return {s.name: s.outputs_sha256 for s in manifest.stages}
+
+
+def test_node_killed_mid_stage_resumes_from_s3_with_nothing_lost(s3, tmp_path, monkeypatch):
+    lab, pipeline = _lab(tmp_path / "lab")
+    url = new_bucket() + "/lab"
+    request = LaunchRequest(lab=lab, target=pipeline, target_kind="pipeline", durable=url)
+
+    monkeypatch.setenv("NEXA_TEST_STAGE_SLEEP", "120")
+    killed = {}
+
+    def kill_inside_middle():
+        deadline = time.monotonic() + 150
+        while time.monotonic() < deadline and not _committed(url, "first"):
+            time.sleep(0.3)
+        record = find_record(lab, request.cluster_name)
+        if record is None or record.status != "running":
+            return
+        killed["scratch_existed"] = Path(record.scratch).is_dir()
+        os.killpg(record.pid, signal.SIGKILL)
+
+    killer = threading.Thread(target=kill_inside_middle)
+    killer.start()
+    first = launch_local(request)
+    killer.join()
+    assert killed["scratch_existed"] and first.status == "failed" and first.teardown
+    assert not _committed(url, "middle")
+    assert not Path(load_record(lab, request.cluster_name).scratch).parent.exists()  # teardown removed the node's scratch
+
+    monkeypatch.setenv("NEXA_TEST_STAGE_SLEEP", "0")
+    second = launch_local(request)
+    assert second.status == "succeeded" and second.teardown and second.run_id
+    record = load_record(lab, request.cluster_name)
+    assert not Path(record.scratch).parent.exists()
+    manifest = next(m for m in list_runs(lab) if m.run_id == second.run_id)
+    assert [(s.name, s.status) for s in manifest.stages] == [("first", "cached"), ("middle", "ran"), ("last", "ran")]
+
+    # Same artifacts as an uninterrupted run in another lab and bucket.
+    other_lab, other_pipeline = _lab(tmp_path / "other")
+    clean = launch_local(LaunchRequest(lab=other_lab, target=other_pipeline, target_kind="pipeline", durable=new_bucket() + "/lab"))
+    assert clean.status == "succeeded"
+    assert _stage_hashes(lab, second.run_id) == _stage_hashes(other_lab, clean.run_id)
+
+    # The durable copy is on the S3 server: stage outputs, manifests and the node's log.
+    bucket, prefix = url[len("s3://"):].split("/", 1)
+    keys = [o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket=bucket, Prefix=prefix)["Contents"]]
+    assert f"{prefix}/manifests/{second.run_id}.json" in keys
+    assert any(k.endswith("/last.txt") for k in keys) and f"{prefix}/nodes/{request.cluster_name}/{request.cluster_name}.log" in keys
+
+    # Cost per stage: compute hours x the lab's local price, plus the API spend the stage reported.
+    ran = [s for s in manifest.stages if s.status == "ran"]
+    assert all(s.cost_usd > 0 for s in ran)
+    stage_runs = {m.stage: m for m in list_runs(lab) if m.parent_run_id == second.run_id}
+    assert stage_runs["last"].cost.api_usd == 0.25
+    for stage in ("middle", "last"):
+        cost = stage_runs[stage].cost
+        assert cost.usd_per_hour == PRICE_PER_HOUR and cost.compute_usd == pytest.approx(cost.compute_hours * PRICE_PER_HOUR)
+        assert cost.total_usd == pytest.approx(next(s.cost_usd for s in ran if s.name == stage))
+    assert manifest.cost.total_usd == pytest.approx(sum(s.cost_usd for s in ran))
+    assert second.cost_usd > 0 and record.cost_usd == pytest.approx(second.cost_usd)
+
+
+def test_budget_refuses_an_estimate_over_it_and_stops_a_run_that_crosses_it(s3, tmp_path, monkeypatch):
+    lab, pipeline = _lab(tmp_path / "lab")
+    request = LaunchRequest(lab=lab, target=pipeline, target_kind="pipeline", durable=new_bucket() + "/lab", budget_usd=10.0, hours=1.0)
+    with pytest.raises(LaunchRefused, match="over the budget of \\$10.00; nothing was launched"):
+        check_budget(request)
+    assert find_record(lab, request.cluster_name) is None
+    monkeypatch.setenv("NEXA_TEST_STAGE_SLEEP", "60")
+    request.budget_usd, request.hours = 1.5, 0.0  # estimate $0 passes; $1/s of uptime crosses it fast
+    result = launch_local(request)
+    record = load_record(lab, request.cluster_name)
+    assert result.status == "stopped" and result.teardown and "over the budget" in record.error
+    assert 1.5 < result.cost_usd < 30 and not Path(record.scratch).parent.exists()
+
+
+def test_cli_status_finds_an_orphan_and_removes_it_and_cost_report_has_the_documented_shape(tmp_path):
+    lab, pipeline = _lab(tmp_path / "lab")
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    scratch = lab.root / ".nexa" / "nodes" / "nexa-lost-1234" / "scratch"
+    scratch.mkdir(parents=True)
+    save_record(lab, ClusterRecord(cluster="nexa-lost", backend="local", target=str(pipeline), target_kind="pipeline",
+                                   durable=lab.durable_url, status="running", launcher_pid=dead.pid, pid=dead.pid,
+                                   scratch=str(scratch), run_id=None))
+    assert is_orphaned(load_record(lab, "nexa-lost"))
+    proc = subprocess.run([*NEXA, "infra", "status", "--remove-orphans", "--json"], cwd=lab.root, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    status = json.loads(proc.stdout)
+    assert status["orphans"] == ["nexa-lost"] and status["removed"] is True
+    assert load_record(lab, "nexa-lost").status == "down" and not scratch.parent.exists()
+    proc = subprocess.run([*NEXA, "cost", "report", "--by", "provider", "--json"], cwd=lab.root / "pipelines", capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == {"total_usd": 0, "rows": []}
