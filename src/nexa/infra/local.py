@@ -84,8 +84,7 @@ def _start_node(request: LaunchRequest, record: ClusterRecord, resume: bool) -> 
     scratch.mkdir(parents=True, exist_ok=True)
     Path(record.log or os.devnull).parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, **request.extra_env, "NEXA_SCRATCH": str(scratch), "NEXA_DURABLE": record.durable,
-           "NEXA_PROVIDER": "local", "NEXA_SPOT": "1" if request.spot else "0",
-           "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+           "NEXA_PROVIDER": "local", "NEXA_SPOT": "1" if request.spot else "0"}
     if request.budget_usd is not None:
         env["NEXA_BUDGET_USD"] = str(request.budget_usd)
     env.pop("NEXA_RUN_ID", None)

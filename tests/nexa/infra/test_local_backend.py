@@ -18,10 +18,11 @@ from nexa.infra.launch import LaunchRefused, LaunchRequest, check_budget
 from nexa.infra.local import launch_local
 from nexa.ledger import Lab
 from nexa.ledger.runs import list_runs
+from nexa.pipeline.runner import run_pipeline
+from nexa.pipeline.spec import load_pipeline
 from s3_server import new_bucket, s3_server
 
 HERE = Path(__file__).resolve().parent
-NEXA = [sys.executable, "-m", "nexa.cli"]
 PRICE_PER_HOUR = 3600.0  # $1 per second of node time, so short test runs have visible costs
 
 
@@ -100,11 +101,12 @@ def test_node_killed_mid_stage_resumes_from_s3_with_nothing_lost(s3, tmp_path, m
     manifest = next(m for m in list_runs(lab) if m.run_id == second.run_id)
     assert [(s.name, s.status) for s in manifest.stages] == [("first", "cached"), ("middle", "ran"), ("last", "ran")]
 
-    # Same artifacts as an uninterrupted run in another lab and bucket.
+    # Same artifacts as an uninterrupted run (in this process) in another lab and bucket.
     other_lab, other_pipeline = _lab(tmp_path / "other")
-    clean = launch_local(LaunchRequest(lab=other_lab, target=other_pipeline, target_kind="pipeline", durable=new_bucket() + "/lab"))
-    assert clean.status == "succeeded"
-    assert _stage_hashes(lab, second.run_id) == _stage_hashes(other_lab, clean.run_id)
+    monkeypatch.setenv("NEXA_DURABLE", new_bucket() + "/lab")
+    clean = run_pipeline(other_lab, load_pipeline(other_pipeline))
+    monkeypatch.delenv("NEXA_DURABLE")
+    assert _stage_hashes(lab, second.run_id) == {s.name: s.outputs_sha256 for s in clean.stages}
 
     # The durable copy is on the S3 server: stage outputs, manifests and the node's log.
     bucket, prefix = url[len("s3://"):].split("/", 1)
@@ -139,7 +141,11 @@ def test_budget_refuses_an_estimate_over_it_and_stops_a_run_that_crosses_it(s3, 
     assert 1.5 < result.cost_usd < 30 and not Path(record.scratch).parent.exists()
 
 
-def test_cli_status_finds_an_orphan_and_removes_it_and_cost_report_has_the_documented_shape(tmp_path):
+def test_cli_status_finds_an_orphan_and_removes_it_and_cost_report_has_the_documented_shape(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from nexa.cli import app
+
     lab, pipeline = _lab(tmp_path / "lab")
     dead = subprocess.Popen(["true"])
     dead.wait()
@@ -149,12 +155,13 @@ def test_cli_status_finds_an_orphan_and_removes_it_and_cost_report_has_the_docum
                                    durable=lab.durable_url, status="running", launcher_pid=dead.pid, pid=dead.pid,
                                    scratch=str(scratch), run_id=None))
     assert is_orphaned(load_record(lab, "nexa-lost"))
-    proc = subprocess.run([*NEXA, "infra", "status", "--remove-orphans", "--json"], cwd=lab.root, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
+    monkeypatch.chdir(lab.root)
+    proc = CliRunner().invoke(app, ["infra", "status", "--remove-orphans", "--json"])
+    assert proc.exit_code == 0, proc.output
     status = json.loads(proc.stdout)
     assert status["orphans"] == ["nexa-lost"] and status["removed"] is True
     assert load_record(lab, "nexa-lost").status == "down" and not scratch.parent.exists()
-    proc = subprocess.run([*NEXA, "cost", "report", "--by", "provider", "--json"], cwd=lab.root / "pipelines", capture_output=True,
-                          text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
+    monkeypatch.chdir(lab.root / "pipelines")  # found from inside the lab, as other commands do
+    proc = CliRunner().invoke(app, ["cost", "report", "--by", "provider", "--json"])
+    assert proc.exit_code == 0, proc.output
     assert json.loads(proc.stdout) == {"total_usd": 0, "rows": []}
