@@ -50,6 +50,10 @@ class ClusterRecord(BaseModel):
     error: str | None = None
 
 
+class UnknownClusterError(LookupError):
+    """No record of that cluster in this lab; the message lists the known ones."""
+
+
 def clusters_dir(lab: Lab) -> Path:
     return lab.root / "runs" / "clusters"
 
@@ -62,7 +66,7 @@ def load_record(lab: Lab, cluster: str) -> ClusterRecord:
     path = clusters_dir(lab) / f"{cluster}.json"
     if not path.exists():
         known = [r.cluster for r in list_records(lab)]
-        raise LookupError(f"no cluster {cluster!r} in {clusters_dir(lab)}; known clusters: {', '.join(known) or 'none'}")
+        raise UnknownClusterError(f"no cluster {cluster!r} in {clusters_dir(lab)}; known clusters: {', '.join(known) or 'none'}")
     return load_manifest(ClusterRecord, path.read_bytes(), str(path))
 
 

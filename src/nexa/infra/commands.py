@@ -29,6 +29,15 @@ def _lab(lab_dir: Optional[Path], near: Optional[Path] = None):
         _fail(str(exc))
 
 
+def _record(lab, cluster: str):
+    from nexa.infra.clusters import UnknownClusterError, load_record
+
+    try:
+        return load_record(lab, cluster)
+    except UnknownClusterError as exc:
+        _fail(str(exc))
+
+
 @app.command("launch")
 def launch(pipeline: Optional[Path] = typer.Option(None, "--pipeline", help="Pipeline YAML to run on the node."),
            config: Optional[Path] = typer.Option(None, "--config", help="`nexa train` config to run on the node."),
@@ -48,6 +57,7 @@ def launch(pipeline: Optional[Path] = typer.Option(None, "--pipeline", help="Pip
            json_out: bool = typer.Option(False, "--json", help="Print one JSON object on stdout.")) -> None:
     """Launch a pipeline or a training config on a node; it syncs to durable storage and is torn down at the end."""
     from nexa.infra.catalog import UnknownGpuError
+    from nexa.infra.cost import UnknownPriceError
     from nexa.infra.launch import LaunchRefused, LaunchRequest, check_budget, validate_request
 
     if (pipeline is None) == (config is None):
@@ -69,7 +79,7 @@ def launch(pipeline: Optional[Path] = typer.Option(None, "--pipeline", help="Pip
 
             console.print(f"launching [bold]{request.cluster_name}[/bold] (local, estimate ${estimate:.2f}) -> {request.durable_url}")
             result = launch_local(request)
-    except (LaunchRefused, UnknownGpuError, LookupError) as exc:
+    except (LaunchRefused, UnknownGpuError, UnknownPriceError) as exc:
         _fail(str(exc))
     emit_result(result.as_json(), json_out)
     if result.status != "succeeded":
@@ -120,13 +130,8 @@ def status(remove_orphans: bool = typer.Option(False, "--remove-orphans", help="
 @app.command("logs")
 def logs(cluster: str, lines: int = typer.Option(200, "--lines", min=1), lab_dir: Optional[Path] = typer.Option(None, "--lab")) -> None:
     """Print the end of a cluster's node log (from the lab, or from durable storage once synced)."""
-    from nexa.infra.clusters import load_record
-
     lab = _lab(lab_dir)
-    try:
-        record = load_record(lab, cluster)
-    except LookupError as exc:
-        _fail(str(exc))
+    record = _record(lab, cluster)
     text = Path(record.log).read_text(errors="replace") if record.log and Path(record.log).exists() else ""
     sys.stdout.write("\n".join(text.splitlines()[-lines:]) + ("\n" if text else ""))
 
@@ -134,14 +139,10 @@ def logs(cluster: str, lines: int = typer.Option(200, "--lines", min=1), lab_dir
 @app.command("sync")
 def sync(cluster: str, lab_dir: Optional[Path] = typer.Option(None, "--lab"), json_out: bool = typer.Option(False, "--json")) -> None:
     """Copy a cluster's node log and its runs' logs to durable storage now (stage outputs sync as they commit)."""
-    from nexa.infra.clusters import load_record
     from nexa.infra.local import sync as sync_local
 
     lab = _lab(lab_dir)
-    try:
-        record = load_record(lab, cluster)
-    except LookupError as exc:
-        _fail(str(exc))
+    record = _record(lab, cluster)
     written = sync_local(lab, record)
     emit_result({"cluster": cluster, "durable": record.durable, "synced": written}, json_out)
 
@@ -149,15 +150,12 @@ def sync(cluster: str, lab_dir: Optional[Path] = typer.Option(None, "--lab"), js
 @app.command("down")
 def down(cluster: str, lab_dir: Optional[Path] = typer.Option(None, "--lab"), json_out: bool = typer.Option(False, "--json")) -> None:
     """Tear a cluster down: stop its node, sync its log, remove its scratch (SkyPilot: `sky down`)."""
-    from nexa.infra.clusters import load_record, save_record
+    from nexa.infra.clusters import save_record
     from nexa.infra.local import down as down_local
     from nexa.infra.skypilot import down_sky_cluster
 
     lab = _lab(lab_dir)
-    try:
-        record = load_record(lab, cluster)
-    except LookupError as exc:
-        _fail(str(exc))
+    record = _record(lab, cluster)
     if record.backend == "local":
         record = down_local(lab, record)
     else:

@@ -41,7 +41,7 @@ DURABLE_SECRETS: dict[str, tuple[str, ...]] = {
 }
 
 
-class MissingCredentials(LookupError):
+class MissingCredentials(LaunchRefused):
     """The provider's credentials are not on this machine; the message says which and where."""
 
 

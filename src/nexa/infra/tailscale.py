@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 import re
 
+from nexa.infra.launch import LaunchRefused
+
 AUTH_KEY_SECRET = "TS_AUTHKEY"
 DEFAULT_TAG = "tag:nexa"
 _TAG = re.compile(r"^tag:[a-z0-9][a-z0-9-]*$")
@@ -41,8 +43,8 @@ def auth_key_from_env() -> str:
     """The key from the launcher's environment; its absence is the user's to fix (exit 2, nothing launched)."""
     key = os.environ.get(AUTH_KEY_SECRET, "")
     if not key:
-        raise LookupError(f"--tailscale needs an ephemeral, pre-authorized, tagged auth key in ${AUTH_KEY_SECRET} "
+        raise LaunchRefused(f"--tailscale needs an ephemeral, pre-authorized, tagged auth key in ${AUTH_KEY_SECRET} "
                           "(Tailscale admin console > Settings > Keys); nothing was launched")
     if not key.startswith("tskey-"):
-        raise LookupError(f"${AUTH_KEY_SECRET} does not look like a Tailscale auth key (tskey-...); nothing was launched")
+        raise LaunchRefused(f"${AUTH_KEY_SECRET} does not look like a Tailscale auth key (tskey-...); nothing was launched")
     return key
