@@ -23,6 +23,7 @@ from pathlib import Path
 
 from nexa.infra.clusters import ClusterRecord, find_record, is_orphaned, process_alive, save_record
 from nexa.infra.launch import LaunchRefused, LaunchRequest, LaunchResult, hourly_price
+from nexa.infra.tailscale import AUTH_KEY_SECRET
 from nexa.ledger import Lab
 from nexa.ledger.runs import list_runs
 from nexa.ledger.store import DurableStore
@@ -87,7 +88,8 @@ def _start_node(request: LaunchRequest, record: ClusterRecord, resume: bool) -> 
            "NEXA_PROVIDER": "local", "NEXA_SPOT": "1" if request.spot else "0"}
     if request.budget_usd is not None:
         env["NEXA_BUDGET_USD"] = str(request.budget_usd)
-    env.pop("NEXA_RUN_ID", None)
+    env.pop("NEXA_RUN_ID", None)  # each run on the node picks its own id
+    env.pop(AUTH_KEY_SECRET, None)  # a secret of the launcher's, never handed to a workload
     cli = [sys.executable, "-m", "nexa.cli"]
     if record.target_kind == "pipeline":
         command = [*cli, "run", record.target, "--lab", str(request.lab.root), "--json"]
