@@ -23,4 +23,5 @@ def middle(ctx) -> dict:
 def last(ctx) -> dict:
     text = (ctx.input("middle") / "middle.txt").read_text()
     (ctx.out / "last.txt").write_text(text[::-1])
-    return {"cost_usd": 0.25}  # what the stage paid an API: added to its compute cost
+    # cost_usd: what the stage paid an API (added to its compute cost); the launcher's Tailscale key must not reach it
+    return {"cost_usd": 0.25, "saw_tailscale_key": "TS_AUTHKEY" in os.environ}
