@@ -1,14 +1,6 @@
 """`data prepare` with scratch local and the durable tier on a real S3 API (moto's server): a version read back from it."""
 
-import pytest
-
-from s3_server import new_bucket, s3_server
-
-
-@pytest.fixture(scope="module")
-def s3():
-    with s3_server() as endpoint:
-        yield endpoint
+from s3_server import new_bucket, s3  # noqa: F401 - s3 is a fixture
 
 
 def test_data_prepare_reads_a_dataset_version_back_from_s3(s3, lab, tmp_path, monkeypatch):

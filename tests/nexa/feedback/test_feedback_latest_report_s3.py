@@ -3,16 +3,8 @@
 import json
 import time
 
-import pytest
-
 from nexa.feedback.loop import latest_report
-from s3_server import new_bucket, s3_server
-
-
-@pytest.fixture(scope="module")
-def s3():
-    with s3_server() as endpoint:
-        yield endpoint
+from s3_server import new_bucket, s3  # noqa: F401 - s3 is a fixture
 
 
 def test_latest_report_on_s3_is_the_newest_one_copied_to_scratch(s3, lab, monkeypatch, tmp_path):

@@ -5,13 +5,7 @@ import pytest
 
 from nexa.ledger.errors import CorruptArtifactError
 from nexa.ledger.store import DurableStore
-from s3_server import new_bucket, s3_server
-
-
-@pytest.fixture(scope="module")
-def s3():
-    with s3_server() as endpoint:
-        yield endpoint
+from s3_server import new_bucket, s3  # noqa: F401 - s3 is a fixture
 
 
 def test_files_and_directories_round_trip_hash_checked(s3, tmp_path):
