@@ -18,16 +18,16 @@ import yaml
 
 from nexa.ledger import Lab
 from nexa.ledger.runs import list_runs
-from nexa.ledger.store import DurableStore
 from nexa.pipeline.spec import install_builtin_pipelines
 
 NEXA = [sys.executable, "-m", "nexa.cli"]
 LAUNCH_KEYS = {"cluster", "backend", "run_id", "status", "durable", "cost_usd", "teardown"}
-# Stages whose outputs are the same bytes in any two runs (data, tokenizers, weights, packs, profiles).
-# Eval outputs record measured latency and the bundle/verify/report outputs their own run id, so two
-# uninterrupted runs differ there too; for the bundle its weights are compared instead.
-DETERMINISTIC = ["data", "tokenizer", "teacher", "distill", "pack", "teacher_registry", "router", "profile", "synthesize",
-                 "student_niwt", "student_kd", "baseline", "weak_data", "student_before", "student_after"]
+# Stages whose outputs are the same bytes in any two runs (datasets, tokenizer, teacher/student weights,
+# packs, feedback data), measured by running the golden pipeline twice. The others record wall-clock
+# measurements (eval latency, router/profile/NIWT timings) or their own run id (bundle, verify, report),
+# so two uninterrupted runs differ there as well.
+DETERMINISTIC = ["data", "tokenizer", "teacher", "distill", "pack", "teacher_registry", "synthesize", "student_kd", "baseline",
+                 "weak_data", "student_before", "weakness", "feedback_data", "student_after", "feedback"]
 
 
 def _launch(lab: Path, durable: Path) -> subprocess.Popen:
@@ -74,12 +74,6 @@ def test_golden_launch_killed_midway_resumes_from_durable_with_the_same_artifact
     uninterrupted = {o["stage"]: o["sha256"] for o in golden["first"]["outputs"]}
     assert set(resumed) == set(uninterrupted)
     assert {k: resumed[k] for k in DETERMINISTIC} == {k: uninterrupted[k] for k in DETERMINISTIC}
-    bundle_key = next(s.key for s in manifest.stages if s.name == "bundle")[:24]
-    golden_listing = json.loads(next(Path(golden["lab"], ".nexa", "durable", "stages", "bundle").glob("*/_files.json")).read_text())
-    resumed_listing = DurableStore(durable).dir_listing(f"stages/bundle/{bundle_key}")
-    weights = [k for k in golden_listing if k.endswith("backbone/backbone.safetensors")]
-    assert weights and all(resumed_listing[k] == golden_listing[k] for k in weights)
-
     # Cost per stage: every stage that ran has its own costed run; the pipeline's cost is their sum.
     ran = [s for s in manifest.stages if s.status == "ran"]
     assert ran and all(s.cost_usd > 0 and s.run_id for s in ran)
