@@ -19,7 +19,8 @@ import typer.main
 from typer import _click as click  # typer vendors click: its exceptions and classes are these, not the `click` package's
 
 
-# Command groups owned by a layer: (module holding a Typer ``app``, group name, one-line help for `nexa --help`).
+# Command groups owned by a layer: (module holding a Typer ``app`` — or ``module:attribute`` for another Typer —,
+# group name, one-line help for `nexa --help`).
 LAYER_COMMANDS: list[tuple[str, str, str]] = [
     ("nexa.data.commands", "data", "Datasets: list, show, prepare, generate, augment, diff."),
     ("nexa.teachers.commands", "distill", "Distillation data: ask a teacher once, keep every answer."),
@@ -28,6 +29,8 @@ LAYER_COMMANDS: list[tuple[str, str, str]] = [
     ("nexa.eval.commands", "eval", "Evaluate models: generate on tasks, judge outputs, build leaderboards."),
     ("nexa.feedback.commands", "feedback", "Turn weak spots in an eval report into new data; review outputs by hand."),
     ("nexa.session.commands", "session", "An in-memory token session: start, add NAME, list, remove NAME, stop."),
+    ("nexa.infra.commands", "infra", "Compute: launch on a local or SkyPilot node, status, logs, sync, down."),
+    ("nexa.infra.commands:cost_app", "cost", "Cost: what runs and stages spent, by run, stage, provider or day."),
 ]
 # Top-level commands (``nexa run``, ``nexa train``): (module whose ``register(app)`` adds it, command name, help).
 TOP_LEVEL_COMMANDS: list[tuple[str, str, str]] = [
@@ -55,13 +58,13 @@ def user_errors() -> tuple[type[BaseException], ...]:
 
 def _load_command(module_name: str, name: str) -> click.Command:
     """Import a layer's command module and return its click command (a group for LAYER_COMMANDS)."""
-    module = importlib.import_module(module_name)
-    if hasattr(module, "app") and any(entry[:2] == (module_name, name) for entry in LAYER_COMMANDS):
-        group = typer.main.get_group(module.app)
+    if any(entry[:2] == (module_name, name) for entry in LAYER_COMMANDS):
+        path, _, attribute = module_name.partition(":")
+        group = typer.main.get_group(getattr(importlib.import_module(path), attribute or "app"))
         group.name = name
         return group
     holder = typer.Typer()
-    module.register(holder)
+    importlib.import_module(module_name).register(holder)
     return typer.main.get_group(holder).commands[name]
 
 

@@ -1,6 +1,6 @@
 """The golden pipeline end to end, the way a user runs it: `nexa demo --json` in a fresh lab.
 
-One real run (about two minutes on 2 cores) is shared by the assertions below; a second run must be
+One real run (about two minutes on 2 cores; the ``golden`` fixture in conftest.py) is shared by the assertions below; a second run must be
 all cache hits; a tiny variant is killed with SIGKILL at several points and must still finish.
 """
 
@@ -18,21 +18,6 @@ import yaml
 
 NEXA = [sys.executable, "-m", "nexa.cli"]
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _demo(lab: Path) -> tuple[dict, float]:
-    started = time.perf_counter()
-    proc = subprocess.run([*NEXA, "demo", "--lab", str(lab), "--json"], capture_output=True, text=True, timeout=1200)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(proc.stdout), time.perf_counter() - started
-
-
-@pytest.fixture(scope="module")
-def golden(tmp_path_factory):
-    lab = tmp_path_factory.mktemp("golden") / "lab"
-    first, first_seconds = _demo(lab)
-    second, second_seconds = _demo(lab)
-    return {"lab": lab, "first": first, "second": second, "t1": first_seconds, "t2": second_seconds}
 
 
 def test_demo_json_has_the_documented_fields(golden):

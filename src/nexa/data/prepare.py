@@ -296,8 +296,7 @@ def resolve_inputs(lab: Lab, inputs: list[str]) -> tuple[list[tuple[str, Path]],
             continue
         if REF_PATTERN.match(item) and "@v" in item:
             dataset_id, entry = DatasetRegistry(lab.registry_dir).resolve(item)
-            lab.durable().verify(f"datasets/{dataset_id}/{entry.hash[:16]}/data.parquet")
-            local = lab.durable().local_path(f"datasets/{dataset_id}/{entry.hash[:16]}/data.parquet")
+            local = lab.durable().local_file(f"datasets/{dataset_id}/{entry.hash[:16]}/data.parquet", lab.scratch / "durable-cache")
             ref = f"{dataset_id}@v{entry.version}"
             resolved.append((ref, local))
             parents.append(ref)

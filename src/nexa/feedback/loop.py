@@ -51,10 +51,21 @@ def latest_report(lab: Lab) -> Path:
     if store.is_local:
         root = Path(store.local_path(""))
         found += list(root.glob("eval/*/eval_report.json")) + list(root.glob("stages/*/*/eval_report.json"))
+    else:
+        found += _newest_remote_report(lab, store)
     existing = [p for p in found if p.exists()]
     if not existing:
         raise FileNotFoundError(f"no eval report in lab {lab.root}; run `nexa eval run --model PATH` first or pass --report PATH")
     return max(existing, key=lambda p: p.stat().st_mtime)
+
+
+def _newest_remote_report(lab: Lab, store) -> list[Path]:
+    """The newest eval report in a remote durable tier, as a verified local copy (none: empty list)."""
+    keys = [k for k in store.list("eval") + store.list("stages") if k.endswith("/eval_report.json") and k.count("/") in (2, 3)]
+    if not keys:
+        return []
+    newest = max(keys, key=store.modified)
+    return [store.local_file(newest, lab.scratch / "durable-cache")]
 
 
 def feedback_round(lab: Lab, report_path: Path, rules: list[str], datasets: dict[str, str], rows_per_weakness: int,

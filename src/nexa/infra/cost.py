@@ -55,12 +55,18 @@ class PriceConfig(BaseModel):
     models: dict[str, ModelPrice] = Field(default_factory=dict, description="API model name -> per-token prices.")
 
 
-# Approximate on-demand list prices (USD per GPU-hour, late 2025); override them in nexa.yaml.
-BUILTIN_COMPUTE: dict[str, dict[str, float]] = {
-    "lambda": {"A10": 0.75, "A100": 1.29, "A100-80GB": 1.79, "H100": 2.49, "GH200": 1.49},
-    "runpod": {"A4000": 0.17, "A40": 0.40, "A100": 1.64, "H100": 2.69},
-    "coreweave": {"A100": 2.21, "H100": 4.76},
-}
+# On-demand and spot USD per GPU-hour from the GPU catalog (SkyPilot's, or the seeded file); nexa.yaml overrides.
+def _catalog_prices(spot: bool) -> dict[str, dict[str, float]]:
+    from nexa.infra.catalog import offers
+
+    table: dict[str, dict[str, float]] = {}
+    for offer in offers():
+        price = offer.spot_usd_per_hour if spot else offer.usd_per_hour
+        if price is not None:
+            table.setdefault(offer.provider, {})[offer.gpu] = price
+    return table
+
+
 # Approximate public API prices (USD per million tokens, late 2025); override them in nexa.yaml.
 BUILTIN_MODELS: dict[str, ModelPrice] = {
     "gpt-4o": ModelPrice(input_per_mtok=2.50, output_per_mtok=10.00),
@@ -79,13 +85,15 @@ class UnknownPriceError(LookupError):
 class PriceTable:
     """Immutable price lookups; build with :meth:`builtin`, :meth:`from_lab` or :meth:`with_model`."""
 
-    def __init__(self, compute: dict[str, dict[str, float]], models: dict[str, ModelPrice]):
+    def __init__(self, compute: dict[str, dict[str, float]], models: dict[str, ModelPrice],
+                 spot: dict[str, dict[str, float]] | None = None):
         self._compute = {p.lower(): {g.lower(): float(v) for g, v in gpus.items()} for p, gpus in compute.items()}
+        self._spot = {p.lower(): {g.lower(): float(v) for g, v in gpus.items()} for p, gpus in (spot or {}).items()}
         self._models = dict(models)
 
     @classmethod
     def builtin(cls) -> "PriceTable":
-        return cls(BUILTIN_COMPUTE, BUILTIN_MODELS)
+        return cls(_catalog_prices(spot=False), BUILTIN_MODELS, spot=_catalog_prices(spot=True))
 
     @classmethod
     def from_lab(cls, lab: Lab) -> "PriceTable":
@@ -102,7 +110,7 @@ class PriceTable:
         compute = {p: dict(g) for p, g in self._compute.items()}
         for provider, gpus in config.compute.items():
             compute.setdefault(provider.lower(), {}).update({g.lower(): v for g, v in gpus.items()})
-        return PriceTable(compute, {**self._models, **config.models})
+        return PriceTable(compute, {**self._models, **config.models}, spot=self._spot)
 
     def with_model(self, model: str, input_per_mtok: float, output_per_mtok: float) -> "PriceTable":
         """A copy where ``model`` costs the given prices (for a command-line override)."""
@@ -126,29 +134,32 @@ class PriceTable:
         return self.model_price(model).cost(input_tokens, output_tokens)
 
     # -- compute --------------------------------------------------------------------------------
-    def hourly(self, provider: str, gpu_type: str) -> float:
-        """USD per hour for ``gpu_type`` at ``provider``; ``A100x4`` is four A100s; ``local`` is free."""
-        if provider.lower() == LOCAL_PROVIDER:
+    def hourly(self, provider: str, gpu_type: str, spot: bool = False) -> float:
+        """USD per hour for ``gpu_type`` at ``provider`` (``A100x4`` is four A100s); ``local`` is free unless the lab prices it."""
+        if provider.lower() == LOCAL_PROVIDER and LOCAL_PROVIDER not in self._compute:
             return 0.0
-        gpus = self._compute.get(provider.lower())
+        table = self._spot if spot else self._compute
+        gpus = table.get(provider.lower())
         if gpus is None:
+            kind = "spot" if spot else "compute"
             raise UnknownPriceError(
-                f"no compute prices for provider {provider!r}; known providers: {sorted([LOCAL_PROVIDER, *self._compute])}. "
+                f"no {kind} prices for provider {provider!r}; known providers: {sorted([LOCAL_PROVIDER, *table])}. "
                 f"Add prices: {{compute: {{{provider}: {{GPU: usd_per_hour}}}}}} to nexa.yaml"
             )
         name, count = _split_count(gpu_type)
         if name.lower() not in gpus:
             raise UnknownPriceError(
-                f"no price for GPU {name!r} at {provider!r}; known: {sorted(gpus)}. "
+                f"no {'spot ' if spot else ''}price for GPU {name!r} at {provider!r}; known: {sorted(gpus)}. "
                 f"Add prices: {{compute: {{{provider}: {{{name}: usd_per_hour}}}}}} to nexa.yaml"
             )
         return gpus[name.lower()] * count
 
-    def compute_cost(self, provider: str, gpu_type: str, seconds: float, api_usd: float = 0.0) -> CostBreakdown:
-        """A run's cost: ``seconds`` of ``gpu_type`` at ``provider`` plus any API spend."""
+    def compute_cost(self, provider: str, gpu_type: str, seconds: float, api_usd: float = 0.0,
+                     spot: bool = False) -> CostBreakdown:
+        """A run's cost: ``seconds`` of ``gpu_type`` at ``provider`` (spot or on-demand) plus any API spend."""
         if seconds < 0 or api_usd < 0 or not math.isfinite(seconds):
             raise ValueError(f"seconds and api_usd must be finite and >= 0, got {seconds} and {api_usd}")
-        per_hour = self.hourly(provider, gpu_type)
+        per_hour = self.hourly(provider, gpu_type, spot=spot)
         hours = seconds / 3600
         compute_usd = per_hour * hours
         return CostBreakdown(provider=provider, gpu_type=gpu_type, usd_per_hour=per_hour, compute_hours=hours,
@@ -161,3 +172,34 @@ def _split_count(gpu_type: str) -> tuple[str, int]:
     if match is None:
         return gpu_type, 1
     return match["gpu"], int(match["count"])
+
+
+class BudgetExceededError(RuntimeError):
+    """A run spent more than the budget it was launched with; it is stopped, not left to run up the bill."""
+
+
+class NodePricing:
+    """How the node this process runs on is billed: spot or on-demand, and the run's budget (if any).
+
+    A launcher exports ``NEXA_SPOT`` and ``NEXA_BUDGET_USD`` into the node's environment; the
+    pipeline runner prices every stage with them and stops once the spend crosses the budget.
+    """
+
+    def __init__(self, spot: bool = False, budget_usd: float | None = None):
+        self.spot, self.budget_usd = spot, budget_usd
+
+    @classmethod
+    def from_env(cls) -> "NodePricing":
+        import os
+
+        budget = os.environ.get("NEXA_BUDGET_USD")
+        return cls(spot=os.environ.get("NEXA_SPOT") == "1", budget_usd=float(budget) if budget else None)
+
+    def cost(self, prices: PriceTable, provider: str, gpu_type: str, seconds: float, api_usd: float = 0.0) -> CostBreakdown:
+        return prices.compute_cost(provider, gpu_type, seconds, api_usd=api_usd, spot=self.spot)
+
+    def check_budget(self, spent_usd: float, after: str) -> None:
+        """Raise once ``spent_usd`` is over the budget, naming where it was crossed."""
+        if self.budget_usd is not None and spent_usd > self.budget_usd:
+            raise BudgetExceededError(f"spent ${spent_usd:.4f} after stage {after!r}, over the run's budget of "
+                                      f"${self.budget_usd:.4f}; stopped")

@@ -70,6 +70,8 @@ class StageRecord(_Contract):
     seconds: float
     key: str = Field(description="Content-addressed cache key of the stage (hash of code, params, inputs).")
     outputs_sha256: str
+    cost_usd: float = Field(0.0, description="What running the stage cost (0 when its output was reused).")
+    run_id: str | None = Field(None, description="The stage's own run (None when its output was reused).")
 
 
 class RunManifest(_Contract):
@@ -110,6 +112,7 @@ class RunManifest(_Contract):
     stages: list[StageRecord] = Field(default_factory=list)
     metrics: dict[str, float] = Field(default_factory=dict, description="Counters a stage reports (cache hits, calls, ...).")
     parent_run_id: str | None = None
+    stage: str | None = Field(None, description="The pipeline stage this run executed, when it is one.")
     error: str | None = None
 
 

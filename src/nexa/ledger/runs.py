@@ -156,7 +156,11 @@ def start_run(
     parent_run_id: str | None = None,
     **fields: Any,
 ) -> RunContext:
-    """Open a run: pick its id (``NEXA_RUN_ID`` wins when set), write a ``running`` manifest."""
+    """Open a run: pick its id (``NEXA_RUN_ID`` wins when set), write a ``running`` manifest.
+
+    On a launched node the bootstrap exports ``NEXA_PROVIDER`` (what the hour is billed at) and
+    ``NEXA_TAILSCALE_IP`` (the node's tailnet address), so every run there records both.
+    """
     env = current_environment()
     config = config or {}
     manifest = RunManifest(
@@ -169,7 +173,8 @@ def start_run(
         environment=env,
         hostname=env.hostname,
         gpu_type=fields.pop("gpu_type", None) or detect_gpu_type(),
-        provider=fields.pop("provider", lab.config.provider),
+        provider=fields.pop("provider", None) or os.environ.get("NEXA_PROVIDER") or lab.config.provider,
+        tailscale_ip=fields.pop("tailscale_ip", None) or os.environ.get("NEXA_TAILSCALE_IP") or None,
         parent_run_id=parent_run_id,
         **fields,
     )

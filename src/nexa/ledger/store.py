@@ -21,6 +21,7 @@ from nexa.ledger.hashing import sha256_bytes, sha256_file
 from nexa.ledger.manifests import ArtifactRef
 
 SIDECAR = ".sha256"
+_ATOMIC_PUT = {"s3", "s3a", "gs", "gcs", "az", "abfs"}  # object stores: a PUT is never seen half-written
 LISTING = "_files.json"
 
 
@@ -59,6 +60,9 @@ class DurableStore:
 
         self.fs, self._base = fsspec.core.url_to_fs(self.root)
         self.is_local = self.fs.protocol in ("file", "local") or "file" in _protocols(self.fs)
+        if not self.is_local:
+            # Another process (a node, the launcher) writes here too: a cached listing would hide its files.
+            self.fs, self._base = fsspec.core.url_to_fs(self.root, use_listings_cache=False)
 
     def location(self, key: str) -> str:
         """The full path or URL of ``key``, as recorded in manifests."""
@@ -69,6 +73,26 @@ class DurableStore:
         if not self.is_local:
             raise ValueError(f"durable store {self.root} is remote; use fetch_dir() to get a local copy")
         return Path(self._base) / key
+
+    def local_file(self, key: str, cache_dir: str | Path) -> Path:
+        """A verified local path for single-file artifact ``key``: in place when local, else a hash-checked copy.
+
+        Readers that need a real file (Parquet memory-mapping, tokenizers) call this instead of
+        :meth:`local_path`, so the same code works with scratch local and durable remote.
+        """
+        if self.is_local:
+            self.verify(key)
+            return self.local_path(key)
+        dest = Path(cache_dir) / key
+        expected = self.hash_of(key)
+        if dest.exists() and sha256_file(dest) == expected:
+            return dest
+        atomic_write_bytes(dest, self.get_bytes(key))
+        return dest
+
+    def modified(self, key: str) -> float:
+        """When ``key`` was last written (POSIX seconds), for picking the newest of several artifacts."""
+        return self.fs.modified(self._path(key)).timestamp()
 
     def _path(self, key: str) -> str:
         return posixpath.join(self._base, key) if not self.is_local else str(Path(self._base) / key)
@@ -99,10 +123,20 @@ class DurableStore:
         return data
 
     def exists(self, key: str) -> bool:
-        """True only for a finished artifact (its sidecar was written after it)."""
+        """True only for a finished artifact (its sidecar was written after it).
+
+        On an object store the sidecar alone answers (one request): it is written after the file
+        and removed after it, so its presence means the file is there and complete.
+        """
+        if not self.is_local:
+            return self._try_read(key + SIDECAR) is not None
         return self.fs.exists(self._path(key)) and self.fs.exists(self._path(key + SIDECAR))
 
     def hash_of(self, key: str) -> str:
+        if not self.is_local:
+            sidecar = self._try_read(key + SIDECAR)
+            if sidecar is not None:
+                return sidecar.decode().strip()
         if not self.fs.exists(self._path(key)):
             raise ArtifactNotFoundError(f"no artifact at {self.location(key)}")
         if not self.fs.exists(self._path(key + SIDECAR)):
@@ -168,10 +202,12 @@ class DurableStore:
                 raise CorruptArtifactError(self.location(f"{prefix}/{rel}"), digest, actual, reason="differs from the directory listing")
         return self.hash_of(f"{prefix}/{LISTING}")
 
-    def fetch_dir(self, prefix: str, dest: str | Path) -> Path:
-        """Copy a directory artifact to local ``dest``, checking every hash on the way."""
+    def fetch_dir(self, prefix: str, dest: str | Path, skip: set[str] | frozenset[str] = frozenset()) -> Path:
+        """Copy a directory artifact (but ``skip``, files deliberately deleted) to local ``dest``, checking every hash."""
         dest = Path(dest)
         for rel, digest in self.dir_listing(prefix).items():
+            if rel in skip:
+                continue
             key = f"{prefix}/{rel}"
             data = self._read(key)
             if sha256_bytes(data) != digest:
@@ -203,15 +239,24 @@ class DurableStore:
         if self.is_local:
             atomic_write_bytes(self._path(key), data)
             return
+        if _protocols(self.fs)[0] in _ATOMIC_PUT:
+            self.fs.pipe_file(self._path(key), data)  # an object PUT is all-or-nothing already
+            return
         tmp = f"{self._path(key)}.{uuid.uuid4().hex}.tmp"
         self.fs.makedirs(posixpath.dirname(tmp), exist_ok=True)
         with self.fs.open(tmp, "wb") as handle:
             handle.write(data)
         self.fs.mv(tmp, self._path(key))
 
+    def _try_read(self, key: str) -> bytes | None:
+        """The bytes at ``key``, or None when there is no such object (one request on an object store)."""
+        try:
+            return self.fs.cat_file(self._path(key))
+        except FileNotFoundError:
+            return None
+
     def _read(self, key: str) -> bytes:
-        with self.fs.open(self._path(key), "rb") as handle:
-            return handle.read()
+        return self.fs.cat_file(self._path(key))
 
     def _ref(self, key: str, digest: str, size: int, kind: str = "file") -> ArtifactRef:
         return ArtifactRef(kind=kind, ref=key, path=self.location(key), sha256=digest, size_bytes=size)

@@ -8,6 +8,7 @@ from typing import Optional
 
 import typer
 
+from nexa.infra.cost import BudgetExceededError
 from nexa.ledger import Lab
 from nexa.ledger.console import console, emit_result, table
 from nexa.pipeline.runner import PipelineResult, StageFailedError, run_pipeline
@@ -45,6 +46,9 @@ def _execute(lab: Lab, pipeline: Path) -> PipelineResult:
     except StageFailedError as exc:
         console.print(f"[red]pipeline {spec.name!r} failed:[/red] {exc}")
         console.print(f"see `nexa runs show {exc.run_id} --lab {lab.root}` and runs/logs/{exc.run_id}.jsonl")
+        raise typer.Exit(1) from exc
+    except BudgetExceededError as exc:
+        console.print(f"[red]pipeline {spec.name!r} stopped:[/red] {exc}")
         raise typer.Exit(1) from exc
     console.print(table(f"pipeline {spec.name} ({time.perf_counter() - started:.1f}s)", ["stage", "status", "seconds"],
                         [(s.name, s.status, round(s.seconds, 2)) for s in result.stages]))

@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from nexa.infra.cost import PriceTable
+from nexa.infra.cost import NodePricing, PriceTable
 from nexa.ledger import ArtifactNotFoundError, ArtifactRef, CorruptArtifactError, Lab
 from nexa.ledger.console import console
 from nexa.ledger.hashing import sha256_json
@@ -103,7 +103,8 @@ class PipelineRunner:
         self.store: DurableStore = lab.durable()
         self._records: dict[str, StageOutput] = {}
         self.prices = PriceTable.from_lab(lab)
-        self._total_cost = 0.0
+        self.pricing = NodePricing.from_env()
+        self._costs: list[CostBreakdown] = []
         self._paths: dict[str, Path] = {}
 
     def run(self) -> PipelineResult:
@@ -113,11 +114,11 @@ class PipelineRunner:
             for stage in self.spec.stages:
                 record = self._run_or_reuse(stage, run)
                 stages.append(record)
-                run.update(stages=list(stages))
+                run.update(stages=list(stages), cost=self._pipeline_cost(run), cost_estimate_usd_total=self._spent())
                 run.save()
+                self.pricing.check_budget(self._spent(), after=stage.name)
             for name, output in self._records.items():
                 run.add_output(self._output_ref(name, output))
-            run.update(cost_estimate_usd_total=self._total_cost)
             return PipelineResult(
                 run.run_id, "succeeded", stages, dict(self._paths), {n: r.summary for n, r in self._records.items()}
             )
@@ -137,7 +138,8 @@ class PipelineRunner:
         seconds = time.perf_counter() - started
         console.print(f"[cyan]▶[/cyan] {stage.name:<12} ran     ({seconds:.1f}s)  key {key[:12]}")
         pipeline_run.log("stage_ran", stage=stage.name, key=key, seconds=seconds, run=output.run_id)
-        return StageRecord(name=stage.name, status="ran", seconds=seconds, key=key, outputs_sha256=output.outputs_sha256)
+        return StageRecord(name=stage.name, status="ran", seconds=seconds, key=key, outputs_sha256=output.outputs_sha256,
+                           cost_usd=self._costs[-1].total_usd, run_id=output.run_id)
 
     def _execute(self, stage: StageSpec, key: str, pipeline_run: RunContext) -> StageOutput:
         for need in stage.needs:
@@ -146,7 +148,7 @@ class PipelineRunner:
         work = self._fresh_workdir(stage.name, key)
         run = start_run(
             self.lab, stage.run_type or stage.name, config=stage.params, seed=self.spec.seed,
-            parent_run_id=pipeline_run.run_id,
+            parent_run_id=pipeline_run.run_id, stage=stage.name,
         )
         for need in stage.needs:
             run.add_input(self._output_ref(need, self._records[need]))
@@ -179,9 +181,20 @@ class PipelineRunner:
 
     def _cost(self, run: RunContext, seconds: float, api_usd: float) -> CostBreakdown:
         """Compute time at the lab's price for this hardware, plus what the stage paid APIs."""
-        cost = self.prices.compute_cost(run.manifest.provider, run.manifest.gpu_type, seconds, api_usd=api_usd)
-        self._total_cost += cost.total_usd
+        cost = self.pricing.cost(self.prices, run.manifest.provider, run.manifest.gpu_type, seconds, api_usd=api_usd)
+        self._costs.append(cost)
         return cost
+
+    def _spent(self) -> float:
+        return sum(c.total_usd for c in self._costs)
+
+    def _pipeline_cost(self, run: RunContext) -> CostBreakdown:
+        """The pipeline's bill: the sum of what its stages ran for (reused stages cost nothing)."""
+        hours = sum(c.compute_hours for c in self._costs)
+        compute, api = sum(c.compute_usd for c in self._costs), sum(c.api_usd for c in self._costs)
+        per_hour = self._costs[-1].usd_per_hour if self._costs else 0.0
+        return CostBreakdown(provider=run.manifest.provider, gpu_type=run.manifest.gpu_type, usd_per_hour=per_hour,
+                             compute_hours=hours, compute_usd=compute, api_usd=api, total_usd=compute + api)
 
     # -- cache --------------------------------------------------------------------------------
     def _key(self, stage: StageSpec) -> str:
@@ -222,7 +235,7 @@ class PipelineRunner:
             return self.store.local_path(prefix)
         dest = self.lab.scratch / "stage-cache" / name / key
         if not (dest / ".complete").exists():
-            self.store.fetch_dir(prefix, dest)
+            self.store.fetch_dir(prefix, dest, skip=set(self._pruned(prefix)))
             (dest / ".complete").touch()
         return dest
 
@@ -265,6 +278,9 @@ class PipelineRunner:
         self.store.put_bytes(f"{prefix}/pruned.json", json.dumps(pruned).encode(), overwrite=True)
         for rel in relpaths:
             self.store.delete(f"{prefix}/{rel}")
+            if not self.store.is_local:  # the scratch copy of a remote output goes too: pruned means gone
+                (self._paths[name] / rel).unlink(missing_ok=True)
+                (self._paths[name] / ".complete").unlink(missing_ok=True)  # a later restore fetches them again
         return relpaths
 
     # -- paths --------------------------------------------------------------------------------

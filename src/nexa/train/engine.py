@@ -14,11 +14,13 @@ import os
 import subprocess
 import sys
 from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
 from transformers import TrainerCallback
 
+from nexa.infra.cost import NodePricing, PriceTable
 from nexa.ledger import ArtifactRef, Lab
 from nexa.ledger.datasets import read_dataset_manifest
 from nexa.ledger.hashing import sha256_json
@@ -75,6 +77,8 @@ def train(lab: Lab, config: TrainConfig, *, nproc: int | None = None, resume: bo
                    gpu_type=hardware.gpu_type, parent_run_id=parent_run_id) as run:
         if on_start is not None:
             on_start(run)
+        pricing = NodePricing.from_env()
+        pricing.cost(PriceTable.from_lab(lab), run.manifest.provider, run.manifest.gpu_type, 0.0)  # unknown price: fail before training
         run.log("hardware", **hardware.model_dump())
         spec, pack_id = _prepare(lab, config, run, resumed_id is not None)
         if nproc > 1:
@@ -168,6 +172,9 @@ def _finish(lab: Lab, run: RunContext, spec: WorkerSpec, pack_id: str | None) ->
     loss_ref = store.put_bytes(f"models/{run.run_id}-metrics.json", json.dumps(stats, indent=1).encode(), overwrite=True)
     run.add_output(loss_ref.model_copy(update={"kind": "metrics", "ref": f"metrics:{run.run_id}"}))
     run.log("trained", **{k: v for k, v in stats.items() if k != "loss_curve"})
+    seconds = (datetime.now(timezone.utc) - run.manifest.started_at).total_seconds()
+    cost = NodePricing.from_env().cost(PriceTable.from_lab(lab), run.manifest.provider, run.manifest.gpu_type, seconds)
+    run.update(cost=cost, cost_estimate_usd_total=cost.total_usd)  # compute hours x the node's price
     return TrainOutcome(run_id=run.run_id, model=model_ref, stats=stats, pack_id=pack_id,
                         resumed_from=Path(spec.resume_from).name if spec.resume_from else None,
                         wandb_run_id=wandb_run_id)

@@ -1,0 +1,182 @@
+"""``nexa infra launch|status|logs|sync|down`` and ``nexa cost report``: parse, call nexa.infra, print."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import NoReturn, Optional
+
+import typer
+
+from nexa.ledger.console import console, emit_result, table
+
+app = typer.Typer(help="Ephemeral compute: launch a pipeline or training config on a node, sync, tear down.", no_args_is_help=True)
+cost_app = typer.Typer(help="What the lab's runs cost, from their manifests.", no_args_is_help=True)
+
+
+def _fail(message: str) -> NoReturn:
+    """A user's mistake: one line on stderr, exit code 2, nothing started."""
+    sys.stderr.write(f"error: {message}\n")
+    raise typer.Exit(2)
+
+
+def _lab(lab_dir: Optional[Path], near: Optional[Path] = None):
+    from nexa.ledger import Lab, LedgerError
+
+    try:
+        return Lab.find(lab_dir or (near.resolve().parent if near is not None else Path(".")))
+    except LedgerError as exc:
+        _fail(str(exc))
+
+
+def _record(lab, cluster: str):
+    from nexa.infra.clusters import UnknownClusterError, load_record
+
+    try:
+        return load_record(lab, cluster)
+    except UnknownClusterError as exc:
+        _fail(str(exc))
+
+
+@app.command("launch")
+def launch(pipeline: Optional[Path] = typer.Option(None, "--pipeline", help="Pipeline YAML to run on the node."),
+           config: Optional[Path] = typer.Option(None, "--config", help="`nexa train` config to run on the node."),
+           backend: str = typer.Option("local", "--backend", help="local | skypilot"),
+           gpus: Optional[str] = typer.Option(None, "--gpus", help="NAME:COUNT, e.g. H100:1 (skypilot)."),
+           provider: Optional[str] = typer.Option(None, "--provider", help="lambda | runpod | coreweave | primeintellect | aws | gcp"),
+           spot: bool = typer.Option(False, "--spot", help="Use (and price) spot capacity."),
+           max_price: Optional[float] = typer.Option(None, "--max-price", help="Refuse GPUs above this USD/hour."),
+           idle_minutes: int = typer.Option(10, "--idle-minutes", min=1, help="Autodown after this many idle minutes."),
+           budget: Optional[float] = typer.Option(None, "--budget", min=0, help="USD: refuse a launch estimated above it, stop a run that crosses it."),
+           hours: float = typer.Option(1.0, "--hours", min=0, help="Expected run time, for the estimate checked against --budget."),
+           durable: Optional[str] = typer.Option(None, "--durable", help="Durable URL (s3://bucket/prefix, a path); default: the lab's."),
+           cluster: Optional[str] = typer.Option(None, "--cluster", help="Cluster name (default nexa-<file stem>)."),
+           use_tailscale: bool = typer.Option(False, "--tailscale", help="Join the tailnet with the key in $TS_AUTHKEY (skypilot)."),
+           dry_run: bool = typer.Option(False, "--dry-run", help="skypilot: print the validated task YAML, launch nothing."),
+           lab_dir: Optional[Path] = typer.Option(None, "--lab", help="Lab folder (default: the one holding the file)."),
+           json_out: bool = typer.Option(False, "--json", help="Print one JSON object on stdout.")) -> None:
+    """Launch a pipeline or a training config on a node; it syncs to durable storage and is torn down at the end."""
+    from nexa.infra.catalog import UnknownGpuError
+    from nexa.infra.cost import UnknownPriceError
+    from nexa.infra.launch import LaunchRefused, LaunchRequest, check_budget, validate_request
+
+    if (pipeline is None) == (config is None):
+        _fail("pass exactly one of --pipeline FILE or --config FILE")
+    target = pipeline or config
+    lab = _lab(lab_dir, target)
+    request = LaunchRequest(lab=lab, target=target, target_kind="pipeline" if pipeline else "config", backend=backend,
+                            cluster=cluster, durable=durable, gpus=gpus, provider=provider, spot=spot, max_price=max_price,
+                            idle_minutes=idle_minutes, budget_usd=budget, hours=hours)
+    try:
+        validate_request(request)
+        estimate = check_budget(request)
+        if backend == "skypilot":
+            result = _launch_skypilot(request, use_tailscale, dry_run)
+            if result is None:
+                return
+        else:
+            from nexa.infra.local import launch_local
+
+            console.print(f"launching [bold]{request.cluster_name}[/bold] (local, estimate ${estimate:.2f}) -> {request.durable_url}")
+            result = launch_local(request)
+    except (LaunchRefused, UnknownGpuError, UnknownPriceError) as exc:
+        _fail(str(exc))
+    emit_result(result.as_json(), json_out)
+    if result.status != "succeeded":
+        raise typer.Exit(1)
+
+
+def _launch_skypilot(request, use_tailscale: bool, dry_run: bool):
+    """Dry run: the validated task YAML on stdout. Otherwise a real (opt-in) launch."""
+    from nexa.infra.skypilot import build_task, launch_skypilot, task_yaml
+
+    if dry_run:
+        sys.stdout.write(task_yaml(build_task(request, use_tailscale)))
+        return None
+    return launch_skypilot(request, use_tailscale)
+
+
+@app.command("status")
+def status(remove_orphans: bool = typer.Option(False, "--remove-orphans", help="Tear down clusters no launcher looks after."),
+           lab_dir: Optional[Path] = typer.Option(None, "--lab"),
+           json_out: bool = typer.Option(False, "--json")) -> None:
+    """List the lab's clusters; find orphans (launcher gone, or a SkyPilot cluster with no record) and offer to remove them."""
+    from nexa.infra.clusters import is_orphaned, list_records
+    from nexa.infra.local import down as down_local
+    from nexa.infra.skypilot import down_sky_cluster, orphaned_sky_clusters
+
+    lab = _lab(lab_dir)
+    records = list_records(lab)
+    orphans = [r.cluster for r in records if is_orphaned(r)]
+    sky_orphans = orphaned_sky_clusters(lab)
+    if remove_orphans:
+        for record in records:
+            if record.cluster in orphans:
+                down_local(lab, record)
+        for name in sky_orphans:
+            down_sky_cluster(name)
+    rows = [{"cluster": r.cluster, "backend": r.backend, "status": "orphaned" if r.cluster in orphans else r.status,
+             "run_id": r.run_id, "cost_usd": round(r.cost_usd, 6), "teardown": r.teardown} for r in records]
+    rows += [{"cluster": n, "backend": "skypilot", "status": "orphaned", "run_id": None, "cost_usd": None, "teardown": False}
+             for n in sky_orphans]
+    if json_out:
+        emit_result({"clusters": rows, "orphans": orphans + sky_orphans, "removed": remove_orphans}, True)
+        return
+    console.print(table("clusters", ["cluster", "backend", "status", "run_id", "cost $", "torn down"], [list(r.values()) for r in rows]))
+    if (orphans or sky_orphans) and not remove_orphans:
+        console.print(f"orphaned: {', '.join(orphans + sky_orphans)}; remove them with `nexa infra status --remove-orphans`")
+
+
+@app.command("logs")
+def logs(cluster: str, lines: int = typer.Option(200, "--lines", min=1), lab_dir: Optional[Path] = typer.Option(None, "--lab")) -> None:
+    """Print the end of a cluster's node log (from the lab, or from durable storage once synced)."""
+    lab = _lab(lab_dir)
+    record = _record(lab, cluster)
+    text = Path(record.log).read_text(errors="replace") if record.log and Path(record.log).exists() else ""
+    sys.stdout.write("\n".join(text.splitlines()[-lines:]) + ("\n" if text else ""))
+
+
+@app.command("sync")
+def sync(cluster: str, lab_dir: Optional[Path] = typer.Option(None, "--lab"), json_out: bool = typer.Option(False, "--json")) -> None:
+    """Copy a cluster's node log and its runs' logs to durable storage now (stage outputs sync as they commit)."""
+    from nexa.infra.local import sync as sync_local
+
+    lab = _lab(lab_dir)
+    record = _record(lab, cluster)
+    written = sync_local(lab, record)
+    emit_result({"cluster": cluster, "durable": record.durable, "synced": written}, json_out)
+
+
+@app.command("down")
+def down(cluster: str, lab_dir: Optional[Path] = typer.Option(None, "--lab"), json_out: bool = typer.Option(False, "--json")) -> None:
+    """Tear a cluster down: stop its node, sync its log, remove its scratch (SkyPilot: `sky down`)."""
+    from nexa.infra.clusters import save_record
+    from nexa.infra.local import down as down_local
+    from nexa.infra.skypilot import down_sky_cluster
+
+    lab = _lab(lab_dir)
+    record = _record(lab, cluster)
+    if record.backend == "local":
+        record = down_local(lab, record)
+    else:
+        down_sky_cluster(cluster)
+        record.status, record.teardown = "down", True
+        save_record(lab, record)
+    emit_result({"cluster": cluster, "status": record.status, "teardown": record.teardown}, json_out)
+
+
+@cost_app.command("report")
+def report(by: str = typer.Option("stage", "--by", help="stage | run | provider | day"),
+           lab_dir: Optional[Path] = typer.Option(None, "--lab"),
+           json_out: bool = typer.Option(False, "--json")) -> None:
+    """What the lab's runs cost (compute hours x price + API tokens x price), grouped by stage, run, provider or day."""
+    from nexa.infra.report import GROUPINGS, cost_report
+
+    if by not in GROUPINGS:
+        _fail(f"--by {by!r} is not one of {', '.join(GROUPINGS)}")
+    result = cost_report(_lab(lab_dir), by=by)
+    if json_out:
+        emit_result(result, True)
+        return
+    console.print(table(f"cost by {by} (total ${result['total_usd']:.4f})", ["run_id", "stage", "provider", "hours", "usd"],
+                        [list(r.values()) for r in result["rows"]]))
