@@ -26,7 +26,8 @@ LAYER_COMMANDS: list[tuple[str, str]] = [
     ("nexa.eval.commands", "eval"),
 ]
 # Layers whose commands sit at the top level (``nexa demo``, ``nexa run``) rather than in a group.
-TOP_LEVEL_COMMANDS: list[str] = ["nexa.pipeline.commands", "nexa.train.commands", "nexa.serve.commands", "nexa.feedback.commands"]
+TOP_LEVEL_COMMANDS: list[str] = ["nexa.pipeline.commands", "nexa.train.commands", "nexa.serve.commands", "nexa.feedback.commands",
+                               "nexa.ui.commands"]
 
 
 def _register() -> None:
