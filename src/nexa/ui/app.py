@@ -8,7 +8,9 @@ queue (``/review``), whose decisions go through :func:`nexa.feedback.review.deci
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 from fastapi import FastAPI, Form, Request
 from fastapi.responses import HTMLResponse, Response
@@ -155,3 +157,33 @@ def serve(lab_root: str | Path, host: str, port: int) -> None:
     import uvicorn
 
     uvicorn.run(create_app(lab_root), host=host, port=port, log_level="warning")
+
+
+@contextmanager
+def running(lab_root: str | Path, timeout_s: float = 30.0) -> Iterator[str]:
+    """The dashboard served from a background thread on a free local port; yields its base URL.
+
+    For the browser tests and the screenshot script, which drive the real HTTP server.
+    """
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(lab_root), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout_s
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError(f"the dashboard did not start on port {port} within {timeout_s:.0f} s")
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

@@ -12,8 +12,9 @@ import pytest
 from nexa.feedback import review as rv
 from nexa.feedback.merge import next_version
 from nexa.ledger.datasets import read_dataset_rows
+from nexa.ui.app import running
 
-from conftest import Served, build_lab
+from ui_lab import build_lab
 
 
 def _parquet_rows(ui_lab) -> list[dict]:
@@ -34,7 +35,7 @@ def _shot(page, screenshots: Path, name: str) -> None:
 
 
 def test_leaderboard_rows_equal_the_parquet(served, page, ui_lab, screenshots):
-    page.goto(served.url + "/")
+    page.goto(served + "/")
     shown = _table_rows(page)
     expected = _parquet_rows(ui_lab)
     assert len(shown) == len(expected) == 8
@@ -46,7 +47,7 @@ def test_leaderboard_rows_equal_the_parquet(served, page, ui_lab, screenshots):
 
 
 def test_filters_and_sorting_change_the_rows(served, page, ui_lab):
-    page.goto(served.url + "/")
+    page.goto(served + "/")
     page.select_option("#filter-capability", "science")
     page.click("#filters button[type=submit]")
     page.wait_for_url("**capability=science**")
@@ -57,13 +58,13 @@ def test_filters_and_sorting_change_the_rows(served, page, ui_lab):
     page.select_option("#filter-run", ui_lab["later"])
     page.click("#filters button[type=submit]")
     assert [(r["model"], r["score"]) for r in _table_rows(page)] == [("student_niwt", 0.96)]
-    page.goto(served.url + "/?sort=score&desc=1")
+    page.goto(served + "/?sort=score&desc=1")
     scores = [r["score"] for r in _table_rows(page)]
     assert scores == sorted(scores, reverse=True) and len(scores) == 8
 
 
 def test_plots_have_one_point_per_model_and_run(served, page, ui_lab):
-    page.goto(served.url + "/")
+    page.goto(served + "/")
     page.wait_for_function("document.querySelector('#plot-cost-quality .main-svg') !== null")
     points = page.evaluate("document.getElementById('plot-cost-quality').data.reduce((n, t) => n + t.x.length, 0)")
     pairs = {(r["model"], r["run_id"]) for r in _board_with_runs(ui_lab)}
@@ -82,7 +83,7 @@ def _board_with_runs(ui_lab) -> list[dict]:
 
 
 def test_run_page_links_to_datasets_and_parent_runs(served, page, ui_lab, screenshots):
-    page.goto(f"{served.url}/runs/{ui_lab['pipeline']}")
+    page.goto(f"{served}/runs/{ui_lab['pipeline']}")
     assert page.locator("#stages tbody tr").count() == 3
     assert "retention_ci" in page.locator("#verify").inner_text()
     assert "[0.950, 1.000]" in page.locator("#verify").inner_text()
@@ -98,7 +99,7 @@ def test_review_decisions_land_in_the_ledger_and_feed_the_next_version(served, p
     lab = ui_lab["lab"]
     queue = rv.sample_queue(lab, ui_lab["eval"], n=4, seed=42)
     first, second = queue.items[0], queue.items[1]
-    page.goto(served.url + "/review")
+    page.goto(served + "/review")
     page.locator(f"#item-{first.item_id} button[value=exclude]").click()
     assert "recorded in the ledger" in page.locator(".msg.ok").inner_text()
     page.locator(f"#item-{second.item_id} textarea").fill("99")
@@ -118,7 +119,7 @@ def test_a_stale_decision_is_refused_with_a_message(served, browser, ui_lab):
     item = queue.items[2]
     one, two = browser.new_page(), browser.new_page()
     for p in (one, two):
-        p.goto(served.url + "/review")
+        p.goto(served + "/review")
     one.locator(f"#item-{item.item_id} button[value=accept]").click()
     two.locator(f"#item-{item.item_id} button[value=exclude]").click()
     assert "changed by" in two.locator(".msg.error").inner_text()
@@ -130,7 +131,7 @@ def test_a_stale_decision_is_refused_with_a_message(served, browser, ui_lab):
 def test_simultaneous_decisions_on_one_row_are_neither_lost_nor_doubled(served, ui_lab):
     queue = rv.sample_queue(lab := ui_lab["lab"], ui_lab["eval"], n=2, seed=3)
     item = queue.items[0]
-    url = f"{served.url}/review/{queue.queue_id}/{item.item_id}"
+    url = f"{served}/review/{queue.queue_id}/{item.item_id}"
     barrier, statuses = threading.Barrier(4), []
 
     def post(decision: str) -> None:
@@ -152,10 +153,10 @@ def test_empty_lab_and_missing_artifacts_show_a_message(tmp_path, browser, scree
 
     empty = Lab.init(tmp_path / "empty")
     page = browser.new_page()
-    with Served(empty.root) as server:
+    with running(empty.root) as url:
         for path, text in (("/", "No leaderboard"), ("/runs", "no runs yet"), ("/verify", "No verify report"),
                            ("/review", "No review queue"), ("/runs/2026-01-01_000000-abcdef", "no run")):
-            response = page.goto(server.url + path)
+            response = page.goto(url + path)
             assert text in page.locator(".msg").first.inner_text(), path
             assert "Traceback" not in page.content()
             assert response.status in (200, 404)
@@ -164,10 +165,10 @@ def test_empty_lab_and_missing_artifacts_show_a_message(tmp_path, browser, scree
     import shutil
 
     shutil.rmtree(broken["eval_dir"])
-    with Served(broken["lab"].root) as server:
-        response = page.goto(f"{server.url}/runs/{broken['eval']}")
+    with running(broken["lab"].root) as url:
+        response = page.goto(f"{url}/runs/{broken['eval']}")
         assert response.status == 200
         assert "does not exist" in page.locator(".msg.error").first.inner_text()
-        page.goto(server.url + "/")
+        page.goto(url + "/")
         assert page.locator("#leaderboard tbody tr").count() == 2  # only the later run's rows are left
     page.close()
