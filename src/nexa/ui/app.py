@@ -90,17 +90,13 @@ def create_app(lab_root: str | Path) -> FastAPI:
 
     @app.get("/verify", response_class=HTMLResponse)
     def verify() -> HTMLResponse:
-        reports = labview.verify_reports(view())
-        body = "".join(pages.verify_section(a, r) for a, r in reversed(reports))
-        return html("Teacher-free verification", body or pages.message(
-            "No verify report in this lab yet: `nexa bundle verify` (or the golden pipeline) writes one.", "info"))
+        return html("Teacher-free verification", _newest_first(labview.verify_reports(view()), pages.verify_section,
+                    "No verify report in this lab yet: `nexa bundle verify` (or the golden pipeline) writes one."))
 
     @app.get("/feedback", response_class=HTMLResponse)
     def feedback() -> HTMLResponse:
-        rounds = labview.feedback_rounds(view())
-        body = "".join(pages.feedback_section(a, r) for a, r in reversed(rounds))
-        return html("Feedback rounds: before / after", body or pages.message(
-            "No feedback round with before/after scores in this lab yet.", "info"))
+        return html("Feedback rounds: before / after", _newest_first(labview.feedback_rounds(view()), pages.feedback_section,
+                    "No feedback round with before/after scores in this lab yet."))
 
     @app.get("/review", response_class=HTMLResponse)
     def review() -> HTMLResponse:
@@ -140,6 +136,11 @@ def create_app(lab_root: str | Path) -> FastAPI:
         return html("Human review queue", note + pages.review_page(rv.list_queues(found.lab), sources), status)
 
     return app
+
+
+def _newest_first(found: list, render, empty: str) -> str:
+    """Each (artifact, content) rendered, newest first, or a note saying there is none yet."""
+    return "".join(render(a, r) for a, r in reversed(found)) or pages.message(empty, "info")
 
 
 def _lineage(found: labview.LabView, run_id: str) -> dict | Missing:
