@@ -97,9 +97,13 @@ def test_run_page_links_to_datasets_and_parent_runs(served, page, ui_lab, screen
 
 def test_review_decisions_land_in_the_ledger_and_feed_the_next_version(served, page, ui_lab, screenshots):
     lab = ui_lab["lab"]
-    queue = rv.sample_queue(lab, ui_lab["eval"], n=4, seed=42)
-    first, second = queue.items[0], queue.items[1]
     page.goto(served + "/review")
+    page.select_option("#sample-form select", ui_lab["eval"])
+    page.fill("#sample-form input[name=n]", "4")
+    page.click("#sample-form button")
+    assert "4 items to review" in page.locator(".msg.ok").inner_text()
+    queue = next(q for q in rv.list_queues(lab) if q.source_run == ui_lab["eval"] and len(q.items) == 4)
+    first, second = queue.items[0], queue.items[1]
     page.locator(f"#item-{first.item_id} button[value=exclude]").click()
     assert "recorded in the ledger" in page.locator(".msg.ok").inner_text()
     page.locator(f"#item-{second.item_id} textarea").fill("99")
