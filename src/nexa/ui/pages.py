@@ -160,6 +160,8 @@ def _tree(node: dict) -> str:
     link = {"run": run_link, "dataset": dataset_link}.get(node["kind"])
     label = f'<a href="{esc(link(node["ref"]))}">{esc(node["ref"])}</a>' if link else esc(node["ref"])
     parents = "".join(_tree(p) for p in node["parents"])
+    if node["kind"] == "run":
+        label += f' (<a href="{esc(run_link(node["ref"]))}#config">config</a>)'
     return (f'<li><span class="dim">{esc(node["kind"])}</span> {label} {esc(node["detail"])}'
             + (f'<ul class="tree">{parents}</ul>' if parents else "") + "</li>")
 

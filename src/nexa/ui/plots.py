@@ -50,7 +50,9 @@ def cost_quality(rows: list[dict[str, Any]]):
             y=[sum(r["score"] for r in items) / len(items) for _, items in mine],
             text=[f"{key[1]} · run {key[2]}" for key, _ in mine], mode="markers", name=role, marker={"size": 11},
             hovertemplate="%{text}<br>cost $%{x:.6f}<br>mean score %{y:.3f}<extra></extra>"))
-    figure.update_layout(title="Cost vs quality", xaxis_title="cost of the eval run ($)", yaxis_title="mean score")
+    span = max((sum(r["cost_usd"] for r in items) for items in groups.values()), default=0.0) or 0.01  # from $0
+    figure.update_layout(title="Cost vs quality", xaxis_title="cost of the eval run ($)", yaxis_title="mean score",
+                         xaxis={"range": [-0.05 * span, 1.15 * span], "tickprefix": "$"})
     return figure
 
 
