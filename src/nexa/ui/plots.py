@@ -99,6 +99,7 @@ def retention(report: dict[str, Any], cis: dict[str, list[float]] | None = None)
     values = [report["retention"][n] for n in names]
     gate = report.get("retain_fraction", 0.0)
     error = None
+    cis = {n: v for n, v in (cis or {}).items() if isinstance(v, (list, tuple)) and len(v) == 2}
     if cis:
         error = {"type": "data", "symmetric": False,
                  "array": [max(cis[n][1] - v, 0) if n in cis else 0 for n, v in zip(names, values)],
