@@ -140,12 +140,12 @@ def run_page(view: LabView, run: RunManifest, stages: list[dict], lineage: dict 
         total = sum(s["cost_usd"] or 0 for s in stages)
         parts.append(f"<h2>Stages ({sum(s['seconds'] for s in stages):.1f} s, ${total:.6f})</h2>"
                      + table(stages, list(stages[0]), "stages", {"run_id": run_link}))
-    parts.append(f'<h2 id="config">Config <span class="dim">sha256 {esc(run.config_hash)}</span></h2>'
-                 f"<pre>{esc(json.dumps(run.config, indent=2, sort_keys=True, default=str))}</pre>")
+    parts.append(f'<h2>Config</h2><details id="config"><summary>sha256 {esc(run.config_hash)} (show)</summary>'
+                 f"<pre>{esc(json.dumps(run.config, indent=2, sort_keys=True, default=str))}</pre></details>")
     parts.append("<h2>Cost</h2>" + table([run.cost.model_dump()], list(run.cost.model_dump()), "cost"))
-    parts.append("<h2>Inputs and outputs</h2>" + table(
-        [{"direction": d, **a.model_dump(include={"kind", "ref", "path"})} for d, refs in (("in", run.inputs), ("out", run.outputs)) for a in refs],
-        ["direction", "kind", "ref", "path"], "artifacts"))
+    refs = [{"direction": d, **a.model_dump(include={"kind", "ref", "path"})} for d, refs in (("in", run.inputs), ("out", run.outputs)) for a in refs]
+    parts.append("<h2>Inputs and outputs</h2>" + (table(refs, ["direction", "kind", "ref", "path"], "artifacts") if refs
+                 else message("this run recorded no input or output artifact", "info")))
     parts.append("<h2>Lineage</h2>" + (message(f"lineage: {lineage.reason}", "error") if isinstance(lineage, Missing)
                                        else f'<div id="lineage"><ul class="tree">{_tree(lineage)}</ul></div>'))
     children = view.children(run.run_id)
