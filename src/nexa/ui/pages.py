@@ -172,7 +172,8 @@ def dataset_page(manifest, rows_preview: list[dict]) -> str:
     parents = "".join(f'<li><a href="{esc(dataset_link(p))}">{esc(p)}</a></li>' for p in manifest.parents) or "<li>none (raw data)</li>"
     filters = [f.model_dump() for f in manifest.filters]
     return ("<h2>Manifest</h2>" + table([info], list(info), "dataset", {"created_by": run_link})
-            + f"<h2>Parents</h2><ul id='parents'>{parents}</ul><h2>Splits</h2>{table([manifest.splits], list(manifest.splits))}"
+            + f"<h2>Parents</h2><ul id='parents'>{parents}</ul>"
+            + (f"<h2>Splits</h2>{table([manifest.splits], list(manifest.splits))}" if manifest.splits else "")
             + ("<h2>Filters</h2>" + table(filters, ["name", "version", "removed", "params"]) if filters else "")
             + f"<h2>First rows</h2>{table(rows_preview, list(rows_preview[0]) if rows_preview else [])}")
 
