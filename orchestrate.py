@@ -2,7 +2,7 @@
 """The spec's quickstart entry point (v1 §15), mapped onto the `nexa` command.
 
     python orchestrate.py --stage data_gen --dataset plasma_v1 [--task reasoning --n 1000]
-    python orchestrate.py --stage train --config configs/sft-tiny.yaml
+    python orchestrate.py --stage train --config configs/sft_tiny.yaml
     python orchestrate.py --stage train --mode distill --teacher PATH|URL --student PRESET --dataset ID@vN
     python orchestrate.py --stage eval --run_id 2025-10-28_141200-abc123
     python orchestrate.py --stage feedback [--report PATH]

@@ -13,7 +13,11 @@ duplicates (a word added). Timed, in one process:
 * naive_validate_call — the same loop written the way the jsonschema docs show it,
             ``jsonschema.validate(row, schema)`` per row (re-checks the schema every call), on the first
             ``--sample`` rows only because it is slow; reported as ``speedup_vs_validate_call``;
-* near    — MinHash LSH near-duplicate clustering over the rows left after exact dedup.
+* near    — MinHash LSH near-duplicate clustering over the rows left after exact dedup;
+* cli     — the real command a user runs, ``nexa data prepare --filters exact --json`` on the same file in
+            a fresh process and a fresh lab, wall clock (start-up imports, validation, dedup, the
+            near-duplicate-aware split, writing and hashing the version, the run manifest): the headline.
+            Its counts must equal the engine's. ``startup_seconds`` times everyday commands the same way.
 
 The engine runs once on a 2,000-row file before timing, so one-time set-up (pyarrow kernels, the
 schema files) is not counted as throughput. It uses the machine as ``nexa data prepare`` does:
@@ -32,6 +36,8 @@ import json
 import os
 import random
 import resource
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -167,6 +173,36 @@ def run_near(engine: dict) -> dict:
     return {"seconds": seconds, "rows": len(norm), "removed": int((clusters != range(len(clusters))).sum())}
 
 
+def _nexa() -> list[str]:
+    """The installed ``nexa`` script beside this interpreter, else the module (both run this checkout's src)."""
+    script = Path(sys.executable).with_name("nexa")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "nexa.cli"]
+
+
+def _timed(args: list[str], cwd: Path) -> tuple[float, subprocess.CompletedProcess]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    started = time.perf_counter()
+    done = subprocess.run([*_nexa(), *args], cwd=cwd, env=env, capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    if done.returncode != 0:
+        raise SystemExit(f"nexa {' '.join(args)} failed ({done.returncode}): {done.stderr.strip()[-400:]}")
+    return seconds, done
+
+
+def run_cli(path: Path, lab: Path) -> dict:
+    """``nexa data prepare`` as a user runs it; then the everyday commands' start-up on the lab it made."""
+    _timed(["init", str(lab)], lab.parent)
+    seconds, done = _timed(["data", "prepare", "--input", str(path), "--schema", "qa", "--dataset", "bench",
+                            "--filters", "exact", "--json"], lab)
+    counts = json.loads(done.stdout)["counts"]
+    startup = {}
+    for name, args in {"help": ["--help"], "data_list": ["data", "list"], "data_show": ["data", "show", "bench@v1"],
+                       "runs_list": ["runs", "list"], "lineage": ["lineage", "bench@v1"]}.items():
+        startup[name] = round(min(_timed(args, lab)[0] for _ in range(3)), 2)
+    return {"seconds": seconds, "good": counts["read"] - counts["quarantined"], "quarantined": counts["quarantined"],
+            "unique": counts["written"], "startup": startup}
+
+
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
@@ -188,6 +224,7 @@ def main() -> None:
         near = run_near(engine)
         naive = run_naive(path)
         call = run_validate_call(path, min(args.sample, args.rows))
+        cli = run_cli(path, Path(tmp) / "lab")
     engine_rate, naive_rate = args.rows / engine["seconds"], args.rows / naive["seconds"]
     call_rate = call["rows"] / call["seconds"]
     result = {
@@ -199,6 +236,11 @@ def main() -> None:
         "peak_rss_mb": round(peak_rss_mb(), 1),
         "naive_validate_call_rows_per_s": round(call_rate),
         "speedup_vs_validate_call": round(engine_rate / call_rate, 1),
+        "cli_seconds": round(cli["seconds"], 2),
+        "cli_rows_per_s": round(args.rows / cli["seconds"]),
+        "cli_vs_engine": round(cli["seconds"] / engine["seconds"], 2),
+        "cli_target_seconds": round(2 * engine["seconds"] + 1, 2),
+        "startup_seconds": cli["startup"],
         "engine_seconds": round(engine["seconds"], 2),
         "naive_seconds": round(naive["seconds"], 2),
         "near_dup_seconds": round(near["seconds"], 2),
@@ -207,6 +249,7 @@ def main() -> None:
         "naive_counts": {k: naive[k] for k in ("good", "quarantined", "unique")},
         "near_dup_removed": near["removed"],
         "engine_matches_naive": all(engine[k] == naive[k] for k in ("good", "quarantined", "unique")),
+        "cli_matches_engine": all(engine[k] == cli[k] for k in ("good", "quarantined", "unique")),
         "quarantine_records_located": engine["located"],
         "machine": {"cpu_count": os.cpu_count(), "engine_threads": WORKERS, "arrow_pool": pa.default_memory_pool().backend_name,
                     "load_avg_1m_before": round(load_before[0], 2)},
@@ -214,12 +257,15 @@ def main() -> None:
     table = Table(title=f"data engine, {args.rows:,} rows")
     table.add_column("measure")
     table.add_column("value", justify="right")
-    for key in ("engine_rows_per_s", "naive_rows_per_s", "speedup", "naive_validate_call_rows_per_s",
+    for key in ("cli_seconds", "cli_target_seconds", "cli_rows_per_s", "engine_seconds", "engine_rows_per_s",
+                "naive_seconds", "naive_rows_per_s", "speedup", "naive_validate_call_rows_per_s",
                 "speedup_vs_validate_call", "near_dup_rows_per_s", "peak_rss_mb",
-                "near_dup_removed", "engine_matches_naive"):
+                "near_dup_removed", "engine_matches_naive", "cli_matches_engine"):
         table.add_row(key, f"{result[key]:,}" if isinstance(result[key], (int, float)) and not isinstance(result[key], bool) else str(result[key]))
     Console(stderr=True).print(table)
-    if not (result["engine_matches_naive"] and result["quarantine_records_located"]):
+    for name, seconds in result["startup_seconds"].items():
+        table.add_row(f"startup: nexa {name.replace('_', ' ')}", f"{seconds:.2f} s")
+    if not (result["engine_matches_naive"] and result["cli_matches_engine"] and result["quarantine_records_located"]):
         raise SystemExit(f"engine and naive loop disagree or a quarantine record lacks its place: "
                          f"{result['engine_counts']} vs {result['naive_counts']}, located={result['quarantine_records_located']}")
     if args.out:

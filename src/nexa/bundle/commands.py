@@ -13,6 +13,7 @@ from nexa.ledger import Lab
 from nexa.ledger.console import console, emit_result, table
 from nexa.ledger.hashing import sha256_file
 from nexa.ledger.runs import start_run
+from nexa.pipeline.standalone import require_paths
 
 app = typer.Typer(help="Bundles: build the Nexus layout, verify it teacher-free.", no_args_is_help=True)
 
@@ -41,9 +42,10 @@ def build_command(
     if quantize not in (None, "int8"):
         raise typer.BadParameter("only 'int8' is supported", param_hint="--quantize")
     lab = Lab.find(lab_dir)
+    require_paths(model=model / "model.safetensors", router=router, teacher_scores=teacher_scores, adapters=adapters)
+    rows = read_dataset_rows(lab, benchmark)
     with start_run(lab, "bundle", config={"model": str(model), "benchmark": benchmark, "quantize": quantize,
                                           "allow_uncensored": allow_uncensored}) as run:
-        rows = read_dataset_rows(lab, benchmark)
         items = [{"prompt": r["prompt"], "answer": r["answer"], "capability": r["capability"], "max_new_tokens": max_new_tokens}
                  for r in rows if r.get("split", "eval") == "eval"]
         try:
@@ -68,7 +70,7 @@ def build_command(
 @app.command("verify")
 def verify_command(
     bundle: Path = typer.Argument(..., help="Bundle folder."),
-    retain_fraction: float = typer.Option(0.97, help="Student must keep at least this fraction of the teacher's score."),
+    retain_fraction: Optional[float] = typer.Option(None, min=0.0, max=1.0, help="Student must keep at least this fraction of the teacher's score (default: the lab's)."),
     teacher: List[Path] = typer.Option([], help="Teacher weight paths that must be gone (repeatable)."),
     lab_dir: Path = typer.Option(Path("."), "--lab"),
     json_out: bool = typer.Option(False, "--json"),
@@ -79,6 +81,7 @@ def verify_command(
     if not (bundle / "manifest.json").exists():
         raise typer.BadParameter(f"{bundle} has no manifest.json; is it a bundle folder?", param_hint="BUNDLE")
     lab = Lab.find(lab_dir)
+    retain_fraction = lab.config.retain_fraction if retain_fraction is None else retain_fraction
     with start_run(lab, "verify", config={"bundle": str(bundle), "retain_fraction": retain_fraction}) as run:
         report = verify_bundle(bundle, retain_fraction, forbidden=[str(p) for p in teacher])
         run.update(eval_status="done", eval_report=str(bundle / "verify_report.json"),

@@ -33,13 +33,16 @@ def build(ctx, name: str = "nexus_bundle_v1", student: str = "student_kd", route
             "capabilities": manifest["capabilities"], "adapters": sorted(manifest["adapters"]), "parameters": manifest["parameters"]}
 
 
-def verify(ctx, bundle: str = "bundle", teacher: str = "teacher", retain_fraction: float = 0.97,
+def verify(ctx, bundle: str = "bundle", teacher: str = "teacher", retain_fraction: float | None = None,
            delete_teacher: bool = True, quantized: bool = False) -> dict:
     """Delete the teacher's weights, then benchmark the bundle alone in a fresh process and gate it.
+
+    ``retain_fraction`` defaults to the lab's (``nexa.yaml``), the one default every gate shares.
 
     With ``quantized``, an int8 copy is verified too and both sizes are reported; the float bundle
     stays the pipeline's bundle.
     """
+    retain_fraction = ctx.lab.config.retain_fraction if retain_fraction is None else retain_fraction
     name = ctx.summary_of(bundle)["bundle"]
     target = ctx.out / "bundle"
     shutil.copytree(ctx.input(bundle) / name, target)

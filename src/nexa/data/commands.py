@@ -8,8 +8,8 @@ from typing import Any, Optional
 
 import typer
 
-from nexa.ledger import ArtifactRef, Lab, LedgerError
-from nexa.ledger.console import console, emit_result, progress, table
+from nexa.ledger import ArtifactRef, Lab
+from nexa.ledger.console import console, emit_result, fail, progress, table
 from nexa.ledger.datasets import read_dataset_manifest, read_dataset_rows
 from nexa.ledger.registry import DatasetRegistry
 
@@ -19,25 +19,12 @@ app.add_typer(schema_app, name="schema")
 
 LAB = typer.Option(Path("."), "--lab", help="Lab folder.")
 JSON = typer.Option(False, "--json", help="Print one JSON object on stdout.")
-USER_ERRORS = (LedgerError, FileNotFoundError, ValueError, LookupError, TypeError)
-
-
-def _fail(message: str, code: int = 2) -> None:
-    console.print(f"[red]error:[/red] {message}")
-    raise typer.Exit(code)
-
-
-def _lab(lab_dir: Path) -> Lab:
-    try:
-        return Lab.find(lab_dir)
-    except LedgerError as exc:
-        _fail(str(exc))
 
 
 @app.command("list")
 def list_datasets(lab_dir: Path = LAB, json_out: bool = JSON) -> None:
     """Every dataset in the registry with its versions, rows and hash."""
-    entries = DatasetRegistry(_lab(lab_dir).registry_dir).all()
+    entries = DatasetRegistry(Lab.find(lab_dir).registry_dir).all()
     if json_out:
         emit_result({"datasets": {k: [v.model_dump() for v in vs] for k, vs in entries.items()}}, True)
         return
@@ -49,12 +36,9 @@ def list_datasets(lab_dir: Path = LAB, json_out: bool = JSON) -> None:
 def show(ref: str = typer.Argument(..., help="ID or ID@vN"), lab_dir: Path = LAB,
          samples: int = typer.Option(3, help="Sample rows to print."), json_out: bool = JSON) -> None:
     """A version's schema, counts, filters, lineage and a few rows."""
-    lab = _lab(lab_dir)
-    try:
-        manifest = read_dataset_manifest(lab, ref)
-        rows = read_dataset_rows(lab, manifest.ref)[:samples]
-    except USER_ERRORS as exc:
-        _fail(str(exc))
+    lab = Lab.find(lab_dir)
+    manifest = read_dataset_manifest(lab, ref)
+    rows = read_dataset_rows(lab, manifest.ref)[:samples]
     if json_out:
         emit_result({"manifest": json.loads(manifest.model_dump_json()), "samples": rows}, True)
         return
@@ -86,6 +70,8 @@ def prepare_cmd(
     max_red_flags: int = typer.Option(1, min=1, help="Safety: rows with this many hazard-pattern hits leave the version for review."),
     rule: list[str] = typer.Option([], "--rule", help="Extra unphysical rule as module:function (repeatable)."),
     splits: str = typer.Option("train=0.8,val=0.1,test=0.1", help="Split fractions by content hash."),
+    split_by: str = typer.Option("near", "--split-by", help="Keep together in one split: 'near' (near-duplicate clusters, "
+                                 "so no near-duplicate straddles train and eval) or 'exact' (identical texts only; faster)."),
     strict: bool = typer.Option(False, "--strict", help="Write nothing and exit 1 if any row fails validation."),
     notes: str = typer.Option("", help="Free text stored in the manifest."),
     lab_dir: Path = LAB, json_out: bool = JSON,
@@ -93,27 +79,28 @@ def prepare_cmd(
     """Validate, filter, dedup and split inputs into a new immutable version ID@vN (same inputs → same version)."""
     from nexa.data.rules import RULES, load_rule
     from nexa.data.schema import load_schema
+    from nexa.data.prepare import SPLIT_BY
     from nexa.data.splits import parse_fractions
     from nexa.ledger.runs import start_run
 
-    lab = _lab(lab_dir)
+    lab = Lab.find(lab_dir)
     names = [f.strip() for f in filters.split(",") if f.strip()]
     config = {"inputs": inputs, "schema": schema_name, "dataset": dataset, "filters": names, "near_threshold": near_threshold,
               "semantic_threshold": semantic_threshold, "min_chars": min_chars, "max_chars": max_chars,
               "max_repetition": max_repetition, "min_quality": min_quality, "max_red_flags": max_red_flags, "rules": rule,
-              "splits": splits, "strict": strict}
-    try:
-        schema = load_schema(schema_name, lab.registry_dir)
-        fractions = parse_fractions(splits)
-        extra_rules = [load_rule(spec) for spec in rule]
-        params = {"near_threshold": near_threshold, "semantic_threshold": semantic_threshold, "min_chars": min_chars,
-                  "max_chars": max_chars, "max_repetition": max_repetition, "min_quality": min_quality,
-                  "max_red_flags": max_red_flags, "rules": sorted(set(RULES) | set(extra_rules)) if extra_rules else None}
-        with start_run(lab, "data.prepare", config=config) as run:
-            console.print(f"run [bold]{run.run_id}[/bold]")
-            result = _run_prepare(lab, inputs, schema, dataset, names, params, fractions, strict, run, notes)
-    except USER_ERRORS as exc:
-        _fail(str(exc))
+              "splits": splits, "split_by": split_by, "strict": strict}
+    schema = load_schema(schema_name, lab.registry_dir)
+    fractions = parse_fractions(splits)
+    if split_by not in SPLIT_BY:
+        raise ValueError(f"--split-by {split_by!r}: choose from {', '.join(SPLIT_BY)}")
+    extra_rules = [load_rule(spec) for spec in rule]
+    params = {"near_threshold": near_threshold, "semantic_threshold": semantic_threshold, "min_chars": min_chars,
+              "max_chars": max_chars, "max_repetition": max_repetition, "min_quality": min_quality,
+              "max_red_flags": max_red_flags, "rules": sorted(set(RULES) | set(extra_rules)) if extra_rules else None,
+              "split_by": split_by}
+    with start_run(lab, "data.prepare", config=config) as run:
+        console.print(f"run [bold]{run.run_id}[/bold]")
+        result = _run_prepare(lab, inputs, schema, dataset, names, params, fractions, strict, run, notes)
     _print_counts(result)
     payload = _prepare_payload(run.run_id, result)
     if result.problem:
@@ -130,7 +117,7 @@ def _run_prepare(lab, inputs, schema, dataset, names, params, fractions, strict,
     with progress(transient=True) as bar:
         task = bar.add_task("validate", total=None)
         result = prepare(lab, inputs, schema, dataset, filters=names, filter_params=params, fractions=fractions,
-                         cluster_threshold=params["near_threshold"], strict=strict, run_id=run.run_id, notes=notes,
+                         cluster_threshold=params["near_threshold"], split_by=params["split_by"], strict=strict, run_id=run.run_id, notes=notes,
                          on_rows=lambda n: bar.advance(task, n), on_filter=lambda name: bar.update(task, description=name))
     run.log("prepare_counts", counts=result.totals(), per_file={k: vars(v) for k, v in result.counts.items()})
     run.update(metrics={k: float(v) for k, v in result.totals().items() if k != "removed"})
@@ -179,11 +166,11 @@ def generate_cmd(task: str = typer.Option(..., "--task", help="Built-in capabili
     from nexa.data.generators import generate, generate_hypotheses
     from nexa.data.augment import write_jsonl
 
-    lab = _lab(lab_dir)
+    lab = Lab.find(lab_dir)
     try:
         rows = generate_hypotheses(n, seed) if task == "hypothesis" else generate(task, n, seed=seed)
     except (KeyError, ValueError) as exc:
-        _fail(str(exc).strip("'\""))
+        fail(str(exc).strip("'\""))
     schema = "hypothesis" if task == "hypothesis" else "qa"
     _prepare_generated(lab, rows, schema, dataset, "data.generate", {"task": task, "n": n, "seed": seed, "dataset": dataset},
                        splits, [], f"built-in generator {task!r}, n={n}, seed {seed}", json_out, write_jsonl)
@@ -216,79 +203,31 @@ def augment_cmd(base: str = typer.Option(..., "--from", help="Base version ID@vN
     it, split); a prompt the teacher answered with nothing is quarantined with its reason, not dropped.
     """
     from nexa.data.augment import from_generator, from_teacher, prompts_for, write_jsonl
+    from nexa.teachers.prompting import open_prompt_teacher
 
-    lab = _lab(lab_dir)
+    lab = Lab.find(lab_dir)
     config: dict[str, Any] = {"from": base, "capability": capability, "n": n, "seed": seed}
-    try:
-        manifest = read_dataset_manifest(lab, base)
-        existing = {r["prompt"] for r in read_dataset_rows(lab, manifest.ref) if "prompt" in r}
-        if teacher is None:
-            new, source = from_generator(capability, n, seed, existing), f"{n} generated {capability!r} rows"
-        else:
-            prompts = prompts_for(capability, n, seed, existing)  # an unknown capability fails here, before any call
-            asker = _prompt_teacher(teacher, teacher_model, api, api_key_env, system, timeout_s, max_attempts,
-                                    dict(max_tokens=max_tokens, temperature=temperature, seed=seed if temperature > 0 else None))
-            config.update(teacher=asker.teacher_id, teacher_model=asker.model_name, max_tokens=max_tokens, temperature=temperature)
-            from nexa.teachers.errors import TeacherError  # only here: the generator path never loads the teachers layer
+    manifest = read_dataset_manifest(lab, base)
+    existing = {r["prompt"] for r in read_dataset_rows(lab, manifest.ref) if "prompt" in r}
+    if teacher is None:
+        new, source = from_generator(capability, n, seed, existing), f"{n} generated {capability!r} rows"
+    else:
+        prompts = prompts_for(capability, n, seed, existing)  # an unknown capability fails here, before any call
+        asker = open_prompt_teacher(teacher, teacher_model, api, api_key_env, system, timeout_s, max_attempts,
+                                dict(max_tokens=max_tokens, temperature=temperature, seed=seed if temperature > 0 else None))
+        config.update(teacher=asker.teacher_id, teacher_model=asker.model_name, max_tokens=max_tokens, temperature=temperature)
+        from nexa.teachers.errors import TeacherError  # only here: the generator path never loads the teachers layer
 
-            try:
-                new = from_teacher(asker, prompts, capability, batch_size=batch_size)
-            except TeacherError as exc:
-                _fail(f"teacher failed: {exc}")
-            finally:
-                asker.close()
-            source = f"{n} {capability!r} prompts answered by teacher {asker.teacher_id}"
-    except USER_ERRORS as exc:
-        _fail(str(exc))
+        try:
+            new = from_teacher(asker, prompts, capability, batch_size=batch_size)
+        except TeacherError as exc:
+            fail(f"teacher failed: {exc}")
+        finally:
+            asker.close()
+        source = f"{n} {capability!r} prompts answered by teacher {asker.teacher_id}"
     _prepare_generated(lab, new.rows + new.rejected, manifest.row_schema, dataset or manifest.id, "data.augment",
                        {**config, "from": manifest.ref}, "train=0.8,val=0.1,test=0.1",
                        [manifest.ref], f"augmented {manifest.ref} with {source}, seed {seed}", json_out, write_jsonl)
-
-
-class _PromptTeacher:
-    """A :mod:`nexa.teachers` client seen as :class:`nexa.data.augment.Teacher`: prompts in, answer texts out.
-
-    Each prompt is one request (retried with backoff on transient errors); a prompt the teacher
-    refuses gets an empty answer, which augment keeps as a rejected row.
-    """
-
-    def __init__(self, client, params, system: str | None, max_attempts: int):
-        from nexa.teachers.faults import CircuitBreaker, RetryPolicy
-
-        self.client, self.params, self.system = client, params, system
-        self.retry = RetryPolicy(max_attempts=max_attempts)
-        self.breaker = CircuitBreaker(threshold=max(10, max_attempts))
-        self.name = client.model_name
-        self.teacher_id, self.model_name = client.teacher_id, client.model_name
-
-    def complete(self, prompts: list[str]) -> list[str]:
-        from nexa.teachers.errors import PromptRejectedError
-        from nexa.teachers.faults import call_with_retries
-        from nexa.teachers.protocol import TeacherRequest
-
-        requests = [TeacherRequest.from_prompt(p, self.params, system=self.system) for p in prompts]
-        answers: list[str] = []
-        step = max(1, self.client.max_batch)
-        for start in range(0, len(requests), step):
-            batch = requests[start:start + step]
-            try:
-                answers += [r.text for r in call_with_retries(lambda: self.client.complete(batch), self.retry, self.breaker)]
-            except PromptRejectedError:
-                answers += [""] * len(batch)
-        return answers
-
-    def close(self) -> None:
-        self.client.close()
-
-
-def _prompt_teacher(target: str, model: Optional[str], api: str, key_env: Optional[str], system: Optional[str],
-                    timeout_s: float, max_attempts: int, params: dict) -> _PromptTeacher:
-    """The teacher as ``nexa distill materialize`` opens it (a TeacherSpecError is a ValueError: a user error here)."""
-    from nexa.teachers.opening import open_teacher
-    from nexa.teachers.protocol import GenerationParams
-
-    client = open_teacher(target, model, api=api, key_env=key_env, system=system, timeout_s=timeout_s)
-    return _PromptTeacher(client, GenerationParams(**params), system, max_attempts)
 
 
 def _prepare_generated(lab, rows, schema_name, dataset, run_type, config, splits, bases, notes, json_out, write_jsonl) -> None:
@@ -297,18 +236,15 @@ def _prepare_generated(lab, rows, schema_name, dataset, run_type, config, splits
     from nexa.data.splits import parse_fractions
     from nexa.ledger.runs import start_run
 
-    try:
-        with start_run(lab, run_type, config=config, seed=config.get("seed")) as run:
-            console.print(f"run [bold]{run.run_id}[/bold]")
-            source = write_jsonl(rows, lab.scratch / "data" / run.run_id / "generated.jsonl")
-            result = prepare(lab, [*bases, str(source)], load_schema(schema_name, lab.registry_dir), dataset,
-                             filters=["exact"], fractions=parse_fractions(splits), cluster_threshold=None, run_id=run.run_id, notes=notes)
-            if result.problem:
-                run.fail(RuntimeError(result.problem))
-            else:
-                run.update(dataset_id=result.manifest.ref, dataset_hash=result.manifest.content_hash)
-    except USER_ERRORS as exc:
-        _fail(str(exc))
+    with start_run(lab, run_type, config=config, seed=config.get("seed")) as run:
+        console.print(f"run [bold]{run.run_id}[/bold]")
+        source = write_jsonl(rows, lab.scratch / "data" / run.run_id / "generated.jsonl")
+        result = prepare(lab, [*bases, str(source)], load_schema(schema_name, lab.registry_dir), dataset,
+                         filters=["exact"], fractions=parse_fractions(splits), cluster_threshold=None, run_id=run.run_id, notes=notes)
+        if result.problem:
+            run.fail(RuntimeError(result.problem))
+        else:
+            run.update(dataset_id=result.manifest.ref, dataset_hash=result.manifest.content_hash)
     _print_counts(result)
     emit_result(_prepare_payload(run.run_id, result), json_out)
     if result.problem:
@@ -322,10 +258,7 @@ def diff_cmd(old: str = typer.Argument(..., help="ID@vA"), new: str = typer.Argu
     """Rows added and removed between two versions."""
     from nexa.data.diff import diff_versions
 
-    try:
-        summary = diff_versions(_lab(lab_dir), old, new).summary(samples)
-    except USER_ERRORS as exc:
-        _fail(str(exc))
+    summary = diff_versions(Lab.find(lab_dir), old, new).summary(samples)
     if json_out:
         emit_result(summary, True)
         return
@@ -341,7 +274,7 @@ def schema_list(lab_dir: Path = LAB, json_out: bool = JSON) -> None:
     """Built-in and lab-registered row schemas."""
     from nexa.data.schema import builtin_schemas, lab_schema_dir, parse_schema
 
-    lab = _lab(lab_dir)
+    lab = Lab.find(lab_dir)
     found = list(builtin_schemas().values())
     found += [parse_schema(json.loads(p.read_text()), str(p)) for p in sorted(lab_schema_dir(lab.registry_dir).glob("*.json"))]
     if json_out:
@@ -357,11 +290,8 @@ def schema_register(file: Path = typer.Argument(..., help="JSON Schema file with
     """Copy a row schema into the lab's registry so `--schema NAME` finds it."""
     from nexa.data.schema import register_schema
 
-    lab = _lab(lab_dir)
-    try:
-        schema, target = register_schema(lab.registry_dir, file)
-    except (ValueError, FileNotFoundError, FileExistsError) as exc:
-        _fail(str(exc))
+    lab = Lab.find(lab_dir)
+    schema, target = register_schema(lab.registry_dir, file)
     console.print(f"registered [bold]{schema.ref}[/bold] at {target}" + ("" if schema.exact else
                   " (uses keywords beyond the column checks: every row is also checked with jsonschema)"))
     emit_result({"run_id": None, "status": "succeeded", "schema": schema.ref, "path": str(target), "outputs": [{"path": str(target)}]}, json_out)

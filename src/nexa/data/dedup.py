@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from nexa.data.filters import FilterInput, FilterResult
+from nexa.data.runtime import ordered_map
 
 
 def shingles(text: str, size: int) -> set[bytes]:
@@ -33,12 +34,13 @@ def jaccard(a: str, b: str, size: int) -> float:
 
 @dataclass
 class NearDedup:
-    """MinHash signatures of character shingles, banded LSH for candidates, exact Jaccard before merging.
+    """MinHash signatures of character shingles, banded LSH for candidates, then a similarity check.
 
-    Signatures and band keys are computed column-wise with numpy over the Arrow text buffer (no Python
-    object per shingle), and only ``bands`` 64-bit keys per row are kept, so a million rows fit in a
-    few hundred MB; the band/row split is datasketch's optimum for the threshold and weights. Rows
-    connected by confirmed pairs form a cluster; its first row is kept.
+    Signatures are one-permutation MinHash (each shingle hashed once into one of ``num_perm`` bins;
+    Li, Owen & Zhang, NeurIPS 2012), computed column-wise with numpy over the Arrow text buffer: the
+    work grows with the text, not with text × permutations.
+    Only ``bands`` 64-bit keys and a 16-bit sketch per bin are kept per row. Rows connected by
+    checked pairs form a cluster; its first row is kept.
     """
 
     threshold: float = 0.8
@@ -47,45 +49,83 @@ class NearDedup:
     seed: int = 1
     weights: tuple[float, float] = (0.1, 0.9)  # tuned for recall: a missed pair is a leak, a false candidate is re-checked
     name: str = "near_dedup"
-    version: str = "2"
+    version: str = "3"
 
     def params(self) -> dict[str, Any]:
         bands, rows = self.banding()
         return {"threshold": self.threshold, "num_perm": self.num_perm, "shingle_chars": self.shingle, "seed": self.seed,
-                "lsh_weights": list(self.weights), "bands": bands, "rows_per_band": rows, "confirm": "exact shingle jaccard"}
+                "lsh_weights": list(self.weights), "bands": bands, "rows_per_band": rows, "minhash": "one-permutation",
+                "confirm": "exact shingle jaccard"}
 
     def banding(self) -> tuple[int, int]:
-        from datasketch.lsh import _optimal_param
-
-        return _optimal_param(self.threshold, self.num_perm, *self.weights)
+        return optimal_banding(self.threshold, self.num_perm, self.weights)
 
     def apply(self, rows: FilterInput) -> FilterResult:
         clusters = self.clusters(rows.norm)
         return FilterResult(clusters == np.arange(len(clusters)), clusters=clusters)
 
-    def clusters(self, norm: pa.Array) -> np.ndarray:
+    def clusters(self, norm: pa.Array | pa.ChunkedArray, *, confirm: bool = True) -> np.ndarray:
         """For each row, the index of the first row of its near-duplicate cluster (itself when it is the first).
 
-        LSH candidates are screened with the signatures' agreement (a Jaccard estimate, with 0.1 slack)
-        and then confirmed with the exact shingle Jaccard, so only real near-duplicates are merged.
+        LSH candidates are screened with the signatures' agreement (a Jaccard estimate, with 0.1 slack).
+        With ``confirm`` (dedup: a merged row is dropped) each is then checked with the exact shingle
+        Jaccard; without it (splits: a merged row only keeps its cluster's split) the estimate at the
+        threshold decides, which costs no per-pair Python.
         """
         norm = pc.fill_null(norm, "")
         norm = norm.combine_chunks() if isinstance(norm, pa.ChunkedArray) else norm
         keys, sketch = band_keys(norm, self.num_perm, self.shingle, self.seed, *self.banding())
         first, second = candidate_pairs(keys)
-        estimate = (sketch[first] == sketch[second]).mean(axis=1) if len(first) else np.zeros(0)
+        estimate = screened_similarity(sketch, first, second, self.threshold - (0.1 if confirm else 0.0))
+        if not confirm:
+            likely = estimate >= self.threshold
+            return connected_first(len(norm), first[likely], second[likely])
         likely = estimate >= self.threshold - 0.1
-        parent = np.arange(len(norm))
-        for a, b in zip(first[likely].tolist(), second[likely].tolist()):
-            if _root(parent, a) != _root(parent, b) and jaccard(norm[a].as_py(), norm[b].as_py(), self.shingle) >= self.threshold:
-                _union(parent, a, b)
-        return np.array([_root(parent, i) for i in range(len(parent))], dtype=np.int64)
+        pairs = [(a, b) for a, b in zip(first[likely].tolist(), second[likely].tolist())
+                 if jaccard(norm[a].as_py(), norm[b].as_py(), self.shingle) >= self.threshold]
+        checked = np.array(pairs, dtype=np.int64).reshape(-1, 2)
+        return connected_first(len(norm), checked[:, 0], checked[:, 1])
+
+
+def optimal_banding(threshold: float, num_perm: int, weights: tuple[float, float]) -> tuple[int, int]:
+    """(bands, rows per band) minimising weighted false-positive + false-negative area, as datasketch chooses them.
+
+    The same objective as ``datasketch.lsh._optimal_param`` (areas under the LSH S-curve below and
+    above the threshold), integrated with numpy on a fine grid for every (b, r) at once, because
+    importing datasketch costs seconds of start-up for one small formula.
+    """
+    pairs = np.array([(b, r) for b in range(1, num_perm + 1) for r in range(1, num_perm // b + 1)], dtype=np.float64)
+    bands, rows = pairs[:, :1], pairs[:, 1:]
+    low, high = np.linspace(0.0, threshold, 1001), np.linspace(threshold, 1.0, 1001)
+    false_positive = np.trapezoid(1 - (1 - low ** rows) ** bands, low, axis=1)
+    false_negative = np.trapezoid((1 - high ** rows) ** bands, high, axis=1)
+    best = int(np.argmin(false_positive * weights[0] + false_negative * weights[1]))  # first minimum: datasketch's order
+    return int(pairs[best, 0]), int(pairs[best, 1])
+
+
+def connected_first(n: int, first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """For each of ``n`` nodes, the smallest index in its connected component of the edges (first[i], second[i]).
+
+    Min-label propagation with pointer jumping, all in numpy: each round every edge pulls both ends
+    to the smaller label, then labels follow their own labels; it ends when a round changes nothing.
+    """
+    label = np.arange(n, dtype=np.int64)
+    if len(first) == 0:
+        return label
+    while True:
+        low = np.minimum(label[first], label[second])
+        before = label.copy()
+        np.minimum.at(label, first, low)
+        np.minimum.at(label, second, low)
+        label = label[label]
+        if np.array_equal(label, before):
+            return label
 
 
 _MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 
 
-def _mix(x: np.ndarray) -> np.ndarray:
+def mix64(x: np.ndarray) -> np.ndarray:
     """splitmix64 finaliser: a well-spread 64-bit hash of each 64-bit value (wrapping arithmetic)."""
     x = x ^ (x >> np.uint64(30))
     x = x * np.uint64(0xBF58476D1CE4E5B9)
@@ -94,59 +134,128 @@ def _mix(x: np.ndarray) -> np.ndarray:
     return x ^ (x >> np.uint64(31))
 
 
+def text_buffers(norm: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """Offsets (int64, rebased to 0) and the bytes of a string array, padded with 8 zero bytes for word reads."""
+    offsets = np.frombuffer(norm.buffers()[1], dtype=np.int32)[norm.offset:norm.offset + len(norm) + 1].astype(np.int64)
+    raw = norm.buffers()[2]
+    body = np.frombuffer(raw, dtype=np.uint8)[offsets[0]:offsets[-1]] if raw is not None and len(norm) else np.zeros(0, np.uint8)
+    data = np.zeros(len(body) + 8, dtype=np.uint8)
+    data[:len(body)] = body
+    return offsets - offsets[0], data
+
+
 def band_keys(norm: pa.Array, num_perm: int, size: int, seed: int, bands: int, rows_per_band: int,
               chunk_windows: int = 1 << 17) -> tuple[np.ndarray, np.ndarray]:
     """``(n, bands)`` uint64 LSH keys and an ``(n, num_perm)`` uint16 sketch of the MinHash signature.
 
-    MinHash is taken over byte ``size``-grams with multiply-shift permutations; the sketch keeps the
-    low 16 bits of each minimum, enough to estimate Jaccard (chance agreement 1/65536) in 256 bytes a row.
+    Shingles are byte ``size``-grams (``size`` <= 8, read as little-endian words); a text shorter than
+    ``size`` is one shingle. The sketch keeps the top 16 bits of each bin (0xFFFF for an empty bin),
+    enough to estimate Jaccard (:func:`sketch_similarity`; chance agreement 1/65536) in ``2 * num_perm``
+    bytes a row. A band whose bins are all empty gets a key of its own row, so short texts do not all
+    collide. Rows are worked ``chunk_windows`` shingles at a time so numpy's scratch arrays stay in
+    cache and are reused rather than faulted in afresh.
     """
-    rng = np.random.default_rng(seed)
-    a = rng.integers(1, 2**63, num_perm, dtype=np.uint64) | np.uint64(1)
-    b = rng.integers(0, 2**63, num_perm, dtype=np.uint64)
-    offsets = np.frombuffer(norm.buffers()[1], dtype=np.int32)[norm.offset:norm.offset + len(norm) + 1].astype(np.int64)
-    data = np.frombuffer(norm.buffers()[2], dtype=np.uint8) if len(norm) and norm.buffers()[2] is not None else np.zeros(1, np.uint8)
-    counts = np.maximum(1, np.diff(offsets) - size + 1)
+    if not 1 <= size <= 8:
+        raise ValueError(f"shingle size {size} must be between 1 and 8 bytes")
+    if num_perm < 2 or num_perm & (num_perm - 1):
+        raise ValueError(f"num_perm {num_perm} must be a power of two >= 2 (one-permutation MinHash bins)")
+    offsets, data = text_buffers(norm)
+    words = np.ndarray((len(data) - 7,), dtype="<u8", buffer=data, strides=(1,))  # words[i]: the 8 bytes from i
+    lengths = np.diff(offsets)
+    counts = np.maximum(1, lengths - size + 1)
     keys = np.empty((len(norm), bands), dtype=np.uint64)
     sketch = np.empty((len(norm), num_perm), dtype=np.uint16)
-    start = 0
-    with np.errstate(over="ignore"):
-        while start < len(norm):
-            stop = start + max(1, int(np.searchsorted(np.cumsum(counts[start:]), chunk_windows)))
-            stop = min(stop, len(norm))
-            keys[start:stop], sketch[start:stop] = _chunk_keys(data, offsets[start:stop + 1], counts[start:stop], size, a, b,
-                                                               bands, rows_per_band)
-            start = stop
+    salt = mix64(np.array([seed], dtype=np.uint64))[0]
+    multipliers = mix64(np.array([seed * 2 + 1, seed * 2 + 2], dtype=np.uint64)) | np.uint64(1)
+    windows = np.cumsum(counts)
+    bounds, start = [], 0
+    while start < len(norm):
+        done = windows[start - 1] if start else 0
+        stop = min(len(norm), max(start + 1, int(np.searchsorted(windows, done + chunk_windows, side="right"))))
+        bounds.append((start, stop))
+        start = stop
+
+    def fill(span: tuple[int, int]) -> None:  # numpy lets go of the GIL, so chunks run side by side
+        lo, hi = span
+        with np.errstate(over="ignore"):
+            signature = _one_permutation(words, offsets[lo:hi], lengths[lo:hi], counts[lo:hi], size, multipliers, num_perm)
+            keys[lo:hi] = _fold_bands(signature, bands, rows_per_band, np.arange(lo, hi, dtype=np.uint64) ^ salt)
+            sketch[lo:hi] = (signature >> np.uint32(16)).astype(np.uint16)
+
+    for _ in ordered_map(fill, bounds):
+        pass
     return keys, sketch
 
 
-def _chunk_keys(data, offsets, counts, size, a, b, bands, rows_per_band) -> np.ndarray:
+_EMPTY32 = np.uint32(0xFFFFFFFF)
+
+
+def _one_permutation(words, starts, lengths, counts, size, multipliers, num_perm) -> np.ndarray:
+    """One-permutation MinHash of each row: ``(rows, num_perm)`` uint32, :data:`_EMPTY32` for an empty bin.
+
+    Each shingle is hashed once by two multiply-shift hashes (Dietzfelbinger et al.; the top bits of a
+    product by an odd constant are universal): one picks the bin, the other is the value kept if smallest.
+    """
     first = np.cumsum(counts) - counts
-    pos = np.arange(counts.sum()) - np.repeat(first, counts) + np.repeat(offsets[:-1], counts)
-    end = np.repeat(offsets[1:], counts)
-    gram = np.zeros(len(pos), dtype=np.uint64)
-    for k in range(size):
-        byte = np.where(pos + k < end, data[np.minimum(pos + k, len(data) - 1)], 0).astype(np.uint64)
-        gram = gram * np.uint64(257) + byte + np.uint64(1)
-    hashed = _mix(gram)
-    signature = np.empty((len(counts), len(a)), dtype=np.uint64)
-    for j in range(len(a)):
-        signature[:, j] = np.minimum.reduceat((hashed * a[j] + b[j]) >> np.uint64(32), first)
-    keys = np.empty((len(counts), bands), dtype=np.uint64)
+    bases = np.repeat(starts - first, counts)
+    pos = np.arange(int(counts.sum()), dtype=np.int64) + bases
+    gram = words[pos] & np.uint64((1 << (8 * size)) - 1)
+    short = np.flatnonzero(lengths < size)  # a text shorter than a shingle is one shingle: itself
+    if len(short):
+        gram[first[short]] = words[starts[short]] & ((np.uint64(1) << (np.uint64(8) * lengths[short].astype(np.uint64))) - np.uint64(1))
+    slot = np.repeat(np.arange(len(counts), dtype=np.int64) * num_perm, counts)
+    slot += ((gram * multipliers[0]) >> np.uint64(64 - int(num_perm).bit_length() + 1)).astype(np.int64)
+    value = np.minimum((gram * multipliers[1]) >> np.uint64(32), np.uint64(0xFFFFFFFE)).astype(np.uint32)  # never the empty marker
+    signature = np.full(len(counts) * num_perm, _EMPTY32, dtype=np.uint32)
+    np.minimum.at(signature, slot, value)
+    return signature.reshape(len(counts), num_perm)
+
+
+def _fold_bands(signature: np.ndarray, bands: int, rows_per_band: int, row_salt: np.ndarray) -> np.ndarray:
+    keys = np.empty((len(signature), bands), dtype=np.uint64)
     for band in range(bands):
         block = signature[:, band * rows_per_band:(band + 1) * rows_per_band]
-        acc = np.full(len(counts), np.uint64(band + 1))
+        acc = np.full(len(signature), np.uint64(band + 1))
         for column in block.T:
-            acc = _mix(acc ^ column)
-        keys[:, band] = acc
-    return keys, (signature & np.uint64(0xFFFF)).astype(np.uint16)
+            acc = (acc ^ column) * _GOLDEN
+        keys[:, band] = np.where((block == _EMPTY32).all(axis=1), mix64(row_salt + np.uint64(band) * _GOLDEN), mix64(acc))
+    return keys
+
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+def sketch_similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """One-permutation MinHash's Jaccard estimate for row pairs: equal non-empty bins over bins non-empty in either."""
+    filled = (a != _EMPTY16) | (b != _EMPTY16)
+    return ((a == b) & filled).sum(axis=1) / np.maximum(1, filled.sum(axis=1))
+
+
+_EMPTY16 = np.uint16(0xFFFF)
+
+
+def screened_similarity(sketch: np.ndarray, first: np.ndarray, second: np.ndarray, threshold: float,
+                        block: int = 65_536) -> np.ndarray:
+    """:func:`sketch_similarity` of each pair, computed in full only for pairs a quarter of the bins does not rule out.
+
+    The first quarter of the bins is an estimate with four times the variance; a pair below
+    ``threshold - 0.25`` there is reported as 0. Pairs go in blocks so the gathered sketches stay small.
+    """
+    estimate = np.zeros(len(first))
+    quarter = max(1, sketch.shape[1] // 4)
+    for lo in range(0, len(first), block):
+        a, b = first[lo:lo + block], second[lo:lo + block]
+        rough = sketch_similarity(sketch[a, :quarter], sketch[b, :quarter])
+        hopeful = np.flatnonzero(rough >= threshold - 0.25)
+        estimate[lo + hopeful] = sketch_similarity(sketch[a[hopeful]], sketch[b[hopeful]])
+    return estimate
 
 
 def candidate_pairs(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Distinct (earlier, later) row pairs sharing a band key: each row with the previous row of its bucket."""
     pairs = []
     for band in range(keys.shape[1]):
-        order = np.argsort(keys[:, band], kind="stable")
+        order = np.argsort(keys[:, band])
         sorted_keys = keys[order, band]
         same = np.flatnonzero(sorted_keys[1:] == sorted_keys[:-1]) + 1
         if len(same):
@@ -156,19 +265,6 @@ def candidate_pairs(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
     unique = np.unique(np.concatenate(pairs))
     return unique // len(keys), unique % len(keys)
-
-
-def _root(parent: np.ndarray, i: int) -> int:
-    while parent[i] != i:
-        parent[i] = parent[parent[i]]
-        i = parent[i]
-    return int(i)
-
-
-def _union(parent: np.ndarray, a: int, b: int) -> None:
-    """Merge two clusters; the smaller index (the earlier row) stays the representative."""
-    ra, rb = _root(parent, a), _root(parent, b)
-    parent[max(ra, rb)] = min(ra, rb)
 
 
 def minilm_dir() -> Path:

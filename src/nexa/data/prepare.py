@@ -24,7 +24,7 @@ from nexa.data.schema import RowSchema
 from nexa.data.splits import DEFAULT_FRACTIONS, assign_splits
 from nexa.data.validate import Problems, check, conform
 from nexa.ledger import ArtifactRef, DatasetManifest, FilterRecord, Lab
-from nexa.ledger.datasets import rows_content_hash, write_dataset_version
+from nexa.ledger.datasets import table_content_hash, write_dataset_version
 from nexa.ledger.hashing import sha256_bytes
 from nexa.ledger.registry import REF_PATTERN, DatasetRegistry
 
@@ -66,9 +66,12 @@ class Validated:
 
 @dataclass
 class Filtered:
+    """The rows the filters kept, their normalised text (what splitting hashes), and what each filter did."""
+
     table: pa.Table
     records: list[FilterRecord]
     flagged: list[dict[str, Any]]
+    norm: pa.Array | pa.ChunkedArray | None = None
 
 
 # -- validation ----------------------------------------------------------------------------------
@@ -212,7 +215,7 @@ def apply_filters(validated: Validated, schema: RowSchema, filters: Iterable[Row
         records.append(FilterRecord(name=row_filter.name, version=row_filter.version, params=row_filter.params(), removed=int(removed.sum())))
         keep = pa.array(result.keep)
         table, raw, norm = table.filter(keep), raw.filter(keep), norm.filter(keep)
-    return Filtered(table, records, flagged)
+    return Filtered(table, records, flagged, norm)
 
 
 def build_filters(names: Iterable[str], **params: Any) -> list[RowFilter]:
@@ -234,25 +237,37 @@ def build_filters(names: Iterable[str], **params: Any) -> list[RowFilter]:
 
 
 # -- splits and writing --------------------------------------------------------------------------
-def with_splits(filtered: Filtered, schema: RowSchema, fractions: dict[str, float], cluster_threshold: float | None) -> pa.Table:
-    """Add or fill the ``split`` column; near-duplicate clusters are found again unless near dedup already removed them."""
+SPLIT_BY = ("near", "exact")
+
+
+def with_splits(filtered: Filtered, schema: RowSchema, fractions: dict[str, float], cluster_threshold: float | None,
+                split_by: str = "near") -> pa.Table:
+    """Add or fill the ``split`` column so that no near-duplicate straddles two splits.
+
+    ``split_by="near"`` clusters the rows with the near-dedup signatures (vectorised, no per-pair
+    check: a false merge only keeps two rows together) unless near dedup already ran as a filter, in
+    which case no near-duplicates are left to cluster. ``"exact"`` keeps only identical normalised
+    texts together (each split is a hash of the text), for users who want exact-only splits.
+    """
     from nexa.data.dedup import NearDedup
 
+    if split_by not in SPLIT_BY:
+        raise ValueError(f"split_by {split_by!r}: choose from {list(SPLIT_BY)}")
     table = filtered.table
-    _, norm = text_columns(table, schema)
+    norm = filtered.norm if filtered.norm is not None and len(filtered.norm) == table.num_rows else text_columns(table, schema)[1]
     ran_near = any(r.name == "near_dedup" for r in filtered.records)
-    clusters = np.arange(table.num_rows) if ran_near or cluster_threshold is None or table.num_rows == 0 \
-        else NearDedup(threshold=cluster_threshold).clusters(norm)
+    exact_only = split_by == "exact" or ran_near or cluster_threshold is None or table.num_rows == 0
+    clusters = np.arange(table.num_rows) if exact_only else NearDedup(threshold=cluster_threshold).clusters(norm, confirm=False)
     given = table.column("split").combine_chunks() if "split" in table.column_names else None
-    splits = pa.array(assign_splits(norm, clusters, fractions, given) if table.num_rows else [], pa.string())
+    splits = assign_splits(norm, clusters, fractions, given) if table.num_rows else pa.array([], pa.string())
     if "split" in table.column_names:
         return table.set_column(table.column_names.index("split"), "split", splits)
     return table.append_column("split", splits)
 
 
-def user_rows(table: pa.Table) -> list[dict[str, Any]]:
-    """Rows as dicts without the position columns, in file order."""
-    return table.drop_columns([c for c in POSITION_COLUMNS if c in table.column_names]).to_pylist()
+def user_table(table: pa.Table) -> pa.Table:
+    """The rows without the position columns, in file order: what the version stores."""
+    return table.drop_columns([c for c in POSITION_COLUMNS if c in table.column_names])
 
 
 def jsonl_bytes(records: list[dict[str, Any]]) -> bytes:
@@ -319,7 +334,7 @@ class PrepareResult:
 
 def prepare(lab: Lab, inputs: list[str], schema: RowSchema, dataset_id: str, *, filters: Iterable[str] = DEFAULT_FILTERS,
             filter_params: dict[str, Any] | None = None, fractions: dict[str, float] | None = None,
-            cluster_threshold: float | None = 0.8, strict: bool = False, run_id: str | None = None, notes: str = "",
+            cluster_threshold: float | None = 0.8, split_by: str = "near", strict: bool = False, run_id: str | None = None, notes: str = "",
             on_rows: Callable[[int], None] | None = None, on_filter: Callable[[str], None] | None = None) -> PrepareResult:
     """Validate, filter and split ``inputs`` and write them as the next version of ``dataset_id``.
 
@@ -334,7 +349,7 @@ def prepare(lab: Lab, inputs: list[str], schema: RowSchema, dataset_id: str, *, 
     if problem is not None:
         quarantine = store_side_file(lab, f"quarantine/{run_id or 'unversioned'}", "quarantine", validated.quarantine)
         return PrepareResult(None, False, quarantine, None, validated.counts, removed, problem)
-    table = with_splits(filtered, schema, fractions or DEFAULT_FRACTIONS, cluster_threshold)
+    table = with_splits(filtered, schema, fractions or DEFAULT_FRACTIONS, cluster_threshold, split_by)
     _count_written(validated, table)
     manifest, created, quarantine, flagged = write_version(lab, dataset_id, schema, table, filtered, validated.quarantine,
                                                            parents, run_id, notes)
@@ -359,8 +374,8 @@ def write_version(lab: Lab, dataset_id: str, schema: RowSchema, table: pa.Table,
                   quarantine: list[dict[str, Any]], parents: list[str], run_id: str | None,
                   notes: str) -> tuple[DatasetManifest, bool, ArtifactRef | None, ArtifactRef | None]:
     """The version (idempotent by content hash) with its quarantine and flagged files beside ``data.parquet``."""
-    rows = user_rows(table)
-    content_hash = rows_content_hash(rows)
+    rows = user_table(table)
+    content_hash = table_content_hash(rows)
     prefix = f"datasets/{dataset_id}/{content_hash[:16]}"
     quarantine_ref = store_side_file(lab, prefix, "quarantine", quarantine)
     flagged_ref = store_side_file(lab, prefix, "flagged", filtered.flagged)

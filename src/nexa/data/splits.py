@@ -7,10 +7,9 @@ Rows that arrive with a split already set keep it, and the rest of their cluster
 
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 DEFAULT_FRACTIONS = {"train": 0.8, "val": 0.1, "test": 0.1}
 
@@ -31,24 +30,65 @@ def parse_fractions(text: str) -> dict[str, float]:
     return fractions
 
 
-def bucket(key: str) -> float:
-    """A stable number in [0, 1) from the text (BLAKE2b), the same on every machine and Python."""
-    return int.from_bytes(hashlib.blake2b(key.encode("utf-8"), digest_size=8).digest(), "big") / 2**64
+def text_buckets(norm: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """A stable number in [0, 1) for each text, from every byte of it, the same on every machine.
+
+    Each text is read as 8-byte little-endian words (the last one zero-padded); word ``k`` is mixed
+    with ``k`` and the row's words are summed (wrapping), then mixed with the length. Column-wise over
+    the Arrow buffers: no Python object per row.
+    """
+    from nexa.data.dedup import mix64, text_buffers
+
+    norm = pc.fill_null(norm, "")
+    norm = norm.combine_chunks() if isinstance(norm, pa.ChunkedArray) else norm
+    if len(norm) == 0:
+        return np.zeros(0)
+    offsets, data = text_buffers(norm)
+    words = np.ndarray((len(data) - 7,), dtype="<u8", buffer=data, strides=(1,))
+    lengths = np.diff(offsets)
+    count = (lengths + 7) // 8
+    first = np.cumsum(count) - count
+    index = np.arange(int(count.sum()), dtype=np.int64) - np.repeat(first, count)  # word number within its row
+    remaining = np.repeat(lengths, count) - 8 * index
+    with np.errstate(over="ignore"):
+        word = words[np.repeat(offsets[:-1], count) + 8 * index]
+        word &= np.where(remaining >= 8, np.uint64(0xFFFFFFFFFFFFFFFF),
+                         (np.uint64(1) << (np.uint64(8) * np.minimum(remaining, 8).astype(np.uint64))) - np.uint64(1))
+        terms = mix64(word ^ (index.astype(np.uint64) * _GOLDEN))
+        sums = np.zeros(len(norm), dtype=np.uint64)
+        filled = count > 0
+        if filled.any():
+            sums[filled] = np.add.reduceat(terms, first[filled])
+        hashed = mix64(sums ^ mix64(lengths.astype(np.uint64)))
+    return (hashed >> np.uint64(11)).astype(np.float64) * 2.0 ** -53
 
 
-def assign_splits(norm: pa.Array, clusters: np.ndarray, fractions: dict[str, float],
-                  given: pa.Array | None = None) -> list[str]:
-    """The split of every row: its cluster representative's hash bucket, or the split it arrived with."""
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+def assign_splits(norm: pa.Array | pa.ChunkedArray, clusters: np.ndarray, fractions: dict[str, float],
+                  given: pa.Array | None = None) -> pa.Array:
+    """The split of every row: its cluster representative's hash bucket, or the split it arrived with.
+
+    ``clusters[i]`` is the index of row ``i``'s cluster representative. A cluster one of whose rows
+    arrived with a split follows the first such row; rows that arrived with a split keep it.
+    """
     names = list(fractions)
     edges = np.cumsum([fractions[n] for n in names])
-    representatives = np.unique(clusters)
-    texts = norm.take(pa.array(representatives)).to_pylist()
-    rep_split = {int(r): names[min(int(np.searchsorted(edges, bucket(t or ""), side="right")), len(names) - 1)]
-                 for r, t in zip(representatives, texts)}
+    clusters = np.asarray(clusters, dtype=np.int64)
+    split = np.minimum(np.searchsorted(edges, text_buckets(norm)[clusters], side="right"), len(names) - 1)
     if given is not None:
-        given_list = given.to_pylist()
-        for row, cluster in enumerate(clusters):  # a cluster follows the first split one of its rows arrived with
-            if given_list[row] is not None and rep_split.get(-int(cluster) - 1) is None:
-                rep_split[int(cluster)] = rep_split[-int(cluster) - 1] = given_list[row]
-        return [g if g is not None else rep_split[int(c)] for g, c in zip(given_list, clusters)]
-    return [rep_split[int(c)] for c in clusters]
+        given = given.combine_chunks() if isinstance(given, pa.ChunkedArray) else given
+        encoded = pc.dictionary_encode(given)
+        extra = [n for n in encoded.dictionary.to_pylist() if n not in names]
+        names = names + extra
+        code = np.array([names.index(n) for n in encoded.dictionary.to_pylist()], dtype=np.int64)
+        arrived = np.flatnonzero(given.is_valid().to_numpy(zero_copy_only=False))
+        own = code[pc.fill_null(encoded.indices, 0).to_numpy()[arrived]] if len(arrived) else np.zeros(0, np.int64)
+        cluster_of, first = np.unique(clusters[arrived], return_index=True)  # arrived is ascending: first row per cluster
+        follows = np.full(len(clusters), -1, dtype=np.int64)  # cluster ids are row indices
+        follows[cluster_of] = own[first]
+        joined = follows[clusters]
+        split = np.where(joined >= 0, joined, split)
+        split[arrived] = own
+    return pa.DictionaryArray.from_arrays(pa.array(split.astype(np.int32)), pa.array(names, pa.string())).dictionary_decode()

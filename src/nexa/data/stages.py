@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
-
 from nexa.data.generators import CAPABILITIES, generate, generate_hypotheses
 from nexa.ledger.datasets import write_dataset_version
+from nexa.ledger.listings import DatasetListing, write_contract
 
 
 def capability_datasets(ctx, capabilities: dict[str, dict], eval_rows: int = 200, hypotheses: int = 20,
@@ -30,7 +29,7 @@ def capability_datasets(ctx, capabilities: dict[str, dict], eval_rows: int = 200
         ctx.lab, f"{prefix}-hypothesis", generate_hypotheses(hypotheses, ctx.seed), row_schema="hypothesis",
         created_by=ctx.run.run_id, notes="synthetic hypothesis-schema rows (v1 §4)",
     )
-    (ctx.out / "datasets.json").write_text(json.dumps({"capabilities": written, "hypothesis": hyp.ref}, indent=2, sort_keys=True))
+    write_contract(ctx.out / "datasets.json", DatasetListing(capabilities=written, hypothesis=hyp.ref))
     for info in written.values():
         ctx.run.add_output(_dataset_ref(ctx, info["ref"], info["content_hash"]))
     ctx.run.update(dataset_id=",".join(i["ref"] for i in written.values()))
@@ -52,5 +51,5 @@ def registered(ctx, datasets: dict[str, str]) -> dict:
         manifest = read_dataset_manifest(ctx.lab, ref)
         listing[capability] = {"ref": manifest.ref, "content_hash": manifest.content_hash, "rows": manifest.rows}
         ctx.run.add_input(_dataset_ref(ctx, manifest.ref, manifest.content_hash))
-    (ctx.out / "datasets.json").write_text(json.dumps({"capabilities": listing}, indent=2, sort_keys=True))
+    write_contract(ctx.out / "datasets.json", DatasetListing(capabilities=listing))
     return {"datasets": {k: v["ref"] for k, v in listing.items()}}

@@ -10,8 +10,8 @@ import typer
 
 from nexa.eval import evaluate as ev
 from nexa.eval.leaderboard import aggregate, nested_scores, write_leaderboard
-from nexa.ledger import ArtifactNotFoundError, Lab
-from nexa.ledger.console import console, emit_result, table
+from nexa.ledger import Lab
+from nexa.ledger.console import console, emit_result, fail, table
 from nexa.ledger.runs import start_run
 
 app = typer.Typer(help="Evaluate models: generate on tasks, judge outputs, build leaderboards.", no_args_is_help=True)
@@ -20,11 +20,6 @@ LAB = typer.Option(Path("."), "--lab", help="Lab folder.")
 JSON = typer.Option(False, "--json", help="Print one JSON object on stdout.")
 TASKS = typer.Option("reasoning,science,chemistry", "--tasks", help="Comma-separated built-in capabilities or dataset ID[@vN].")
 JUDGES = typer.Option("exact", "--judges", help=f"Comma-separated judges from {list(ev.JUDGES)}.")
-
-
-def _fail(message: str) -> None:
-    console.print(f"[red]error:[/red] {message}")
-    raise typer.Exit(2)
 
 
 def _work(lab: Lab, run_id: str) -> Path:
@@ -49,9 +44,9 @@ def _read_step(lab: Lab, run_id: str, filename: str) -> list[dict]:
     """A file an earlier eval run wrote, fetched from durable storage with every hash checked."""
     store = lab.durable()
     if not store.exists(f"eval/{run_id}/_files.json"):
-        _fail(f"run {run_id} has no eval outputs in {store.location('eval/' + run_id)}; pass the run id printed by `nexa eval generate`/`judge`")
+        fail(f"run {run_id} has no eval outputs in {store.location('eval/' + run_id)}; pass the run id printed by `nexa eval generate`/`judge`")
     if filename not in store.dir_listing(f"eval/{run_id}"):
-        _fail(f"run {run_id} has no {filename}; it is not the right kind of eval run")
+        fail(f"run {run_id} has no {filename}; it is not the right kind of eval run")
     local = store.fetch_dir(f"eval/{run_id}", lab.scratch / "eval-inputs" / run_id)
     return ev.read_jsonl(local / filename)
 
@@ -60,7 +55,7 @@ def _llm_judge(judges: list[str], url: Optional[str], model: Optional[str], rubr
     if not {"llm", "pairwise"} & set(judges):
         return None
     if not (url and model and rubric):
-        _fail("--judges llm/pairwise needs --judge-url (OpenAI-compatible, e.g. http://127.0.0.1:8000/v1), --judge-model and --rubric rubrics/NAME.yaml")
+        fail("--judges llm/pairwise needs --judge-url (OpenAI-compatible, e.g. http://127.0.0.1:8000/v1), --judge-model and --rubric rubrics/NAME.yaml")
     from nexa.eval.llm_judge import LLMJudge, load_rubric
 
     return LLMJudge(url, model, load_rubric(rubric))
@@ -68,31 +63,25 @@ def _llm_judge(judges: list[str], url: Optional[str], model: Optional[str], rubr
 
 def _models(lab: Lab, refs: list[str], run_id: Optional[str], role: Optional[str]) -> list[ev.ModelSpec]:
     if not refs and not run_id:
-        _fail("pass --model PATH (checkpoint folder or bundle; repeatable) or --run-id RUN (evaluate the models that run made)")
-    try:
-        specs = [s for ref in refs for s in ev.resolve_models(lab, ref, role)]
-        specs += ev.resolve_models(lab, run_id, role) if run_id else []
-    except (ArtifactNotFoundError, FileNotFoundError) as exc:
-        _fail(str(exc))
+        fail("pass --model PATH (checkpoint folder or bundle; repeatable) or --run-id RUN (evaluate the models that run made)")
+    specs = [s for ref in refs for s in ev.resolve_models(lab, ref, role)]
+    specs += ev.resolve_models(lab, run_id, role) if run_id else []
     if role and role not in ("teacher", "student", "baseline"):
-        _fail(f"--role must be teacher, student or baseline, not {role!r}")
+        fail(f"--role must be teacher, student or baseline, not {role!r}")
     return specs
 
 
 def _generate(lab, run, work, models, tasks, n, max_new_tokens, usd_per_hour) -> tuple[list[dict], dict]:
     from nexa.eval.tasks import resolve_tasks
 
-    try:
-        resolved = resolve_tasks(lab, tasks.split(","), n=n, created_by=run.run_id)
-    except (ArtifactNotFoundError, ValueError) as exc:
-        _fail(str(exc))
+    resolved = resolve_tasks(lab, tasks.split(","), n=n, created_by=run.run_id)
     if usd_per_hour is None:  # the lab's price for the hardware this run is on (local = free)
         from nexa.infra.cost import PriceTable, UnknownPriceError
 
         try:
             usd_per_hour = PriceTable.from_lab(lab).hourly(run.manifest.provider, run.manifest.gpu_type)
         except UnknownPriceError as exc:
-            _fail(f"{exc} (or pass --usd-per-hour)")
+            fail(f"{exc} (or pass --usd-per-hour)")
     items, counts = ev.generate_items(lab, models, resolved, max_new_tokens, usd_per_hour)
     ev.write_jsonl(work / "generations.jsonl", items)
     run.update(student_model=",".join(m.name for m in models), dataset_id=",".join(t.ref for t in resolved),
@@ -107,7 +96,7 @@ def _judge(run, work, items, judges, llm, against=None) -> list[dict]:
     try:
         scored = ev.judge_items(items, judges, llm, against=against)
     except (ValueError, JudgeError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     ev.write_jsonl(work / "scores.jsonl", scored)
     ids = sorted({(s["judge_model_id"], s["judge_prompt_hash"]) for s in scored})
     if len(ids) == 1:
@@ -158,11 +147,12 @@ def judge(generations: str = typer.Option(..., "--generations", help="Run id of 
     """Score every generation with each judge; each score records judge_model_id and judge_prompt_hash."""
     lab = Lab.find(lab_dir)
     names = [j.strip() for j in judges.split(",") if j.strip()]
+    items, llm = _read_step(lab, generations, "generations.jsonl"), _llm_judge(names, judge_url, judge_model, rubric)
     with start_run(lab, "eval_judge", config={"generations": generations, "judges": names, "judge_model": judge_model,
                                               "rubric": str(rubric) if rubric else None}) as run:
         console.print(f"run [bold]{run.run_id}[/bold]")
         work = _work(lab, run.run_id)
-        scored = _judge(run, work, _read_step(lab, generations, "generations.jsonl"), names, _llm_judge(names, judge_url, judge_model, rubric), against)
+        scored = _judge(run, work, items, names, llm, against)
         outputs = _publish(lab, run, work, "scores")
     emit_result({"run_id": run.run_id, "status": "succeeded", "outputs": outputs, "scores": len(scored)}, json_out)
 
@@ -172,10 +162,11 @@ def analyze(scores: str = typer.Option(..., "--scores", help="Run id of a `nexa 
             lab_dir: Path = LAB, json_out: bool = JSON) -> None:
     """leaderboard.parquet, eval_report.json/.md, and eval_status/report/summary in the run manifest."""
     lab = Lab.find(lab_dir)
+    scored = _read_step(lab, scores, "scores.jsonl")
     with start_run(lab, "eval_analyze", config={"scores": scores}) as run:
         console.print(f"run [bold]{run.run_id}[/bold]")
         work = _work(lab, run.run_id)
-        summary = _analyze(lab, run, work, _read_step(lab, scores, "scores.jsonl"))
+        summary = _analyze(lab, run, work, scored)
         outputs = _publish(lab, run, work, "eval_report")
     emit_result({"run_id": run.run_id, "status": "succeeded", "outputs": outputs, **summary}, json_out)
 

@@ -12,9 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from nexa.eval.cache import GenerationCache, cached_generate
 from nexa.eval.exact import JUDGE_ID, JUDGE_PROMPT_HASH, NUMERIC_JUDGE_ID, exact_match, numeric_match, numeric_prompt_hash
-from nexa.eval.generate import Generator, ModelNotFoundError, model_hash, model_kind
 from nexa.eval.leaderboard import ROLES
 from nexa.eval.rubric import HEURISTIC_JUDGE_ID, HEURISTIC_PROMPT_HASH, score_all
 from nexa.eval.tasks import Task
@@ -33,7 +31,12 @@ class ModelSpec:
 
 
 def resolve_models(lab: Lab, ref: str, role: str | None = None, name: str | None = None) -> list[ModelSpec]:
-    """A model folder (checkpoint or bundle), or a run id whose outputs hold models (every one of them)."""
+    """A model folder (checkpoint or bundle), or a run id whose outputs hold models (every one of them).
+
+    A ref is read as a path first, so a folder named like a run id is never mistaken for one.
+    """
+    from nexa.eval.generate import ModelNotFoundError, model_kind
+
     path = Path(ref).expanduser()
     if path.exists():
         model_kind(path)
@@ -53,6 +56,8 @@ def _default_name(path: Path) -> str:
 
 
 def _models_in(name: str, path: Path) -> list[ModelSpec]:
+    from nexa.eval.generate import ModelNotFoundError, model_kind
+
     candidates = [path / "model", path] + sorted(p.parent for p in path.glob("*/manifest.json"))
     for candidate in candidates:
         try:
@@ -70,6 +75,9 @@ def _role_of(stage_name: str) -> str:
 def generate_items(lab: Lab, models: list[ModelSpec], tasks: list[Task], max_new_tokens: int,
                    usd_per_hour: float = 0.0) -> tuple[list[dict], dict[str, int]]:
     """Every model on every task, through the durable generation cache; returns items and cache counts."""
+    from nexa.eval.cache import GenerationCache, cached_generate
+    from nexa.eval.generate import Generator, model_hash
+
     items, counts = [], {"cached": 0, "generated": 0}
     with progress() as bar:
         job = bar.add_task("generating", total=len(models) * len(tasks))

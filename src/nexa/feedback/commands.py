@@ -9,10 +9,10 @@ from typing import Optional
 import typer
 
 from nexa.feedback import review as rv
-from nexa.feedback.loop import feedback_round, latest_report
+from nexa.feedback.loop import ROWS_PER_WEAKNESS, feedback_round, latest_report
 from nexa.feedback.rules import DEFAULT_RULES
 from nexa.ledger import ArtifactNotFoundError, ArtifactRef, Lab
-from nexa.ledger.console import console, emit_result, table
+from nexa.ledger.console import console, emit_result, fail, table
 from nexa.ledger.runs import start_run
 from nexa.teachers.errors import TeacherError
 
@@ -24,21 +24,12 @@ LAB = typer.Option(Path("."), "--lab", help="Lab folder.")
 JSON = typer.Option(False, "--json", help="Print one JSON object on stdout.")
 
 
-def register(root: typer.Typer) -> None:
-    root.add_typer(app, name="feedback")
-
-
-def _fail(message: str) -> None:
-    console.print(f"[red]error:[/red] {message}")
-    raise typer.Exit(2)
-
-
 @app.callback()
 def feedback(ctx: typer.Context, report: Optional[Path] = typer.Option(None, help="eval_report.json (default: the lab's latest)."),
              rule: list[str] = typer.Option(list(DEFAULT_RULES), "--rule", help="Weakness rule, e.g. 'accuracy < 0.9 on capability reasoning' (repeatable)."),
              dataset: list[str] = typer.Option([], "--dataset", help="CAPABILITY=ID@vN to extend (default: the dataset each score was measured on)."),
-             rows: int = typer.Option(500, min=1, help="New rows per weak capability."),
-             seed: int = typer.Option(7961, help="Generator seed for the new rows."),
+             rows: int = typer.Option(ROWS_PER_WEAKNESS, min=1, help="New rows per weak capability."),
+             seed: int = typer.Option(42, help="Run seed; the new rows use seed + 7919, as the pipeline's feedback stage does."),
              teacher_url: Optional[str] = typer.Option(None, help="OpenAI-compatible teacher to prompt for new rows (default: built-in generators)."),
              teacher_model: Optional[str] = typer.Option(None, help="Model name the teacher serves."),
              lab_dir: Path = LAB, json_out: bool = JSON) -> None:
@@ -46,11 +37,8 @@ def feedback(ctx: typer.Context, report: Optional[Path] = typer.Option(None, hel
     if ctx.invoked_subcommand is not None:
         return
     lab = Lab.find(lab_dir)
-    try:
-        report_path = report or latest_report(lab)
-        targets = dict(_pair(d) for d in dataset)
-    except (FileNotFoundError, ValueError) as exc:
-        _fail(str(exc))
+    report_path = report or latest_report(lab)
+    targets = dict(_pair(d) for d in dataset)
     with start_run(lab, "feedback", config={"report": str(report_path), "rules": rule, "datasets": targets, "rows": rows,
                                           "teacher_url": teacher_url, "teacher_model": teacher_model}, seed=seed) as run:
         console.print(f"run [bold]{run.run_id}[/bold]")
@@ -58,7 +46,7 @@ def feedback(ctx: typer.Context, report: Optional[Path] = typer.Option(None, hel
             result = feedback_round(lab, report_path, rule, targets, rows, seed, run.run_id,
                                     teacher=_teacher(teacher_url, teacher_model))
         except (ValueError, ArtifactNotFoundError, FileNotFoundError, TeacherError) as exc:
-            _fail(str(exc))
+            fail(str(exc))
         outputs = [_record(run, m) for m in result.merged.values()]
         _write_candidates(lab, run, result)
     _show(result)
@@ -71,7 +59,7 @@ def _teacher(url: Optional[str], model: Optional[str]):
     if not url:
         return None
     if not model:
-        _fail("--teacher-url needs --teacher-model (the model name the endpoint serves)")
+        fail("--teacher-url needs --teacher-model (the model name the endpoint serves)")
     from nexa.teachers.openai_api import OpenAITeacher
 
     return OpenAITeacher(url, model)
@@ -115,10 +103,7 @@ def review_sample(run_id: str = typer.Option(..., "--run", help="Run whose outpu
                   json_out: bool = JSON) -> None:
     """Sample N outputs of a run into a new review queue in the ledger."""
     lab = Lab.find(lab_dir)
-    try:
-        queue = rv.sample_queue(lab, run_id, n, seed)
-    except (FileNotFoundError, ArtifactNotFoundError, ValueError) as exc:
-        _fail(str(exc))
+    queue = rv.sample_queue(lab, run_id, n, seed)
     if not json_out:
         console.print(table(f"review queue {queue.queue_id}", ["item", "capability", "prompt", "output"],
                             [(i.item_id, i.capability, i.prompt[:40], i.output[:40]) for i in queue.items]))
@@ -134,11 +119,8 @@ def review_decide(queue_id: str = typer.Argument(...), item_id: str = typer.Argu
                   lab_dir: Path = LAB, json_out: bool = JSON) -> None:
     """Record accept/exclude (or an edited answer) for one item; the next dataset version honours it."""
     if decision not in ("accept", "exclude", "pending"):
-        _fail(f"decision must be accept, exclude or pending, not {decision!r}")
-    try:
-        item = rv.decide(Lab.find(lab_dir), queue_id, item_id, decision, reviewer, note, edited_output=edited_output)
-    except (FileNotFoundError, KeyError, ValueError) as exc:
-        _fail(str(exc))
+        fail(f"decision must be accept, exclude or pending, not {decision!r}")
+    item = rv.decide(Lab.find(lab_dir), queue_id, item_id, decision, reviewer, note, edited_output=edited_output)
     emit_result({"run_id": None, "status": "succeeded", "queue_id": queue_id, "item": item.model_dump(mode="json")}, json_out)
 
 

@@ -22,6 +22,16 @@ from nexa.ledger.datasets import read_dataset_rows
 from nexa.ledger.runs import list_runs
 
 
+ROWS_PER_WEAKNESS = 500
+# New rows are drawn from a stream the base datasets (seed 42) never use: the run's seed plus this offset.
+SEED_OFFSET = 7919
+
+
+def round_seed(seed: int) -> int:
+    """The generator seed of a feedback round run with ``seed`` (CLI ``--seed`` or the pipeline's seed)."""
+    return seed + SEED_OFFSET
+
+
 @dataclass
 class RoundResult:
     weaknesses: list[Weakness]
@@ -62,17 +72,28 @@ def feedback_round(lab: Lab, report_path: Path, rules: list[str], datasets: dict
     reviewed = decisions(lab)
     for capability in sorted({w.capability for w in result.weaknesses}):
         parent = datasets.get(capability) or next(w.dataset for w in result.weaknesses if w.capability == capability)
+        into = None if capability in datasets or _has_train(lab, parent) else f"{capability}-feedback"
         try:
-            known = {r["prompt"] for r in read_dataset_rows(lab, parent)}
-            rows = (teacher_rows(teacher, capability, rows_per_weakness, seed, known) if teacher is not None
-                    else targeted_rows(capability, rows_per_weakness, seed=seed, exclude=known))
+            _, result.merged[capability] = grow_capability(lab, capability, parent, rows_per_weakness, seed, reviewed,
+                                                        created_by, into=into, source=str(report_path), teacher=teacher)
         except KeyError as exc:
             result.skipped[capability] = str(exc.args[0])
-            continue
-        into = None if capability in datasets or _has_train(lab, parent) else f"{capability}-feedback"
-        result.merged[capability] = next_version(lab, parent, rows, reviewed, created_by=created_by, into=into,
-                                                 note=f"feedback from {report_path}: {len(rows)} targeted rows")
     return result
+
+
+def grow_capability(lab: Lab, capability: str, parent: str, rows: int, seed: int, reviewed, created_by: str,
+                    into: str | None = None, source: str = "", teacher=None) -> tuple[list[dict], MergeResult]:
+    """Targeted rows for one weak capability (its generator, or ``teacher``) and their merge into the next version.
+
+    The one place a feedback round makes data: ``nexa feedback`` and the ``targeted_data`` stage both call it.
+    ``seed`` is the run's seed; the rows come from :func:`round_seed` of it. Raises ``KeyError`` when the
+    capability has no built-in generator and no teacher was given.
+    """
+    known = {r["prompt"] for r in read_dataset_rows(lab, parent)}
+    new = (teacher_rows(teacher, capability, rows, round_seed(seed), known) if teacher is not None
+           else targeted_rows(capability, rows, seed=round_seed(seed), exclude=known))
+    return new, next_version(lab, parent, new, reviewed, created_by=created_by, into=into,
+                             note=f"feedback{' from ' + source if source else ''}: {len(new)} targeted {capability} rows for {parent}")
 
 
 def _has_train(lab: Lab, ref: str) -> bool:

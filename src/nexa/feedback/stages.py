@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 
-from nexa.feedback.merge import next_version, targeted_rows
+from nexa.feedback.loop import ROWS_PER_WEAKNESS, grow_capability
 from nexa.feedback.review import decisions
 from nexa.feedback.rules import DEFAULT_RULES, find_weaknesses, parse_rule
 from nexa.ledger import ArtifactRef
 from nexa.ledger.console import console, table
-from nexa.ledger.datasets import read_dataset_rows
+from nexa.ledger.datasets import read_listing
+from nexa.ledger.listings import DatasetListing, write_contract
+from nexa.ledger.stage import StageContext
 
 
 def weakness(ctx, eval: str = "eval", rules: tuple[str, ...] = DEFAULT_RULES, models: list[str] | None = None,
@@ -25,24 +27,21 @@ def weakness(ctx, eval: str = "eval", rules: tuple[str, ...] = DEFAULT_RULES, mo
     return {"weak": sorted({w.capability for w in found}), "count": len(found)}
 
 
-def targeted_data(ctx, data: str = "data", weakness: str = "weakness", rows_per_weakness: int = 1000,
-                  honour_review: bool = False) -> dict:
+def targeted_data(ctx: StageContext, data: str = "data", weakness: str = "weakness",
+                  rows_per_weakness: int = ROWS_PER_WEAKNESS, honour_review: bool = False) -> dict:
     """Targeted rows for each weak capability merged into its next dataset version; a new listing.
 
     The listing (``datasets.json``) has the data stage's shape, so training stages read it as is;
     capabilities that were not weak keep their version. ``honour_review`` applies the lab's human
     review decisions (off in the golden pipeline so its cache key stays a function of its inputs).
     """
-    listing = json.loads((ctx.input(data) / "datasets.json").read_text())
+    listing = read_listing(ctx.input(data) / "datasets.json")
     weak = sorted({w["capability"] for w in json.loads((ctx.input(weakness) / "weaknesses.json").read_text())["weaknesses"]})
     reviewed = decisions(ctx.lab) if honour_review else None
     added, quarantined, candidates = {}, [], []
     for capability in weak:
         parent = listing["capabilities"][capability]["ref"]
-        known = {r["prompt"] for r in read_dataset_rows(ctx.lab, parent)}
-        rows = targeted_rows(capability, rows_per_weakness, seed=ctx.seed + 7919, exclude=known)
-        result = next_version(ctx.lab, parent, rows, reviewed, created_by=ctx.run.run_id,
-                              note=f"feedback: {len(rows)} targeted {capability} rows for {parent}")
+        rows, result = grow_capability(ctx.lab, capability, parent, rows_per_weakness, ctx.seed, reviewed, ctx.run.run_id)
         listing["capabilities"][capability] = {"ref": result.manifest.ref, "content_hash": result.manifest.content_hash,
                                                "rows": result.manifest.rows}
         ctx.run.add_output(ArtifactRef(kind="dataset", ref=result.manifest.ref, path=result.manifest.path,
@@ -52,7 +51,7 @@ def targeted_data(ctx, data: str = "data", weakness: str = "weakness", rows_per_
         quarantined += result.quarantined
     _write_jsonl(ctx.out / "candidates.jsonl", candidates)
     _write_jsonl(ctx.out / "quarantine.jsonl", quarantined)
-    (ctx.out / "datasets.json").write_text(json.dumps(listing, indent=2, sort_keys=True))
+    write_contract(ctx.out / "datasets.json", DatasetListing.model_validate(listing))
     return {"weak": weak, "added": added, "quarantined": len(quarantined),
             "datasets": {k: v["ref"] for k, v in listing["capabilities"].items()}}
 

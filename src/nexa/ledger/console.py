@@ -9,9 +9,10 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import Any, Iterable
+from typing import Any, Iterable, NoReturn
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -52,6 +53,15 @@ def emit_result(result: dict[str, Any], as_json: bool) -> None:
         return
     if "run_id" in result:
         console.print(f"[bold]run_id[/bold] {result['run_id']}  [bold]status[/bold] {result.get('status', '?')}")
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    """End a command on a user's mistake: one unwrapped ``error: ...`` line on stderr, then exit ``code``.
+
+    Exit codes (README): 0 done, 1 a check failed (gate, verify, strict), 2 a user's mistake.
+    """
+    console.print(f"[red]error:[/red] {escape(message.strip())}", soft_wrap=True)
+    raise SystemExit(code)
 
 
 def progress(transient: bool = False, *extra_columns) -> Progress:

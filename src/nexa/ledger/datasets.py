@@ -3,14 +3,21 @@
 This is the dataset contract every layer reads through. Data is stored content-addressed
 (``datasets/<id>/<hash16>/``), so two writers can never clobber each other; the registry's lock hands
 out the version number, and the same rows written twice get the same version back.
+
+A version's content hash is taken over its Arrow columns (:func:`table_content_hash`), never row by
+row in Python, so writing a million rows costs one Parquet write and one pass of SHA-256 over column
+buffers. Versions written before that (hash over each row's canonical JSON) still verify on read.
 """
 
 from __future__ import annotations
 
 import io
+import hashlib
 from typing import Any, Iterable
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from nexa.ledger import DatasetManifest, FilterRecord, Lab
@@ -20,9 +27,10 @@ from nexa.ledger.registry import DatasetRegistry
 
 
 def rows_content_hash(rows: Iterable[dict[str, Any]]) -> str:
-    """Hash of the rows' canonical JSON in order: independent of Parquet's writer version."""
-    import hashlib
+    """The hash versions written before the columnar hash carry: each row's canonical JSON in order.
 
+    Kept only so that those versions still verify on read (:func:`read_dataset_rows`).
+    """
     digest = hashlib.sha256()
     for row in rows:
         digest.update(canonical_json(row).encode("utf-8"))
@@ -30,10 +38,64 @@ def rows_content_hash(rows: Iterable[dict[str, Any]]) -> str:
     return digest.hexdigest()
 
 
+def rows_table(rows: list[dict[str, Any]]) -> pa.Table:
+    """Rows as a table with every key any row has (``from_pylist`` alone keeps only the first row's keys)."""
+    names = list(dict.fromkeys(key for row in rows for key in row))
+    return pa.table({name: pa.array([row.get(name) for row in rows]) for name in names})
+
+
+def table_content_hash(table: pa.Table) -> str:
+    """SHA-256 over the table's columns in name order: names, logical types, validity and values.
+
+    Independent of chunking, column order and Parquet's writer version, and equal for a table and its
+    Parquet round trip. Flat columns are hashed from their buffers; nested ones from canonical JSON.
+    """
+    digest = hashlib.sha256(f"rows={table.num_rows}\n".encode())
+    for name in sorted(table.column_names):
+        column = table.column(name)
+        column = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
+        digest.update(f"column={name}\n".encode("utf-8"))
+        _hash_column(digest, column)
+    return digest.hexdigest()
+
+
+def _hash_column(digest: "hashlib._Hash", column: pa.Array) -> None:
+    if pa.types.is_dictionary(column.type):
+        column = column.dictionary_decode()
+    kind = column.type
+    if pa.types.is_null(kind):
+        digest.update(b"type=null\n")
+        return
+    valid = column.is_valid().to_numpy(zero_copy_only=False)
+    digest.update(np.packbits(valid).tobytes())
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_binary(kind) or pa.types.is_large_binary(kind):
+        filled = pc.fill_null(column, "" if "string" in str(kind) else b"")
+        width = np.int64 if pa.types.is_large_string(kind) or pa.types.is_large_binary(kind) else np.int32
+        offsets = np.frombuffer(filled.buffers()[1], dtype=width)[filled.offset:filled.offset + len(filled) + 1]
+        data = filled.buffers()[2]
+        digest.update(b"type=string\n" if "string" in str(kind) else b"type=binary\n")
+        digest.update(np.diff(offsets).astype("<i8").tobytes())
+        if data is not None and offsets[-1] > offsets[0]:
+            digest.update(memoryview(data)[int(offsets[0]):int(offsets[-1])])
+    elif pa.types.is_boolean(kind) or pa.types.is_integer(kind) or pa.types.is_floating(kind):
+        family = "bool" if pa.types.is_boolean(kind) else "int" if pa.types.is_integer(kind) else "float"
+        values = pc.fill_null(column, False if family == "bool" else 0).to_numpy(zero_copy_only=False)
+        wide = {"bool": "u1", "int": "<i8", "float": "<f8"}[family]
+        if family == "int" and pa.types.is_unsigned_integer(kind):
+            wide = "<u8"
+        digest.update(f"type={family}\n".encode())
+        digest.update(values.astype(wide).tobytes())
+    else:
+        digest.update(b"type=json\n")  # not the Arrow type: list field names differ across a Parquet round trip
+        for value in column.to_pylist():
+            digest.update(canonical_json(value).encode("utf-8"))
+            digest.update(b"\n")
+
+
 def write_dataset_version(
     lab: Lab,
     dataset_id: str,
-    rows: list[dict[str, Any]],
+    rows: list[dict[str, Any]] | pa.Table,
     *,
     row_schema: str,
     parents: list[str] | None = None,
@@ -42,20 +104,21 @@ def write_dataset_version(
     created_by: str | None = None,
     notes: str = "",
 ) -> DatasetManifest:
-    """Write ``rows`` as the next version of ``dataset_id``, or return the version that already holds them."""
-    content_hash = rows_content_hash(rows)
+    """Write ``rows`` (dicts or an Arrow table) as the next version of ``dataset_id``, or return the version that already holds them."""
+    table = rows if isinstance(rows, pa.Table) else rows_table(rows)
+    content_hash = table_content_hash(table)
     registry = DatasetRegistry(lab.registry_dir)
     existing = registry.find_hash(dataset_id, content_hash)
     store = lab.durable()
     prefix = f"datasets/{dataset_id}/{content_hash[:16]}"
     if existing is not None and store.exists(f"{prefix}/manifest.json"):
         return read_dataset_manifest(lab, f"{dataset_id}@v{existing.version}")
-    data_ref = store.put_bytes(f"{prefix}/data.parquet", _to_parquet(rows))
+    data_ref = store.put_bytes(f"{prefix}/data.parquet", _to_parquet(table))
     entry = registry.register(
         dataset_id,
         path=data_ref.path,
         hash=content_hash,
-        rows=len(rows),
+        rows=table.num_rows,
         manifest=store.location(f"{prefix}/manifest.json"),
         notes=notes,
         parents=list(parents or []),
@@ -65,7 +128,7 @@ def write_dataset_version(
         id=dataset_id,
         version=entry.version,
         row_schema=row_schema,
-        rows=len(rows),
+        rows=table.num_rows,
         content_hash=content_hash,
         path=data_ref.path,
         parents=list(parents or []),
@@ -89,27 +152,27 @@ def read_dataset_rows(lab: Lab, ref: str) -> list[dict[str, Any]]:
     """All rows of a dataset version; the Parquet bytes and the row content are both hash-checked."""
     dataset_id, entry = DatasetRegistry(lab.registry_dir).resolve(ref)
     data = lab.durable().get_bytes(f"datasets/{dataset_id}/{entry.hash[:16]}/data.parquet")
-    rows = pq.read_table(io.BytesIO(data)).to_pylist()
-    actual = rows_content_hash(rows)
-    if actual != entry.hash:
+    table = pq.read_table(io.BytesIO(data))
+    rows = table.to_pylist()
+    actual = table_content_hash(table)
+    if actual != entry.hash and rows_content_hash(rows) != entry.hash:
         from nexa.ledger import CorruptArtifactError
 
         raise CorruptArtifactError(f"{dataset_id}@v{entry.version}", entry.hash, actual, reason="row content hash mismatch")
     return rows
 
 
-def _to_parquet(rows: list[dict[str, Any]]) -> bytes:
+def _to_parquet(table: pa.Table) -> bytes:
     sink = io.BytesIO()
-    pq.write_table(pa.Table.from_pylist(rows), sink, compression="zstd")
+    pq.write_table(table, sink, compression="zstd")
     return sink.getvalue()
 
 
 def read_listing(listing_file) -> dict[str, Any]:
-    """A ``datasets.json`` written by a data stage: ``{"capabilities": {name: {"ref", ...}}, ...}``."""
-    import json
-    from pathlib import Path
+    """A ``datasets.json`` written by a data stage, validated (:class:`nexa.ledger.listings.DatasetListing`)."""
+    from nexa.ledger.listings import read_listing as read_contract
 
-    return json.loads(Path(listing_file).read_text())
+    return read_contract(listing_file).model_dump()
 
 
 def read_split(lab: Lab, listing_file, split: str) -> list[dict[str, Any]]:

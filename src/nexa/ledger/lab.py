@@ -37,6 +37,13 @@ class LabConfig(BaseModel):
     wandb_mode: str = Field("offline", description="offline | online | disabled")
 
 
+def default_retain_fraction(lab_dir: Path) -> float:
+    """The retention gate's default: the lab's ``nexa.yaml`` when ``lab_dir`` is in a lab, else LabConfig's."""
+    here = Path(lab_dir).resolve()
+    in_a_lab = any((folder / LAB_FILE).exists() for folder in (here, *here.parents))
+    return Lab.find(here).config.retain_fraction if in_a_lab else LabConfig().retain_fraction
+
+
 class Lab:
     """Paths and config of one lab; every stage and command resolves its locations through this."""
 

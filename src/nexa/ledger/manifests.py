@@ -154,6 +154,13 @@ CONTRACTS: dict[str, type[BaseModel]] = {
 }
 
 
+def all_contracts() -> dict[str, type[BaseModel]]:
+    """Every contract exported to docs/schemas: the manifests above and the files stages pass each other."""
+    from nexa.ledger.listings import DatasetListing, PairedDataset
+
+    return {**CONTRACTS, "DatasetListing": DatasetListing, "PairedDataset": PairedDataset}
+
+
 def load_manifest(model: type[ModelT], data: bytes | str | dict, location: str) -> ModelT:
     """Parse and validate a manifest, naming the file and every bad field when it does not fit."""
     try:

@@ -10,12 +10,12 @@ import json
 import sys
 from pathlib import Path
 
-from nexa.ledger.manifests import CONTRACTS
+from nexa.ledger.manifests import all_contracts
 
 
 def render_schemas() -> dict[str, str]:
     return {f"{name}.schema.json": json.dumps(model.model_json_schema(), indent=2, sort_keys=True) + "\n"
-            for name, model in sorted(CONTRACTS.items())}
+            for name, model in sorted(all_contracts().items())}
 
 
 def export_schemas(folder: Path) -> list[Path]:

@@ -16,8 +16,6 @@ import tempfile
 import uuid
 from pathlib import Path
 
-import fsspec
-
 from nexa.ledger.errors import ArtifactNotFoundError, CorruptArtifactError
 from nexa.ledger.hashing import sha256_bytes, sha256_file
 from nexa.ledger.manifests import ArtifactRef
@@ -57,6 +55,8 @@ class DurableStore:
 
     def __init__(self, root: str | Path):
         self.root = str(root)
+        import fsspec  # imported here: fsspec costs a quarter second at every command's start
+
         self.fs, self._base = fsspec.core.url_to_fs(self.root)
         self.is_local = self.fs.protocol in ("file", "local") or "file" in _protocols(self.fs)
 

@@ -14,72 +14,29 @@ from typing import Optional
 import typer
 
 from nexa.ledger import Lab
+from nexa.ledger.lab import default_retain_fraction
 from nexa.ledger.console import console, emit_result, table
 from nexa.ledger.hashing import sha256_file
 from nexa.ledger.runs import start_run
+from nexa.pipeline.standalone import outputs, require_paths, run_stage
 
 app = typer.Typer(help="NIWT: teacher registry, profiling, student synthesis, anchored distillation, retention gate.",
                   no_args_is_help=True)
-
-
-class FolderContext:
-    """What a stage function reads (out, input folders, their summaries, lab, seed, run) when run from the CLI."""
-
-    def __init__(self, lab: Lab, run, out: Path, inputs: dict[str, Path], seed: int):
-        self.lab, self.run, self.out, self.inputs, self.seed = lab, run, out, inputs, seed
-        self.pipeline = "cli"
-
-    def input(self, name: str) -> Path:
-        if name not in self.inputs or not self.inputs[name].is_dir():
-            raise typer.BadParameter(f"the {name!r} input folder {self.inputs.get(name)} does not exist",
-                                     param_hint=f"--{name.replace('_', '-')}")
-        return self.inputs[name]
-
-    def summary_of(self, name: str) -> dict:
-        file = self.input(name) / "summary.json"
-        if not file.exists():
-            raise typer.BadParameter(f"{file} is missing: point --{name} at the output of `nexa niwt {name}` or its stage")
-        return json.loads(file.read_text())
-
-
-def _new_out(out: Path) -> Path:
-    if out.exists() and any(out.iterdir()):
-        raise typer.BadParameter(f"{out} exists and is not empty; outputs are immutable, choose a new folder", param_hint="--out")
-    out.mkdir(parents=True, exist_ok=True)
-    return out
-
-
-def _outputs(folder: Path) -> list[dict]:
-    return [{"path": str(p), "sha256": sha256_file(p)} for p in sorted(folder.rglob("*")) if p.is_file()]
-
-
-def _run_stage(lab_dir: Path, run_type: str, out: Path, inputs: dict[str, Optional[Path]], seed: int, function, **params) -> tuple[str, dict]:
-    lab = Lab.find(lab_dir)
-    out = _new_out(out)
-    with start_run(lab, run_type, config={k: str(v) for k, v in {**inputs, **params}.items()}, seed=seed) as run:
-        console.print(f"run [bold]{run.run_id}[/bold]")
-        ctx = FolderContext(lab, run, out, {k: Path(v) for k, v in inputs.items() if v is not None}, seed)
-        try:
-            summary = function(ctx, **params)
-        except (ValueError, FileNotFoundError) as error:
-            console.print(f"[red]error:[/red] {error}")
-            raise typer.Exit(2) from error
-        (out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True, default=str))
-    return run.run_id, summary
 
 
 @app.command("registry")
 def registry_command(
     csv_file: Path = typer.Option(Path("configs/ModelName-Parameters-Category-BestFeature.csv"), "--csv", help="Teacher CSV."),
     out: Path = typer.Option(Path("configs/teacher_registry.json"), help="Registry JSON to write."),
-    retain_fraction: float = typer.Option(0.97, min=0.0, max=1.0, help="Default retain_fraction per capability."),
+    retain_fraction: Optional[float] = typer.Option(None, min=0.0, max=1.0, help="Default retain_fraction per capability (default: the lab's, or LabConfig's outside a lab)."),
+    lab_dir: Path = typer.Option(Path("."), "--lab"),
     json_out: bool = typer.Option(False, "--json"),
 ) -> None:
     """Stage 1: build teacher_registry.json from ModelName-Parameters-Category-BestFeature.csv."""
     from nexa.niwt.registry import RegistryError, build_registry
 
     try:
-        registry, quarantined = build_registry(csv_file, out, retain_fraction)
+        registry, quarantined = build_registry(csv_file, out, retain_fraction if retain_fraction is not None else default_retain_fraction(lab_dir))
     except RegistryError as error:
         raise typer.BadParameter(str(error), param_hint="--csv") from error
     if not json_out:
@@ -105,11 +62,11 @@ def profile_command(
     """Stage 2: profile the teacher (ablation pilot, streaming PCA, head importance; no raw activations)."""
     from nexa.niwt.stages import profile
 
-    run_id, summary = _run_stage(lab_dir, "niwt-profile", out, {"teacher": teacher, "distill": distill, "data": data,
+    run_id, summary = run_stage(lab_dir, "niwt-profile", out, {"teacher": teacher, "distill": distill, "data": data,
                                  "teacher_registry": registry}, seed, profile, registry="teacher_registry" if registry else None,
                                  teacher_name=name, config={"samples": samples})
     emit_result({"run_id": run_id, "status": "succeeded", "fraction_of_raw": summary["fraction_of_raw"],
-                 "teacher_scores": summary["teacher_scores"], "outputs": _outputs(out)}, json_out)
+                 "teacher_scores": summary["teacher_scores"], "outputs": outputs(out)}, json_out)
 
 
 @app.command("synthesize")
@@ -128,10 +85,10 @@ def synthesize_command(
         settings = load_arch(arch).model_dump()
     except (FileNotFoundError, ValueError) as error:
         raise typer.BadParameter(str(error), param_hint="--arch") from error
-    run_id, summary = _run_stage(lab_dir, "niwt-synthesize", out, {"teacher": teacher, "profile": profile}, seed,
+    run_id, summary = run_stage(lab_dir, "niwt-synthesize", out, {"teacher": teacher, "profile": profile}, seed,
                                  synthesize, arch=settings)
     emit_result({"run_id": run_id, "status": "succeeded", "adapters": summary["adapters"], "param_ratio": summary["param_ratio"],
-                 "outputs": _outputs(out)}, json_out)
+                 "outputs": outputs(out)}, json_out)
 
 
 @app.command("distill")
@@ -152,13 +109,13 @@ def distill_command(
 
     settings = json.loads(config.read_text()) if config else {}
     try:
-        run_id, summary = _run_stage(lab_dir, "niwt-distill", out, {"profile": profile, "synthesize": synthesize, "distill": distill,
+        run_id, summary = run_stage(lab_dir, "niwt-distill", out, {"profile": profile, "synthesize": synthesize, "distill": distill,
                                      "data": data, "router": router}, seed, student_niwt, config=settings, max_attempts=max_attempts)
     except NiwtGateError as error:
         console.print(f"[red]gate failed:[/red] {error}")
         raise typer.Exit(1) from error
     emit_result({"run_id": run_id, "status": "succeeded", "retention": summary["gate"]["retention"],
-                 "attempts": len(summary["gate_attempts"]), "steps": summary["steps"], "outputs": _outputs(out)}, json_out)
+                 "attempts": len(summary["gate_attempts"]), "steps": summary["steps"], "outputs": outputs(out)}, json_out)
 
 
 @app.command("gate")
@@ -172,6 +129,7 @@ def gate_command(
     from nexa.niwt.gate import runtime_gate
 
     lab = Lab.find(lab_dir)
+    require_paths(student=student / "model", profile=profile, data=data / "datasets.json")
     with start_run(lab, "niwt-gate", config={"student": str(student), "profile": str(profile)}) as run:
         report = runtime_gate(lab, student / "model", profile, data / "datasets.json")
         run.update(eval_status="done", eval_summary={f"retention/{c}": r for c, r in report["retention"].items()})

@@ -12,13 +12,14 @@ from pathlib import Path
 from nexa.ledger import Lab
 from nexa.ledger.datasets import read_split
 from nexa.ledger.retention import failing_capabilities, retention
+from nexa.niwt.profile import read_profile_manifest
 
 
 def profile_contracts(profile_dir: Path) -> tuple[dict[str, float], dict[str, float]]:
     """Teacher score and retain fraction per capability, from a profile output folder."""
     summary = json.loads((profile_dir / "summary.json").read_text())
     folder = profile_dir / "profiles" / summary["teacher"]
-    retain = {c: json.loads((folder / c / "profile.json").read_text())["retain_fraction"] for c in summary["capabilities"]}
+    retain = {c: read_profile_manifest(folder / c).retain_fraction for c in summary["capabilities"]}
     return summary["teacher_scores"], retain
 
 

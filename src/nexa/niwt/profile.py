@@ -333,9 +333,14 @@ def profile_capability(model, tokenizer, teacher: str, capability: str, samples:
     return manifest
 
 
+def read_profile_manifest(folder: Path) -> CapabilityProfile:
+    """A capability's ``profile.json``, validated: the one reader every consumer of a profile uses."""
+    return CapabilityProfile.model_validate_json((folder / "profile.json").read_text(encoding="utf-8"))
+
+
 def load_capability_profile(folder: Path) -> tuple[CapabilityProfile, dict[str, torch.Tensor]]:
     """A profile's manifest (validated) and its tensors as float32."""
     from safetensors.torch import load_file
 
-    manifest = CapabilityProfile.model_validate_json((folder / "profile.json").read_text(encoding="utf-8"))
+    manifest = read_profile_manifest(folder)
     return manifest, {k: v.float() for k, v in load_file(str(folder / "profile.safetensors")).items()}

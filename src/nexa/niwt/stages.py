@@ -10,6 +10,7 @@ from safetensors.torch import load_file, save_file
 
 from nexa.ledger.console import console, table
 from nexa.ledger.datasets import read_dataset_rows, read_split
+from nexa.ledger.listings import read_paired
 from nexa.niwt.router import DEFAULT_FEATURIZER, router_accuracy, train_router, write_router
 
 
@@ -29,8 +30,11 @@ def router(ctx, data: str = "data", epochs: int = 200) -> dict:
 
 
 # -- stage 1 ----------------------------------------------------------------------------------------
-def teacher_registry(ctx, teachers: list[dict], default_retain: float = 0.97) -> dict:
-    """Write the pipeline's teacher CSV rows as ``teachers.csv`` and build ``teacher_registry.json`` from it."""
+def teacher_registry(ctx, teachers: list[dict], default_retain: float | None = None) -> dict:
+    """Write the pipeline's teacher CSV rows as ``teachers.csv`` and build ``teacher_registry.json`` from it.
+
+    A capability without its own retain fraction gets ``default_retain``, else the lab's (``nexa.yaml``).
+    """
     from nexa.niwt.registry import REQUIRED_COLUMNS, build_registry
 
     columns = list(REQUIRED_COLUMNS) + sorted({k for row in teachers for k in row} - set(REQUIRED_COLUMNS))
@@ -38,7 +42,8 @@ def teacher_registry(ctx, teachers: list[dict], default_retain: float = 0.97) ->
         writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
         writer.writerows(teachers)
-    registry, quarantined = build_registry(ctx.out / "teachers.csv", ctx.out / "teacher_registry.json", default_retain)
+    default = ctx.lab.config.retain_fraction if default_retain is None else default_retain
+    registry, quarantined = build_registry(ctx.out / "teachers.csv", ctx.out / "teacher_registry.json", default)
     return {"teachers": [t.name for t in registry.teachers], "quarantined": len(quarantined)}
 
 
@@ -53,7 +58,7 @@ def profile(ctx, teacher: str = "teacher", distill: str = "distill", data: str =
                                    profile_capability, residual_basis, select_samples, teacher_scores)
 
     settings = ProfileConfig.model_validate(config or {})
-    paired = read_dataset_rows(ctx.lab, json.loads((ctx.input(distill) / "dataset.json").read_text())["ref"])
+    paired = read_dataset_rows(ctx.lab, read_paired(ctx.input(distill) / "dataset.json").ref)
     eval_rows = read_split(ctx.lab, ctx.input(data) / "datasets.json", "eval")
     contracts = _contracts(ctx, registry, teacher_name, sorted({r["capability"] for r in eval_rows}))
     model, precision = load_teacher(ctx.input(teacher) / "model", settings.quantize)
@@ -91,9 +96,10 @@ def profile(ctx, teacher: str = "teacher", distill: str = "distill", data: str =
 
 
 def _contracts(ctx, registry: str | None, teacher_name: str, capabilities: list[str]) -> dict[str, dict]:
-    """Benchmark, metric and retain fraction per capability: from the registry stage, else the defaults."""
+    """Benchmark, metric and retain fraction per capability: from the registry stage, else the lab's defaults."""
     if registry is None:
-        return {c: {"benchmark": f"{c}-eval", "metric": "exact_match", "retain_fraction": 0.97} for c in capabilities}
+        retain = ctx.lab.config.retain_fraction
+        return {c: {"benchmark": f"{c}-eval", "metric": "exact_match", "retain_fraction": retain} for c in capabilities}
     from nexa.niwt.registry import load_registry
 
     entry = load_registry(ctx.input(registry) / "teacher_registry.json").teacher(teacher_name)
@@ -110,12 +116,13 @@ def synthesize(ctx, teacher: str = "teacher", profile: str = "profile", arch: di
     """Build the student backbone (transferred or fresh) and its adapter plan from the profile."""
     from transformers import LlamaForCausalLM
 
+    from nexa.niwt.profile import read_profile_manifest
     from nexa.niwt.synthesis import StudentArch, synthesize as build
 
     settings = StudentArch.model_validate(arch or {})
     teacher_name = ctx.summary_of(profile)["teacher"]
     folder = ctx.input(profile) / "profiles" / teacher_name
-    profiles = {c: json.loads((folder / c / "profile.json").read_text()) for c in ctx.summary_of(profile)["capabilities"]}
+    profiles = {c: read_profile_manifest(folder / c).model_dump(mode="json") for c in ctx.summary_of(profile)["capabilities"]}
     basis = load_file(str(folder / "residual.safetensors"))["basis"].float()
     teacher_model = LlamaForCausalLM.from_pretrained(ctx.input(teacher) / "model")
     student, plan = build(teacher_model, settings, profiles, basis, ctx.seed)

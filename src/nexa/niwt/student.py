@@ -21,9 +21,11 @@ from transformers import LlamaForCausalLM
 from nexa.ledger.console import console, progress, table
 from nexa.ledger.datasets import read_dataset_rows, read_split
 from nexa.ledger.hashing import sha256_file
+from nexa.ledger.listings import read_paired
 from nexa.ledger.retention import failing_capabilities, retention
 from nexa.niwt.distill import (AnchoredDistiller, DistillConfig, attach_adapters, backbone_state, build_anchors,
                                export_adapters, gate_scores)
+from nexa.niwt.profile import read_profile_manifest
 
 
 class NiwtGateError(RuntimeError):
@@ -37,11 +39,11 @@ def load_inputs(ctx, profile: str, synthesize: str, distill: str, data: str):
     profiles = {}
     for capability in sorted(ctx.summary_of(profile)["capabilities"]):
         cap = folder / capability
-        profiles[capability] = (json.loads((cap / "profile.json").read_text()), load_file(str(cap / "profile.safetensors")),
+        profiles[capability] = (read_profile_manifest(cap).model_dump(mode="json"), load_file(str(cap / "profile.safetensors")),
                                 _jsonl(cap / "samples.jsonl"), _jsonl(cap / "raw_outputs.jsonl"))
     basis = load_file(str(folder / "residual.safetensors"))["basis"].float()
     plan = json.loads((ctx.input(synthesize) / "synthesis.json").read_text())
-    paired = read_dataset_rows(ctx.lab, json.loads((ctx.input(distill) / "dataset.json").read_text())["ref"])
+    paired = read_dataset_rows(ctx.lab, read_paired(ctx.input(distill) / "dataset.json").ref)
     eval_rows = read_split(ctx.lab, ctx.input(data) / "datasets.json", "eval")
     return teacher_name, profiles, basis, plan, paired, eval_rows
 

@@ -187,6 +187,3 @@ def adapter_plan(profile: dict, policy: AdapterPolicy) -> dict:
     return {"rank": rank, "alpha": policy.alpha_per_rank * rank, "target_modules": policy.target_modules,
             "from_layer": int(top), "variance_threshold": policy.variance_threshold}
 
-
-def write_plan(path: Path, arch: StudentArch, plan: dict) -> None:
-    path.write_text(json.dumps({**arch.model_dump(), "resolved": plan}, indent=2, sort_keys=True), encoding="utf-8")

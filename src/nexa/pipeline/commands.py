@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from nexa.ledger import Lab, LedgerError
+from nexa.ledger import Lab
 from nexa.ledger.console import console, emit_result, table
 from nexa.pipeline.runner import PipelineResult, StageFailedError, run_pipeline
 from nexa.pipeline.spec import builtin_pipeline_path, install_builtin_pipelines, load_pipeline
@@ -38,11 +38,7 @@ def demo(lab_dir: Path = typer.Option(Path("nexa-demo"), "--lab", help="Lab fold
 
 
 def _execute(lab: Lab, pipeline: Path) -> PipelineResult:
-    try:
-        spec = load_pipeline(pipeline)
-    except (LedgerError, FileNotFoundError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from exc
+    spec = load_pipeline(pipeline)
     started = time.perf_counter()
     try:
         result = run_pipeline(lab, spec)

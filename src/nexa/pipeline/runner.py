@@ -1,6 +1,7 @@
 """Run a pipeline: stages in order, each skipped when a finished, hash-verified output for its key exists.
 
-A stage's key hashes its function, parameters, seed, the source of its layer and the output hashes of
+A stage's key hashes its function, parameters, seed, the source of every module it can run
+(:mod:`nexa.pipeline.codehash`) and the output hashes of
 the stages it needs, so anything upstream that changes re-runs exactly what depends on it. Outputs are
 written in scratch, copied to durable storage with per-file hashes, and only then committed by writing
 ``stage.json``; a stage killed half-way leaves no record and simply runs again.
@@ -8,7 +9,6 @@ written in scratch, copied to durable storage with per-file hashes, and only the
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 import time
 import uuid
@@ -22,15 +22,14 @@ from pydantic import BaseModel, ConfigDict, Field
 from nexa.infra.cost import PriceTable
 from nexa.ledger import ArtifactNotFoundError, ArtifactRef, CorruptArtifactError, Lab
 from nexa.ledger.console import console
-from nexa.ledger.hashing import sha256_file, sha256_json
+from nexa.ledger.hashing import sha256_json
 from nexa.ledger.manifests import CostBreakdown, StageRecord, dump_manifest, load_manifest
 from nexa.ledger.runs import RunContext, start_run
 from nexa.ledger.store import DurableStore
+from nexa.pipeline.codehash import code_hash
 from nexa.pipeline.spec import PipelineSpec, StageSpec
 
 STAGE_RECORD_VERSION = 1
-_SRC_ROOT = Path(__file__).resolve().parents[2]
-_LAYERS_USING_RUNTIME = {"bundle", "eval", "niwt", "serve"}
 
 
 class StageOutput(BaseModel):
@@ -191,7 +190,7 @@ class PipelineRunner:
                 "uses": stage.uses,
                 "params": stage.params,
                 "seed": self.spec.seed,
-                "code": _code_hash(stage.uses),
+                "code": code_hash(stage.uses),
                 "inputs": {n: self._records[n].outputs_sha256 for n in stage.needs},
             }
         )
@@ -284,29 +283,6 @@ class PipelineRunner:
     def _output_ref(self, name: str, output: StageOutput) -> ArtifactRef:
         prefix = self._prefix(name, output.key)
         return ArtifactRef(kind="stage_output", ref=f"{name}:{output.key[:24]}", path=self.store.location(prefix), sha256=output.outputs_sha256)
-
-
-def _code_hash(uses: str) -> str:
-    """Hash of the source of the stage's layer package (or its module, outside nexa) and of the ledger."""
-    parts = uses.split(":")[0].split(".")
-    owner = ".".join(parts[:2]) if parts[0] == "nexa" and len(parts) > 1 else ".".join(parts)
-    folders = [_source_of(owner), _SRC_ROOT / "nexa" / "ledger"]
-    if parts[0] == "nexa" and len(parts) > 1 and parts[1] in _LAYERS_USING_RUNTIME:
-        folders.append(_SRC_ROOT / "nexus")
-    digests = {}
-    for folder in folders:
-        for file in sorted(folder.rglob("*.py")) if folder.is_dir() else [folder]:
-            relative = file.relative_to(folder.parent).as_posix()
-            digests[relative] = sha256_file(file)
-    return sha256_json(digests)
-
-
-def _source_of(module: str) -> Path:
-    spec = importlib.util.find_spec(module)
-    if spec is None or spec.origin is None:
-        raise ValueError(f"cannot find the source of {module!r} to hash it for the stage cache")
-    origin = Path(spec.origin)
-    return origin.parent if origin.name == "__init__.py" else origin
 
 
 def run_pipeline(lab: Lab, spec: PipelineSpec) -> PipelineResult:

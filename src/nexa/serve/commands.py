@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from nexa.ledger.console import console, table
+from nexa.ledger.console import console, fail, table
 from nexa.serve.app import DEFAULT_MAX_BATCH, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_TOKENS_CAP
 
 
@@ -57,8 +57,7 @@ def serve(bundle: Path = typer.Argument(..., help="Bundle folder (manifest.json 
         app = create_app(bundle, token=token, max_tokens_cap=max_tokens_cap, max_body_bytes=max_body_bytes,
                          max_batch=max_batch, device=device)
     except BundleError as exc:
-        console.print(f"[red]error:[/red] cannot load bundle: {exc}")
-        raise typer.Exit(2) from exc
+        fail(f"cannot load bundle: {exc}")
     _show(app, host, port, bool(token), max_batch)
     uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
 

@@ -12,7 +12,7 @@ from rich.text import Text
 
 from nexa.infra.cost import PriceTable, UnknownPriceError
 from nexa.ledger import Lab, LedgerError, RunManifest
-from nexa.ledger.console import console, emit_result, progress, table
+from nexa.ledger.console import console, emit_result, fail, progress, table
 from nexa.ledger.runs import detect_gpu_type, start_run
 from nexa.teachers.errors import TeacherError
 from nexa.teachers.faults import RetryPolicy
@@ -204,7 +204,6 @@ def _show(report: MaterializeReport, manifest: RunManifest, json_out: bool) -> N
 
 
 def _fail(message: str, json_out: bool, code: int, **fields) -> None:
-    console.print(f"[red]error:[/red] {message}")
     if json_out:
         emit_result({"status": "failed", "error": message, **fields}, True)
-    raise typer.Exit(code)
+    fail(message, code)

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import json
-
 from nexa.ledger.datasets import read_dataset_rows, read_listing, read_split, write_dataset_version
+from nexa.ledger.listings import PairedDataset, write_contract
 
 
 def materialize_local(ctx, teacher: str = "teacher", data: str = "data", dataset_id: str = "golden-distill",
@@ -31,7 +30,7 @@ def materialize_local(ctx, teacher: str = "teacher", data: str = "data", dataset
                                concurrency=1, provider=ctx.run.manifest.provider, gpu_type=ctx.run.manifest.gpu_type,
                                seed=ctx.seed)
     report = materialize(ctx.lab, model, config, ctx.run, PriceTable.from_lab(ctx.lab))
-    (ctx.out / "dataset.json").write_text(json.dumps({"ref": report.dataset, "source": source.ref}))
+    write_contract(ctx.out / "dataset.json", PairedDataset(ref=report.dataset, source=source.ref))
     rows = read_dataset_rows(ctx.lab, report.dataset)
     agreement = sum(r["answer"] == r["reference"] for r in rows) / max(len(rows), 1)
     return {"dataset": report.dataset, "prompts": report.prompts, "calls": report.calls, "cache_hits": report.cache_hits,

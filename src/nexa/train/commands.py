@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from nexa.ledger import Lab, LedgerError
-from nexa.ledger.console import console, emit_result, table
+from nexa.ledger.console import console, emit_result, fail, table
 
 sweep_app = typer.Typer(help="Hyper-parameter sweeps on Optuna: launch trials, analyze the best into a config.",
                         no_args_is_help=True)
@@ -21,11 +21,6 @@ def register(app: typer.Typer) -> None:
     app.add_typer(sweep_app, name="sweep")
 
 
-def _fail(message: str, code: int = 2) -> None:
-    console.print(f"[red]error:[/red] {message}")
-    raise typer.Exit(code)
-
-
 def pack(dataset: list[str] = typer.Option(..., "--dataset", help="Dataset ID or ID@vN (repeat for several)."),
          tokenizer: Path = typer.Option(..., "--tokenizer", help="tokenizer.json or a folder holding one."),
          seq_len: int = typer.Option(128, "--seq-len", min=8, help="Block length in tokens."),
@@ -34,20 +29,22 @@ def pack(dataset: list[str] = typer.Option(..., "--dataset", help="Dataset ID or
          lab_dir: Path = typer.Option(Path("."), "--lab", help="Lab folder."),
          json_out: bool = typer.Option(False, "--json", help="Print one JSON object on stdout.")) -> None:
     """Tokenize datasets and pack them into fixed-length blocks (best-fit decreasing) in durable packs/<id>."""
+    from nexa.ledger.datasets import read_dataset_manifest
     from nexa.ledger.runs import start_run
+    from nexa.pipeline.standalone import require_paths
     from nexa.train.packs import PackRequest, build_pack
 
     lab = Lab.find(lab_dir)
+    require_paths(tokenizer=tokenizer)
+    for ref in dataset:
+        read_dataset_manifest(lab, ref)
     request = PackRequest(datasets=dataset, tokenizer=tokenizer, seq_len=seq_len, split=split or None, topk_field=topk_field)
     params = {"datasets": dataset, "tokenizer": str(tokenizer), "seq_len": seq_len, "split": split, "topk_field": topk_field}
-    try:
-        with start_run(lab, "pack", config=params) as run:
-            console.print(f"run [bold]{run.run_id}[/bold]")
-            pid, ref, manifest = build_pack(lab, request, created_by=run.run_id)
-            run.add_output(ref)
-            run.update(dataset_id=",".join(dataset), metrics={"efficiency": manifest.efficiency, "blocks": manifest.blocks})
-    except (LedgerError, FileNotFoundError, ValueError) as exc:
-        _fail(str(exc))
+    with start_run(lab, "pack", config=params) as run:
+        console.print(f"run [bold]{run.run_id}[/bold]")
+        pid, ref, manifest = build_pack(lab, request, created_by=run.run_id)
+        run.add_output(ref)
+        run.update(dataset_id=",".join(dataset), metrics={"efficiency": manifest.efficiency, "blocks": manifest.blocks})
     console.print(table(f"pack {pid}", ["samples", "blocks", "seq_len", "efficiency", "padding efficiency", "truncated", "quarantined"],
                         [(manifest.samples, manifest.blocks, manifest.seq_len, manifest.efficiency, manifest.padding_efficiency,
                           manifest.truncated, manifest.quarantined)]))
@@ -68,16 +65,13 @@ def train(config: Path = typer.Option(..., "--config", help="Training config YAM
     from nexa.train.engine import train as run_training
 
     lab = Lab.find(lab_dir)
-    try:
-        cfg = load_train_config(config)
-    except (LedgerError, FileNotFoundError) as exc:
-        _fail(str(exc))
+    cfg = load_train_config(config)
     console.print(table("hardware", ["", ""], detect_hardware().rows()))
     try:
         outcome = run_training(lab, cfg, nproc=nproc, resume=resume,
                                on_start=lambda run: console.print(f"run [bold]{run.run_id}[/bold]"))
     except (TrainError, LedgerError, FileNotFoundError, ValueError) as exc:
-        _fail(str(exc), 1)
+        fail(str(exc), 1)
     stats = outcome.stats
     console.print(table(f"train {cfg.name}", ["steps", "final loss", "tokens", "tokens/s", "seconds", "pack efficiency"],
                         [(stats["steps"], stats["final_loss"], stats["tokens_trained"], stats["tokens_per_s"], stats["seconds"],
@@ -113,7 +107,7 @@ def sweep_launch(config: Path = typer.Option(..., "--config", help="Base trainin
         else:
             result = launch_sweep(lab, config, space, trials, storage=storage, study_name=study)
     except (SweepError, LedgerError, FileNotFoundError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     console.print(table(f"sweep {result['study']}", ["trial", "state", "value", "params"],
                         [(t["number"], t["state"], t["value"], json.dumps(t["params"])) for t in result["trials"]]))
     emit_result(result, json_out)
@@ -121,7 +115,7 @@ def sweep_launch(config: Path = typer.Option(..., "--config", help="Base trainin
 
 def _backend(name: str) -> str:
     if name not in ("optuna", "wandb"):
-        _fail(f"--backend {name!r}: expected optuna or wandb")
+        fail(f"--backend {name!r}: expected optuna or wandb")
     return name
 
 
@@ -143,7 +137,7 @@ def sweep_analyze(study: str = typer.Option(..., "--study", help="Optuna study n
         else:
             result = analyze_sweep(lab, study, out, storage=storage)
     except (SweepError, LedgerError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     console.print(table(f"best of {study}", ["trial", "value", "params"],
                         [(result["best_trial"], result["best_value"], json.dumps(result["best_params"]))]))
     emit_result(result, json_out)

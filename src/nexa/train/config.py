@@ -208,10 +208,6 @@ def set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
     node[leaf] = value
 
 
-def dump_train_config(config: TrainConfig) -> str:
-    return yaml.safe_dump(config.resolved(), sort_keys=False)
-
-
 def _resolve_paths(config: TrainConfig, base: Path) -> TrainConfig:
     def fix(p: Path | None) -> Path | None:
         return None if p is None or p.is_absolute() else (base / p).resolve()

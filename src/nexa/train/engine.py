@@ -98,7 +98,7 @@ def _prepare(lab: Lab, config: TrainConfig, run: RunContext, resuming: bool) -> 
     run_dir = lab.scratch / "runs" / run.run_id
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / RESULT_FILE).unlink(missing_ok=True)
-    mode = config.tracking.wandb or lab.config.wandb_mode
+    mode = config.tracking.wandb or os.environ.get("WANDB_MODE") or lab.config.wandb_mode  # config, then environment, then lab
     run.update(checkpoint_dir_durable=store.location(prefix), student_model=config.model.describe())
     spec = WorkerSpec(lab=str(lab.root), run_id=run.run_id, config=config.resolved(), pack_dir=str(pack_dir),
                       run_dir=str(run_dir), checkpoint_dir=str(scratch_ckpt), durable_checkpoint=durable_ckpt,
@@ -139,7 +139,13 @@ def _launch(spec: WorkerSpec, nproc: int, run: RunContext) -> None:
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
                "-m", "nexa.train.worker", str(spec_file)]
     run.log("launch", command=command)
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    from nexa.session.client import child_env
+    from nexa.session.protocol import SessionError
+
+    try:  # the session's tokens go to the workers' environment only
+        env, _ = child_env({**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")})
+    except SessionError as exc:
+        raise TrainError(f"cannot read the nexa session's tokens: {exc}") from exc
     done = subprocess.run(command, env=env, stdout=sys.stderr)
     if done.returncode != 0:
         raise TrainError(f"torchrun with {nproc} processes exited with code {done.returncode}; see the worker output above")
@@ -275,7 +281,7 @@ def _wandb_setup(spec: WorkerSpec, config: TrainConfig) -> list[str]:
     """W&B through the HF integration, offline unless asked otherwise; the run id is the nexa run id."""
     if spec.wandb_mode == "disabled":
         return []
-    os.environ["WANDB_MODE"] = spec.wandb_mode  # the config (or the lab's default, offline) decides
+    os.environ["WANDB_MODE"] = spec.wandb_mode  # resolved in train(): the config, else WANDB_MODE, else the lab's default
     os.environ.setdefault("WANDB_DIR", str(Path(spec.lab) / ".nexa" / "scratch"))
     os.environ.setdefault("WANDB_PROJECT", config.tracking.project)
     os.environ["WANDB_RUN_ID"] = spec.run_id.replace("_", "-")

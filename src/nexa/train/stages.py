@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -10,6 +9,7 @@ from transformers import LlamaForCausalLM
 
 from nexa.ledger.datasets import read_dataset_rows, read_split
 from nexa.ledger.hashing import sha256_file
+from nexa.ledger.listings import read_paired
 from nexa.train.models import DecoderSize, build_model, count_parameters
 from nexa.train.pack import PackManifest, efficiency, load_pack, pack_examples, padding_efficiency, save_pack
 from nexa.train.tokenizer import encode_example, load_tokenizer, train_char_tokenizer
@@ -36,9 +36,9 @@ def teacher(ctx, size: dict, optim: dict, seq_len: int = 128, data: str = "data"
 
 def pack(ctx, seq_len: int = 128, source: str = "distill", tokenizer: str = "tokenizer") -> dict:
     """Tokenize and pack a paired (prompt, answer) dataset into fixed-length blocks."""
-    listing = json.loads((ctx.input(source) / "dataset.json").read_text())
-    rows = read_dataset_rows(ctx.lab, listing["ref"])
-    manifest = _pack_rows(ctx, rows, seq_len, tokenizer, ctx.out, sources=[listing["ref"]])
+    paired = read_paired(ctx.input(source) / "dataset.json")
+    rows = read_dataset_rows(ctx.lab, paired.ref)
+    manifest = _pack_rows(ctx, rows, seq_len, tokenizer, ctx.out, sources=[paired.ref])
     return manifest.model_dump()
 
 

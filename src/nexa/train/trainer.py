@@ -110,6 +110,16 @@ class _NexaTrainer(Trainer):
     def __init__(self, *args, teacher: PreTrainedModel | None = None, kd: KDConfig | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.teacher, self.kd = teacher, kd
+        self._terms: dict[str, list[float]] = {"ce_loss": [], "kd_loss": []}
+
+    def log(self, logs: dict[str, float], *args, **kwargs) -> None:
+        """Add the mean CE and KD terms since the last log: the mixed loss alone cannot be compared with
+        another trainer's KL (it carries ``1 - alpha`` of CE and the KD term scaled by T²)."""
+        for name, values in self._terms.items():
+            if values and "loss" in logs:
+                logs[name] = round(sum(values) / len(values), 6)
+            values.clear()
+        super().log(logs, *args, **kwargs)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         outputs = model(input_ids=inputs["input_ids"], position_ids=inputs["position_ids"], labels=inputs["labels"], use_cache=False)
@@ -138,6 +148,7 @@ class _NexaTrainer(Trainer):
         loss = outputs.loss
         if "topk_ids" in inputs and self.kd is not None:
             kd = offline_distillation_loss(outputs.logits, inputs["topk_ids"], inputs["topk_logprobs"], inputs["labels"], self.kd)
+            self._record(loss, kd)
             loss = (1 - self.kd.alpha) * loss + self.kd.alpha * kd
         elif self.teacher is not None:
             with torch.no_grad():
@@ -145,8 +156,13 @@ class _NexaTrainer(Trainer):
                     input_ids=inputs["input_ids"], position_ids=inputs["position_ids"], use_cache=False
                 ).logits
             kd = distillation_loss(outputs.logits, teacher_logits, inputs["labels"], self.kd)
+            self._record(loss, kd)
             loss = (1 - self.kd.alpha) * loss + self.kd.alpha * kd
         return loss
+
+    def _record(self, ce: torch.Tensor, kd: torch.Tensor) -> None:
+        self._terms["ce_loss"].append(float(ce.detach()))
+        self._terms["kd_loss"].append(float(kd.detach()))
 
 
 class _RichProgress(TrainerCallback):

@@ -12,7 +12,7 @@ from typing import Optional
 import typer
 
 from nexa.ledger import ArtifactNotFoundError, Lab
-from nexa.ledger.console import console, emit_result
+from nexa.ledger.console import console, emit_result, fail
 
 LAB = typer.Option(Path("."), "--lab", help="Lab folder (nexa.yaml inside, or a folder below it).")
 
@@ -22,16 +22,11 @@ def register(app: typer.Typer) -> None:
     app.command("report")(report)
 
 
-def _fail(message: str) -> None:
-    console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(2)
-
-
 def _lab(lab_dir: Path) -> Lab:
     try:
         return Lab.find(lab_dir)
     except ArtifactNotFoundError as exc:
-        _fail(str(exc))
+        fail(str(exc))
 
 
 def ui(lab_dir: Path = LAB, port: int = typer.Option(8050, "--port", min=1, max=65535, help="TCP port."),
@@ -53,13 +48,13 @@ def report(run_id: str = typer.Option(..., "--run", help="Run to report on (a pi
     from nexa.ui.report import FORMATS, collect, default_out, write_report
 
     if fmt not in FORMATS:
-        _fail(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+        fail(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
     lab = _lab(lab_dir)
     target = out or default_out(run_id, fmt)
     try:
         written = write_report(collect(lab.root, run_id), fmt, target)
     except (FileNotFoundError, BrowserUnavailableError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     if not json_out:
         console.print(f"wrote [bold]{written}[/bold] ({written.stat().st_size} bytes)")
     emit_result({"run_id": run_id, "status": "succeeded", "format": fmt,

@@ -67,3 +67,12 @@ def test_schema_register_and_list(lab, tmp_path):
     assert _run("schema", "register", file, "--lab", lab.root).exit_code == 0
     names = [s["name"] for s in json.loads(_run("schema", "list", "--lab", lab.root, "--json").stdout)["schemas"]]
     assert {"qa", "instruction", "hypothesis", "pairs"} <= set(names)
+
+
+def test_bad_split_by_is_one_line_and_records_no_run(lab, mixed_jsonl):
+    from nexa.ledger.runs import list_runs
+
+    before = len(list_runs(lab))
+    done = _run("prepare", "--input", mixed_jsonl, "--schema", "qa", "--dataset", "x", "--split-by", "cosine", "--lab", lab.root)
+    assert done.exit_code == 2 and "--split-by" in done.output and "Traceback" not in done.output
+    assert len(list_runs(lab)) == before

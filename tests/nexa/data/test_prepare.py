@@ -86,3 +86,26 @@ def test_hypothesis_schema_end_to_end(lab, tmp_path):
     assert result.totals()["removed"]["quality"] == 1
     table = pq.read_table(result.manifest.path)
     assert table.schema.field("target_answer").type.num_fields == 3
+
+
+def test_exact_only_splits_are_an_option_and_a_bad_choice_is_refused(lab, tmp_path):
+    import numpy as np
+    import pyarrow as pa
+
+    from nexa.data.prepare import text_columns
+    from nexa.data.splits import assign_splits
+
+    base = "what is the boiling point of water at sea level in kelvin, roughly"
+    texts = [base + suffix for suffix in ("", " ?", " please", " now")] + [f"unrelated question number {i} about atoms" for i in range(12)]
+    path = write_jsonl(tmp_path / "rows.jsonl", [qa(t, "373") for t in texts])
+    fractions = {"train": 0.5, "test": 0.5}
+    near = prepare(lab, [str(path)], load_schema("qa"), "nearsplit", filters=["exact"], fractions=fractions)
+    exact = prepare(lab, [str(path)], load_schema("qa"), "exactsplit", filters=["exact"], fractions=fractions, split_by="exact")
+    near_splits = [r["split"] for r in read_dataset_rows(lab, near.manifest.ref)]
+    exact_splits = [r["split"] for r in read_dataset_rows(lab, exact.manifest.ref)]
+    assert len(set(near_splits[:4])) == 1  # near-duplicates stay together
+    written = pa.Table.from_pylist(read_dataset_rows(lab, exact.manifest.ref))
+    norm = text_columns(written, load_schema("qa"))[1]
+    assert exact_splits == assign_splits(norm, np.arange(len(texts)), fractions).to_pylist()  # each text on its own
+    with pytest.raises(ValueError, match="split_by"):
+        prepare(lab, [str(path)], load_schema("qa"), "badsplit", filters=["exact"], split_by="cosine")

@@ -32,3 +32,56 @@ def test_lineage_walks_back_to_raw_data(lab):
     tree = trace(lab, derived.ref)
     assert tree["ref"] == "clean@v1"
     assert roots(tree) == [run.run_id]
+
+
+def test_content_hash_is_columnar_and_survives_parquet_chunks_and_column_order():
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from nexa.ledger.datasets import rows_table, table_content_hash
+
+    rows = [{"prompt": "a", "answer": "1", "score": 0.5, "n": 3, "ok": True, "tags": ["x"]},
+            {"prompt": "b", "answer": None, "score": None, "n": None, "ok": None, "tags": []}]
+    table = rows_table(rows)
+    sink = io.BytesIO()
+    pq.write_table(table, sink)
+    back = pq.read_table(io.BytesIO(sink.getvalue()))
+    chunked = pa.concat_tables([table.slice(0, 1), table.slice(1)])
+    reordered = table.select(list(reversed(table.column_names)))
+    assert table_content_hash(back) == table_content_hash(chunked) == table_content_hash(reordered) == table_content_hash(table)
+    changed = rows_table([rows[0], {**rows[1], "prompt": "c"}])
+    null_vs_empty = rows_table([rows[0], {**rows[1], "answer": ""}])
+    assert len({table_content_hash(t) for t in (table, changed, null_vs_empty)}) == 3
+
+
+def test_rows_keep_keys_the_first_row_lacks(lab):
+    rows = [{"prompt": "a"}, {"prompt": "b", "answer": "2"}]
+    manifest = write_dataset_version(lab, "ragged", rows, row_schema="qa")
+    assert read_dataset_rows(lab, manifest.ref) == [{"prompt": "a", "answer": None}, {"prompt": "b", "answer": "2"}]
+
+
+def test_versions_hashed_row_by_row_before_still_verify(lab):
+    """A version written with the old per-row JSON hash (registry entry + manifest) still reads back."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from nexa.ledger import DatasetManifest
+    from nexa.ledger.datasets import rows_content_hash
+    from nexa.ledger.manifests import dump_manifest
+    from nexa.ledger.registry import DatasetRegistry
+
+    rows = [{"prompt": "old", "answer": "1"}]
+    legacy = rows_content_hash(rows)
+    sink = io.BytesIO()
+    pq.write_table(pa.Table.from_pylist(rows), sink)
+    prefix = f"datasets/old/{legacy[:16]}"
+    ref = lab.durable().put_bytes(f"{prefix}/data.parquet", sink.getvalue())
+    entry = DatasetRegistry(lab.registry_dir).register("old", path=ref.path, hash=legacy, rows=1,
+                                                       manifest=lab.durable().location(f"{prefix}/manifest.json"))
+    lab.durable().put_bytes(f"{prefix}/manifest.json", dump_manifest(DatasetManifest(
+        id="old", version=entry.version, row_schema="qa", rows=1, content_hash=legacy, path=ref.path)))
+    assert read_dataset_rows(lab, "old@v1") == rows

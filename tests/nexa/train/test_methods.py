@@ -8,10 +8,11 @@ import pytest
 import torch
 from train_fixtures import make_lab, write_config
 from safetensors.torch import load_file
+from transformers import TrainerCallback
 from typer.testing import CliRunner
 
 from nexa.cli import app
-from nexa.data.versions import write_dataset_version
+from nexa.ledger.datasets import write_dataset_version
 from nexa.ledger.datasets import read_dataset_rows
 from nexa.ledger.runs import load_run
 from nexa.train.config import load_train_config
@@ -177,3 +178,33 @@ def test_bf16_precision_trains_on_cpu_and_fp16_is_refused(lab):
 
     with pytest.raises(TrainError, match="fp16 needs a CUDA GPU"):
         train(lab, load_train_config(write_config(lab, "fp16", precision="fp16", optim=OPTIM)))
+
+
+def test_kd_logs_its_ce_and_kd_terms_beside_the_mixed_loss(tmp_path):
+    """The logged loss mixes CE and T²·KL; the terms are logged too, so a training KL can be compared."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from nexa.train.pack import Packed
+    from nexa.train.trainer import OptimConfig, train_on_pack
+
+    def tiny(seed):
+        torch.manual_seed(seed)
+        return LlamaForCausalLM(LlamaConfig(vocab_size=16, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                            num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=32))
+
+    ids = torch.randint(3, 16, (8, 12), generator=torch.Generator().manual_seed(42))
+    labels = ids.clone()
+    labels[:, :6] = -100
+    packed = Packed(ids, labels, torch.arange(12).repeat(8, 1))
+    seen = []
+
+    class Catch(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            seen.append(dict(logs or {}))
+
+    train_on_pack(tiny(1), packed, OptimConfig(max_steps=2, batch_size=4, warmup_steps=0), tmp_path, 42, "kd",
+                  teacher=tiny(2), kd=KDConfig(loss="forward_kl", temperature=1.0, alpha=1.0),
+                  callbacks=[Catch()], overrides={"logging_steps": 1})
+    logged = [log for log in seen if "loss" in log and "kd_loss" in log]
+    assert len(logged) == 2 and all(log["ce_loss"] > 0 for log in logged)
+    assert all(log["loss"] == pytest.approx(log["kd_loss"], rel=1e-3) for log in logged)  # alpha=1: the loss is the KL

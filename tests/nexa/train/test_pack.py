@@ -10,7 +10,7 @@ import torch
 from typer.testing import CliRunner
 
 from nexa.cli import app
-from nexa.data.versions import write_dataset_version
+from nexa.ledger.datasets import write_dataset_version
 from nexa.train.models import DecoderSize, build_model
 from nexa.train.pack import best_fit_decreasing, pack_examples, padding_efficiency
 from nexa.train.packs import PackRequest, build_pack

@@ -7,7 +7,7 @@ from pathlib import Path
 import yaml
 
 from nexa.data.generators import generate
-from nexa.data.versions import write_dataset_version
+from nexa.ledger.datasets import write_dataset_version
 from nexa.ledger import Lab
 from nexa.train.tokenizer import train_char_tokenizer
 

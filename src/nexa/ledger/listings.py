@@ -1,0 +1,63 @@
+"""Files stages pass to each other, as versioned contracts: ``datasets.json`` and ``dataset.json``.
+
+A data stage writes a :class:`DatasetListing` (capability → dataset version); a materialize stage writes a
+:class:`PairedDataset` (the dataset of teacher answers and the one it answered). Every reader validates
+through these models, so a stage fed the wrong folder fails naming the file and the field. Listings written
+before the contract had a version still load (``schema_version`` defaults to 1).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from nexa.ledger.manifests import load_manifest
+
+LISTING_VERSION = 1
+
+
+class ListedDataset(BaseModel):
+    """One capability's dataset version in a listing."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    ref: str = Field(description="ID@vN in the lab's dataset registry.")
+    content_hash: str | None = None
+    rows: int | None = Field(None, ge=0)
+
+
+class DatasetListing(BaseModel):
+    """``datasets.json``: the datasets a data (or feedback) stage made, by capability."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: int = LISTING_VERSION
+    capabilities: dict[str, ListedDataset]
+    hypothesis: str | None = Field(None, description="ID@vN of the hypothesis-schema rows, when made.")
+
+
+class PairedDataset(BaseModel):
+    """``dataset.json``: the dataset of teacher answers a materialize stage wrote, and its source."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: int = LISTING_VERSION
+    ref: str = Field(description="ID@vN of the (prompt, teacher answer) dataset.")
+    source: str | None = Field(None, description="ID@vN of the dataset whose prompts were answered.")
+
+
+def read_listing(file: Path | str) -> DatasetListing:
+    path = Path(file)
+    return load_manifest(DatasetListing, path.read_bytes(), str(path))
+
+
+def read_paired(file: Path | str) -> PairedDataset:
+    path = Path(file)
+    return load_manifest(PairedDataset, path.read_bytes(), str(path))
+
+
+def write_contract(file: Path, contract: BaseModel) -> Path:
+    """Write a listing as sorted, indented JSON (stable bytes, so stage output hashes are stable)."""
+    file.write_text(contract.model_dump_json(indent=2, exclude_none=True))
+    return file

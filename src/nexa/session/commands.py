@@ -1,0 +1,124 @@
+"""``nexa session start|add NAME|list|remove NAME|stop``: tokens held in memory by a per-user daemon.
+
+A token is read from stdin (piped) or a hidden prompt, never from the command line, and is shown
+nowhere: ``list`` prints names, variables and time left only.
+"""
+
+from __future__ import annotations
+
+import getpass
+import sys
+from typing import Optional
+
+import typer
+
+from nexa.ledger.console import console, emit_result, table
+
+app = typer.Typer(help="Hold tokens (HF, W&B, API keys) in memory for this session; jobs get them in their environment.",
+                  no_args_is_help=True)
+JSON = typer.Option(False, "--json", help="Print one JSON object on stdout.")
+
+
+def _fail(message: str) -> None:
+    console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(2)
+
+
+def _call(function, *args):
+    from nexa.session.protocol import SessionError
+
+    try:
+        return function(*args)
+    except (SessionError, OSError) as exc:
+        _fail(str(exc))
+
+
+@app.command("start")
+def start_cmd(ttl: str = typer.Option("8h", "--ttl", help="Default lifetime of a token (90s, 30m, 8h, 1d)."),
+              json_out: bool = JSON) -> None:
+    """Start this user's session daemon (socket 0600 in a 0700 folder; no core dumps)."""
+    from nexa.session import client
+    from nexa.session.protocol import parse_ttl, socket_path
+
+    info = _call(client.start, _call(parse_ttl, ttl))
+    where = socket_path()
+    console.print(f"session {'started' if info['started'] else 'already running'} (pid {info['pid']}, socket {where})", highlight=False)
+    emit_result({"status": "running", "pid": info["pid"], "socket": str(where), "started": info["started"]}, json_out)
+
+
+@app.command("add")
+def add_cmd(name: str = typer.Argument(..., help="hf, wandb, openai, ... or an env var name (MY_API_KEY)."),
+            ttl: Optional[str] = typer.Option(None, "--ttl", help="Lifetime of this token (default: the session's)."),
+            env: Optional[str] = typer.Option(None, "--env", help="Environment variable it becomes in jobs (default from NAME)."),
+            json_out: bool = JSON) -> None:
+    """Add a token, read from stdin when piped or from a hidden prompt (never from the command line)."""
+    from nexa.session import client
+    from nexa.session.protocol import env_var_for, parse_ttl, wipe
+
+    variable = _call(env_var_for, name, env)
+    seconds = _call(parse_ttl, ttl) if ttl else None
+    if not client.is_running():
+        _fail("no nexa session is running; start one with `nexa session start`")
+    secret = _read_secret(name)
+    try:
+        if not secret:
+            _fail("empty token: nothing was stored")
+        reply = _call(client.add, name, variable, secret, seconds)
+    finally:
+        wipe(secret)
+    console.print(f"stored {name} (jobs get it as {variable}; expires in {_duration(reply['expires_in_s'])})", highlight=False)
+    emit_result({"status": "stored", "name": name, "env": variable, "expires_in_s": reply["expires_in_s"]}, json_out)
+
+
+def _read_secret(name: str) -> bytearray:
+    """The token as bytes: all of stdin when it is not a terminal, else a prompt that does not echo."""
+    if sys.stdin.isatty():
+        try:
+            text = getpass.getpass(f"token for {name} (hidden): ")
+        except (KeyboardInterrupt, EOFError):
+            console.print("\ncancelled: nothing was stored")
+            raise typer.Exit(130) from None
+        return bytearray(text.strip().encode())
+    data = bytearray(sys.stdin.buffer.read())
+    while data and data[-1:] in (b"\n", b"\r", b" "):
+        del data[-1]
+    return data
+
+
+@app.command("list")
+def list_cmd(json_out: bool = JSON) -> None:
+    """Token names, their environment variable and time left; never their values."""
+    from nexa.session import client
+
+    tokens = _call(client.listing)
+    if json_out:
+        emit_result({"tokens": tokens}, True)
+        return
+    console.print(table("session tokens", ["name", "env", "expires in"],
+                        [(t["name"], t["env"], _duration(t["expires_in_s"])) for t in tokens]))
+
+
+@app.command("remove")
+def remove_cmd(name: str = typer.Argument(...), json_out: bool = JSON) -> None:
+    """Remove a token (its bytes are overwritten in the daemon's memory)."""
+    from nexa.session import client
+
+    _call(client.remove, name)
+    console.print(f"removed {name}")
+    emit_result({"status": "removed", "name": name}, json_out)
+
+
+@app.command("stop")
+def stop_cmd(json_out: bool = JSON) -> None:
+    """Zero every token and stop the daemon."""
+    from nexa.session import client
+
+    _call(client.stop)
+    console.print("session stopped; its tokens were wiped")
+    emit_result({"status": "stopped"}, json_out)
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"

@@ -1,0 +1,75 @@
+"""Nexa Auto's decisions without a terminal: what is a model, which methods fit, batch size, cost and budget."""
+
+from __future__ import annotations
+
+import pytest
+from auto_fixtures import tiny_model
+
+from nexa.infra.hardware import Hardware
+from nexa.train import auto as plan
+
+CPU = Hardware(device="cpu", cpu_count=2, memory_gb=16.0, bf16=True, fp16=False, platform="linux")
+H100 = Hardware(device="cuda", gpu_name="NVIDIA H100 80GB HBM3", gpu_count=1, gpu_memory_gb=80.0, cpu_count=16,
+                memory_gb=128.0, bf16=True, fp16=True, platform="linux")
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    return plan.inspect_model(str(tiny_model(tmp_path_factory.mktemp("tiny"))))
+
+
+def _big(parameters: int) -> plan.ModelInfo:
+    return plan.ModelInfo("big", None, parameters, hidden_size=4096, layers=32, vocab_size=32000)
+
+
+def test_a_model_folder_is_measured_from_its_safetensors_header(model):
+    assert model.hidden_size == 32 and model.layers == 2
+    assert 20_000 < model.parameters < 60_000  # exact count from the header, not an estimate
+
+
+def test_what_is_not_a_model_is_refused_with_the_reason(tmp_path):
+    (tmp_path / "notes").mkdir()
+    with pytest.raises(plan.AutoError, match="not a model folder: it has no config.json, weights .*, tokenizer.json"):
+        plan.inspect_model(str(tmp_path / "notes"))
+    with pytest.raises(plan.AutoError, match="no such folder, and not a hub id"):
+        plan.inspect_model(str(tmp_path / "missing"))
+    with pytest.raises(plan.AutoError, match="not in the local HF cache"):
+        plan.inspect_model("nobody-here/no-such-model-xyz")
+
+
+def test_methods_fit_the_machine(model):
+    on_cpu = {o.name: o for o in plan.method_options(CPU, model, 128)}
+    assert on_cpu["sft"].runnable and on_cpu["lora"].runnable and not on_cpu["qlora"].runnable
+    assert "CUDA" in on_cpu["qlora"].note and not on_cpu["niwt"].runnable
+    assert plan.suggest_method(list(on_cpu.values()), model) == "sft"  # small: full fine-tuning
+    seven_b = _big(7_000_000_000)
+    on_gpu = {o.name: o for o in plan.method_options(H100, seven_b, 2048)}
+    assert not on_gpu["sft"].runnable and on_gpu["lora"].runnable  # 7B x 16 bytes > 80 GB; LoRA fits
+    assert plan.suggest_method(list(on_gpu.values()), seven_b) == "lora"
+    assert 1 <= on_gpu["lora"].batch_size <= 64 and on_gpu["lora"].batch_size & (on_gpu["lora"].batch_size - 1) == 0
+    with pytest.raises(plan.AutoError, match="no training method fits"):
+        plan.suggest_method(plan.method_options(CPU, _big(70_000_000_000), 2048), _big(70_000_000_000))
+
+
+def test_a_budget_below_the_estimate_is_refused(lab, model):
+    seconds = plan.estimate_seconds(CPU, _big(7_000_000_000), "lora", steps=1000, batch_size=8, seq_len=2048, gpu_type="H100x1")
+    cost = plan.estimate_cost(lab, "lambda", "H100x1", seconds)
+    assert cost.usd_per_hour == pytest.approx(2.49) and cost.total_usd > 0.5
+    with pytest.raises(plan.AutoError, match=r"above your budget of \$0.10; raise --budget"):
+        plan.check_budget(0.10, cost)
+    plan.check_budget(cost.total_usd + 1, cost)
+    plan.check_budget(None, cost)
+    assert plan.estimate_cost(lab, "local", "cpu", seconds).total_usd == 0.0
+
+
+def test_answers_resolve_to_a_validated_train_config(lab, model):
+    answers = plan.AutoAnswers(model=model.ref, dataset="qa@v1", method="lora", batch_size=4, steps=3, seq_len=32, name="t")
+    config = plan.build_config(answers, model)
+    assert config.method == ["sft", "lora"] and config.lora is not None and config.model.pretrained == model.path
+    assert config.optim.learning_rate == plan.LEARNING_RATES["lora"]
+    path = plan.write_config(lab, config)
+    assert path.parent == lab.root / "configs" / "auto" and "pretrained: " + str(model.path) in path.read_text()
+    with pytest.raises(plan.AutoError, match="kd needs a teacher"):
+        plan.build_config(answers.model_copy(update={"method": "kd"}), model)
+    with pytest.raises(plan.AutoError, match="cannot run from auto"):
+        plan.build_config(answers.model_copy(update={"method": "niwt"}), model)
