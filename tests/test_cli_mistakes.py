@@ -18,8 +18,9 @@ from typer.testing import CliRunner
 from nexa.cli import app
 from nexa.ledger.runs import list_runs
 
-# Commands whose job is to create a lab or to run one: given nothing wrong, they succeed.
-CREATES_A_LAB = {("init",), ("demo",)}
+# Commands whose job is to create a lab or to run one, or to start the token session: given nothing wrong,
+# they succeed (their own mistakes are tested beside them).
+CREATES_A_LAB = {("init",), ("demo",), ("session", "start")}
 
 
 def _leaves(command, path=()):

@@ -18,7 +18,7 @@ MAY_IMPORT: dict[str, set[str]] = {
     "data": {"ledger"},
     "models": {"ledger"},
     "teachers": {"ledger", "infra"},
-    "train": {"ledger", "infra", "models"},
+    "train": {"ledger", "infra", "models", "session"},  # launched jobs (torchrun workers, Nexa Auto's children) get session tokens
     "eval": {"ledger", "infra", "data"},
     "bundle": {"ledger"},
     "niwt": {"ledger", "eval", "bundle", "models"},
