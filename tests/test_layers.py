@@ -24,7 +24,7 @@ MAY_IMPORT: dict[str, set[str]] = {
     "niwt": {"ledger", "eval", "bundle", "models"},
     "feedback": {"ledger", "data", "eval", "teachers"},
     "serve": {"ledger"},
-    "ui": {"ledger"},
+    "ui": {"ledger", "feedback"},  # the dashboard's review queue records decisions through nexa.feedback.review
     "pipeline": {"ledger", "infra"},
 }
 # What a layer's commands may use beyond its own layer's edges (the command composes, the layer does not).

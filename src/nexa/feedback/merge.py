@@ -53,6 +53,8 @@ def next_version(lab: Lab, parent_ref: str, new_rows: list[dict], reviewed: dict
     capability = next((r.get("capability") for r in rows + new_rows), None)
     accepted = [_accepted_row(i) for i in reviewed["accept"]
                 if i.capability == capability and i.prompt not in eval_prompts]
+    rows = _apply_edits(rows, {i.prompt: i.edited_output for i in reviewed["accept"]
+                               if i.edited_output is not None and i.capability == capability})
     candidates = _new_prompts_only(new_rows + accepted, {r["prompt"] for r in rows})
     quarantined = [{**r, "reason": f"unsafe: {red_flag_count(r['prompt'] + ' ' + r['answer'])} red flag(s)"}
                    for r in candidates if red_flag_count(r["prompt"] + " " + r["answer"])]
@@ -88,6 +90,11 @@ def _new_prompts_only(rows: list[dict], known: set[str]) -> list[dict]:
     return out
 
 
+def _apply_edits(rows: list[dict], edits: dict[str, str]) -> list[dict]:
+    """A reviewer's corrected answer replaces the answer of the training row with that prompt (eval rows never change)."""
+    return [{**r, "answer": edits[r["prompt"]]} if r["prompt"] in edits and r.get("split") != "eval" else r for r in rows]
+
+
 def _accepted_row(item: ReviewItem) -> dict:
-    return {"prompt": item.prompt, "answer": item.output, "capability": item.capability, "domain": item.domain,
+    return {"prompt": item.prompt, "answer": item.output if item.edited_output is None else item.edited_output, "capability": item.capability, "domain": item.domain,
             "split": "train"}

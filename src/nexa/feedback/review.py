@@ -14,6 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
+from filelock import FileLock
 from pydantic import BaseModel, ConfigDict, Field
 
 from nexa.ledger import Lab
@@ -40,6 +41,8 @@ class ReviewItem(BaseModel):
     reviewer: str | None = None
     note: str = ""
     decided_at: datetime | None = None
+    edited_output: str | None = Field(None, description="A reviewer's corrected answer; accepted in place of ``output``.")
+    revision: int = Field(0, description="Bumped by every decision, so a stale decision is refused, not applied twice.")
 
 
 class ReviewQueue(BaseModel):
@@ -112,15 +115,38 @@ def _item(row: dict) -> ReviewItem:
                       reference=row.get("reference"))
 
 
-def decide(lab: Lab, queue_id: str, item_id: str, decision: Decision, reviewer: str | None = None, note: str = "") -> ReviewItem:
-    """Record one decision; the queue file is rewritten atomically with it."""
-    queue = load_queue(lab, queue_id)
-    for item in queue.items:
-        if item.item_id == item_id:
-            item.decision, item.reviewer, item.note, item.decided_at = decision, reviewer, note, utcnow()
-            save_queue(lab, queue)
-            return item
-    raise KeyError(f"queue {queue_id} has no item {item_id!r}; items: {[i.item_id for i in queue.items]}")
+class ReviewConflictError(RuntimeError):
+    """The item was decided by someone else since the reviewer loaded it (compare-and-set failed)."""
+
+    def __init__(self, queue_id: str, item: ReviewItem, expected: int):
+        self.item = item
+        who = item.reviewer or "another reviewer"
+        super().__init__(f"item {item.item_id} of queue {queue_id} was changed by {who} while you were looking at it "
+                         f"(now {item.decision!r}, revision {item.revision}, you saw revision {expected}); "
+                         "nothing was written: reload and decide again")
+
+
+def decide(lab: Lab, queue_id: str, item_id: str, decision: Decision, reviewer: str | None = None, note: str = "",
+           *, edited_output: str | None = None, expected_revision: int | None = None) -> ReviewItem:
+    """Record one decision under the queue's file lock; the queue file is rewritten atomically with it.
+
+    ``edited_output`` accepts a corrected answer instead of the model's. ``expected_revision`` is the
+    revision the reviewer saw: when the item moved on meanwhile, :class:`ReviewConflictError` is raised and
+    nothing is written, so two reviewers deciding the same row at once never lose or double a decision.
+    """
+    if edited_output is not None and decision != "accept":
+        raise ValueError(f"an edited answer can only be accepted, not given decision {decision!r}")
+    with FileLock(str(_queue_path(lab, queue_id)) + ".lock", timeout=60):
+        queue = load_queue(lab, queue_id)
+        item = next((i for i in queue.items if i.item_id == item_id), None)
+        if item is None:
+            raise KeyError(f"queue {queue_id} has no item {item_id!r}; items: {[i.item_id for i in queue.items]}")
+        if expected_revision is not None and item.revision != expected_revision:
+            raise ReviewConflictError(queue_id, item, expected_revision)
+        item.decision, item.reviewer, item.note, item.decided_at = decision, reviewer, note, utcnow()
+        item.edited_output, item.revision = edited_output, item.revision + 1
+        save_queue(lab, queue)
+        return item
 
 
 def decisions(lab: Lab) -> dict[str, list[ReviewItem]]:

@@ -1,32 +1,29 @@
-"""Pipeline stage of the UI layer: the static HTML report of a pipeline's results."""
+"""Pipeline stage of the UI layer: the run's self-contained HTML report, by the same code as ``nexa report``."""
 
 from __future__ import annotations
 
-import json
-
-import pyarrow.parquet as pq
-
-from nexa.ui.report import render_report
+from nexa.ledger.runs import load_run
+from nexa.ui import labview
+from nexa.ui.labview import Artifact
+from nexa.ui.report import ReportData, write_report
 
 
 def report(ctx, eval: str = "eval", verify: str = "verify", title: str = "NexaCompute golden pipeline",
            feedback: str | None = None) -> dict:
-    """Leaderboard, plots, the verification verdict (and a feedback round's before/after) in ``report.html``."""
-    leaderboard = pq.read_table(ctx.input(eval) / "leaderboard.parquet").to_pylist()
-    verify_report = json.loads((ctx.input(verify) / "bundle" / "verify_report.json").read_text())
-    stages = [{"stage": name, **{k: v for k, v in ctx.summary_of(name).items() if isinstance(v, (int, float, str))}}
-              for name in (eval, verify)]
-    extra = [_feedback_section(ctx.input(feedback) / "feedback.json")] if feedback else []
-    page = render_report(title, leaderboard, verify_report, [{"stage": s["stage"]} for s in stages], extra)
-    (ctx.out / "report.html").write_text(page, encoding="utf-8")
-    return {"report": "report.html", "bytes": len(page)}
+    """Leaderboard, plots, the verification verdict (and a feedback round's before/after) in ``report.html``.
 
-
-def _feedback_section(path) -> tuple[str, str]:
-    """Before/after scores of the feedback round, per capability (``feedback.json`` of nexa.feedback)."""
-    from nexa.ui.report import _table
-
-    rows = [{"capability": cap, "before": v["before"], "after": v["after"],
-             "change": None if v["after"] is None else round(v["after"] - v["before"], 4)}
-            for cap, v in sorted(json.loads(path.read_text()).items())]
-    return "Feedback round: before / after", _table(rows, ["capability", "before", "after", "change"])
+    The pipeline's own run is still open here, so its stages so far come from its manifest and the
+    artifacts from this stage's inputs.
+    """
+    pipeline = load_run(ctx.lab, ctx.run.manifest.parent_run_id) if ctx.run.manifest.parent_run_id else ctx.run.manifest
+    view = labview.open_lab(ctx.lab.root)
+    started = pipeline.started_at.isoformat(timespec="seconds")
+    evals = Artifact(pipeline.run_id, eval, ctx.input(eval))
+    rows = [{**r, "run_id": pipeline.run_id, "source": eval, "run_started": started}
+            for r in labview.leaderboard_rows_of(evals)]
+    verifies = [Artifact(pipeline.run_id, verify, ctx.input(verify))]
+    rounds = [Artifact(pipeline.run_id, feedback, ctx.input(feedback))] if feedback else []
+    data = ReportData(title=title, run=pipeline, leaderboard=rows, verify=labview.read_each(verifies, labview.VERIFY_FILES),
+                      feedback=labview.read_each(rounds, labview.FEEDBACK_FILE), stages=labview.stage_rows(view, pipeline))
+    out = write_report(data, "html", ctx.out / "report.html")
+    return {"report": "report.html", "bytes": out.stat().st_size}

@@ -55,3 +55,15 @@ def test_bad_requests_name_what_exists(lab, eval_run):
         pass
     with pytest.raises(FileNotFoundError, match="generations.jsonl or candidates.jsonl"):
         review.sample_queue(lab, bare.run_id, n=2)
+
+
+def test_a_stale_revision_is_refused_and_an_edit_is_an_accepted_correction(lab, eval_run):
+    queue = review.sample_queue(lab, eval_run, n=2, seed=5)
+    item = queue.items[0]
+    review.decide(lab, queue.queue_id, item.item_id, "accept", "ana", edited_output="7", expected_revision=0)
+    with pytest.raises(review.ReviewConflictError, match="changed by ana"):
+        review.decide(lab, queue.queue_id, item.item_id, "exclude", "bo", expected_revision=0)
+    with pytest.raises(ValueError, match="can only be accepted"):
+        review.decide(lab, queue.queue_id, item.item_id, "exclude", edited_output="8")
+    stored = review.load_queue(lab, queue.queue_id).items[0]
+    assert (stored.decision, stored.edited_output, stored.revision, stored.reviewer) == ("accept", "7", 1, "ana")

@@ -1,0 +1,61 @@
+"""Top-level commands of the UI layer: ``nexa ui`` (the dashboard) and ``nexa report`` (HTML / PDF export).
+
+Thin: parse, call :mod:`nexa.ui.app` or :mod:`nexa.ui.report`, print. FastAPI, Plotly and Playwright are
+imported inside the commands so ``nexa --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from nexa.ledger import ArtifactNotFoundError, Lab
+from nexa.ledger.console import console, emit_result, fail
+
+LAB = typer.Option(Path("."), "--lab", help="Lab folder (nexa.yaml inside, or a folder below it).")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("ui")(ui)
+    app.command("report")(report)
+
+
+def _lab(lab_dir: Path) -> Lab:
+    try:
+        return Lab.find(lab_dir)
+    except ArtifactNotFoundError as exc:
+        fail(str(exc))
+
+
+def ui(lab_dir: Path = LAB, port: int = typer.Option(8050, "--port", min=1, max=65535, help="TCP port."),
+       host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on.")) -> None:
+    """Browse the lab: leaderboard and plots, runs and lineage, verify reports, feedback rounds, the review queue."""
+    from nexa.ui.app import serve
+
+    lab = _lab(lab_dir)
+    console.print(f"dashboard of [bold]{lab.root}[/bold] at http://{host}:{port}/  (Ctrl-C to stop)")
+    serve(lab.root, host, port)
+
+
+def report(run_id: str = typer.Option(..., "--run", help="Run to report on (a pipeline run shows every stage)."),
+           fmt: str = typer.Option("html", "--format", help="html (self-contained, interactive) or pdf (headless Chromium)."),
+           out: Optional[Path] = typer.Option(None, "--out", help="Output file (default: ./report-RUN.FORMAT)."),
+           lab_dir: Path = LAB, json_out: bool = typer.Option(False, "--json", help="Print one JSON object on stdout.")) -> None:
+    """Export one run's report: leaderboard with plots, verification gate, feedback round, stages."""
+    from nexa.ui.browser import BrowserUnavailableError
+    from nexa.ui.report import FORMATS, collect, default_out, write_report
+
+    if fmt not in FORMATS:
+        fail(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+    lab = _lab(lab_dir)
+    target = out or default_out(run_id, fmt)
+    try:
+        written = write_report(collect(lab.root, run_id), fmt, target)
+    except (FileNotFoundError, BrowserUnavailableError) as exc:
+        fail(str(exc))
+    if not json_out:
+        console.print(f"wrote [bold]{written}[/bold] ({written.stat().st_size} bytes)")
+    emit_result({"run_id": run_id, "status": "succeeded", "format": fmt,
+                 "outputs": [{"path": str(written), "bytes": written.stat().st_size}]}, json_out)
