@@ -203,3 +203,37 @@ def run_all(model: list[str] = typer.Option([], "--model", help="Checkpoint fold
         outputs = _publish(lab, run, work, "eval_report")
     emit_result({"run_id": run.run_id, "status": "succeeded", "outputs": outputs, **counts,
                  "leaderboard": next(o["path"] for o in outputs if o["path"].endswith("leaderboard.parquet")), **summary}, json_out)
+
+
+@app.command("lm-eval")
+def lm_eval_run(model: str = typer.Option(..., "--model", help="Bundle folder, HF checkpoint folder or OpenAI-compatible URL."),
+                tasks: str = typer.Option(..., "--tasks", help="Comma-separated lm-evaluation-harness task names."),
+                include_path: Optional[Path] = typer.Option(None, "--include-path", help="Folder of local task YAMLs."),
+                limit: Optional[int] = typer.Option(None, "--limit", min=1, help="At most this many documents per task."),
+                num_fewshot: Optional[int] = typer.Option(None, "--num-fewshot", min=0, help="Override each task's n-shot."),
+                role: str = typer.Option("student", "--role", help="teacher | student | baseline on the leaderboard."),
+                lab_dir: Path = LAB, json_out: bool = JSON) -> None:
+    """Run lm-evaluation-harness tasks on a bundle (served on a loopback port), a checkpoint or an endpoint;
+    the scores land in a leaderboard with each task's version, n-shot and hashes."""
+    from nexa.eval import harness
+
+    if role not in ("teacher", "student", "baseline"):
+        _fail(f"--role must be teacher, student or baseline, not {role!r}")
+    lab = Lab.find(lab_dir)
+    names = [t.strip() for t in tasks.split(",") if t.strip()]
+    try:
+        with harness.target(model, lab.scratch / "lm-eval" / "tokenizers" / Path(model).name) as target:
+            plan = harness.check(target, names, include_path)
+            with start_run(lab, "eval_lm_eval", config={"model": model, "tasks": names, "limit": limit,
+                                                        "num_fewshot": num_fewshot}) as run:
+                console.print(f"run [bold]{run.run_id}[/bold]")
+                work = _work(lab, run.run_id)
+                summary = harness.evaluate(plan, work, role, limit, num_fewshot)
+                outputs = _publish(lab, run, work, "eval_report")
+    except harness.HarnessError as exc:
+        _fail(str(exc))
+    leaderboard = next(o["path"] for o in outputs if o["path"].endswith("leaderboard.parquet"))
+    if not json_out:
+        console.print(table("lm-eval", ["task", "metric", "score", "n", "version"],
+                            [(t, s["metric"], s["score"], s["n"], s["version"]) for t, s in summary.items()]))
+    emit_result({"model": target.name, "tasks": summary, "leaderboard": leaderboard}, json_out)
