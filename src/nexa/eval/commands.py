@@ -19,6 +19,7 @@ app = typer.Typer(help="Evaluate models: generate on tasks, judge outputs, build
 LAB = typer.Option(Path("."), "--lab", help="Lab folder.")
 JSON = typer.Option(False, "--json", help="Print one JSON object on stdout.")
 TASKS = typer.Option("reasoning,science,chemistry", "--tasks", help="Comma-separated built-in capabilities or dataset ID[@vN].")
+BUDGET = typer.Option(None, "--budget-usd", min=0.0, help="Most USD new API-teacher calls may spend (URL#MODEL models).")
 JUDGES = typer.Option("exact", "--judges", help=f"Comma-separated judges from {list(ev.JUDGES)}.")
 
 
@@ -79,7 +80,7 @@ def _models(lab: Lab, refs: list[str], run_id: Optional[str], role: Optional[str
     return specs
 
 
-def _generate(lab, run, work, models, tasks, n, max_new_tokens, usd_per_hour) -> tuple[list[dict], dict]:
+def _generate(lab, run, work, models, tasks, n, max_new_tokens, usd_per_hour, budget_usd=None) -> tuple[list[dict], dict]:
     from nexa.eval.tasks import resolve_tasks
 
     try:
@@ -93,7 +94,13 @@ def _generate(lab, run, work, models, tasks, n, max_new_tokens, usd_per_hour) ->
             usd_per_hour = PriceTable.from_lab(lab).hourly(run.manifest.provider, run.manifest.gpu_type)
         except UnknownPriceError as exc:
             _fail(f"{exc} (or pass --usd-per-hour)")
-    items, counts = ev.generate_items(lab, models, resolved, max_new_tokens, usd_per_hour)
+    from nexa.infra.cost import UnknownPriceError
+    from nexa.teachers.errors import TeacherError
+
+    try:
+        items, counts = ev.generate_items(lab, models, resolved, max_new_tokens, usd_per_hour, run, budget_usd)
+    except (ValueError, UnknownPriceError, TeacherError) as exc:
+        _fail(str(exc))
     ev.write_jsonl(work / "generations.jsonl", items)
     run.update(student_model=",".join(m.name for m in models), dataset_id=",".join(t.ref for t in resolved),
                metrics={"generations_cached": float(counts["cached"]), "generations_new": float(counts["generated"])})
@@ -131,19 +138,20 @@ def _analyze(lab, run, work, scored) -> dict:
 
 
 @app.command()
-def generate(model: list[str] = typer.Option([], "--model", help="Checkpoint folder, bundle folder or run id (repeatable)."),
+def generate(model: list[str] = typer.Option([], "--model", help="Checkpoint folder, bundle folder, API teacher URL#MODEL or run id (repeatable)."),
              run_id: Optional[str] = typer.Option(None, "--run-id", help="Evaluate every model this run produced."),
              role: Optional[str] = typer.Option(None, help="teacher | student | baseline (default: from the stage name)."),
              tasks: str = TASKS, n: int = typer.Option(200, help="Prompts per built-in task."),
              max_new_tokens: int = typer.Option(8, min=1), usd_per_hour: Optional[float] = typer.Option(None, help="Hardware $/h for cost per prompt (default: the lab's price table)."),
-             lab_dir: Path = LAB, json_out: bool = JSON) -> None:
+             budget_usd: Optional[float] = BUDGET, lab_dir: Path = LAB, json_out: bool = JSON) -> None:
     """Generate on each task's eval prompts; outputs are cached by (model hash, prompt hash, params)."""
     lab = Lab.find(lab_dir)
     with start_run(lab, "eval_generate", config={"model": model, "run_id": run_id, "tasks": tasks, "n": n,
                                                  "max_new_tokens": max_new_tokens}) as run:
         console.print(f"run [bold]{run.run_id}[/bold]")
         work = _work(lab, run.run_id)
-        items, counts = _generate(lab, run, work, _models(lab, model, run_id, role), tasks, n, max_new_tokens, usd_per_hour)
+        items, counts = _generate(lab, run, work, _models(lab, model, run_id, role), tasks, n, max_new_tokens, usd_per_hour,
+                                  budget_usd)
         outputs = _publish(lab, run, work, "generations")
     emit_result({"run_id": run.run_id, "status": "succeeded", "outputs": outputs, "generations": len(items), **counts}, json_out)
 
@@ -181,7 +189,7 @@ def analyze(scores: str = typer.Option(..., "--scores", help="Run id of a `nexa 
 
 
 @app.command("run")
-def run_all(model: list[str] = typer.Option([], "--model", help="Checkpoint folder, bundle folder or run id (repeatable)."),
+def run_all(model: list[str] = typer.Option([], "--model", help="Checkpoint folder, bundle folder, API teacher URL#MODEL or run id (repeatable)."),
             run_id: Optional[str] = typer.Option(None, "--run-id", help="Evaluate every model this run produced."),
             role: Optional[str] = typer.Option(None, help="teacher | student | baseline (default: from the stage name)."),
             tasks: str = TASKS, n: int = typer.Option(200, help="Prompts per built-in task."),
@@ -189,7 +197,7 @@ def run_all(model: list[str] = typer.Option([], "--model", help="Checkpoint fold
             usd_per_hour: Optional[float] = typer.Option(None, help="Hardware $/h for cost per prompt (default: the lab's price table)."),
             judges: str = JUDGES, judge_url: Optional[str] = typer.Option(None), judge_model: Optional[str] = typer.Option(None),
             rubric: Optional[Path] = typer.Option(None), against: Optional[str] = typer.Option(None),
-            lab_dir: Path = LAB, json_out: bool = JSON) -> None:
+            budget_usd: Optional[float] = BUDGET, lab_dir: Path = LAB, json_out: bool = JSON) -> None:
     """Generate, judge and analyze in one run; a rerun with nothing changed generates nothing."""
     lab = Lab.find(lab_dir)
     names = [j.strip() for j in judges.split(",") if j.strip()]
@@ -198,7 +206,8 @@ def run_all(model: list[str] = typer.Option([], "--model", help="Checkpoint fold
                                         "max_new_tokens": max_new_tokens, "judge_model": judge_model}) as run:
         console.print(f"run [bold]{run.run_id}[/bold]")
         work = _work(lab, run.run_id)
-        items, counts = _generate(lab, run, work, _models(lab, model, run_id, role), tasks, n, max_new_tokens, usd_per_hour)
+        items, counts = _generate(lab, run, work, _models(lab, model, run_id, role), tasks, n, max_new_tokens, usd_per_hour,
+                                  budget_usd)
         summary = _analyze(lab, run, work, _judge(run, work, items, names, llm, against))
         outputs = _publish(lab, run, work, "eval_report")
     emit_result({"run_id": run.run_id, "status": "succeeded", "outputs": outputs, **counts,
