@@ -57,14 +57,22 @@ def _read_step(lab: Lab, run_id: str, filename: str) -> list[dict]:
     return ev.read_jsonl(local / filename)
 
 
-def _llm_judge(judges: list[str], url: Optional[str], model: Optional[str], rubric: Optional[Path]):
+def _llm_judge(judges: list[str], url: Optional[str], model: Optional[str], rubric: Optional[Path], lab: Optional[Lab] = None):
     if not {"llm", "pairwise"} & set(judges):
         return None
     if not (url and model and rubric):
         _fail("--judges llm/pairwise needs --judge-url (OpenAI-compatible, e.g. http://127.0.0.1:8000/v1), --judge-model and --rubric rubrics/NAME.yaml")
     from nexa.eval.llm_judge import LLMJudge, load_rubric
+    from nexa.infra.cost import PriceTable, UnknownPriceError
 
-    return LLMJudge(url, model, load_rubric(rubric))
+    price = None
+    if lab is not None:
+        try:
+            price = PriceTable.from_lab(lab).model_price(model)
+        except UnknownPriceError:
+            console.print(f"[yellow]note:[/yellow] judge model {model!r} has no price in nexa.yaml: its calls are "
+                          "counted as free (self-hosted); price it to see judge spend in the cost column")
+    return LLMJudge(url, model, load_rubric(rubric), price=price)
 
 
 def _models(lab: Lab, refs: list[str], run_id: Optional[str], role: Optional[str]) -> list[ev.ModelSpec]:
@@ -170,7 +178,7 @@ def judge(generations: str = typer.Option(..., "--generations", help="Run id of 
                                               "rubric": str(rubric) if rubric else None}) as run:
         console.print(f"run [bold]{run.run_id}[/bold]")
         work = _work(lab, run.run_id)
-        scored = _judge(run, work, _read_step(lab, generations, "generations.jsonl"), names, _llm_judge(names, judge_url, judge_model, rubric), against)
+        scored = _judge(run, work, _read_step(lab, generations, "generations.jsonl"), names, _llm_judge(names, judge_url, judge_model, rubric, lab), against)
         outputs = _publish(lab, run, work, "scores")
     emit_result({"run_id": run.run_id, "status": "succeeded", "outputs": outputs, "scores": len(scored)}, json_out)
 
@@ -201,7 +209,7 @@ def run_all(model: list[str] = typer.Option([], "--model", help="Checkpoint fold
     """Generate, judge and analyze in one run; a rerun with nothing changed generates nothing."""
     lab = Lab.find(lab_dir)
     names = [j.strip() for j in judges.split(",") if j.strip()]
-    llm = _llm_judge(names, judge_url, judge_model, rubric)
+    llm = _llm_judge(names, judge_url, judge_model, rubric, lab)
     with start_run(lab, "eval", config={"model": model, "run_id": run_id, "tasks": tasks, "n": n, "judges": names,
                                         "max_new_tokens": max_new_tokens, "judge_model": judge_model}) as run:
         console.print(f"run [bold]{run.run_id}[/bold]")

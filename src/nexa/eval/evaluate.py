@@ -205,8 +205,10 @@ def _similarity(items: list[dict]) -> list[dict]:
 
 def _llm(item: dict, judge) -> dict:
     verdict = judge.score(item["prompt"], item["output"], item["reference"])
-    return _score(item, f"llm:{judge.rubric.id}@v{judge.rubric.version}", verdict.score, verdict.judge_model_id,
-                  verdict.judge_prompt_hash, judge_reason=verdict.reason)
+    scored = _score(item, f"llm:{judge.rubric.id}@v{judge.rubric.version}", verdict.score, verdict.judge_model_id,
+                    verdict.judge_prompt_hash, judge_reason=verdict.reason, judge_cost_usd=verdict.cost_usd)
+    scored["cost_usd"] = item.get("cost_usd", 0.0) + verdict.cost_usd  # the judge's spend is part of this score's cost
+    return scored
 
 
 def write_jsonl(path: Path, rows: Iterable[dict]) -> Path:

@@ -74,7 +74,7 @@ def target(ref: str, workdir: Path) -> Iterator[Target]:
     if kind == "hf":
         yield Target(path.name, "hf", {"pretrained": str(path), "tokenizer": str(tokenizer), "device": "cpu",
                                        "dtype": "float32", "add_bos_token": True, "max_length": context,
-                                       "batch_size": 1}, model_hash(path), scores_logprobs=True)
+                                       }, model_hash(path), scores_logprobs=True)
         return
     from nexa.serve.background import serving
 

@@ -62,3 +62,23 @@ def test_unpriced_api_teacher_is_refused_before_any_call(lab):
         result = _eval(lab, server.url)
         assert result.exit_code == 2 and server.requests == []
     assert "no price for model 'gpt-test'" in " ".join(result.output.split())
+
+
+def test_judge_spend_is_in_the_cost_column(tmp_path):
+    """A priced judge: each verdict carries what its call cost, added to the score record's cost_usd."""
+    from pathlib import Path
+
+    from nexa.eval.evaluate import judge_items
+    from nexa.eval.llm_judge import LLMJudge, load_rubric
+    from nexa.infra.cost import ModelPrice
+
+    rubric = load_rubric(Path(__file__).parents[3] / "rubrics" / "hypothesis_quality.yaml")
+    item = {"model": "m", "role": "student", "capability": "science", "dataset": "d", "prompt": "p", "reference": "r",
+            "output": "o", "latency_ms": 1.0, "new_tokens": 1, "cost_usd": 0.5}
+    with LocalOpenAI(lambda prompt, calls: '{"score": 4, "reason": "ok"}') as server:
+        judge = LLMJudge(server.url, "gpt-test", rubric, price=ModelPrice(**PRICE))
+        scored = judge_items([item], ["llm"], judge)
+        judge.close()
+    judge_cost = (50 * 3.0 + 10 * 7.0) / 1e6
+    assert scored[0]["score"] == 4.0 and scored[0]["judge_cost_usd"] == pytest.approx(judge_cost)
+    assert scored[0]["cost_usd"] == pytest.approx(0.5 + judge_cost)
