@@ -161,8 +161,8 @@ def check(target: Target, tasks: list[str], include_path: Path | None) -> Plan:
     if not tasks:
         raise HarnessError("--tasks is empty; name one or more lm-eval tasks (comma-separated)")
     local = TaskManager(include_path=str(include_path), include_defaults=False) if include_path else None
-    known = builtin_task_names() | set(local.all_tasks if local else [])
-    unknown = [t for t in tasks if t not in known]
+    known = set(local.all_tasks if local else [])
+    unknown = [t for t in tasks if t not in known and t not in builtin_task_names()]
     if unknown:
         where = f" or in {include_path}" if include_path else " (local task YAMLs: --include-path DIR)"
         raise HarnessError(f"unknown lm-eval task(s) {unknown}: not among lm-eval's built-in tasks{where}")

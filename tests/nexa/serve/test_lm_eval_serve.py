@@ -146,3 +146,19 @@ def test_bad_input_is_one_line_exit_2_and_no_leaderboard(case, bundle, tasks, la
     assert message.startswith("error:") and message.count("error:") == 1 and "Traceback" not in message, result.output
     assert {"unknown_task": "tiny_nope", "unreachable": "cannot reach", "no_logprobs": "cannot return prompt logprobs"}[case] in message
     assert not list(lab.root.rglob("leaderboard.parquet"))
+
+
+def test_lm_eval_on_an_hf_checkpoint_folder(bundle, tasks, lab, tmp_path):
+    """The same tasks on the bundle's backbone as an HF folder (lm-eval's own ``hf`` model, no server)."""
+    import shutil
+
+    folder = tmp_path / "checkpoint"
+    shutil.copytree(bundle.parent / "student", folder)
+    shutil.copy(bundle.parent / "tokenizer.json", folder / "tokenizer.json")
+    result = _nexa("--model", folder, "--tasks", "tiny_gen,tiny_mc", "--include-path", tasks, "--role", "baseline",
+                   "--lab", lab.root, "--json")
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out["model"] == "checkpoint" and {t: s["n"] for t, s in out["tasks"].items()} == {"tiny_gen": 6, "tiny_mc": 4}
+    assert 0.0 <= out["tasks"]["tiny_mc"]["score"] <= 1.0
+    assert {r["role"] for r in pq.read_table(out["leaderboard"]).to_pylist()} == {"baseline"}
