@@ -64,7 +64,8 @@ def feedback_round(lab: Lab, report_path: Path, rules: list[str], datasets: dict
         parent = datasets.get(capability) or next(w.dataset for w in result.weaknesses if w.capability == capability)
         try:
             known = {r["prompt"] for r in read_dataset_rows(lab, parent)}
-            rows = (teacher_rows(teacher, capability, rows_per_weakness, seed, known) if teacher is not None
+            rows = (teacher_rows(teacher, capability, rows_per_weakness, seed, known, lab=lab, run_id=created_by)
+                    if teacher is not None
                     else targeted_rows(capability, rows_per_weakness, seed=seed, exclude=known))
         except KeyError as exc:
             result.skipped[capability] = str(exc.args[0])
