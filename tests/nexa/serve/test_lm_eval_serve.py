@@ -20,11 +20,12 @@ from nexus import NexusModel
 GEN_DOCS = [{"prompt": f"max({a},{b})=", "answer": str(max(a, b))} for a, b in [(1, 7), (3, 0), (9, 14), (2, 2), (5, 21), (8, 7)]]
 MC_DOCS = [{"question": f"max({a},{b})=", "choices": [str(max(a, b)), str(min(a, b)), "99"], "label": 0}
            for a, b in [(4, 28), (6, 1), (0, 35), (7, 7)]]
-GEN_TASK = """task: tiny_gen
+TASK_HEAD = """task: {name}
 dataset_path: json
 dataset_kwargs: {{data_files: {{test: {data}}}}}
 test_split: test
-output_type: generate_until
+"""
+GEN_TASK = """output_type: generate_until
 doc_to_text: "{{{{prompt}}}}"
 doc_to_target: "{{{{answer}}}}"
 target_delimiter: ""
@@ -38,11 +39,7 @@ metric_list:
   - {{metric: exact_match, aggregation: mean, higher_is_better: true}}
 metadata: {{version: 2.0}}
 """
-MC_TASK = """task: tiny_mc
-dataset_path: json
-dataset_kwargs: {{data_files: {{test: {data}}}}}
-test_split: test
-output_type: multiple_choice
+MC_TASK = """output_type: multiple_choice
 doc_to_text: "{{{{question}}}}"
 doc_to_choice: "{{{{choices}}}}"
 doc_to_target: label
@@ -59,7 +56,7 @@ def tasks(tmp_path_factory):
     for name, docs, template in (("tiny_gen", GEN_DOCS, GEN_TASK), ("tiny_mc", MC_DOCS, MC_TASK)):
         data = folder / f"{name}.jsonl"
         data.write_text("".join(json.dumps(d) + "\n" for d in docs))
-        (folder / f"{name}.yaml").write_text(template.format(data=data))
+        (folder / f"{name}.yaml").write_text((TASK_HEAD + template).format(name=name, data=data))
     return folder
 
 
