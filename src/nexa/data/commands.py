@@ -209,6 +209,7 @@ def augment_cmd(base: str = typer.Option(..., "--from", help="Base version ID@vN
                 timeout_s: float = typer.Option(60.0, "--timeout-s", min=0.01, help="Seconds before a silent call counts as failed."),
                 max_attempts: int = typer.Option(4, "--max-attempts", min=1, help="Calls per prompt, retries included."),
                 batch_size: int = typer.Option(32, "--batch-size", min=1, help="Prompts per teacher batch."),
+                budget_usd: Optional[float] = typer.Option(None, "--budget-usd", min=0.0, help="Most USD new teacher calls may spend."),
                 lab_dir: Path = LAB, json_out: bool = JSON) -> None:
     """Add new rows to a version: exact answers from the built-in generator, or a teacher's answers (--teacher).
 
@@ -227,7 +228,8 @@ def augment_cmd(base: str = typer.Option(..., "--from", help="Base version ID@vN
         else:
             prompts = prompts_for(capability, n, seed, existing)  # an unknown capability fails here, before any call
             asker = _prompt_teacher(teacher, teacher_model, api, api_key_env, system, timeout_s, max_attempts,
-                                    dict(max_tokens=max_tokens, temperature=temperature, seed=seed if temperature > 0 else None))
+                                    dict(max_tokens=max_tokens, temperature=temperature, seed=seed if temperature > 0 else None),
+                                    lab, budget_usd)
             config.update(teacher=asker.teacher_id, teacher_model=asker.model_name, max_tokens=max_tokens, temperature=temperature)
             from nexa.teachers.errors import TeacherError  # only here: the generator path never loads the teachers layer
 
@@ -248,47 +250,46 @@ def augment_cmd(base: str = typer.Option(..., "--from", help="Base version ID@vN
 class _PromptTeacher:
     """A :mod:`nexa.teachers` client seen as :class:`nexa.data.augment.Teacher`: prompts in, answer texts out.
 
-    Each prompt is one request (retried with backoff on transient errors); a prompt the teacher
-    refuses gets an empty answer, which augment keeps as a rejected row.
+    Prompts go through the teachers layer (response cache, ``nexa.yaml`` prices, ``budget_usd``; retried with
+    backoff on transient errors); a prompt the teacher refuses gets an empty answer, which augment keeps as a
+    rejected row.
     """
 
-    def __init__(self, client, params, system: str | None, max_attempts: int):
-        from nexa.teachers.faults import CircuitBreaker, RetryPolicy
+    def __init__(self, client, params, system: str | None, max_attempts: int, lab, budget_usd: float | None = None):
+        from nexa.teachers.faults import RetryPolicy
 
-        self.client, self.params, self.system = client, params, system
+        self.client, self.params, self.system, self.lab, self.budget_usd = client, params, system, lab, budget_usd
         self.retry = RetryPolicy(max_attempts=max_attempts)
-        self.breaker = CircuitBreaker(threshold=max(10, max_attempts))
         self.name = client.model_name
         self.teacher_id, self.model_name = client.teacher_id, client.model_name
 
     def complete(self, prompts: list[str]) -> list[str]:
-        from nexa.teachers.errors import PromptRejectedError
-        from nexa.teachers.faults import call_with_retries
+        """Through nexa.teachers' response cache, prices and budget, as ``nexa distill materialize`` asks."""
+        from nexa.infra.cost import PriceTable
+        from nexa.teachers.answering import ask
+        from nexa.teachers.errors import TeacherError
         from nexa.teachers.protocol import TeacherRequest
 
         requests = [TeacherRequest.from_prompt(p, self.params, system=self.system) for p in prompts]
-        answers: list[str] = []
-        step = max(1, self.client.max_batch)
-        for start in range(0, len(requests), step):
-            batch = requests[start:start + step]
-            try:
-                answers += [r.text for r in call_with_retries(lambda: self.client.complete(batch), self.retry, self.breaker)]
-            except PromptRejectedError:
-                answers += [""] * len(batch)
-        return answers
+        answers = ask(self.lab, self.client, requests, PriceTable.from_lab(self.lab), None, lambda *a, **k: None,
+                      budget_usd=self.budget_usd, retry=self.retry, breaker_threshold=max(10, self.retry.max_attempts))
+        unexpected = [reason for i, reason in answers.failures.items() if i not in answers.rejected]
+        if answers.error is not None or unexpected:
+            raise answers.error or TeacherError(unexpected[0])
+        return ["" if e is None else e.response.text for e in answers.entries]  # refused prompts: empty, quarantined
 
     def close(self) -> None:
         self.client.close()
 
 
 def _prompt_teacher(target: str, model: Optional[str], api: str, key_env: Optional[str], system: Optional[str],
-                    timeout_s: float, max_attempts: int, params: dict) -> _PromptTeacher:
+                    timeout_s: float, max_attempts: int, params: dict, lab, budget_usd: Optional[float] = None) -> _PromptTeacher:
     """The teacher as ``nexa distill materialize`` opens it (a TeacherSpecError is a ValueError: a user error here)."""
     from nexa.teachers.opening import open_teacher
     from nexa.teachers.protocol import GenerationParams
 
     client = open_teacher(target, model, api=api, key_env=key_env, system=system, timeout_s=timeout_s)
-    return _PromptTeacher(client, GenerationParams(**params), system, max_attempts)
+    return _PromptTeacher(client, GenerationParams(**params), system, max_attempts, lab, budget_usd)
 
 
 def _prepare_generated(lab, rows, schema_name, dataset, run_type, config, splits, bases, notes, json_out, write_jsonl) -> None:

@@ -12,6 +12,7 @@ from nexa.infra.cost import FREE, PriceTable
 from nexa.ledger import Lab
 from nexa.teachers.cache import CacheEntry, ResponseCache
 from nexa.teachers.dispatch import DispatchSettings, Dispatcher
+from nexa.teachers.errors import TeacherError
 from nexa.teachers.faults import RetryPolicy
 from nexa.teachers.protocol import Teacher, TeacherRequest
 
@@ -22,10 +23,12 @@ class Answers:
 
     entries: list[CacheEntry | None]
     failures: dict[int, str] = field(default_factory=dict)
+    rejected: set[int] = field(default_factory=set)  # failures that are the teacher refusing the prompt itself
     hits: int = 0
     misses: int = 0
     spent_usd: float = 0.0  # new calls only: what this ask cost
     stopped: str | None = None  # "budget", "circuit" or "fatal" when the dispatcher stopped early
+    error: TeacherError | None = None  # what stopped it
 
     @property
     def cost_usd(self) -> float:
@@ -50,4 +53,6 @@ def ask(lab: Lab, teacher: Teacher, requests: list[TeacherRequest], prices: Pric
     found = {**hits, **outcome.answers}
     return Answers(entries=[found.get(k) for k in keys],
                    failures={i: outcome.failures.get(k, "no answer") for i, k in enumerate(keys) if k not in found},
-                   hits=len(hits), misses=len(unique) - len(hits), spent_usd=outcome.spent_usd, stopped=outcome.stopped)
+                   rejected={i for i, k in enumerate(keys) if k in outcome.rejected},
+                   hits=len(hits), misses=len(unique) - len(hits), spent_usd=outcome.spent_usd, stopped=outcome.stopped,
+                   error=outcome.error)
