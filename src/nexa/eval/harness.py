@@ -97,10 +97,13 @@ def endpoint(url: str, tokenizer: Path | None = None, name: str | None = None) -
         reply = httpx.get(f"{base}/v1/models", timeout=PROBE_TIMEOUT_S, headers=_auth())
     except httpx.HTTPError as exc:
         raise HarnessError(f"cannot reach the endpoint {base}/v1: {exc}") from None
-    if reply.status_code != 200 or not (reply.json().get("data") or []):
+    try:
+        served = reply.json()["data"][0]["id"] if reply.status_code == 200 else None
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+        served = None
+    if not isinstance(served, str):
         raise HarnessError(f"{base}/v1/models answered {reply.status_code} without a model list; is {url} an "
                            "OpenAI-compatible endpoint (and OPENAI_API_KEY its key)?")
-    served = reply.json()["data"][0]["id"]
     args: dict[str, Any] = {"model": served, "base_url": f"{base}/v1/completions", "num_concurrent": 1,
                             "max_retries": 1, "tokenized_requests": True}
     if tokenizer is not None:
