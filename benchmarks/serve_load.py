@@ -32,7 +32,7 @@ from rich.table import Table
 from nexa.data.generators import CAPABILITIES, generate
 
 console = Console(stderr=True)
-EXPECTED = {"bad_json": 400, "wrong_types": 422, "huge_max_tokens": 422, "missing_auth": 401}
+EXPECTED = {"bad_json": 400, "wrong_types": 400, "huge_max_tokens": 400, "missing_auth": 401}
 
 
 # ------------------------------------------------------------------------------------------- server

@@ -19,10 +19,10 @@ MAY_IMPORT: dict[str, set[str]] = {
     "models": {"ledger"},
     "teachers": {"ledger", "infra"},
     "train": {"ledger", "infra", "models", "session"},  # launched jobs (torchrun workers, Nexa Auto's children) get session tokens
-    "eval": {"ledger", "infra", "data"},
+    "eval": {"ledger", "infra", "data", "teachers", "serve"},  # API teachers through nexa.teachers; lm-eval runs a bundle behind nexa serve
     "bundle": {"ledger"},
     "niwt": {"ledger", "eval", "bundle", "models"},
-    "feedback": {"ledger", "data", "eval", "teachers"},
+    "feedback": {"ledger", "infra", "data", "eval", "teachers"},  # infra: the prices a teacher's answers are costed at
     "serve": {"ledger"},
     "ui": {"ledger", "feedback"},  # the dashboard's review queue records decisions through nexa.feedback.review
     "pipeline": {"ledger", "infra"},

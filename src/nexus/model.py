@@ -27,6 +27,19 @@ class Generation:
     prompt_tokens: int
     completion_tokens: int
     finish_reason: str  # "stop" (EOS or a stop string) or "length"
+    eos: bool = False  # the model emitted its end-of-sequence token (not counted in completion_tokens)
+
+
+@dataclass(frozen=True)
+class TokenScore:
+    """One position of a scored sequence: its token's log-probability and the ``top`` most likely tokens."""
+
+    token_id: int
+    logprob: float
+    top: tuple[tuple[int, float], ...]
+
+
+Prompt = str | list[int]  # text, or token ids used as they are (no special tokens added)
 
 
 class NexusModel:
@@ -73,14 +86,16 @@ class NexusModel:
         return sum(unique.values())
 
     # ----------------------------------------------------------------- routing
-    def route(self, prompt: str, enable_uncensored: bool = False) -> str | None:
+    def route(self, prompt: Prompt, enable_uncensored: bool = False) -> str | None:
         """The capability whose adapter answers ``prompt``; the uncensored one only when enabled."""
+        if not isinstance(prompt, str):
+            prompt = self.tokenizer.decode(prompt, skip_special_tokens=True)
         allowed = {c for c in self.capabilities if c != UNCENSORED or (enable_uncensored and self.uncensored_allowed)}
         if self.router is not None:
             return self.router.choose(prompt, allowed)
         return next(iter(allowed)) if len(allowed) == 1 else None
 
-    def _resolve(self, prompt: str, capability: str | None, enable_uncensored: bool) -> str | None:
+    def _resolve(self, prompt: Prompt, capability: str | None, enable_uncensored: bool) -> str | None:
         if capability is None:
             return self.route(prompt, enable_uncensored)
         if capability not in self.capabilities:
@@ -106,11 +121,14 @@ class NexusModel:
                                           enable_uncensored, stop)
         return [g.text for g in generations]
 
-    def complete_batch(self, prompts: list[str], capability: str | None = None, max_new_tokens: int | None = None,
+    def complete_batch(self, prompts: list[Prompt], capability: str | None = None, max_new_tokens: int | None = None,
                        temperature: float = 0.0, top_p: float = 1.0, seed: int | None = None,
                        enable_uncensored: bool = False, stop: list[str] | None = None,
                        batch_size: int = 64) -> list[Generation]:
-        """Completions in prompt order; prompts are grouped by their capability so each group runs with one adapter."""
+        """Completions in prompt order; prompts are grouped by their capability so each group runs with one adapter.
+
+        A prompt is text (encoded with the tokenizer's special tokens, as in training) or a list of token ids
+        used as given, as OpenAI's completions API takes them."""
         max_new_tokens = self._max_new_tokens(max_new_tokens)
         chosen = [self._resolve(p, capability, enable_uncensored) for p in prompts]
         results: list[Generation | None] = [None] * len(prompts)
@@ -135,6 +153,46 @@ class NexusModel:
                 yield text[len(emitted):]
                 emitted = text
 
+    @torch.inference_mode()
+    def score(self, sequences: list[list[int]], capability: str | None = None, top: int = 0,
+              enable_uncensored: bool = False, routed_on: list[Prompt] | None = None) -> list[list[TokenScore]]:
+        """Log-probabilities of every token of each sequence given the tokens before it (positions 1..n-1),
+        with the ``top`` most likely alternatives: what an OpenAI ``echo`` + ``logprobs`` request returns and
+        what log-likelihood benchmarks sum. Sequences are grouped by capability like :meth:`complete_batch`;
+        without one, the router picks it from ``routed_on`` (each sequence's prompt; default the sequence)."""
+        if any(len(ids) == 0 for ids in sequences):
+            raise ValueError("cannot score an empty token sequence")
+        longest = max(len(ids) for ids in sequences)
+        if longest > self.spec.max_position_embeddings:
+            raise ValueError(f"a sequence of {longest} tokens exceeds the model's context of "
+                             f"{self.spec.max_position_embeddings} tokens")
+        chosen = [self._resolve(on, capability, enable_uncensored) for on in (routed_on or sequences)]
+        results: list[list[TokenScore]] = [[] for _ in sequences]
+        for group in sorted(set(chosen), key=lambda c: c or ""):
+            indices = [i for i, c in enumerate(chosen) if c == group]
+            for index, scores in zip(indices, self._score_group([sequences[i] for i in indices], group, top)):
+                results[index] = scores
+        return results
+
+    def _score_group(self, sequences: list[list[int]], capability: str | None, top: int) -> list[list[TokenScore]]:
+        longest = max(len(ids) for ids in sequences)
+        pad = self.spec.pad_token_id
+        input_ids = torch.tensor([[pad] * (longest - len(ids)) + ids for ids in sequences], device=self.device)
+        mask = torch.tensor([[0] * (longest - len(ids)) + [1] * len(ids) for ids in sequences], device=self.device,
+                            dtype=torch.bool)
+        self.decoder.set_active_adapter(capability)
+        logprobs = torch.log_softmax(self.decoder(input_ids, mask).float(), dim=-1)
+        out = []
+        for row, ids in enumerate(sequences):
+            start = longest - len(ids)
+            rows = logprobs[row, start:longest - 1]  # row t predicts token t+1
+            targets = torch.tensor(ids[1:], device=self.device)
+            chosen = rows.gather(-1, targets[:, None]).squeeze(-1).tolist()
+            best = rows.topk(min(top, rows.shape[-1]), dim=-1) if top > 0 else None
+            out.append([TokenScore(token, value, tuple(zip(best.indices[t].tolist(), best.values[t].tolist())) if best
+                                   is not None else ()) for t, (token, value) in enumerate(zip(ids[1:], chosen))])
+        return out
+
     # ---------------------------------------------------------------- internals
     def _max_new_tokens(self, requested: int | None) -> int:
         value = requested if requested is not None else int((self.manifest.get("generation") or {}).get("max_new_tokens", 16))
@@ -143,7 +201,9 @@ class NexusModel:
         return value
 
     def _encode(self, prompts: list[str], max_new_tokens: int) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
-        encoded = [self.tokenizer.encode(p).ids for p in prompts]
+        encoded = [self.tokenizer.encode(p).ids if isinstance(p, str) else list(p) for p in prompts]
+        if any(len(ids) == 0 for ids in encoded):
+            raise ValueError("a prompt of token ids must hold at least one token")
         longest = max(len(ids) for ids in encoded)
         if longest + max_new_tokens > self.spec.max_position_embeddings:
             raise ValueError(f"prompt of {longest} tokens + max_new_tokens {max_new_tokens} exceeds the model's "
@@ -183,10 +243,11 @@ class NexusModel:
         for ids, prompt_length in zip(final, prompt_lengths):
             text = self.tokenizer.decode(ids, skip_special_tokens=True)
             reason = "stop" if len(ids) < max_new_tokens else "length"
+            eos = len(ids) < max_new_tokens
             for marker in stop or []:
                 if marker and marker in text:
-                    text, reason = text[: text.index(marker)], "stop"
-            outputs.append(Generation(text, capability, prompt_length, len(ids), reason))
+                    text, reason, eos = text[: text.index(marker)], "stop", False
+            outputs.append(Generation(text, capability, prompt_length, len(ids), reason, eos))
         return outputs
 
 

@@ -70,7 +70,7 @@ def verify(ctx, bundle: str = "bundle", teacher: str = "teacher", retain_fractio
     if not report["passed"]:
         ctx.lab.durable().put_bytes(f"reports/verify-{ctx.run.run_id}.json", json.dumps(report, indent=2).encode())
         raise GateFailedError(
-            f"retention gate failed for {report['failing'] or 'checks'}: retention {report['retention']}, required ≥ "
+            f"retention gate failed for {report.get('failure_reasons') or 'checks'}: retention {report['retention']}, required ≥ "
             f"{retain_fraction}; checks {report['checks']}. Report: reports/verify-{ctx.run.run_id}.json in durable storage"
         )
     return summary

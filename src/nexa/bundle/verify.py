@@ -19,7 +19,7 @@ from typing import Any
 from safetensors import safe_open
 
 from nexa.ledger.hashing import sha256_file
-from nexa.ledger.retention import failing_capabilities, retention
+from nexa.ledger.retention import DEFAULT_TEACHER_FLOOR, gate_failures, retention
 
 CHILD = Path(__file__).with_name("verify_child.py")
 REPORT_VERSION = 1
@@ -78,11 +78,13 @@ def run_isolated_benchmark(bundle: Path, items: list[dict[str, Any]], forbidden:
         return json.loads(result_file.read_text())
 
 
-def gate(teacher_scores: dict[str, float], student_scores: dict[str, float], retain_fraction: float) -> dict[str, Any]:
-    """Passes only if every capability's retention (the ledger's rule) is ≥ retain_fraction."""
+def gate(teacher_scores: dict[str, float], student_scores: dict[str, float], retain_fraction: float,
+         teacher_floor: float = DEFAULT_TEACHER_FLOOR) -> dict[str, Any]:
+    """Passes only if every capability's retention (the ledger's rule) is ≥ retain_fraction and every teacher
+    scores at least ``teacher_floor``."""
     kept = retention(student_scores, teacher_scores)
-    failing = failing_capabilities(kept, retain_fraction)
-    return {"retention": kept, "failing": failing, "passed": not failing}
+    reasons = gate_failures(kept, retain_fraction, teacher_scores, teacher_floor)
+    return {"retention": kept, "failing": sorted(reasons), "reasons": reasons, "passed": not reasons}
 
 
 def build_report(bundle: Path, teacher_scores, child: dict, retain_fraction: float, checks: dict, attempts: list) -> dict:
@@ -97,6 +99,7 @@ def build_report(bundle: Path, teacher_scores, child: dict, retain_fraction: flo
         "student_scores": child["student_scores"],
         "retention": result["retention"],
         "failing": result["failing"],
+        "failure_reasons": result["reasons"],
         "passed": passed,
         "router_accuracy": child["router_accuracy"],
         "checks": checks,

@@ -196,6 +196,7 @@ def augment_cmd(base: str = typer.Option(..., "--from", help="Base version ID@vN
                 timeout_s: float = typer.Option(60.0, "--timeout-s", min=0.01, help="Seconds before a silent call counts as failed."),
                 max_attempts: int = typer.Option(4, "--max-attempts", min=1, help="Calls per prompt, retries included."),
                 batch_size: int = typer.Option(32, "--batch-size", min=1, help="Prompts per teacher batch."),
+                budget_usd: Optional[float] = typer.Option(None, "--budget-usd", min=0.0, help="Most USD new teacher calls may spend."),
                 lab_dir: Path = LAB, json_out: bool = JSON) -> None:
     """Add new rows to a version: exact answers from the built-in generator, or a teacher's answers (--teacher).
 
@@ -203,7 +204,6 @@ def augment_cmd(base: str = typer.Option(..., "--from", help="Base version ID@vN
     it, split); a prompt the teacher answered with nothing is quarantined with its reason, not dropped.
     """
     from nexa.data.augment import from_generator, from_teacher, prompts_for, write_jsonl
-    from nexa.teachers.prompting import open_prompt_teacher
 
     lab = Lab.find(lab_dir)
     config: dict[str, Any] = {"from": base, "capability": capability, "n": n, "seed": seed}
@@ -212,11 +212,14 @@ def augment_cmd(base: str = typer.Option(..., "--from", help="Base version ID@vN
     if teacher is None:
         new, source = from_generator(capability, n, seed, existing), f"{n} generated {capability!r} rows"
     else:
+        from nexa.teachers.errors import TeacherError  # only here: the generator path never loads the teachers layer
+        from nexa.teachers.prompting import open_prompt_teacher
+
         prompts = prompts_for(capability, n, seed, existing)  # an unknown capability fails here, before any call
         asker = open_prompt_teacher(teacher, teacher_model, api, api_key_env, system, timeout_s, max_attempts,
-                                dict(max_tokens=max_tokens, temperature=temperature, seed=seed if temperature > 0 else None))
+                                    dict(max_tokens=max_tokens, temperature=temperature, seed=seed if temperature > 0 else None),
+                                    lab, budget_usd)
         config.update(teacher=asker.teacher_id, teacher_model=asker.model_name, max_tokens=max_tokens, temperature=temperature)
-        from nexa.teachers.errors import TeacherError  # only here: the generator path never loads the teachers layer
 
         try:
             new = from_teacher(asker, prompts, capability, batch_size=batch_size)

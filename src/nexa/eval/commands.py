@@ -19,6 +19,7 @@ app = typer.Typer(help="Evaluate models: generate on tasks, judge outputs, build
 LAB = typer.Option(Path("."), "--lab", help="Lab folder.")
 JSON = typer.Option(False, "--json", help="Print one JSON object on stdout.")
 TASKS = typer.Option("reasoning,science,chemistry", "--tasks", help="Comma-separated built-in capabilities or dataset ID[@vN].")
+BUDGET = typer.Option(None, "--budget-usd", min=0.0, help="Most USD new API-teacher calls may spend (URL#MODEL models).")
 JUDGES = typer.Option("exact", "--judges", help=f"Comma-separated judges from {list(ev.JUDGES)}.")
 
 
@@ -51,14 +52,22 @@ def _read_step(lab: Lab, run_id: str, filename: str) -> list[dict]:
     return ev.read_jsonl(local / filename)
 
 
-def _llm_judge(judges: list[str], url: Optional[str], model: Optional[str], rubric: Optional[Path]):
+def _llm_judge(judges: list[str], url: Optional[str], model: Optional[str], rubric: Optional[Path], lab: Optional[Lab] = None):
     if not {"llm", "pairwise"} & set(judges):
         return None
     if not (url and model and rubric):
         fail("--judges llm/pairwise needs --judge-url (OpenAI-compatible, e.g. http://127.0.0.1:8000/v1), --judge-model and --rubric rubrics/NAME.yaml")
     from nexa.eval.llm_judge import LLMJudge, load_rubric
+    from nexa.infra.cost import PriceTable, UnknownPriceError
 
-    return LLMJudge(url, model, load_rubric(rubric))
+    price = None
+    if lab is not None:
+        try:
+            price = PriceTable.from_lab(lab).model_price(model)
+        except UnknownPriceError:
+            console.print(f"[yellow]note:[/yellow] judge model {model!r} has no price in nexa.yaml: its calls are "
+                          "counted as free (self-hosted); price it to see judge spend in the cost column")
+    return LLMJudge(url, model, load_rubric(rubric), price=price)
 
 
 def _models(lab: Lab, refs: list[str], run_id: Optional[str], role: Optional[str]) -> list[ev.ModelSpec]:
@@ -71,7 +80,7 @@ def _models(lab: Lab, refs: list[str], run_id: Optional[str], role: Optional[str
     return specs
 
 
-def _generate(lab, run, work, models, tasks, n, max_new_tokens, usd_per_hour) -> tuple[list[dict], dict]:
+def _generate(lab, run, work, models, tasks, n, max_new_tokens, usd_per_hour, budget_usd=None) -> tuple[list[dict], dict]:
     from nexa.eval.tasks import resolve_tasks
 
     resolved = resolve_tasks(lab, tasks.split(","), n=n, created_by=run.run_id)
@@ -82,7 +91,13 @@ def _generate(lab, run, work, models, tasks, n, max_new_tokens, usd_per_hour) ->
             usd_per_hour = PriceTable.from_lab(lab).hourly(run.manifest.provider, run.manifest.gpu_type)
         except UnknownPriceError as exc:
             fail(f"{exc} (or pass --usd-per-hour)")
-    items, counts = ev.generate_items(lab, models, resolved, max_new_tokens, usd_per_hour)
+    from nexa.infra.cost import UnknownPriceError
+    from nexa.teachers.errors import TeacherError
+
+    try:
+        items, counts = ev.generate_items(lab, models, resolved, max_new_tokens, usd_per_hour, run, budget_usd)
+    except (UnknownPriceError, TeacherError) as exc:
+        fail(str(exc))
     ev.write_jsonl(work / "generations.jsonl", items)
     run.update(student_model=",".join(m.name for m in models), dataset_id=",".join(t.ref for t in resolved),
                metrics={"generations_cached": float(counts["cached"]), "generations_new": float(counts["generated"])})
@@ -120,19 +135,20 @@ def _analyze(lab, run, work, scored) -> dict:
 
 
 @app.command()
-def generate(model: list[str] = typer.Option([], "--model", help="Checkpoint folder, bundle folder or run id (repeatable)."),
+def generate(model: list[str] = typer.Option([], "--model", help="Checkpoint folder, bundle folder, API teacher URL#MODEL or run id (repeatable)."),
              run_id: Optional[str] = typer.Option(None, "--run-id", help="Evaluate every model this run produced."),
              role: Optional[str] = typer.Option(None, help="teacher | student | baseline (default: from the stage name)."),
              tasks: str = TASKS, n: int = typer.Option(200, help="Prompts per built-in task."),
              max_new_tokens: int = typer.Option(8, min=1), usd_per_hour: Optional[float] = typer.Option(None, help="Hardware $/h for cost per prompt (default: the lab's price table)."),
-             lab_dir: Path = LAB, json_out: bool = JSON) -> None:
+             budget_usd: Optional[float] = BUDGET, lab_dir: Path = LAB, json_out: bool = JSON) -> None:
     """Generate on each task's eval prompts; outputs are cached by (model hash, prompt hash, params)."""
     lab = Lab.find(lab_dir)
     with start_run(lab, "eval_generate", config={"model": model, "run_id": run_id, "tasks": tasks, "n": n,
                                                  "max_new_tokens": max_new_tokens}) as run:
         console.print(f"run [bold]{run.run_id}[/bold]")
         work = _work(lab, run.run_id)
-        items, counts = _generate(lab, run, work, _models(lab, model, run_id, role), tasks, n, max_new_tokens, usd_per_hour)
+        items, counts = _generate(lab, run, work, _models(lab, model, run_id, role), tasks, n, max_new_tokens, usd_per_hour,
+                                  budget_usd)
         outputs = _publish(lab, run, work, "generations")
     emit_result({"run_id": run.run_id, "status": "succeeded", "outputs": outputs, "generations": len(items), **counts}, json_out)
 
@@ -147,7 +163,7 @@ def judge(generations: str = typer.Option(..., "--generations", help="Run id of 
     """Score every generation with each judge; each score records judge_model_id and judge_prompt_hash."""
     lab = Lab.find(lab_dir)
     names = [j.strip() for j in judges.split(",") if j.strip()]
-    items, llm = _read_step(lab, generations, "generations.jsonl"), _llm_judge(names, judge_url, judge_model, rubric)
+    items, llm = _read_step(lab, generations, "generations.jsonl"), _llm_judge(names, judge_url, judge_model, rubric, lab)
     with start_run(lab, "eval_judge", config={"generations": generations, "judges": names, "judge_model": judge_model,
                                               "rubric": str(rubric) if rubric else None}) as run:
         console.print(f"run [bold]{run.run_id}[/bold]")
@@ -172,7 +188,7 @@ def analyze(scores: str = typer.Option(..., "--scores", help="Run id of a `nexa 
 
 
 @app.command("run")
-def run_all(model: list[str] = typer.Option([], "--model", help="Checkpoint folder, bundle folder or run id (repeatable)."),
+def run_all(model: list[str] = typer.Option([], "--model", help="Checkpoint folder, bundle folder, API teacher URL#MODEL or run id (repeatable)."),
             run_id: Optional[str] = typer.Option(None, "--run-id", help="Evaluate every model this run produced."),
             role: Optional[str] = typer.Option(None, help="teacher | student | baseline (default: from the stage name)."),
             tasks: str = TASKS, n: int = typer.Option(200, help="Prompts per built-in task."),
@@ -180,17 +196,52 @@ def run_all(model: list[str] = typer.Option([], "--model", help="Checkpoint fold
             usd_per_hour: Optional[float] = typer.Option(None, help="Hardware $/h for cost per prompt (default: the lab's price table)."),
             judges: str = JUDGES, judge_url: Optional[str] = typer.Option(None), judge_model: Optional[str] = typer.Option(None),
             rubric: Optional[Path] = typer.Option(None), against: Optional[str] = typer.Option(None),
-            lab_dir: Path = LAB, json_out: bool = JSON) -> None:
+            budget_usd: Optional[float] = BUDGET, lab_dir: Path = LAB, json_out: bool = JSON) -> None:
     """Generate, judge and analyze in one run; a rerun with nothing changed generates nothing."""
     lab = Lab.find(lab_dir)
     names = [j.strip() for j in judges.split(",") if j.strip()]
-    llm = _llm_judge(names, judge_url, judge_model, rubric)
+    llm = _llm_judge(names, judge_url, judge_model, rubric, lab)
     with start_run(lab, "eval", config={"model": model, "run_id": run_id, "tasks": tasks, "n": n, "judges": names,
                                         "max_new_tokens": max_new_tokens, "judge_model": judge_model}) as run:
         console.print(f"run [bold]{run.run_id}[/bold]")
         work = _work(lab, run.run_id)
-        items, counts = _generate(lab, run, work, _models(lab, model, run_id, role), tasks, n, max_new_tokens, usd_per_hour)
+        items, counts = _generate(lab, run, work, _models(lab, model, run_id, role), tasks, n, max_new_tokens, usd_per_hour,
+                                  budget_usd)
         summary = _analyze(lab, run, work, _judge(run, work, items, names, llm, against))
         outputs = _publish(lab, run, work, "eval_report")
     emit_result({"run_id": run.run_id, "status": "succeeded", "outputs": outputs, **counts,
                  "leaderboard": next(o["path"] for o in outputs if o["path"].endswith("leaderboard.parquet")), **summary}, json_out)
+
+
+@app.command("lm-eval")
+def lm_eval_run(model: str = typer.Option(..., "--model", help="Bundle folder, HF checkpoint folder or OpenAI-compatible URL."),
+                tasks: str = typer.Option(..., "--tasks", help="Comma-separated lm-evaluation-harness task names."),
+                include_path: Optional[Path] = typer.Option(None, "--include-path", help="Folder of local task YAMLs."),
+                limit: Optional[int] = typer.Option(None, "--limit", min=1, help="At most this many documents per task."),
+                num_fewshot: Optional[int] = typer.Option(None, "--num-fewshot", min=0, help="Override each task's n-shot."),
+                role: str = typer.Option("student", "--role", help="teacher | student | baseline on the leaderboard."),
+                lab_dir: Path = LAB, json_out: bool = JSON) -> None:
+    """Run lm-evaluation-harness tasks on a bundle (served on a loopback port), a checkpoint or an endpoint;
+    the scores land in a leaderboard with each task's version, n-shot and hashes."""
+    from nexa.eval import harness
+
+    if role not in ("teacher", "student", "baseline"):
+        fail(f"--role must be teacher, student or baseline, not {role!r}")
+    lab = Lab.find(lab_dir)
+    names = [t.strip() for t in tasks.split(",") if t.strip()]
+    try:
+        with harness.target(model, lab.scratch / "lm-eval" / "tokenizers" / Path(model).name) as target:
+            plan = harness.check(target, names, include_path)
+            with start_run(lab, "eval_lm_eval", config={"model": model, "tasks": names, "limit": limit,
+                                                        "num_fewshot": num_fewshot}) as run:
+                console.print(f"run [bold]{run.run_id}[/bold]")
+                work = _work(lab, run.run_id)
+                summary = harness.evaluate(plan, work, role, limit, num_fewshot)
+                outputs = _publish(lab, run, work, "eval_report")
+    except harness.HarnessError as exc:
+        fail(str(exc))
+    leaderboard = next(o["path"] for o in outputs if o["path"].endswith("leaderboard.parquet"))
+    if not json_out:
+        console.print(table("lm-eval", ["task", "metric", "score", "n", "version"],
+                            [(t, s["metric"], s["score"], s["n"], s["version"]) for t, s in summary.items()]))
+    emit_result({"model": target.name, "tasks": summary, "leaderboard": leaderboard}, json_out)

@@ -27,16 +27,23 @@ JUDGES = ("exact", "numeric", "rubric", "similarity", "llm", "pairwise")
 class ModelSpec:
     name: str
     role: str
-    path: Path
+    path: Path | None
+    endpoint: tuple[str, str] | None = None  # (base URL, model) of an API teacher
 
 
 def resolve_models(lab: Lab, ref: str, role: str | None = None, name: str | None = None) -> list[ModelSpec]:
-    """A model folder (checkpoint or bundle), or a run id whose outputs hold models (every one of them).
+    """A model folder (checkpoint or bundle), an API teacher ``URL#MODEL`` (OpenAI-compatible, e.g.
+    ``https://api.openai.com/v1#gpt-4o``), or a run id whose outputs hold models (every one of them).
 
     A ref is read as a path first, so a folder named like a run id is never mistaken for one.
     """
     from nexa.eval.generate import ModelNotFoundError, model_kind
 
+    if ref.startswith(("http://", "https://")):
+        url, _, model = ref.partition("#")
+        if not model:
+            raise ModelNotFoundError(f"{ref}: an API teacher is URL#MODEL, e.g. https://api.openai.com/v1#gpt-4o")
+        return [ModelSpec(name or model, role or "teacher", None, (url, model))]
     path = Path(ref).expanduser()
     if path.exists():
         model_kind(path)
@@ -73,8 +80,9 @@ def _role_of(stage_name: str) -> str:
 
 
 def generate_items(lab: Lab, models: list[ModelSpec], tasks: list[Task], max_new_tokens: int,
-                   usd_per_hour: float = 0.0) -> tuple[list[dict], dict[str, int]]:
-    """Every model on every task, through the durable generation cache; returns items and cache counts."""
+                   usd_per_hour: float = 0.0, run=None, budget_usd: float | None = None) -> tuple[list[dict], dict[str, int]]:
+    """Every model on every task, through the durable generation cache (API teachers: through the teachers
+    layer's response cache, prices and ``budget_usd``); returns items and cache counts."""
     from nexa.eval.cache import GenerationCache, cached_generate
     from nexa.eval.generate import Generator, model_hash
 
@@ -82,6 +90,16 @@ def generate_items(lab: Lab, models: list[ModelSpec], tasks: list[Task], max_new
     with progress() as bar:
         job = bar.add_task("generating", total=len(models) * len(tasks))
         for spec in models:
+            if spec.endpoint is not None:
+                for task in tasks:
+                    gens, costs, cached = api_generate(lab, spec, [i["prompt"] for i in task.items], max_new_tokens, run,
+                                                       budget_usd)
+                    items += [{**_item(spec, task, row, gen, 0.0), "cost_usd": cost}
+                              for row, gen, cost in zip(task.items, gens, costs)]
+                    counts["cached"] += cached
+                    counts["generated"] += len(gens) - cached
+                    bar.advance(job)
+                continue
             generator = Generator(spec.path)
             cache = GenerationCache(lab.durable(), model_hash(spec.path), {"decoding": "greedy", "max_new_tokens": max_new_tokens})
             for task in tasks:
@@ -91,6 +109,38 @@ def generate_items(lab: Lab, models: list[ModelSpec], tasks: list[Task], max_new
             counts["cached"] += cache.hits
             counts["generated"] += cache.misses
     return items, counts
+
+
+def api_generate(lab: Lab, spec: ModelSpec, prompts: list[str], max_new_tokens: int, run,
+                 budget_usd: float | None) -> tuple[list, list[float], int]:
+    """An API teacher's greedy answers through nexa.teachers (cached, priced, budgeted): generations, what
+    each answer cost when bought, and how many came from the cache. Unanswered prompts are an error."""
+    from nexa.eval.generate import Generation
+    from nexa.infra.cost import PriceTable
+    from nexa.teachers.answering import ask
+    from nexa.teachers.opening import open_teacher
+    from nexa.teachers.protocol import GenerationParams, TeacherRequest
+
+    url, model = spec.endpoint
+    teacher = open_teacher(url, model)
+    params = GenerationParams(max_tokens=max_new_tokens, temperature=0.0)
+    try:
+        answers = ask(lab, teacher, [TeacherRequest.from_prompt(p, params) for p in prompts], PriceTable.from_lab(lab),
+                      getattr(run, "run_id", None), run.log if run is not None else (lambda *a, **k: None),
+                      budget_usd=budget_usd)
+    finally:
+        teacher.close()
+    if answers.failures:
+        first = next(iter(answers.failures.values()))
+        raise ValueError(f"API teacher {spec.name}: {len(answers.failures)} of {len(prompts)} prompts unanswered "
+                         f"({answers.stopped or 'errors'}; first: {first}); the answers bought so far are cached, "
+                         "rerun to continue (a higher --budget-usd if the budget stopped it)")
+    gens = [Generation(p, e.response.text, e.response.latency_ms, e.response.output_tokens)
+            for p, e in zip(prompts, answers.entries)]
+    if run is not None:
+        run.log("api_teacher_eval", teacher=teacher.teacher_id, hits=answers.hits, misses=answers.misses,
+                spent_usd=answers.spent_usd)
+    return gens, [e.cost_usd for e in answers.entries], answers.hits
 
 
 def _item(spec: ModelSpec, task: Task, row: dict, gen, usd_per_hour: float) -> dict:
@@ -163,8 +213,10 @@ def _similarity(items: list[dict]) -> list[dict]:
 
 def _llm(item: dict, judge) -> dict:
     verdict = judge.score(item["prompt"], item["output"], item["reference"])
-    return _score(item, f"llm:{judge.rubric.id}@v{judge.rubric.version}", verdict.score, verdict.judge_model_id,
-                  verdict.judge_prompt_hash, judge_reason=verdict.reason)
+    scored = _score(item, f"llm:{judge.rubric.id}@v{judge.rubric.version}", verdict.score, verdict.judge_model_id,
+                    verdict.judge_prompt_hash, judge_reason=verdict.reason, judge_cost_usd=verdict.cost_usd)
+    scored["cost_usd"] = item.get("cost_usd", 0.0) + verdict.cost_usd  # the judge's spend is part of this score's cost
+    return scored
 
 
 def write_jsonl(path: Path, rows: Iterable[dict]) -> Path:

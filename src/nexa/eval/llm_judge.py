@@ -73,6 +73,7 @@ class Verdict:
     judge_prompt_hash: str
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cost_usd: float = 0.0  # what the judge call cost at the judge model's price
 
 
 @dataclass
@@ -88,8 +89,11 @@ class PairwiseVerdict:
 class LLMJudge:
     """One judge model behind one endpoint, scoring with one rubric at temperature 0."""
 
-    def __init__(self, base_url: str, model: str, rubric: Rubric, api_key: str | None = None, timeout_s: float = 60.0):
-        self.base_url, self.model, self.rubric = base_url.rstrip("/"), model, rubric
+    def __init__(self, base_url: str, model: str, rubric: Rubric, api_key: str | None = None, timeout_s: float = 60.0,
+                 price=None):
+        """``price`` (a :class:`nexa.infra.cost.ModelPrice`) turns each verdict's billed tokens into ``cost_usd``;
+        None means the caller decided the judge is free (self-hosted)."""
+        self.base_url, self.model, self.rubric, self.price = base_url.rstrip("/"), model, rubric, price
         key = api_key or os.environ.get("NEXA_JUDGE_API_KEY") or os.environ.get("OPENAI_API_KEY")
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         self._client = httpx.Client(timeout=httpx.Timeout(timeout_s), headers=headers)
@@ -108,8 +112,9 @@ class LLMJudge:
         if not self.rubric.scale_min <= value <= self.rubric.scale_max:
             raise JudgeError(f"judge {self.model} at {self.base_url} gave score {value} outside "
                              f"{self.rubric.scale_min}..{self.rubric.scale_max} (rubric {self.rubric.id}@v{self.rubric.version})")
+        cost = self.price.cost(*usage) if self.price is not None else 0.0
         return Verdict(float(value), str(self._parse(text).get("reason", "")), self.judge_model_id,
-                       self.rubric.prompt_hash("pointwise"), *usage)
+                       self.rubric.prompt_hash("pointwise"), *usage, cost_usd=cost)
 
     def compare(self, prompt: str, output_a: str, output_b: str) -> PairwiseVerdict:
         """Ask in both orders; a winner is kept only when both orders name it, else it is a tie."""

@@ -45,8 +45,8 @@ def feedback(ctx: typer.Context, report: Optional[Path] = typer.Option(None, hel
         try:
             result = feedback_round(lab, report_path, rule, targets, rows, seed, run.run_id,
                                     teacher=_teacher(teacher_url, teacher_model))
-        except (ValueError, ArtifactNotFoundError, FileNotFoundError, TeacherError) as exc:
-            fail(str(exc))
+        except (ValueError, ArtifactNotFoundError, FileNotFoundError, TeacherError, LookupError) as exc:
+            fail(str(exc))  # LookupError: an unpriced teacher model (nexa.infra.cost.UnknownPriceError)
         outputs = [_record(run, m) for m in result.merged.values()]
         _write_candidates(lab, run, result)
     _show(result)

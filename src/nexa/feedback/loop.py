@@ -101,7 +101,7 @@ def grow_capability(lab: Lab, capability: str, parent: str, rows: int, seed: int
     capability has no built-in generator and no teacher was given.
     """
     known = {r["prompt"] for r in read_dataset_rows(lab, parent)}
-    new = (teacher_rows(teacher, capability, rows, round_seed(seed), known) if teacher is not None
+    new = (teacher_rows(teacher, capability, rows, round_seed(seed), known, lab=lab, run_id=created_by) if teacher is not None
            else targeted_rows(capability, rows, seed=round_seed(seed), exclude=known))
     return new, next_version(lab, parent, new, reviewed, created_by=created_by, into=into,
                              note=f"feedback{' from ' + source if source else ''}: {len(new)} targeted {capability} rows for {parent}")

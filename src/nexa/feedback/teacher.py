@@ -27,11 +27,20 @@ def weak_domain_prompts(capability: str, n: int, seed: int, exclude: set[str]) -
     return rows
 
 
-def teacher_rows(teacher, capability: str, n: int, seed: int, exclude: set[str], max_tokens: int = 256) -> list[dict]:
-    """Ask ``teacher`` (a nexa.teachers client with ``complete``) for each prompt; rows are train rows."""
+def teacher_rows(teacher, capability: str, n: int, seed: int, exclude: set[str], max_tokens: int = 256, *,
+                 lab, run_id: str | None = None) -> list[dict]:
+    """Ask ``teacher`` (a nexa.teachers client) for each prompt through the teachers layer's response cache
+    and prices, as ``nexa distill materialize`` does (an unpriced API model is refused before any call);
+    rows are train rows. A prompt left unanswered is an error, not a dropped row."""
+    from nexa.infra.cost import PriceTable
+    from nexa.teachers.answering import ask
     from nexa.teachers.protocol import GenerationParams, TeacherRequest
 
     prompts = weak_domain_prompts(capability, n, seed, set(exclude))
     params = GenerationParams(max_tokens=max_tokens, temperature=0.0)
-    responses = teacher.complete([TeacherRequest.from_prompt(p["prompt"], params, system=SYSTEM) for p in prompts])
-    return [{**p, "answer": r.text.strip(), "split": "train"} for p, r in zip(prompts, responses)]
+    requests = [TeacherRequest.from_prompt(p["prompt"], params, system=SYSTEM) for p in prompts]
+    answers = ask(lab, teacher, requests, PriceTable.from_lab(lab), run_id, lambda *args, **fields: None)
+    if answers.failures:
+        raise ValueError(f"teacher {teacher.teacher_id}: {len(answers.failures)} of {len(prompts)} prompts unanswered "
+                         f"({answers.stopped or 'errors'}: {next(iter(answers.failures.values()))}); answers so far are cached")
+    return [{**p, "answer": e.response.text.strip(), "split": "train"} for p, e in zip(prompts, answers.entries)]

@@ -222,10 +222,12 @@ class AnchoredDistiller:
         return scores
 
 
-def gate_scores(model, tokenizer, eval_rows: list[dict], route: Callable[[str], str], max_new_tokens: int) -> dict[str, float]:
-    """Exact match per capability on the full benchmark, each prompt answered by the adapter the router picks."""
-    from nexa.eval.exact import exact_match
+def gate_scores(model, tokenizer, eval_rows: list[dict], route: Callable[[str], str], max_new_tokens: int,
+                metrics: dict[str, str] | None = None) -> dict[str, float]:
+    """The registry's metric (default exact match) per capability on the full benchmark, each prompt answered
+    by the adapter the router picks."""
     from nexa.eval.generate import greedy_generate
+    from nexa.eval.metrics import item_scorer
 
     chosen = [route(r["prompt"]) for r in eval_rows]
     correct: dict[str, list[float]] = {}
@@ -235,7 +237,8 @@ def gate_scores(model, tokenizer, eval_rows: list[dict], route: Callable[[str], 
         model.eval()
         outputs = greedy_generate(model, tokenizer, [r["prompt"] for r in items], max_new_tokens=max_new_tokens)
         for item, output in zip(items, outputs):
-            correct.setdefault(item["capability"], []).append(exact_match(output.output, item["answer"]))
+            score = item_scorer((metrics or {}).get(item["capability"], "exact_match"))
+            correct.setdefault(item["capability"], []).append(score(output.output, item["answer"]))
     model.train()
     return {c: sum(v) / len(v) for c, v in sorted(correct.items())}
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from nexa.ledger import Lab
 from nexa.ledger.datasets import read_split
-from nexa.ledger.retention import failing_capabilities, retention
+from nexa.ledger.retention import DEFAULT_TEACHER_FLOOR, gate_failures, retention
 from nexa.niwt.profile import read_profile_manifest
 
 
@@ -23,21 +23,32 @@ def profile_contracts(profile_dir: Path) -> tuple[dict[str, float], dict[str, fl
     return summary["teacher_scores"], retain
 
 
-def runtime_gate(lab: Lab, model_dir: Path, profile_dir: Path, listing: Path, max_new_tokens: int = 8) -> dict:
-    """Exact match per capability with the router choosing adapters; passes when every retention ≥ its retain fraction."""
+def profile_metrics(profile_dir: Path) -> dict[str, str]:
+    """The registry's metric per capability, as the profile stage recorded it (exact match when not recorded)."""
+    summary = json.loads((profile_dir / "summary.json").read_text())
+    folder = profile_dir / "profiles" / summary["teacher"]
+    return {c: json.loads((folder / c / "profile.json").read_text()).get("metric", "exact_match")
+            for c in summary["capabilities"]}
+
+
+def runtime_gate(lab: Lab, model_dir: Path, profile_dir: Path, listing: Path, max_new_tokens: int = 8,
+                 teacher_floor: float = DEFAULT_TEACHER_FLOOR) -> dict:
+    """Each capability's registry metric with the router choosing adapters; passes when every retention ≥ its
+    retain fraction and every teacher scores at least ``teacher_floor``."""
     from nexus import NexusModel
 
-    from nexa.eval.exact import exact_match
+    from nexa.eval.metrics import item_scorer
 
     teacher_scores, retain = profile_contracts(profile_dir)
+    scorers = {c: item_scorer(m) for c, m in profile_metrics(profile_dir).items()}
     rows = read_split(lab, listing, "eval")
     model = NexusModel.load(model_dir, device="cpu")
     outputs = model.generate_batch([r["prompt"] for r in rows], capability=None, max_new_tokens=max_new_tokens)
     correct: dict[str, list[float]] = {}
     for row, output in zip(rows, outputs):
-        correct.setdefault(row["capability"], []).append(exact_match(output, row["answer"]))
+        correct.setdefault(row["capability"], []).append(scorers[row["capability"]](output, row["answer"]))
     student = {c: sum(v) / len(v) for c, v in sorted(correct.items())}
     kept = retention(student, teacher_scores)
-    failing = failing_capabilities(kept, retain)
-    return {"teacher_scores": teacher_scores, "student_scores": student, "retention": kept, "failing": failing,
-            "passed": not failing, "retain_fraction": retain}
+    reasons = gate_failures(kept, retain, teacher_scores, teacher_floor)
+    return {"teacher_scores": teacher_scores, "student_scores": student, "retention": kept, "failing": sorted(reasons),
+            "reasons": reasons, "passed": not reasons, "retain_fraction": retain}

@@ -282,16 +282,19 @@ def write_jsonl(path: Path, rows: list[dict]) -> None:
     path.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in rows), encoding="utf-8")
 
 
-def teacher_scores(model, tokenizer: Tokenizer, eval_rows: list[dict], max_new_tokens: int) -> dict[str, float]:
-    """The teacher's exact match per capability on the held-out benchmark: the gate's reference."""
-    from nexa.eval.exact import exact_match
+def teacher_scores(model, tokenizer: Tokenizer, eval_rows: list[dict], max_new_tokens: int,
+                   metrics: dict[str, str] | None = None) -> dict[str, float]:
+    """The teacher's score per capability on the held-out benchmark, by the registry's metric (default exact
+    match): the gate's reference."""
     from nexa.eval.generate import greedy_generate
+    from nexa.eval.metrics import item_scorer
 
     scores = {}
     for capability in sorted({r["capability"] for r in eval_rows}):
         items = [r for r in eval_rows if r["capability"] == capability]
         outputs = greedy_generate(model, tokenizer, [r["prompt"] for r in items], max_new_tokens=max_new_tokens)
-        scores[capability] = sum(exact_match(o.output, r["answer"]) for o, r in zip(outputs, items)) / len(items)
+        score = item_scorer((metrics or {}).get(capability, "exact_match"))
+        scores[capability] = sum(score(o.output, r["answer"]) for o, r in zip(outputs, items)) / len(items)
     return scores
 
 

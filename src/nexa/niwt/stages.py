@@ -63,7 +63,7 @@ def profile(ctx, teacher: str = "teacher", distill: str = "distill", data: str =
     contracts = _contracts(ctx, registry, teacher_name, sorted({r["capability"] for r in eval_rows}))
     model, precision = load_teacher(ctx.input(teacher) / "model", settings.quantize)
     tokenizer = Tokenizer.from_file(str(ctx.input(teacher) / "model" / "tokenizer.json"))
-    scores = teacher_scores(model, tokenizer, eval_rows, max_new_tokens)
+    scores = teacher_scores(model, tokenizer, eval_rows, max_new_tokens, {c: k["metric"] for c, k in contracts.items()})
     out = ctx.out / "profiles" / teacher_name
     manifests, everything = {}, []
     for capability in sorted(contracts):

@@ -22,7 +22,7 @@ from nexa.ledger.console import console, progress, table
 from nexa.ledger.datasets import read_dataset_rows, read_split
 from nexa.ledger.hashing import sha256_file
 from nexa.ledger.listings import read_paired
-from nexa.ledger.retention import failing_capabilities, retention
+from nexa.ledger.retention import gate_failures, retention
 from nexa.niwt.distill import (AnchoredDistiller, DistillConfig, attach_adapters, backbone_state, build_anchors,
                                export_adapters, gate_scores)
 from nexa.niwt.profile import read_profile_manifest
@@ -77,12 +77,12 @@ def make_distiller(student, tokenizer, profiles, basis, plan, paired, config: Di
 
 
 def run_gate(distiller: AnchoredDistiller, eval_rows, route, teacher_scores, retain: dict[str, float], steps: int,
-             retried: list[str], max_new_tokens: int) -> dict:
-    student_scores = gate_scores(distiller.model, distiller.tokenizer, eval_rows, route, max_new_tokens)
+             retried: list[str], max_new_tokens: int, metrics: dict[str, str] | None = None) -> dict:
+    student_scores = gate_scores(distiller.model, distiller.tokenizer, eval_rows, route, max_new_tokens, metrics)
     kept = retention(student_scores, teacher_scores)
-    failing = failing_capabilities(kept, retain)
-    return {"student_scores": student_scores, "teacher_scores": teacher_scores, "retention": kept, "failing": failing,
-            "passed": not failing, "steps": steps, "retrained": retried, "teacher_loaded": False}
+    reasons = gate_failures(kept, retain, teacher_scores)
+    return {"student_scores": student_scores, "teacher_scores": teacher_scores, "retention": kept, "failing": sorted(reasons),
+            "reasons": reasons, "passed": not reasons, "steps": steps, "retrained": retried, "teacher_loaded": False}
 
 
 def gated_distillation(ctx, profile, synthesize, distill, data, router, config: dict, max_attempts: int,
@@ -97,6 +97,7 @@ def gated_distillation(ctx, profile, synthesize, distill, data, router, config: 
     route = Router.load(ctx.input(router) / "router" / "router.safetensors").choose
     teacher_scores = ctx.summary_of(profile)["teacher_scores"]
     retain = {c: p[0]["retain_fraction"] for c, p in profiles.items()}
+    metrics = {c: p[0].get("metric", "exact_match") for c, p in profiles.items()}
     bar = progress(True, TextColumn("loss {task.fields[loss]:.4f}"))
     with bar:
         task = bar.add_task("NIWT phase 1 (adapters)", total=settings.phase1_steps, loss=float("nan"))
@@ -104,19 +105,20 @@ def gated_distillation(ctx, profile, synthesize, distill, data, router, config: 
         task = bar.add_task("NIWT phase 2 (joint)", total=settings.phase2_steps, loss=float("nan"))
         distiller.run_phase(settings.phase2_steps, backbone=True, progress=bar, task=task)
     attempts = [{"attempt": 1, **run_gate(distiller, eval_rows, route, teacher_scores, retain, distiller.state.step, [],
-                                          settings.max_new_tokens)}]
+                                          settings.max_new_tokens, metrics)}]
     while not attempts[-1]["passed"] and len(attempts) < max_attempts:
         failing = attempts[-1]["failing"]
         for capability in failing:  # stronger anchoring for the capability that failed, its adapter only
             distiller.state.alpha[capability] = min(settings.max_alpha, max(distiller.state.alpha[capability], 0.05) * settings.recovery_factor)
         distiller.run_phase(retry_steps, backbone=False, capabilities=failing)
         attempts.append({"attempt": len(attempts) + 1, **run_gate(distiller, eval_rows, route, teacher_scores, retain,
-                                                                   distiller.state.step, failing, settings.max_new_tokens)})
+                                                                   distiller.state.step, failing, settings.max_new_tokens,
+                                                                   metrics)})
     write_outputs(ctx, distiller, plan, tokenizer, attempts, ctx.input(router))
     final = attempts[-1]
     _show(attempts)
     if not final["passed"]:
-        raise NiwtGateError(f"NIWT gate failed for {final['failing']} after {len(attempts)} attempts: retention "
+        raise NiwtGateError(f"NIWT gate failed for {final['reasons']} after {len(attempts)} attempts: retention "
                             f"{final['retention']}, required {retain}; see gate_report.json in this stage's output")
     ctx.run.update(teacher_model=teacher_name, eval_status="done",
                    eval_summary={f"retention/{c}": r for c, r in final["retention"].items()})

@@ -1,8 +1,10 @@
 """The FastAPI app: OpenAI-compatible completions and chat over one bundle, with auth, limits, health and metrics.
 
 Build it with :func:`create_app` (tests use it with fastapi's TestClient; ``nexa serve`` hands it to uvicorn).
-Bodies are read and parsed here rather than by FastAPI so every bad input gets the status the API promises:
-413 too large, 400 not JSON, 422 wrong types or values, 404 unknown model or capability, 403 safety, 401 auth.
+Bodies are read and parsed here rather than by FastAPI so every bad input gets the status OpenAI gives:
+413 too large (the body is read and dropped, never parsed, so the client hears the 413 instead of a reset
+connection), 400 not JSON or wrong types or values, 404 unknown model or capability, 403 safety, 401 auth.
+Errors have OpenAI's shape ``{"error": {"message", "type", "param", "code"}}``.
 """
 
 from __future__ import annotations
@@ -28,13 +30,16 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from nexa.serve.batching import Batcher
 from nexa.serve.engine import Engine, Job, RequestError
 from nexa.serve.metrics import ServeMetrics
-from nexa.serve.schemas import ChatRequest, CompletionRequest
+from nexa.serve.logprobs import chat_logprobs, completion_logprobs
+from nexa.serve.schemas import ChatRequest, CompletionRequest, DetokenizeRequest, TokenizeRequest
 from nexus import BundleError, SafetyError
+from nexus.model import Generation
 
 log = logging.getLogger("nexa.serve")
 DEFAULT_MAX_TOKENS_CAP = 256
 DEFAULT_MAX_BODY_BYTES = 1 << 20
 DEFAULT_MAX_BATCH = 16
+DRAIN_LIMIT_BYTES = 64 << 20  # an oversized body up to this size is read and dropped so its 413 is heard
 _STATUS_KINDS = {400: "invalid_json", 401: "authentication_error", 403: "safety_error", 404: "not_found",
                  405: "method_not_allowed", 413: "request_too_large", 422: "invalid_request_error"}
 
@@ -73,25 +78,43 @@ async def require_token(request: Request) -> None:
 
 
 async def read_body(request: Request, model: type[BaseModel]) -> Any:
-    """The request body parsed into ``model``: 413 beyond the size limit, 400 if not JSON, 422 if it does not fit."""
+    """The request body parsed into ``model``: 413 beyond the size limit (checked before any parsing), 400 if
+    not JSON or if it does not fit. Fields the model does not define are ignored and logged."""
     limit = request.app.state.max_body_bytes
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
+        if int(declared) <= DRAIN_LIMIT_BYTES:
+            await _read_limited(request, 0)
         raise RequestError(413, f"body is {declared} bytes; this server takes at most {limit} (nexa serve --max-body-bytes)",
                            None, "request_too_large")
-    raw = bytearray()
-    async for chunk in request.stream():
-        raw.extend(chunk)
-        if len(raw) > limit:
-            raise RequestError(413, f"body exceeds {limit} bytes (nexa serve --max-body-bytes)", None, "request_too_large")
+    raw = await _read_limited(request, limit)
+    if raw is None:
+        raise RequestError(413, f"body exceeds {limit} bytes (nexa serve --max-body-bytes)", None, "request_too_large")
     try:
         data = json.loads(bytes(raw))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise RequestError(400, f"body is not valid JSON: {exc}", None, "invalid_json") from None
     try:
-        return model.model_validate(data)
+        parsed = model.model_validate(data)
     except ValidationError as exc:
-        raise RequestError(422, _describe(exc), _first_field(exc)) from None
+        raise RequestError(400, _describe(exc), _first_field(exc)) from None
+    ignored = sorted(parsed.model_extra or {})
+    if ignored:
+        log.info("%s: ignoring fields this server does not define: %s", request.url.path, ignored)
+    return parsed
+
+
+async def _read_limited(request: Request, limit: int) -> bytes | None:
+    """The body, or None past ``limit`` bytes. An oversized body is still read to its end (and dropped, up to
+    ``DRAIN_LIMIT_BYTES``) so a client that is still sending hears the 413 instead of a reset connection."""
+    raw, seen = bytearray(), 0
+    async for chunk in request.stream():
+        seen += len(chunk)
+        if seen <= limit:
+            raw.extend(chunk)
+        elif seen > DRAIN_LIMIT_BYTES:
+            break
+    return bytes(raw) if seen <= limit else None
 
 
 def _describe(exc: ValidationError) -> str:
@@ -125,7 +148,7 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         request.state.error_kind = "invalid_request_error"
-        return _error_response(422, f"invalid request: {exc.errors()}", "invalid_request_error")
+        return _error_response(400, f"invalid request: {exc.errors()}", "invalid_request_error")
 
 
 # ------------------------------------------------------------------------------------------ routes
@@ -142,6 +165,27 @@ def _add_routes(app: FastAPI, engine: Engine, metrics: ServeMetrics, batcher: Ba
         created = int(metrics.started)
         return {"object": "list", "data": [{"id": m, "object": "model", "created": created, "owned_by": "nexa"}
                                            for m in engine.model_ids()]}
+
+    @app.get("/v1/models/{model_id}", dependencies=auth)
+    async def model(model_id: str) -> dict:
+        engine.resolve_capability(model_id, None)  # 404 in OpenAI's shape when not served here
+        return {"id": model_id, "object": "model", "created": int(metrics.started), "owned_by": "nexa"}
+
+    @app.get("/tokenizer_info", dependencies=auth)
+    async def tokenizer_info() -> dict:
+        """vLLM's tokenizer endpoints: lm-evaluation-harness then tokenizes with the bundle's own tokenizer."""
+        return engine.tokenizer_info()
+
+    @app.post("/tokenize", dependencies=auth)
+    async def tokenize(request: Request) -> dict:
+        body: TokenizeRequest = await read_body(request, TokenizeRequest)
+        tokens = engine.model.tokenizer.encode(body.prompt, add_special_tokens=body.add_special_tokens).ids
+        return {"tokens": tokens, "count": len(tokens), "max_model_len": engine.model.spec.max_position_embeddings}
+
+    @app.post("/detokenize", dependencies=auth)
+    async def detokenize(request: Request) -> dict:
+        body: DetokenizeRequest = await read_body(request, DetokenizeRequest)
+        return {"prompt": engine.model.tokenizer.decode(body.tokens, skip_special_tokens=False)}
 
     @app.get("/api/status", dependencies=auth)
     async def status() -> dict:
@@ -168,12 +212,13 @@ def _add_routes(app: FastAPI, engine: Engine, metrics: ServeMetrics, batcher: Ba
         return await _answer(engine, metrics, batcher, body, [body.prompt()], chat=True)
 
 
-def _make_job(engine: Engine, body: CompletionRequest | ChatRequest, prompts: list[str]) -> tuple[Job, list[int]]:
+def _make_job(engine: Engine, body: CompletionRequest | ChatRequest, prompts: list) -> tuple[Job, list[int]]:
+    """The checked job (each prompt repeated ``n`` times, as OpenAI orders choices) and each prompt's token count."""
     capability = engine.resolve_capability(body.model, body.capability)
-    max_tokens = engine.check_max_tokens(body.max_tokens)
+    max_tokens = engine.check_max_tokens(body.token_limit())
     counts = engine.check_context(prompts, max_tokens)
-    job = Job(prompts, capability, max_tokens, body.temperature, body.top_p, body.seed, body.stop_list(),
-              body.enable_uncensored)
+    job = Job([p for p in prompts for _ in range(body.n)], capability, max_tokens, body.temperature, body.top_p,
+              body.seed, body.stop_list(), body.enable_uncensored)
     return job, counts
 
 
@@ -183,7 +228,7 @@ def _runtime_error(exc: Exception) -> RequestError:
         return RequestError(403, str(exc), "capability", "safety_error")
     if isinstance(exc, BundleError):
         return RequestError(404, str(exc), "capability", "model_not_found")
-    return RequestError(422, str(exc), None)
+    return RequestError(400, str(exc), None)
 
 
 async def _answer(engine: Engine, metrics: ServeMetrics, batcher: Batcher, body, prompts: list[str],
@@ -193,15 +238,21 @@ async def _answer(engine: Engine, metrics: ServeMetrics, batcher: Batcher, body,
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
         return await _stream(engine, metrics, job, counts[0], chat, include_usage)
     try:
-        generations = await batcher.complete(job)
+        if job.max_tokens == 0:
+            generations = await run_in_threadpool(engine.prompt_only, job, [c for c in counts for _ in range(body.n)])
+        else:
+            generations = await batcher.complete(job)
+        logprobs = await _logprobs(engine, job, generations, body, chat)
     except (SafetyError, BundleError, ValueError) as exc:
         raise _runtime_error(exc) from None
     for g in generations:
         metrics.tokens(g.capability, g.prompt_tokens, g.completion_tokens)
     metrics.answered()
-    prompt_tokens = sum(g.prompt_tokens for g in generations)
+    prompt_tokens = sum(counts)
     completion_tokens = sum(g.completion_tokens for g in generations)
-    choices = [_choice(i, g.text, g.finish_reason, g.capability, chat) for i, g in enumerate(generations)]
+    echo = [_echo_text(engine, p) if getattr(body, "echo", False) else "" for p in job.prompts]
+    choices = [_choice(i, e + g.text, g.finish_reason, g.capability, chat, lp)
+               for i, (e, g, lp) in enumerate(zip(echo, generations, logprobs))]
     return JSONResponse({
         "id": _new_id(chat), "object": "chat.completion" if chat else "text_completion", "created": int(time.time()),
         "model": _model_id(engine, generations[0].capability), "choices": choices,
@@ -209,9 +260,31 @@ async def _answer(engine: Engine, metrics: ServeMetrics, batcher: Batcher, body,
                   "total_tokens": prompt_tokens + completion_tokens}})
 
 
-def _choice(index: int, text: str, finish_reason: str, capability: str | None, chat: bool) -> dict:
-    content = {"message": {"role": "assistant", "content": text}} if chat else {"text": text, "logprobs": None}
-    return {"index": index, **content, "finish_reason": finish_reason, "capability": capability}
+def _choice(index: int, text: str, finish_reason: str, capability: str | None, chat: bool,
+            logprobs: dict | None = None) -> dict:
+    content = {"message": {"role": "assistant", "content": text}} if chat else {"text": text}
+    return {"index": index, **content, "logprobs": logprobs, "finish_reason": finish_reason, "capability": capability}
+
+
+def _echo_text(engine: Engine, prompt) -> str:
+    return prompt if isinstance(prompt, str) else engine.model.tokenizer.decode(prompt, skip_special_tokens=True)
+
+
+async def _logprobs(engine: Engine, job: Job, generations: list[Generation], body, chat: bool) -> list[dict | None]:
+    """Each choice's OpenAI ``logprobs`` object (None when not asked for): the whole sequence is scored once,
+    prompt included, so ``echo`` also gives the prompt tokens' log-probabilities."""
+    echo = bool(getattr(body, "echo", False))
+    if not body.wants_logprobs():
+        return [None] * len(generations)
+    prompt_ids = engine.prompt_ids(job.prompts)
+    completion_ids = [engine.completion_ids(g) for g in generations]
+    scores = await run_in_threadpool(engine.score, [p + c for p, c in zip(prompt_ids, completion_ids)], job,
+                                     body.top_count())
+    if chat:
+        return [chat_logprobs(engine.token_text, c[:len(c) - g.eos], s[len(p) - 1:], body.top_count())
+                for p, c, s, g in zip(prompt_ids, completion_ids, scores, generations)]
+    return [completion_logprobs(engine.token_text, p, c, s, body.top_count(), echo, len(_echo_text(engine, prompt)))
+            for prompt, p, c, s in zip(job.prompts, prompt_ids, completion_ids, scores)]
 
 
 def _model_id(engine: Engine, capability: str | None) -> str:

@@ -22,7 +22,7 @@ def serve(bundle: Path = typer.Argument(..., help="Bundle folder (manifest.json 
           token: Optional[str] = typer.Option(None, "--token", envvar="NEXA_SERVE_TOKEN", show_default=False,
                                               help="Bearer token clients must send (default: $NEXA_SERVE_TOKEN; none = open)."),
           max_tokens_cap: int = typer.Option(DEFAULT_MAX_TOKENS_CAP, "--max-tokens-cap", min=1,
-                                             help="Largest max_tokens a request may ask for (more is a 422)."),
+                                             help="Largest max_tokens a request may ask for (more is a 400)."),
           max_body_bytes: int = typer.Option(DEFAULT_MAX_BODY_BYTES, "--max-body-bytes", min=1,
                                              help="Largest request body (more is a 413)."),
           max_batch: int = typer.Option(DEFAULT_MAX_BATCH, "--max-batch", min=1,

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nexus import NexusModel
-from nexus.model import Generation
+from nexus.model import Generation, Prompt, TokenScore
 
 
 class RequestError(Exception):
@@ -28,7 +28,7 @@ class RequestError(Exception):
 class Job:
     """A checked request: prompts, resolved capability (None = let the router pick) and sampling settings."""
 
-    prompts: list[str]
+    prompts: list[Prompt]
     capability: str | None
     max_tokens: int
     temperature: float
@@ -63,7 +63,7 @@ class Engine:
             raise RequestError(404, f"model {model_name!r} is not served here; available models: {self.model_ids()}",
                                "model", "model_not_found")
         if from_name and capability and from_name != capability:
-            raise RequestError(422, f"model {model_name!r} names capability {from_name!r} but the capability "
+            raise RequestError(400, f"model {model_name!r} names capability {from_name!r} but the capability "
                                f"field says {capability!r}; give one or make them agree", "capability")
         chosen = capability or from_name or None
         if chosen is not None and chosen not in self.model.capabilities:
@@ -78,28 +78,66 @@ class Engine:
     def check_max_tokens(self, requested: int | None) -> int:
         value = self.default_max_tokens() if requested is None else requested
         if value > self.max_tokens_cap:
-            raise RequestError(422, f"max_tokens {value} is above this server's cap of {self.max_tokens_cap} "
+            raise RequestError(400, f"max_tokens {value} is above this server's cap of {self.max_tokens_cap} "
                                "(nexa serve --max-tokens-cap)", "max_tokens")
         return value
 
     def check_context(self, prompts: list[str], max_tokens: int) -> list[int]:
-        """Prompt token counts; 422 when a prompt plus ``max_tokens`` does not fit the model's context."""
-        context = self.model.spec.max_position_embeddings
-        counts = [len(self.model.tokenizer.encode(p).ids) for p in prompts]
-        for index, count in enumerate(counts):
+        """Prompt token counts; 400 when a prompt plus ``max_tokens`` does not fit the model's context, or a
+        prompt of token ids holds an id outside the vocabulary."""
+        context, vocab = self.model.spec.max_position_embeddings, self.model.spec.vocab_size
+        counts = [len(ids) for ids in self.prompt_ids(prompts)]
+        for index, (prompt, count) in enumerate(zip(prompts, counts)):
+            where = "prompt" if len(prompts) == 1 else f"prompt[{index}]"
+            if not isinstance(prompt, str) and not all(0 <= t < vocab for t in prompt):
+                raise RequestError(400, f"{where} holds token ids outside the vocabulary [0, {vocab})", "prompt")
+            if count == 0:
+                raise RequestError(400, f"{where} holds no tokens", "prompt")
             if count + max_tokens > context:
-                where = "prompt" if len(prompts) == 1 else f"prompt[{index}]"
-                raise RequestError(422, f"{where} is {count} tokens and max_tokens is {max_tokens}: together they exceed "
+                raise RequestError(400, f"{where} is {count} tokens and max_tokens is {max_tokens}: together they exceed "
                                    f"the model's context of {context} tokens; shorten the prompt or lower max_tokens",
                                    "prompt")
         return counts
 
+    def prompt_ids(self, prompts: list[Prompt]) -> list[list[int]]:
+        """The token ids the model reads for each prompt (text gets the tokenizer's special tokens)."""
+        return [self.model.tokenizer.encode(p).ids if isinstance(p, str) else list(p) for p in prompts]
+
+    def completion_ids(self, generation: Generation) -> list[int]:
+        """The tokens that spell a completion's text, plus the end-of-sequence token when the model emitted it."""
+        ids = self.model.tokenizer.encode(generation.text, add_special_tokens=False).ids
+        return ids + [self.model.spec.eos_token_id] if generation.eos else ids
+
+    def tokenizer_info(self) -> dict:
+        """The special tokens and context, as vLLM's ``/tokenizer_info`` reports them."""
+        spec, tokenizer = self.model.spec, self.model.tokenizer
+        return {"tokenizer_class": "tokenizers.Tokenizer", "model_max_length": spec.max_position_embeddings,
+                "bos_token": tokenizer.id_to_token(spec.bos_token_id), "eos_token": tokenizer.id_to_token(spec.eos_token_id),
+                "pad_token": tokenizer.id_to_token(spec.pad_token_id)}
+
+    def token_text(self, token_id: int) -> str:
+        """A token as text; special tokens by name (they are not part of the returned text)."""
+        return self.model.tokenizer.decode([token_id], skip_special_tokens=False) or \
+            (self.model.tokenizer.id_to_token(token_id) or "")
+
     # ----------------------------------------------------------- generation
+    def score(self, sequences: list[list[int]], job: Job, top: int) -> list[list[TokenScore]]:
+        """Blocking: per-token log-probabilities of each sequence (prompt + completion), routed on the job's
+        prompts exactly as its generation was."""
+        with self.lock:
+            return self.model.score(sequences, job.capability, top, job.enable_uncensored, routed_on=job.prompts)
+
     def complete(self, job: Job) -> list[Generation]:
         """Blocking; call it from a worker thread."""
         with self.lock:
             return self.model.complete_batch(job.prompts, job.capability, job.max_tokens, job.temperature, job.top_p,
                                              job.seed, job.enable_uncensored, job.stop or None)
+
+    def prompt_only(self, job: Job, counts: list[int]) -> list[Generation]:
+        """``max_tokens: 0`` (echo): nothing generated; each prompt with the capability that would answer it."""
+        return [Generation("", job.capability if job.capability is not None else
+                           self.model.route(p, job.enable_uncensored), count, 0, "length")
+                for p, count in zip(job.prompts, counts)]
 
     def route(self, job: Job) -> str | None:
         """The capability that will answer ``job``'s first prompt (the router's pick when none was asked for)."""

@@ -48,6 +48,7 @@ class DispatchOutcome:
 
     answers: dict[str, CacheEntry] = field(default_factory=dict)
     failures: dict[str, str] = field(default_factory=dict)  # key -> why it has no answer
+    rejected: set[str] = field(default_factory=set)  # keys whose prompt the teacher refused (content, not the call)
     calls: int = 0
     retries: int = 0
     spent_usd: float = 0.0
@@ -126,6 +127,8 @@ class Dispatcher:
         except (TransientTeacherError, PromptRejectedError) as exc:
             for key, _ in batch:
                 self.outcome.failures[key] = str(exc)
+                if isinstance(exc, PromptRejectedError):
+                    self.outcome.rejected.add(key)
             self._record("prompt_failed", keys=[k for k, _ in batch], error=str(exc))
             if self.breaker.is_open:
                 self._stop("circuit", CircuitOpenError(f"teacher calls stopped: {self.breaker.reason}"), [])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import yaml
 from local_openai import LocalOpenAI
 from typer.testing import CliRunner
 
@@ -18,6 +19,9 @@ def _base(lab) -> str:
 
 
 def _augment(lab, *args):
+    config = yaml.safe_load((lab.root / "nexa.yaml").read_text())  # every API teacher is priced, as for materialize
+    config["prices"] = {"models": {m: {"input_per_mtok": 1.0, "output_per_mtok": 2.0} for m in ("tiny-teacher", "m")}}
+    (lab.root / "nexa.yaml").write_text(yaml.safe_dump(config))
     return CliRunner().invoke(app, ["data", "augment", "--from", _base(lab), "--capability", "reasoning",
                                     "--lab", str(lab.root), "--json", *map(str, args)])
 
@@ -54,3 +58,14 @@ def test_unreachable_teacher_fails_cleanly_and_writes_nothing(lab):
                       "--max-attempts", 1, "--timeout-s", 2)
     assert result.exit_code == 2 and "teacher failed" in result.output and "connection failed" in result.output
     assert [v.version for v in DatasetRegistry(lab.registry_dir).all()["aug"]] == [1]
+
+
+def test_teacher_answers_are_cached_and_budgeted(lab):
+    with LocalOpenAI(lambda prompt, calls: f"teacher says {len(prompt)}") as server:
+        first = _augment(lab, "--n", 3, "--teacher", server.url, "--teacher-model", "tiny-teacher", "--dataset", "aug_a")
+        again = _augment(lab, "--n", 3, "--teacher", server.url, "--teacher-model", "tiny-teacher", "--dataset", "aug_b")
+        assert first.exit_code == 0 and again.exit_code == 0, first.output + again.output
+        assert len(server.requests) == 3  # the same prompts again: answered from the teachers cache
+        broke = _augment(lab, "--n", 3, "--seed", 7, "--teacher", server.url, "--teacher-model", "tiny-teacher",
+                         "--budget-usd", "0.00000001")
+        assert broke.exit_code == 2 and "budget" in " ".join(broke.output.split()) and len(server.requests) == 3

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import yaml
 from local_openai import LocalOpenAI
 from typer.testing import CliRunner
 
@@ -22,6 +23,9 @@ def teacher_url():
 
 
 def test_falsifiability_weakness_gets_teacher_rows_and_unsafe_ones_are_excluded(lab, tmp_path, teacher_url):
+    config = yaml.safe_load((lab.root / "nexa.yaml").read_text())  # priced, as every API teacher must be
+    config["prices"] = {"models": {"teacher-1": {"input_per_mtok": 1.0, "output_per_mtok": 2.0}}}
+    (lab.root / "nexa.yaml").write_text(yaml.safe_dump(config))
     base = write_dataset_version(lab, "hyp", [{"prompt": "Propose a hypothesis.", "answer": "Maybe.", "capability": "hypothesis",
                                               "domain": "plasma", "split": "train"}], row_schema="qa").ref
     report = tmp_path / "eval_report.json"

@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 
 from nexa.bundle.verify import gate
+from nexa.eval.metrics import item_scorer
 from nexa.ledger import failing_capabilities, retention
+from nexa.ledger.retention import DEFAULT_TEACHER_FLOOR, gate_failures
 
 
 def test_retention_is_student_over_teacher_per_teacher_capability():
@@ -27,4 +29,27 @@ def test_failing_takes_one_fraction_or_one_per_capability():
 
 def test_the_bundle_gate_uses_the_same_rule():
     result = gate({"chemistry": 0.5, "science": 0.0}, {"chemistry": 0.48}, 0.97)
-    assert result == {"retention": {"chemistry": pytest.approx(0.96), "science": 1.0}, "failing": ["chemistry"], "passed": False}
+    assert result["retention"] == {"chemistry": pytest.approx(0.96), "science": 1.0}
+    assert result["failing"] == ["chemistry", "science"] and result["passed"] is False
+    assert "retention 0.960 < retain fraction 0.97" in result["reasons"]["chemistry"]
+    assert "below the floor 0.1" in result["reasons"]["science"]  # a teacher scoring 0 no longer passes by division
+
+
+def test_a_teacher_below_the_floor_fails_the_gate_with_that_reason():
+    kept = retention({"chemistry": 0.05}, {"chemistry": 0.05})
+    assert kept == {"chemistry": 1.0} and failing_capabilities(kept, 0.97) == []
+    reasons = gate_failures(kept, 0.97, {"chemistry": 0.05})
+    assert list(reasons) == ["chemistry"] and "teacher scores 0.050" in reasons["chemistry"]
+    assert gate_failures(kept, 0.97, {"chemistry": 0.05}, floor=0.01) == {}  # the floor is configurable
+    assert DEFAULT_TEACHER_FLOOR == 0.1 and gate({"a": 0.1}, {"a": 0.1}, 0.97)["passed"] is True  # the floor passes
+
+
+@pytest.mark.parametrize("metric, output, reference, expected", [
+    ("exact_match", " 42 ", "42", 1.0), ("accuracy", "41", "42", 0.0), ("numeric_match", "about 42.0 m", "42", 1.0)])
+def test_gates_score_with_the_registry_metric(metric, output, reference, expected):
+    assert item_scorer(metric)(output, reference) == expected
+
+
+def test_a_metric_the_gate_cannot_compute_is_refused_by_name():
+    with pytest.raises(ValueError, match="'pass@1' is not a per-item rule"):
+        item_scorer("pass@1")

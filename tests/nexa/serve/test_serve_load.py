@@ -28,7 +28,7 @@ def test_load_script_against_spawned_server(bundle):
         assert httpx.get(f"{url}/healthz").status_code == 200
     assert result["requests"] == 16 and result["errors"] == 0, result["error_samples"]
     assert 0 < result["p50_ms"] <= result["p95_ms"] and result["rps"] > 0
-    assert result["malformed"] == {"bad_json": 400, "wrong_types": 422, "huge_max_tokens": 422, "missing_auth": 401}
+    assert result["malformed"] == {"bad_json": 400, "wrong_types": 400, "huge_max_tokens": 400, "missing_auth": 401}
     assert result["malformed_ok"] and result["model"] == "tiny"
     assert result["server_requests_served"] == 17  # 16 measured + the warm-up
     try:
@@ -48,4 +48,4 @@ def test_percentile_is_nearest_rank():
     script = _load_script()
     values = [float(v) for v in range(1, 101)]
     assert (script.percentile(values, 50), script.percentile(values, 95), script.percentile([3.0], 95)) == (50.0, 95.0, 3.0)
-    assert json.dumps(script.EXPECTED) == '{"bad_json": 400, "wrong_types": 422, "huge_max_tokens": 422, "missing_auth": 401}'
+    assert json.dumps(script.EXPECTED) == '{"bad_json": 400, "wrong_types": 400, "huge_max_tokens": 400, "missing_auth": 401}'
