@@ -11,6 +11,7 @@ import torch
 from tokenizers import Tokenizer
 
 from nexus.errors import BundleError, SafetyError
+from nexus.families import is_family, load_family_decoder
 from nexus.files import check_integrity, read_manifest, read_tensors
 from nexus.llama import KVCache, LlamaDecoder, LlamaSpec
 from nexus.router import Router
@@ -158,7 +159,7 @@ class NexusModel:
         input_ids, mask, _ = self._encode(prompts, max_new_tokens)
         generator = torch.Generator(device=self.device).manual_seed(seed if seed is not None else 42)
         self.decoder.set_active_adapter(capability)
-        cache = KVCache(self.spec.num_hidden_layers)
+        cache = self.decoder.new_cache() if hasattr(self.decoder, "new_cache") else KVCache(self.spec.num_hidden_layers)
         generated: list[list[int]] = [[] for _ in prompts]
         finished = torch.zeros(len(prompts), dtype=torch.bool, device=self.device)
         logits = self.decoder(input_ids, mask, cache)[:, -1]
@@ -206,6 +207,8 @@ def _load_decoder(bundle: Path, dtype: torch.dtype) -> LlamaDecoder:
     config_file = bundle / "backbone" / "config.json"
     try:
         config = json.loads(config_file.read_text(encoding="utf-8"))
+        if is_family(config):
+            return load_family_decoder(bundle, config, dtype)
         spec = LlamaSpec.from_json(config)
     except (OSError, json.JSONDecodeError, KeyError) as error:
         raise BundleError(f"{config_file}: {error}") from error
