@@ -15,7 +15,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from nexus.llama import MLP, Attention, LlamaDecoder, LlamaSpec, RMSNorm, Rotary
+import torch.nn.functional as F
+
+from nexus.llama import MLP, AdaptableLinear, LlamaDecoder, LlamaSpec, RMSNorm, Rotary, rotate_half
 
 FALLBACK_DAMPING = 0.5
 
@@ -73,6 +75,28 @@ class DEQCache:
     stats: list[SolverStats] = field(default_factory=list)
 
 
+class CausalSelfAttention(nn.Module):
+    """Multi-head attention (Llama's projections and rotary); without padding it uses SDPA's causal kernel,
+    which never builds a length × length mask, so long sequences stay affordable."""
+
+    def __init__(self, spec: DEQSpec):
+        super().__init__()
+        self.n_heads, self.head_dim = spec.num_attention_heads, spec.head_dim
+        width = self.n_heads * self.head_dim
+        self.q_proj = AdaptableLinear(spec.hidden_size, width)
+        self.k_proj = AdaptableLinear(spec.hidden_size, width)
+        self.v_proj = AdaptableLinear(spec.hidden_size, width)
+        self.o_proj = AdaptableLinear(width, spec.hidden_size)
+
+    def forward(self, x, cos, sin, additive_mask):
+        batch, length, _ = x.shape
+        q, k, v = (proj(x).view(batch, length, self.n_heads, self.head_dim).transpose(1, 2)
+                   for proj in (self.q_proj, self.k_proj, self.v_proj))
+        q, k = q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=additive_mask, is_causal=additive_mask is None)
+        return self.o_proj(out.transpose(1, 2).reshape(batch, length, -1))
+
+
 class EquilibriumBlock(nn.Module):
     """f(z, x) = h + MLP(norm(h)) with h = x + Attention(norm(z)): z enters only through a normalised
     attention read, which keeps f well-conditioned enough for a fixed point to exist and be found."""
@@ -81,12 +105,12 @@ class EquilibriumBlock(nn.Module):
         super().__init__()
         block = spec.block_spec()
         self.input_layernorm = RMSNorm(spec.hidden_size, spec.rms_norm_eps)
-        self.self_attn = Attention(block)
+        self.self_attn = CausalSelfAttention(spec)
         self.post_attention_layernorm = RMSNorm(spec.hidden_size, spec.rms_norm_eps)
         self.mlp = MLP(block)
 
     def forward(self, z, x, cos, sin, mask):
-        h = x + self.self_attn(self.input_layernorm(z), cos, sin, mask, None, 0)
+        h = x + self.self_attn(self.input_layernorm(z), cos, sin, mask)
         return h + self.mlp(self.post_attention_layernorm(h))
 
 
@@ -109,9 +133,11 @@ class DEQCore(nn.Module):
         """The map z ↦ f(z, x) for these tokens (positions from the mask, so left padding is harmless)."""
         mask = attention_mask.bool()
         positions = (mask.long().cumsum(-1) - 1).clamp(min=0)
-        x = self.embed_tokens(input_ids)
+        # Scaled as in Gemma: an injection of unit size keeps the normalised read of z from amplifying
+        # small differences, so f stays contractive at initialisation even for wide blocks.
+        x = self.embed_tokens(input_ids) * self.spec.hidden_size ** 0.5
         cos, sin = self.rotary(positions, x.dtype)
-        additive = LlamaDecoder._mask(mask, input_ids.shape[1], x.dtype)
+        additive = None if bool(mask.all()) else LlamaDecoder._mask(mask, input_ids.shape[1], x.dtype)
         return x, (lambda z: self.block(z, x, cos, sin, additive))
 
     def logits(self, z: torch.Tensor) -> torch.Tensor:
@@ -163,8 +189,6 @@ class DEQDecoder(nn.Module):
         return DEQCache()
 
     def adaptable_modules(self) -> dict:
-        from nexus.llama import AdaptableLinear
-
         return {name: m for name, m in self.named_modules() if isinstance(m, AdaptableLinear)}
 
     def set_active_adapter(self, name: str | None) -> None:

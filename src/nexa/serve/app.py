@@ -202,6 +202,8 @@ async def _answer(engine: Engine, metrics: ServeMetrics, batcher: Batcher, body,
     prompt_tokens = sum(g.prompt_tokens for g in generations)
     completion_tokens = sum(g.completion_tokens for g in generations)
     choices = [_choice(i, g.text, g.finish_reason, g.capability, chat) for i, g in enumerate(generations)]
+    for choice, g in zip(choices, generations):  # the bundle's uncertainty gate (nexus.gate), when it has one
+        choice.update({"confidence": g.confidence, "abstained": g.abstained, "escalated": g.escalated} if g.confidence is not None else {})
     return JSONResponse({
         "id": _new_id(chat), "object": "chat.completion" if chat else "text_completion", "created": int(time.time()),
         "model": _model_id(engine, generations[0].capability), "choices": choices,
