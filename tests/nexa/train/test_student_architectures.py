@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
-from tokenizers import Tokenizer
 from train_fixtures import write_config
 
 from nexa.bundle.build import write_backbone, write_manifest, write_tokenizer
+from nexa.bundle.verify import run_isolated_benchmark
 from nexa.eval.generate import greedy_generate, load_hf_model
 from nexa.train.config import load_train_config
 from nexa.train.engine import train
@@ -55,3 +56,37 @@ def test_deq_trains_every_parameter_through_the_implicit_gradient():
     assert nonzero / sum(p.numel() for p in params) >= 0.99
     stats = model.solver_summary()
     assert stats["forwards"] == 1 and 1 <= stats["mean_iters"] <= 24 and stats["mean_residual"] < 0.1
+
+
+def _isolated_nexus_is_this_checkout() -> bool:
+    """``python -I`` ignores PYTHONPATH: the gate's child imports the installed ``nexus``, this checkout's only once merged."""
+    import nexus
+
+    found = subprocess.run([sys.executable, "-I", "-c", "import importlib.util; print(importlib.util.find_spec('nexus').origin)"],
+                           capture_output=True, text=True).stdout.strip()
+    return bool(found) and Path(found).resolve() == Path(nexus.__file__).resolve()
+
+
+@pytest.mark.parametrize("name", sorted(ARCHITECTURES))
+def test_the_gates_isolated_process_runs_student_architectures(tmp_path, name):
+    if not _isolated_nexus_is_this_checkout():
+        pytest.skip("the isolated interpreter imports another checkout's nexus (PYTHONPATH is ignored under -I)")
+    from nexa.models import ARCHITECTURES as REGISTRY
+    from nexa.train.tokenizer import train_char_tokenizer
+
+    prompts = ["max(3,9)=", "max(41,7)="]
+    tokenizer = train_char_tokenizer(prompts + ["0123456789"])
+    tokenizer.save(str(tmp_path / "tokenizer.json"))
+    torch.manual_seed(42)
+    REGISTRY[name](vocab_size=tokenizer.get_vocab_size(), **ARCHITECTURES[name]).save_pretrained(tmp_path / "model")
+    (tmp_path / "model" / "tokenizer.json").write_bytes((tmp_path / "tokenizer.json").read_bytes())
+    bundle = tmp_path / "bundle"
+    write_backbone(tmp_path / "model", bundle)
+    write_tokenizer(tmp_path / "tokenizer.json", bundle)
+    write_manifest(bundle, name=name, capabilities=["reasoning"], adapters={}, safety={"uncensored": False})
+    hf_model, hf_tokenizer = load_hf_model(tmp_path / "model")
+    answers = [g.output for g in greedy_generate(hf_model, hf_tokenizer, prompts, max_new_tokens=4)]
+    items = [{"prompt": p, "answer": a, "capability": "reasoning", "max_new_tokens": 4} for p, a in zip(prompts, answers)]
+    isolated = run_isolated_benchmark(bundle, items, [])  # python -I, nexa and transformers unimportable, no network
+    assert isolated["student_scores"] == {"reasoning": 1.0}
+    assert not isolated["nexa_imported"] and not isolated["transformers_imported"]
