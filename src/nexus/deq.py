@@ -17,6 +17,7 @@ from torch import nn
 
 import torch.nn.functional as F
 
+from nexus.files import spec_from_json
 from nexus.llama import MLP, AdaptableLinear, LlamaDecoder, LlamaSpec, RMSNorm, Rotary, rotate_half
 
 FALLBACK_DAMPING = 0.5
@@ -42,11 +43,7 @@ class DEQSpec:
 
     @classmethod
     def from_json(cls, config: dict) -> DEQSpec:
-        fields = [name for name in cls.__dataclass_fields__ if name != "num_hidden_layers"]
-        missing = [name for name in fields if name not in config]
-        if missing:
-            raise KeyError(f"backbone config lacks {missing}")
-        return cls(**{name: config[name] for name in fields})
+        return spec_from_json(cls, config, derived=("num_hidden_layers",))
 
     def block_spec(self) -> LlamaSpec:
         return LlamaSpec(vocab_size=self.vocab_size, hidden_size=self.hidden_size, intermediate_size=self.intermediate_size,
@@ -188,12 +185,8 @@ class DEQDecoder(nn.Module):
     def new_cache(self) -> DEQCache:
         return DEQCache()
 
-    def adaptable_modules(self) -> dict:
-        return {name: m for name, m in self.named_modules() if isinstance(m, AdaptableLinear)}
-
-    def set_active_adapter(self, name: str | None) -> None:
-        for module in self.adaptable_modules().values():
-            module.active = name
+    adaptable_modules = LlamaDecoder.adaptable_modules  # LoRA adapters attach to the block's projections
+    set_active_adapter = LlamaDecoder.set_active_adapter
 
     @torch.inference_mode()
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,

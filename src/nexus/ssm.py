@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from mambapy.pscan import pscan
 from torch import nn
 
+from nexus.files import spec_from_json
 from nexus.llama import RMSNorm
 
 SCAN_CHUNK = 128  # tokens per parallel scan: long enough to vectorise, short enough to stay in cache
@@ -40,11 +41,7 @@ class MambaSpec:
 
     @classmethod
     def from_json(cls, config: dict) -> MambaSpec:
-        fields = [name for name in cls.__dataclass_fields__ if name != "max_position_embeddings"]
-        missing = [name for name in fields if name not in config]
-        if missing:
-            raise KeyError(f"backbone config lacks {missing}")
-        return cls(**{name: config[name] for name in fields})
+        return spec_from_json(cls, config, derived=("max_position_embeddings",))
 
 
 class SSMState:

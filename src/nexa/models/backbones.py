@@ -17,7 +17,8 @@ def backbone_config(hf_config: dict[str, Any]) -> dict[str, Any] | None:
     """``{"architecture": "mamba"|"deq", ...spec fields}`` for an SSM or DEQ checkpoint's config.json, else None."""
     model_type = hf_config.get("model_type")
     if model_type == "mamba":
-        return {"architecture": "mamba", **_spec_fields(MambaSpec, hf_config)}
+        spec = MambaSpec.from_json(hf_config)
+        return {"architecture": "mamba", **{f.name: getattr(spec, f.name) for f in fields(spec) if f.name != "max_position_embeddings"}}
     if model_type == "nexa_deq":
         from nexa.models.deq import NexaDEQConfig
 
@@ -25,10 +26,3 @@ def backbone_config(hf_config: dict[str, Any]) -> dict[str, Any] | None:
         return {"architecture": "deq", **{f.name: getattr(spec, f.name) for f in fields(spec)}}
     return None
 
-
-def _spec_fields(spec_class, hf_config: dict[str, Any]) -> dict[str, Any]:
-    names = [f.name for f in fields(spec_class) if f.name != "max_position_embeddings"]
-    missing = [n for n in names if n not in hf_config]
-    if missing:
-        raise KeyError(f"checkpoint config lacks {missing} for a {spec_class.__name__} backbone")
-    return {n: hf_config[n] for n in names}
