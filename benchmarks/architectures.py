@@ -172,6 +172,7 @@ def main() -> None:
     parser.add_argument("--calib-rows", type=int, default=100, help="per capability (gate calibration)")
     parser.add_argument("--teacher-steps", type=int, default=300)
     parser.add_argument("--student-steps", type=int, default=600)
+    parser.add_argument("--student-batch", type=int, default=16)
     parser.add_argument("--deq-steps", type=int, default=None, help="default: --student-steps")
     parser.add_argument("--alpha", type=float, default=0.1)
     parser.add_argument("--energy-n", type=int, default=8)
@@ -204,7 +205,8 @@ def main() -> None:
 
     began = time.perf_counter()
     teacher = build_model(DecoderSize(**TEACHER), vocab, 42)
-    train_on_pack(teacher, packed, OptimConfig(max_steps=args.teacher_steps, batch_size=16, learning_rate=0.002, warmup_steps=30),
+    train_on_pack(teacher, packed, OptimConfig(max_steps=args.teacher_steps, batch_size=16, learning_rate=0.002,
+                                               warmup_steps=min(30, args.teacher_steps // 10)),
                   work / "teacher-trainer", 42, "teacher SFT")
     teacher.eval()
     teacher_scores = scores_by_capability(NexusModel.load(bundle_of(teacher, tokenizer_file, work / "teacher")), splits["eval"])
@@ -216,7 +218,8 @@ def main() -> None:
         began = time.perf_counter()
         student = build_student(name, vocab)
         steps = args.deq_steps if name == "deq" and args.deq_steps else args.student_steps
-        train_on_pack(student, packed, OptimConfig(max_steps=steps, batch_size=16, learning_rate=0.003, warmup_steps=30),
+        train_on_pack(student, packed, OptimConfig(max_steps=steps, batch_size=args.student_batch, learning_rate=0.003,
+                                                   warmup_steps=min(30, steps // 10)),
                       work / f"{name}-trainer", 42, f"{name} KD", teacher=teacher,
                       kd=KDConfig(loss="forward_kl", temperature=1.0, alpha=0.5))
         student.eval()
