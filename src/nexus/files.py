@@ -15,6 +15,15 @@ SUPPORTED_SCHEMA_VERSIONS = {1}
 WEIGHT_SUFFIXES = (".safetensors",)
 
 
+def spec_from_json(spec_class, config: dict, derived: tuple[str, ...] = ()):
+    """A backbone spec dataclass from ``backbone/config.json``; fields in ``derived`` keep their defaults."""
+    names = [name for name in spec_class.__dataclass_fields__ if name not in derived]
+    missing = [name for name in names if name not in config]
+    if missing:
+        raise KeyError(f"backbone config lacks {missing}")
+    return spec_class(**{name: config[name] for name in names})
+
+
 def read_manifest(bundle: Path) -> dict:
     path = bundle / "manifest.json"
     if not path.is_file():

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 from tokenizers import Tokenizer
 
 from nexus.errors import BundleError, SafetyError
+from nexus.families import is_family, load_family_decoder
+from nexus.gate import UncertaintyGate, escalate, sequence_confidence, step_confidence
 from nexus.files import check_integrity, read_manifest, read_tensors
 from nexus.llama import KVCache, LlamaDecoder, LlamaSpec
 from nexus.router import Router
@@ -28,6 +30,9 @@ class Generation:
     completion_tokens: int
     finish_reason: str  # "stop" (EOS or a stop string) or "length"
     eos: bool = False  # the model emitted its end-of-sequence token (not counted in completion_tokens)
+    confidence: float | None = None  # calibrated confidence (nexus.gate); None without a gate
+    abstained: bool = False  # the gate judged the student unsure: the text is its guess, or the fallback's answer
+    escalated: bool = False  # the text came from the gate's fallback endpoint
 
 
 @dataclass(frozen=True)
@@ -51,6 +56,7 @@ class NexusModel:
         self.router, self.device = router, device
         self.spec: LlamaSpec = decoder.spec
         self.uncensored_allowed = bool((manifest.get("safety") or {}).get("uncensored", False))
+        self.gate: UncertaintyGate | None = UncertaintyGate.from_manifest(manifest)
 
     # ----------------------------------------------------------------- loading
     @classmethod
@@ -213,16 +219,20 @@ class NexusModel:
         mask = torch.tensor([[0] * (longest - len(ids)) + [1] * len(ids) for ids in encoded], device=self.device, dtype=torch.bool)
         return input_ids, mask, [len(ids) for ids in encoded]
 
-    def _decode_steps(self, prompts, capability, max_new_tokens, temperature, top_p, seed) -> Iterator[list[list[int]]]:
-        """Yields the generated ids of every prompt after each step; a finished prompt stops growing at EOS."""
+    def _decode_steps(self, prompts, capability, max_new_tokens, temperature, top_p, seed,
+                      confidences: list | None = None) -> Iterator[list[list[int]]]:
+        """Yields the generated ids of every prompt after each step; a finished prompt stops growing at EOS.
+        With a gate, each step's calibrated max-probability per prompt is appended to ``confidences``."""
         input_ids, mask, _ = self._encode(prompts, max_new_tokens)
         generator = torch.Generator(device=self.device).manual_seed(seed if seed is not None else 42)
         self.decoder.set_active_adapter(capability)
-        cache = KVCache(self.spec.num_hidden_layers)
+        cache = self.decoder.new_cache() if hasattr(self.decoder, "new_cache") else KVCache(self.spec.num_hidden_layers)
         generated: list[list[int]] = [[] for _ in prompts]
         finished = torch.zeros(len(prompts), dtype=torch.bool, device=self.device)
         logits = self.decoder(input_ids, mask, cache)[:, -1]
         for _ in range(max_new_tokens):
+            if confidences is not None and self.gate is not None:
+                confidences.append(step_confidence(logits, self.gate.temperature))
             next_ids = _pick(logits.float(), temperature, top_p, generator)
             for row, token in enumerate(next_ids.tolist()):
                 if not finished[row] and token != self.spec.eos_token_id:
@@ -237,18 +247,32 @@ class NexusModel:
     def _generate_group(self, prompts, capability, max_new_tokens, temperature, top_p, seed, stop) -> list[Generation]:
         _, _, prompt_lengths = self._encode(prompts, max_new_tokens)
         final: list[list[int]] = [[] for _ in prompts]
-        for final in self._decode_steps(prompts, capability, max_new_tokens, temperature, top_p, seed):
+        steps: list = []
+        for final in self._decode_steps(prompts, capability, max_new_tokens, temperature, top_p, seed, steps):
             pass
         outputs = []
-        for ids, prompt_length in zip(final, prompt_lengths):
+        for row, (ids, prompt_length) in enumerate(zip(final, prompt_lengths)):
             text = self.tokenizer.decode(ids, skip_special_tokens=True)
             reason = "stop" if len(ids) < max_new_tokens else "length"
             eos = len(ids) < max_new_tokens
             for marker in stop or []:
                 if marker and marker in text:
                     text, reason, eos = text[: text.index(marker)], "stop", False
-            outputs.append(Generation(text, capability, prompt_length, len(ids), reason, eos))
+            outputs.append(self._gated(Generation(text, capability, prompt_length, len(ids), reason, eos),
+                                       prompts[row], steps, row, max_new_tokens))
         return outputs
+
+    def _gated(self, generation: Generation, prompt: str, steps: list, row: int, max_new_tokens: int) -> Generation:
+        """Attach the gate's confidence and verdict; an abstained prompt goes to the fallback endpoint if one is set."""
+        if self.gate is None:
+            return generation
+        produced = generation.completion_tokens + (generation.completion_tokens < max_new_tokens)  # + the EOS step
+        confidence = sequence_confidence(steps, row, produced)
+        abstained = self.gate.abstains(confidence)
+        if abstained and self.gate.fallback_url:
+            text = escalate(self.gate.fallback_url, prompt, max_new_tokens)
+            return replace(generation, text=text, confidence=confidence, abstained=True, escalated=True)
+        return replace(generation, confidence=confidence, abstained=abstained)
 
 
 def _pick(logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator) -> torch.Tensor:
@@ -267,6 +291,8 @@ def _load_decoder(bundle: Path, dtype: torch.dtype) -> LlamaDecoder:
     config_file = bundle / "backbone" / "config.json"
     try:
         config = json.loads(config_file.read_text(encoding="utf-8"))
+        if is_family(config):
+            return load_family_decoder(bundle, config, dtype)
         spec = LlamaSpec.from_json(config)
     except (OSError, json.JSONDecodeError, KeyError) as error:
         raise BundleError(f"{config_file}: {error}") from error

@@ -24,8 +24,10 @@ CONFIG_FIELDS = ["vocab_size", "hidden_size", "intermediate_size", "num_hidden_l
 
 def write_backbone(model_dir: Path, bundle: Path) -> dict[str, Any]:
     """Copy an HF Llama checkpoint's weights and config into ``backbone/`` (tied head left out)."""
+    from nexa.models.backbones import backbone_config
+
     hf_config = json.loads((model_dir / "config.json").read_text())
-    config = {"architecture": "llama", **{k: _config_value(hf_config, k) for k in CONFIG_FIELDS}}
+    config = backbone_config(hf_config) or {"architecture": "llama", **{k: _config_value(hf_config, k) for k in CONFIG_FIELDS}}
     tensors = load_file(str(model_dir / "model.safetensors"))
     if config["tie_word_embeddings"]:
         tensors.pop("lm_head.weight", None)

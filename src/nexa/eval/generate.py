@@ -54,6 +54,8 @@ def model_hash(path: Path) -> str:
 
 def load_hf_model(model_dir: Path):
     """An HF checkpoint folder written by the lab (weights + tokenizer.json), in eval mode."""
+    import nexa.models  # noqa: F401  (registers the nexa.models architectures with the Auto classes)
+
     model = AutoModelForCausalLM.from_pretrained(model_dir)
     model.eval()
     return model, Tokenizer.from_file(str(model_dir / "tokenizer.json"))

@@ -253,6 +253,8 @@ async def _answer(engine: Engine, metrics: ServeMetrics, batcher: Batcher, body,
     echo = [_echo_text(engine, p) if getattr(body, "echo", False) else "" for p in job.prompts]
     choices = [_choice(i, e + g.text, g.finish_reason, g.capability, chat, lp)
                for i, (e, g, lp) in enumerate(zip(echo, generations, logprobs))]
+    for choice, g in zip(choices, generations):  # the bundle's uncertainty gate (nexus.gate), when it has one
+        choice.update({"confidence": g.confidence, "abstained": g.abstained, "escalated": g.escalated} if g.confidence is not None else {})
     return JSONResponse({
         "id": _new_id(chat), "object": "chat.completion" if chat else "text_completion", "created": int(time.time()),
         "model": _model_id(engine, generations[0].capability), "choices": choices,

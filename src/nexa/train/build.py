@@ -62,6 +62,8 @@ def load_local(path: Path, field: str) -> PreTrainedModel:
     path = Path(path)
     if not (path / "config.json").exists():
         raise FileNotFoundError(f"{field}: {path} has no config.json; expected a folder written by save_pretrained()")
+    import nexa.models  # noqa: F401  (registers the nexa.models architectures with the Auto classes)
+
     return AutoModelForCausalLM.from_pretrained(path, local_files_only=True)
 
 
