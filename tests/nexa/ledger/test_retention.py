@@ -28,3 +28,19 @@ def test_failing_takes_one_fraction_or_one_per_capability():
 def test_the_bundle_gate_uses_the_same_rule():
     result = gate({"chemistry": 0.5, "science": 0.0}, {"chemistry": 0.48}, 0.97)
     assert result == {"retention": {"chemistry": pytest.approx(0.96), "science": 1.0}, "failing": ["chemistry"], "passed": False}
+
+
+def test_the_retention_interval_covers_the_ratio_and_narrows_with_more_prompts():
+    from nexa.ledger.retention import retention_interval, retention_intervals
+
+    small = retention_interval(0.95, 0.97, 200, 200)
+    large = retention_interval(0.95, 0.97, 1000, 1000)
+    assert small[0] < 0.95 / 0.97 < small[1] and large[0] < 0.95 / 0.97 < large[1]
+    assert large[1] - large[0] < (small[1] - small[0]) / 2 + 0.002  # width shrinks ~ 1/sqrt(n)
+    assert 0.95 < large[0] < 0.97 < large[1] < 1.0  # 2 points below the teacher on 1,000 prompts is real
+    perfect = retention_interval(1.0, 1.0, 1000, 1000)
+    assert perfect[0] < 1.0 < perfect[1] and perfect[1] - perfect[0] < 0.01  # finite at a perfect score
+    assert retention_intervals({"c": 0.5}, {"c": 0.0, "d": 0.9}, {"c": 10, "d": 10})["c"] == [1.0, 1.0]
+    assert retention_intervals({}, {"d": 0.9}, {"d": 1000})["d"][1] < 0.01  # an unscored capability is near 0
+    with pytest.raises(ValueError, match="prompts on both sides"):
+        retention_interval(0.9, 0.9, 0, 10)
