@@ -203,3 +203,12 @@ def test_the_verdict_holds_with_1000_prompts_an_interval_and_1_or_2_threads(gold
         verdicts.append((again["passed"], again["student_scores"], again["retention_ci"]))
     assert verdicts[0] == verdicts[1] and verdicts[0][0] is True
     assert verdicts[0][1] == report["student_scores"]
+
+
+def test_distilled_students_beat_the_sft_baseline_that_lacks_the_teacher(golden):
+    """The baseline has the small labelled set only; the teacher's answers are the students' only extra signal."""
+    scores = _stage_summary(golden["lab"], "eval")["scores"]
+    bundle = json.loads(Path(golden["first"]["verify_report"]).read_text())["student_scores"]
+    for capability, baseline in scores["baseline"].items():
+        assert bundle[capability] >= baseline + 0.10, (capability, bundle, scores["baseline"])
+        assert scores["student_kd"][capability] >= baseline + 0.10, (capability, scores)
