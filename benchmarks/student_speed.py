@@ -93,6 +93,8 @@ def measure(student, teacher, tokenizer, prompts: list[str], batch: int, max_new
         teacher_run(teacher, tokenizer, chunk, steps)
         seconds["teacher"] += clock() - began
         tokens += answered
+    if tokens == 0:
+        raise SystemExit("error: the bundle answered every prompt with no tokens; benchmark a trained bundle")
     return {name: tokens / s for name, s in seconds.items()}
 
 
