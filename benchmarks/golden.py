@@ -3,7 +3,9 @@
     python benchmarks/golden.py --out benchmarks/results/golden.json
 
 Prints a table and writes {"stages": {name: seconds}, "total_seconds", "rerun_seconds",
-"retention", "feedback"} (feedback appears once the pipeline has a feedback round).
+"retention", "retention_ci" {cap: [lo, hi]} (95%), "eval_prompts" {cap: n}, "teacher_scores",
+"student_scores" (the verified bundle's), "sft_baseline_scores" (the SFT-only baseline trained on the
+small labelled set), "feedback"} (feedback appears once the pipeline has a feedback round).
 """
 
 from __future__ import annotations
@@ -30,6 +32,12 @@ def run_demo(lab: Path) -> tuple[dict, float]:
     return json.loads(proc.stdout), time.perf_counter() - started
 
 
+def stage_summary(lab: Path, name: str) -> dict:
+    """The summary a stage recorded in the lab (one run of the pipeline, so one record)."""
+    record = next(lab.glob(f".nexa/durable/stages/{name}/*/stage.json"))
+    return json.loads(record.read_text())["summary"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", type=Path, required=True)
@@ -47,6 +55,9 @@ def main() -> None:
         "retention": verify["retention"],
         "teacher_scores": verify["teacher_scores"],
         "student_scores": verify["student_scores"],
+        "retention_ci": verify["retention_ci"],
+        "eval_prompts": verify["eval_prompts"],
+        "sft_baseline_scores": stage_summary(lab, "eval")["scores"]["baseline"],
     }
     feedback = next((json.loads(p.read_text()) for p in lab.glob(".nexa/durable/stages/feedback*/*/feedback.json")), None)
     if feedback is not None:

@@ -19,7 +19,9 @@ from typing import Any
 from safetensors import safe_open
 
 from nexa.ledger.hashing import sha256_file
-from nexa.ledger.retention import DEFAULT_TEACHER_FLOOR, gate_failures, retention
+from nexa.ledger.retention import DEFAULT_TEACHER_FLOOR, gate_failures, retention, retention_intervals
+
+CI_LEVEL = 0.95
 
 CHILD = Path(__file__).with_name("verify_child.py")
 REPORT_VERSION = 1
@@ -64,13 +66,19 @@ def sha_tensor(tensor) -> str:
     return sha256_bytes(tensor.contiguous().view(-1).view(dtype=__import__("torch").uint8).numpy().tobytes())
 
 
-def run_isolated_benchmark(bundle: Path, items: list[dict[str, Any]], forbidden: list[str]) -> dict[str, Any]:
-    """Benchmark the bundle in a fresh ``python -I`` process; its stderr is returned on failure."""
+def run_isolated_benchmark(bundle: Path, items: list[dict[str, Any]], forbidden: list[str],
+                           threads: int | None = None) -> dict[str, Any]:
+    """Benchmark the bundle in a fresh ``python -I`` process; its stderr is returned on failure.
+
+    ``threads`` pins the child's torch/OpenMP thread count (the verdict must not depend on it).
+    """
     with tempfile.TemporaryDirectory(prefix="nexa-verify-") as work:
         items_file, result_file = Path(work) / "items.json", Path(work) / "result.json"
         items_file.write_text(json.dumps(items))
         env = {k: v for k, v in os.environ.items() if not k.startswith(("NEXA_", "HF_", "TRANSFORMERS_"))}
         env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1", NO_PROXY="*")
+        if threads is not None:
+            env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
         proc = subprocess.run([sys.executable, "-I", str(CHILD), str(bundle), str(items_file), str(result_file), *forbidden],
                               cwd=work, env=env, capture_output=True, text=True, timeout=1800)
         if proc.returncode != 0:
@@ -87,8 +95,10 @@ def gate(teacher_scores: dict[str, float], student_scores: dict[str, float], ret
     return {"retention": kept, "failing": sorted(reasons), "reasons": reasons, "passed": not reasons}
 
 
-def build_report(bundle: Path, teacher_scores, child: dict, retain_fraction: float, checks: dict, attempts: list) -> dict:
+def build_report(bundle: Path, teacher_scores, child: dict, retain_fraction: float, checks: dict, attempts: list,
+                 prompts: dict[str, int] | None = None) -> dict:
     result = gate(teacher_scores, child["student_scores"], retain_fraction)
+    prompts = prompts or {}
     passed = result["passed"] and all(v in (True, []) for v in checks.values())
     return {
         "schema_version": REPORT_VERSION,
@@ -98,6 +108,9 @@ def build_report(bundle: Path, teacher_scores, child: dict, retain_fraction: flo
         "teacher_scores": teacher_scores,
         "student_scores": child["student_scores"],
         "retention": result["retention"],
+        "retention_ci": retention_intervals(child["student_scores"], teacher_scores, prompts, CI_LEVEL) if prompts else {},
+        "retention_ci_level": CI_LEVEL,
+        "eval_prompts": prompts,
         "failing": result["failing"],
         "failure_reasons": result["reasons"],
         "passed": passed,
@@ -111,7 +124,8 @@ def build_report(bundle: Path, teacher_scores, child: dict, retain_fraction: flo
 
 
 def verify_bundle(bundle: Path, retain_fraction: float, teacher_weight_files: list[Path] = (),
-                  forbidden: list[str] = (), attempts: list[dict] | None = None) -> dict[str, Any]:
+                  forbidden: list[str] = (), attempts: list[dict] | None = None,
+                  threads: int | None = None) -> dict[str, Any]:
     """Every check and the gate on a bundle folder; writes verify_report.json and the manifest's retention."""
     from nexa.bundle.build import write_manifest
 
@@ -120,8 +134,10 @@ def verify_bundle(bundle: Path, retain_fraction: float, teacher_weight_files: li
               "teacher_paths_absent": not any(Path(p).exists() for p in forbidden)}
     items = json.loads((bundle / "benchmark" / "items.json").read_text())
     teacher_scores = json.loads((bundle / "benchmark" / "teacher_scores.json").read_text())
-    child = run_isolated_benchmark(bundle, items, list(forbidden))
-    report = build_report(bundle, teacher_scores, child, retain_fraction, checks, attempts=list(attempts or []))
+    child = run_isolated_benchmark(bundle, items, list(forbidden), threads)
+    prompts = {c: sum(1 for i in items if i["capability"] == c) for c in sorted({i["capability"] for i in items})}
+    report = build_report(bundle, teacher_scores, child, retain_fraction, checks, attempts=list(attempts or []),
+                          prompts=prompts)
     report["attempts"].append({"attempt": len(report["attempts"]) + 1, "stage": "bundle_verify",
                                "retention": report["retention"], "passed": report["passed"]})
     (bundle / "verify_report.json").write_text(json.dumps(report, indent=2, sort_keys=True))

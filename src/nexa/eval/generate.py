@@ -85,28 +85,53 @@ def greedy_generate(model, tokenizer: Tokenizer, prompts: list[str], max_new_tok
 
 
 class Generator:
-    """Loads a model on first use and generates greedily; one interface for checkpoints and bundles."""
+    """Loads a model on first use and generates greedily; one interface for checkpoints and bundles.
 
-    def __init__(self, path: Path):
+    Latency is measured the same way for both kinds, so the leaderboard's column compares models and
+    not code paths: batches of ``batch_size`` prompts in the caller's order, each timed around the one
+    call that generates it (routing and adapters included for bundles), after one untimed warm-up
+    batch per model; a prompt's latency is its batch's time / the batch's size. Both kinds run in this
+    process, so with the same torch thread count.
+    """
+
+    WARM_UP_PROMPTS = 8
+
+    def __init__(self, path: Path, batch_size: int = 64):
         self.path = Path(path)
         self.kind = model_kind(self.path)
+        self.batch_size = batch_size
         self._loaded = None
+        self._warm = False
 
     def generate(self, prompts: list[str], max_new_tokens: int, capability: str | None = None) -> list[Generation]:
         if not prompts:
             return []
-        if self.kind == "hf":
-            if self._loaded is None:
-                self._loaded = load_hf_model(self.path)
-            return greedy_generate(*self._loaded, prompts, max_new_tokens=max_new_tokens)
-        return self._bundle_generate(prompts, max_new_tokens, capability)
+        if not self._warm:
+            self._outputs(prompts[: self.WARM_UP_PROMPTS], max_new_tokens, capability)
+            self._warm = True
+        results: list[Generation] = []
+        for start in range(0, len(prompts), self.batch_size):
+            batch = prompts[start : start + self.batch_size]
+            began = time.perf_counter()
+            outputs = self._outputs(batch, max_new_tokens, capability)
+            per_prompt_ms = (time.perf_counter() - began) * 1000 / len(batch)
+            results += [Generation(p, text, per_prompt_ms, tokens) for p, (text, tokens) in zip(batch, outputs)]
+        return results
 
-    def _bundle_generate(self, prompts, max_new_tokens, capability) -> list[Generation]:
+    def _outputs(self, prompts: list[str], max_new_tokens: int, capability: str | None) -> list[tuple[str, int]]:
+        """(text, new tokens) per prompt, generated as one batch."""
+        if self._loaded is None:
+            self._loaded = self._load()
+        if self.kind == "hf":
+            gens = greedy_generate(*self._loaded, prompts, max_new_tokens=max_new_tokens, batch_size=len(prompts))
+            return [(g.output, g.new_tokens) for g in gens]
+        outs = self._loaded.complete_batch(prompts, capability=capability, max_new_tokens=max_new_tokens,
+                                           batch_size=len(prompts))
+        return [(g.text, g.completion_tokens) for g in outs]
+
+    def _load(self):
+        if self.kind == "hf":
+            return load_hf_model(self.path)
         from nexus import NexusModel
 
-        if self._loaded is None:
-            self._loaded = NexusModel.load(self.path, device="cpu")
-        began = time.perf_counter()
-        outs = self._loaded.complete_batch(prompts, capability=capability, max_new_tokens=max_new_tokens)
-        per_prompt_ms = (time.perf_counter() - began) * 1000 / len(prompts)
-        return [Generation(p, g.text, per_prompt_ms, g.completion_tokens) for p, g in zip(prompts, outs)]
+        return NexusModel.load(self.path, device="cpu")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Mapping
 
 DEFAULT_TEACHER_FLOOR = 0.1  # below this a teacher does not know its task: retention against it means nothing
@@ -34,3 +35,34 @@ def gate_failures(kept: Mapping[str, float], retain: Mapping[str, float] | float
             reasons[capability] = (f"teacher scores {score:.3f}, below the floor {floor}: it does not know this task, "
                                    "so retention against it means nothing")
     return dict(sorted(reasons.items()))
+
+def retention_interval(student_score: float, teacher_score: float, student_n: int, teacher_n: int,
+                       level: float = 0.95) -> tuple[float, float]:
+    """A ``level`` confidence interval for student score / teacher score (Katz's log-ratio delta method).
+
+    Scores are exact-match proportions over ``student_n`` and ``teacher_n`` prompts. The log of the
+    ratio is close to normal with variance 1/x_s - 1/n_s + 1/x_t - 1/n_t; half a success and half a
+    failure are added to each count (Haldane) so a perfect or a zero score still gets a finite width.
+    The samples are treated as independent, which is conservative when both models saw the same prompts
+    (their errors are positively correlated). Deterministic: no seed, no thread dependence.
+    """
+    from statistics import NormalDist
+
+    if student_n <= 0 or teacher_n <= 0:
+        raise ValueError(f"a retention interval needs prompts on both sides (student {student_n}, teacher {teacher_n})")
+    xs, ns = student_score * student_n + 0.5, student_n + 1.0
+    xt, nt = teacher_score * teacher_n + 0.5, teacher_n + 1.0
+    z = NormalDist().inv_cdf(0.5 + level / 2)
+    centre = math.log((xs / ns) / (xt / nt))
+    half = z * math.sqrt(max(1 / xs - 1 / ns + 1 / xt - 1 / nt, 0.0))
+    return math.exp(centre - half), math.exp(centre + half)
+
+
+def retention_intervals(student_scores: Mapping[str, float], teacher_scores: Mapping[str, float],
+                        prompts: Mapping[str, int], level: float = 0.95) -> dict[str, list[float]]:
+    """Per capability of the teacher: [lo, hi] of retention, both scored on ``prompts[c]`` held-out prompts.
+
+    A teacher scoring 0 has retention 1.0 by the rule above, so its interval is [1.0, 1.0].
+    """
+    return {c: ([round(v, 6) for v in retention_interval(student_scores.get(c, 0.0), t, prompts[c], prompts[c], level)]
+                if t > 0 else [1.0, 1.0]) for c, t in sorted(teacher_scores.items())}

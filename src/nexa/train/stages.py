@@ -59,13 +59,34 @@ def student_kd(ctx, size: dict, optim: dict, kd: dict, max_param_ratio: float = 
     return _summary(ctx, student, stats, param_ratio=ratio, pack_efficiency=pack_manifest.efficiency)
 
 
-def baseline(ctx, size: dict, optim: dict, seq_len: int = 128, data: str = "data", tokenizer: str = "tokenizer") -> dict:
-    """A student-sized model trained by SFT on ground truth alone: what the teacher is measured against."""
-    rows = split_rows(ctx, data, "train")
+def baseline(ctx, size: dict, optim: dict, seq_len: int = 128, data: str = "data", tokenizer: str = "tokenizer",
+             labelled: int | None = None) -> dict:
+    """A student-sized model trained by SFT on ground truth alone: what the teacher is measured against.
+
+    With ``labelled``, only the first ``labelled`` training rows of each capability keep their answers:
+    the small labelled set a student has when the teacher's answers on the other prompts are the only
+    extra signal (SFT cannot use a prompt without its answer).
+    """
+    rows = labelled_rows(split_rows(ctx, data, "train"), labelled)
     return _train(ctx, rows, size, optim, seq_len, tokenizer, description="baseline SFT")
 
 
 # -- shared by the stages above -------------------------------------------------------------------
+def labelled_rows(rows: list[dict], per_capability: int | None) -> list[dict]:
+    """The first ``per_capability`` rows of each capability (all rows when None), in their original order."""
+    if per_capability is None:
+        return rows
+    if per_capability < 1:
+        raise ValueError(f"labelled must be at least 1 row per capability, got {per_capability}")
+    seen: dict[str, int] = {}
+    kept = []
+    for row in rows:
+        seen[row["capability"]] = seen.get(row["capability"], 0) + 1
+        if seen[row["capability"]] <= per_capability:
+            kept.append(row)
+    return kept
+
+
 def _train(ctx, rows, size, optim, seq_len, tokenizer_stage, description) -> dict:
     pack_dir = ctx.out / "pack"
     pack_manifest = _pack_rows(ctx, rows, seq_len, tokenizer_stage, pack_dir, sources=["train split"])

@@ -64,6 +64,8 @@ def test_build_then_verify_a_bundle_with_an_adapter_and_int8(parts):
     report = json.loads((tmp_path / "b" / "verify_report.json").read_text())
     assert report["process"]["nexa_imported"] is False and report["checks"]["hash_mismatches"] == []
     assert report["process"]["network_blocked"] is True
+    assert report["eval_prompts"] == {"reasoning": len(ROWS)} and report["retention_ci_level"] == 0.95
+    assert report["retention_ci"] == {"reasoning": [1.0, 1.0]}  # a teacher scoring 0 leaves nothing to lose
     assert verified.exit_code == (0 if report["passed"] else 1)
 
 

@@ -53,3 +53,19 @@ def test_gates_score_with_the_registry_metric(metric, output, reference, expecte
 def test_a_metric_the_gate_cannot_compute_is_refused_by_name():
     with pytest.raises(ValueError, match="'pass@1' is not a per-item rule"):
         item_scorer("pass@1")
+
+
+def test_the_retention_interval_covers_the_ratio_and_narrows_with_more_prompts():
+    from nexa.ledger.retention import retention_interval, retention_intervals
+
+    small = retention_interval(0.95, 0.97, 200, 200)
+    large = retention_interval(0.95, 0.97, 1000, 1000)
+    assert small[0] < 0.95 / 0.97 < small[1] and large[0] < 0.95 / 0.97 < large[1]
+    assert large[1] - large[0] < (small[1] - small[0]) / 2 + 0.002  # width shrinks ~ 1/sqrt(n)
+    assert 0.95 < large[0] < 0.97 < large[1] < 1.0  # 2 points below the teacher on 1,000 prompts is real
+    perfect = retention_interval(1.0, 1.0, 1000, 1000)
+    assert perfect[0] < 1.0 < perfect[1] and perfect[1] - perfect[0] < 0.01  # finite at a perfect score
+    assert retention_intervals({"c": 0.5}, {"c": 0.0, "d": 0.9}, {"c": 10, "d": 10})["c"] == [1.0, 1.0]
+    assert retention_intervals({}, {"d": 0.9}, {"d": 1000})["d"][1] < 0.01  # an unscored capability is near 0
+    with pytest.raises(ValueError, match="prompts on both sides"):
+        retention_interval(0.9, 0.9, 0, 10)
