@@ -47,8 +47,10 @@ def _config_value(hf_config: dict, key: str):
 
 
 def write_tokenizer(tokenizer_file: Path, bundle: Path) -> None:
-    (bundle / "tokenizer").mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(tokenizer_file, bundle / "tokenizer" / "tokenizer.json")
+    """The tokenizer folder: tokenizer.json plus its declared special tokens and chat template (AutoTokenizer reads it)."""
+    from nexa.train.tokenizer import copy_tokenizer_files
+
+    copy_tokenizer_files(tokenizer_file, bundle / "tokenizer")
 
 
 def write_manifest(bundle: Path, **fields: Any) -> dict[str, Any]:

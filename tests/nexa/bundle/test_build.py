@@ -8,11 +8,13 @@ from safetensors.torch import load_file, save_file
 from nexa.bundle.build import quantize_int8, write_backbone, write_manifest
 from nexa.bundle.verify import check_hashes, gate, teacher_tensors_inside
 from nexa.train.models import DecoderSize, build_model
+from nexa.train.tokenizer import SpecialIds
 
 
 @pytest.fixture
 def bundle(tmp_path):
-    model = build_model(DecoderSize(hidden_size=32, num_hidden_layers=2, num_attention_heads=2), 20, seed=42)
+    model = build_model(DecoderSize(hidden_size=32, num_hidden_layers=2, num_attention_heads=2), 20, seed=42,
+                        specials=SpecialIds(bos_token_id=1, eos_token_id=2, pad_token_id=0))
     model.save_pretrained(tmp_path / "student")
     target = tmp_path / "bundle"
     write_backbone(tmp_path / "student", target)
