@@ -142,3 +142,15 @@ def test_bad_models_and_tokenizers_are_refused_before_anything_is_written(family
              "HF_HUB_OFFLINE")
     _refused(_lab_with_config(tmp_path / "e", family_dirs["qwen2"], method="kd", kd={"teacher": str(family_dirs["llama"])}),
              "kd.loss: uld")
+
+
+def test_cross_tokenizer_logit_kd_trains_with_uld(family_dirs, tmp_path):
+    """A qwen2 BPE teacher into a char-tokenized student: refused with forward_kl, trains with kd.loss uld."""
+    from nexa.train.config import load_train_config
+    from nexa.train.engine import train
+
+    save_char_tokenizer(train_char_tokenizer(r["prompt"] + r["answer"] for r in ROWS), tmp_path / "char")
+    lab = _lab_with_config(tmp_path, tmp_path / "char", method="kd",
+                           kd={"teacher": str(family_dirs["qwen2"]), "loss": "uld", "temperature": 1.0})
+    outcome = train(lab, load_train_config(lab.root / "t.yaml"))
+    assert outcome.stats["steps"] == 2 and torch.isfinite(torch.tensor(outcome.stats["final_loss"]))
