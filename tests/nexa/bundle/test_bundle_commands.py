@@ -58,7 +58,7 @@ def test_build_then_verify_a_bundle_with_an_adapter_and_int8(parts):
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)
     manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
-    assert manifest["adapters"] == {"reasoning": "adapters/reasoning.safetensors"} and manifest["safety"] == {"uncensored": False}
+    assert manifest["adapters"] == {"reasoning": "adapters/reasoning"} and manifest["safety"] == {"uncensored": False}
     assert out["size_bytes_after"] < out["size_bytes_before"] and out["run_id"]
     verified = CliRunner().invoke(app, ["bundle", "verify", str(tmp_path / "b"), "--lab", str(lab.root), "--json"])
     report = json.loads((tmp_path / "b" / "verify_report.json").read_text())
