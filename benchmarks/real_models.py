@@ -225,7 +225,10 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
     work = Path(tempfile.mkdtemp(prefix="nexa-real-models-"))
-    families = {f: family_run(f, work, args.steps, args.train_rows, args.eval_rows) for f in args.families.split(",")}
+    families: dict = {}
+    for family in args.families.split(","):  # the file is rewritten after each part, so a cut-short run keeps its figures
+        families[family] = family_run(family, work, args.steps, args.train_rows, args.eval_rows)
+        write_result(args.out, families, {})
     cross = cross_tokenizer_run(work, args.steps, args.train_rows, args.eval_rows)
     table = Table(title="real models: families")
     for column in ("family", "eos", "hf", "peft", "nexus diff", "chat", "teacher EM", "KD bundle EM", "KD retention"):
@@ -237,10 +240,18 @@ def main() -> None:
     Console().print(table)
     Console().print(f"cross-tokenizer (teacher EM {cross['_teacher']:.2f}): ULD {cross['uld']}, sequence KD "
                     f"{cross['sequence_kd']}, SFT only {cross['sft_only']}")
+    write_result(args.out, families, cross)
+
+
+def write_result(out: Path, families: dict, cross: dict) -> None:
+    """The contract's JSON shape (private ``_`` figures left out)."""
     result = {"families": {n: {k: v for k, v in r.items() if not k.startswith("_")} for n, r in families.items()},
               "cross_tokenizer": {k: v for k, v in cross.items() if not k.startswith("_")}}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    out.with_suffix(".scores.json").write_text(json.dumps(
+        {"teacher_and_student_exact_match": {n: r["_scores"] for n, r in families.items()},
+         "cross_tokenizer_teacher_exact_match": cross.get("_teacher")}, indent=2))
 
 
 if __name__ == "__main__":
