@@ -44,7 +44,7 @@ def make_data(train_rows: int, eval_rows: int, calib_rows: int) -> dict[str, lis
     return splits
 
 
-def build_student(name: str, vocab: int):
+def build_student(name: str, vocab: int, specials):
     import torch
 
     from nexa.models import ARCHITECTURES
@@ -52,8 +52,11 @@ def build_student(name: str, vocab: int):
 
     torch.manual_seed(42)
     if name == "transformer":
-        return build_model(DecoderSize(**STUDENTS[name]), vocab, 42)
-    return ARCHITECTURES[name](vocab_size=vocab, **STUDENTS[name])
+        return build_model(DecoderSize(**STUDENTS[name]), vocab, 42, specials)
+    model = ARCHITECTURES[name](vocab_size=vocab, **STUDENTS[name])
+    model.config.update(specials.as_config())  # as nexa.train.build does: the tokenizer's own special ids
+    model.generation_config.update(**specials.as_config())
+    return model
 
 
 def bundle_of(model, tokenizer_file: Path, folder: Path) -> Path:
@@ -63,7 +66,8 @@ def bundle_of(model, tokenizer_file: Path, folder: Path) -> Path:
     from nexa.bundle.build import write_backbone, write_manifest, write_tokenizer
 
     model.save_pretrained(folder / "model", safe_serialization=True)
-    shutil.copyfile(tokenizer_file, folder / "model" / "tokenizer.json")
+    for file in Path(tokenizer_file).parent.iterdir():  # tokenizer.json + tokenizer_config.json (its special tokens)
+        shutil.copyfile(file, folder / "model" / file.name)
     bundle = folder / "bundle"
     write_backbone(folder / "model", bundle)
     write_tokenizer(tokenizer_file, bundle)
@@ -137,11 +141,11 @@ def verifier_penalty(prompt: str, answer: str) -> float:
     return 0.0
 
 
-def abstention(model, hf_model, tokenizer, splits: dict, alpha: float) -> dict:
+def abstention(model, hf_model, encode, splits: dict, alpha: float) -> dict:
     from nexa.models.gate import calibrate_threshold, fit_temperature, risk_coverage, selective_error
     from nexus.gate import UncertaintyGate
 
-    temperature = fit_temperature(hf_model, tokenizer, splits["calibration"])
+    temperature = fit_temperature(hf_model, [encode(r["prompt"], r["answer"]) for r in splits["calibration"]])
     model.gate = UncertaintyGate(temperature=temperature, threshold=0.0)
     calib = model.complete_batch([r["prompt"] for r in splits["calibration"]], max_new_tokens=8)
     threshold = calibrate_threshold([g.confidence for g in calib],
@@ -191,20 +195,24 @@ def main() -> None:
     from nexa.ledger.retention import retention
     from nexa.train.models import DecoderSize, build_model, count_parameters
     from nexa.train.pack import pack_examples
-    from nexa.train.tokenizer import encode_example, train_char_tokenizer
+    from nexa.train.tokenizer import char_special_ids, encode_example, load_hf_tokenizer, save_char_tokenizer, train_char_tokenizer
     from nexa.train.trainer import KDConfig, OptimConfig, train_on_pack
     from nexus import NexusModel
 
     work = Path(tempfile.mkdtemp(prefix="nexa-architectures-"))
     splits = make_data(args.train_rows, args.eval_rows, args.calib_rows)
     tokenizer = train_char_tokenizer(r["prompt"] + r["answer"] for rows in splits.values() for r in rows)
-    tokenizer_file = work / "tokenizer.json"
-    tokenizer.save(str(tokenizer_file))
+    tokenizer_file = save_char_tokenizer(tokenizer, work / "tokenizer")
+    specials, hf_tokenizer = char_special_ids(tokenizer), load_hf_tokenizer(tokenizer_file)
     vocab = tokenizer.get_vocab_size()
-    packed, _ = pack_examples([encode_example(tokenizer, r["prompt"], r["answer"]) for r in splits["train"]], args.seq_len)
+
+    def encode(prompt: str, answer: str):
+        return encode_example(hf_tokenizer, prompt, answer)
+
+    packed, _ = pack_examples([encode(r["prompt"], r["answer"]) for r in splits["train"]], args.seq_len, specials.pad_token_id)
 
     began = time.perf_counter()
-    teacher = build_model(DecoderSize(**TEACHER), vocab, 42)
+    teacher = build_model(DecoderSize(**TEACHER), vocab, 42, specials)
     train_on_pack(teacher, packed, OptimConfig(max_steps=args.teacher_steps, batch_size=16, learning_rate=0.002,
                                                warmup_steps=min(30, args.teacher_steps // 10)),
                   work / "teacher-trainer", 42, "teacher SFT")
@@ -216,7 +224,7 @@ def main() -> None:
     models, bundles = {}, {}
     for name in STUDENTS:
         began = time.perf_counter()
-        student = build_student(name, vocab)
+        student = build_student(name, vocab, specials)
         steps = args.deq_steps if name == "deq" and args.deq_steps else args.student_steps
         train_on_pack(student, packed, OptimConfig(max_steps=steps, batch_size=args.student_batch, learning_rate=0.003,
                                                    warmup_steps=min(30, steps // 10)),
@@ -239,7 +247,7 @@ def main() -> None:
           f"fallback fraction {deq_training['fallback_fraction']:.3f}", flush=True)
 
     gate_model = NexusModel.load(bundles[args.gate_student])
-    results["abstention"] = abstention(gate_model, models[args.gate_student], tokenizer, splits, args.alpha)
+    results["abstention"] = abstention(gate_model, models[args.gate_student], encode, splits, args.alpha)
     gate_model.gate = None
     step = max(1, len(splits["eval"]) // args.energy_rows)
     results["energy"] = energy(gate_model, splits["eval"][::step][:args.energy_rows], args.energy_n)

@@ -169,7 +169,7 @@ def main() -> None:
 
     examples, vocab = samples(args.samples, 42)
     answer_tokens = sum(sum(1 for t in e[1] if t != -100) for e in examples) / len(examples)
-    packed, _ = pack_examples(examples, args.seq_len)
+    packed, _ = pack_examples(examples, args.seq_len, PAD)
     per_block = len(examples) / len(packed)
     packed_batch = max(1, round(args.batch / per_block))
     runs = {}

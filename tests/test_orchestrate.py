@@ -35,15 +35,15 @@ def test_local_distillation_runs_through_the_pipeline(tmp_path):
     from nexa.ledger import Lab
     from nexa.ledger.datasets import write_dataset_version
     from nexa.train.models import DecoderSize, build_model
-    from nexa.train.tokenizer import train_char_tokenizer
+    from nexa.train.tokenizer import char_special_ids, save_char_tokenizer, train_char_tokenizer
 
     lab = Lab.init(tmp_path / "lab")
     rows = [{**r, "split": "train"} for r in generate("science", 40, 42)]
     write_dataset_version(lab, "sci", rows, row_schema="qa")
     tok = train_char_tokenizer(r["prompt"] + r["answer"] for r in rows)
-    teacher = build_model(DecoderSize(hidden_size=128, num_hidden_layers=2, num_attention_heads=4), tok.get_vocab_size(), 42)
+    teacher = build_model(DecoderSize(hidden_size=128, num_hidden_layers=2, num_attention_heads=4), tok.get_vocab_size(), 42, char_special_ids(tok))
     teacher.save_pretrained(tmp_path / "teacher")
-    tok.save(str(tmp_path / "teacher" / "tokenizer.json"))
+    save_char_tokenizer(tok, tmp_path / "teacher")
     proc = _orchestrate("--stage", "train", "--mode", "distill", "--teacher", str(tmp_path / "teacher"), "--student", "tiny",
                         "--dataset", "sci@v1", "--steps", "3", "--lab", str(lab.root), "--json")
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from nexus.errors import BundleError
-from nexus.files import read_tensors
+from nexus.files import backbone_weights, read_tensors
 
 
 def _families() -> dict:
@@ -24,7 +24,7 @@ def is_family(config: dict) -> bool:
 
 
 def load_family_decoder(bundle: Path, config: dict, dtype: torch.dtype) -> nn.Module:
-    """Build the decoder the config names and load ``backbone.safetensors`` into it (tied head re-tied)."""
+    """Build the decoder the config names and load the backbone's weights into it (tied head re-tied)."""
     spec_class, decoder_class = _families()[config["architecture"]]
     config_file = bundle / "backbone" / "config.json"
     try:
@@ -32,7 +32,7 @@ def load_family_decoder(bundle: Path, config: dict, dtype: torch.dtype) -> nn.Mo
     except (KeyError, TypeError) as error:
         raise BundleError(f"{config_file}: {error}") from error
     decoder = decoder_class(spec)
-    weights = bundle / "backbone" / "backbone.safetensors"
+    weights = backbone_weights(bundle)
     tensors, _ = read_tensors(weights)
     head = next(name for name in decoder.state_dict() if name.endswith("lm_head.weight"))
     expected = set(decoder.state_dict())

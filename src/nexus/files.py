@@ -87,3 +87,9 @@ def read_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
             tensor = tensor.float() * scale.float()[:, None]
         tensors[name] = tensor
     return tensors, metadata
+
+
+def backbone_weights(bundle: Path) -> Path:
+    """``backbone/model.safetensors`` (an HF folder, bundle schema 2) or ``backbone.safetensors`` (schema 1)."""
+    hf = bundle / "backbone" / "model.safetensors"
+    return hf if hf.is_file() else bundle / "backbone" / "backbone.safetensors"

@@ -1,7 +1,12 @@
-"""A Llama-style decoder in plain torch that computes what ``transformers``' LlamaForCausalLM computes.
+"""A Llama-style decoder in plain torch that computes what ``transformers`` computes for the Llama, Mistral,
+Qwen2 and Gemma families.
 
-Kept independent of ``transformers`` so a shipped bundle needs nothing but torch; a test pins its
-logits to the HF implementation's. Linear layers can carry several LoRA adapters, one active at a time.
+The four differ in a few switches (Qwen2: biases on q/k/v; Gemma: ``(1 + w)`` RMSNorm, embeddings scaled
+by sqrt(hidden), tanh-GELU MLP); everything else is shared. Kept independent of ``transformers`` so a
+shipped bundle needs nothing but torch; a test pins its logits to the HF implementation's for every
+family. What it does not implement (RoPE scaling variants, active sliding windows, other biases or
+activations) is refused by :func:`unsupported_reason`, which the bundle builder calls too, so a bundle is
+never silently wrong. Linear layers can carry several LoRA adapters, one active at a time.
 """
 
 from __future__ import annotations
@@ -11,6 +16,35 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+
+FAMILIES = {
+    "llama": {"activation": "silu"},
+    "mistral": {"activation": "silu"},
+    "qwen2": {"activation": "silu", "qkv_bias": True},
+    "gemma": {"activation": "gelu_pytorch_tanh", "norm_offset": True, "scale_embeddings": True},
+}
+
+
+def unsupported_reason(config: dict) -> str | None:
+    """Why this runtime cannot run an HF config exactly (None when it can)."""
+    family = config.get("model_type") or config.get("architecture", "llama")
+    if family not in FAMILIES:
+        return f"model family {family!r} is not supported by nexus; supported: {', '.join(FAMILIES)}"
+    rope = config.get("rope_scaling") or config.get("rope_parameters") or {}
+    rope_type = rope.get("rope_type") or rope.get("type") or "default"
+    if rope_type != "default":
+        return f"RoPE variant {rope_type!r} is not implemented by nexus (default RoPE only)"
+    window = config.get("sliding_window")
+    windowed = config.get("use_sliding_window", family == "mistral")
+    if windowed and window is not None and window < config.get("max_position_embeddings", 0):
+        return f"sliding-window attention ({window} < context {config.get('max_position_embeddings')}) is not implemented by nexus"
+    if config.get("attention_bias") or config.get("mlp_bias"):
+        return "attention_bias/mlp_bias are not implemented by nexus for this family"
+    activation = config.get("hidden_activation") or config.get("hidden_act") or FAMILIES[family]["activation"]
+    if activation != FAMILIES[family]["activation"]:
+        return f"activation {activation!r} is not implemented by nexus for {family} (expects {FAMILIES[family]['activation']!r})"
+    return None
 
 
 @dataclass(frozen=True)
@@ -26,25 +60,42 @@ class LlamaSpec:
     rope_theta: float
     max_position_embeddings: int
     tie_word_embeddings: bool
-    bos_token_id: int
+    bos_token_id: int | None
     eos_token_id: int
     pad_token_id: int
+    family: str = "llama"
 
     @classmethod
     def from_json(cls, config: dict) -> LlamaSpec:
+        """From a bundle backbone config: an HF config.json (with ``model_type``) or the older nexus one."""
+        reason = unsupported_reason(config)
+        if reason:
+            raise KeyError(reason)
+        values = dict(config)
+        values["family"] = config.get("model_type") or config.get("architecture", "llama")
+        values["head_dim"] = config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"]
+        values["rope_theta"] = config.get("rope_theta") or (config.get("rope_parameters") or {}).get("rope_theta", 10000.0)
+        values.setdefault("num_key_value_heads", config.get("num_attention_heads"))
+        values.setdefault("tie_word_embeddings", True)
+        values.setdefault("bos_token_id", None)
         fields = cls.__dataclass_fields__
-        missing = [name for name in fields if name not in config]
+        missing = [name for name in fields if name not in values]
         if missing:
             raise KeyError(f"backbone config lacks {missing}")
-        return cls(**{name: config[name] for name in fields})
+        return cls(**{name: values[name] for name in fields})
+
+    @property
+    def traits(self) -> dict:
+        return FAMILIES[self.family]
 
 
 class AdaptableLinear(nn.Module):
     """A bias-free linear layer plus named low-rank deltas; ``active`` selects which delta is added."""
 
-    def __init__(self, in_features: int, out_features: int):
+    def __init__(self, in_features: int, out_features: int, bias: bool = False):
         super().__init__()
         self.weight = nn.Parameter(torch.empty(out_features, in_features), requires_grad=False)
+        self.bias = nn.Parameter(torch.empty(out_features), requires_grad=False) if bias else None
         self.adapters: dict[str, tuple[torch.Tensor, torch.Tensor, float]] = {}
         self.active: str | None = None
 
@@ -56,7 +107,7 @@ class AdaptableLinear(nn.Module):
         self.adapters[name] = (lora_a.to(self.weight), lora_b.to(self.weight), scaling)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = F.linear(x, self.weight)
+        out = F.linear(x, self.weight, self.bias)
         if self.active in self.adapters:
             lora_a, lora_b, scaling = self.adapters[self.active]
             out = out + scaling * F.linear(F.linear(x, lora_a), lora_b)
@@ -64,15 +115,19 @@ class AdaptableLinear(nn.Module):
 
 
 class RMSNorm(nn.Module):
-    def __init__(self, size: int, eps: float):
+    """Llama's ``w * x`` (cast first) or, with ``offset``, Gemma's ``(1 + w) * x`` (in float, cast last)."""
+
+    def __init__(self, size: int, eps: float, offset: bool = False):
         super().__init__()
         self.weight = nn.Parameter(torch.ones(size), requires_grad=False)
-        self.eps = eps
+        self.eps, self.offset = eps, offset
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         dtype = x.dtype
         x = x.float()
         x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
+        if self.offset:
+            return (x * (1.0 + self.weight.float())).to(dtype)
         return self.weight * x.to(dtype)
 
 
@@ -117,9 +172,10 @@ class Attention(nn.Module):
     def __init__(self, spec: LlamaSpec):
         super().__init__()
         self.n_heads, self.n_kv, self.head_dim = spec.num_attention_heads, spec.num_key_value_heads, spec.head_dim
-        self.q_proj = AdaptableLinear(spec.hidden_size, self.n_heads * self.head_dim)
-        self.k_proj = AdaptableLinear(spec.hidden_size, self.n_kv * self.head_dim)
-        self.v_proj = AdaptableLinear(spec.hidden_size, self.n_kv * self.head_dim)
+        bias = spec.traits.get("qkv_bias", False)
+        self.q_proj = AdaptableLinear(spec.hidden_size, self.n_heads * self.head_dim, bias)
+        self.k_proj = AdaptableLinear(spec.hidden_size, self.n_kv * self.head_dim, bias)
+        self.v_proj = AdaptableLinear(spec.hidden_size, self.n_kv * self.head_dim, bias)
         self.o_proj = AdaptableLinear(self.n_heads * self.head_dim, spec.hidden_size)
 
     def forward(self, x, cos, sin, mask, cache: KVCache | None, layer: int):
@@ -144,9 +200,12 @@ class MLP(nn.Module):
         self.gate_proj = AdaptableLinear(spec.hidden_size, spec.intermediate_size)
         self.up_proj = AdaptableLinear(spec.hidden_size, spec.intermediate_size)
         self.down_proj = AdaptableLinear(spec.intermediate_size, spec.hidden_size)
+        self.gelu = spec.traits["activation"] == "gelu_pytorch_tanh"
 
     def forward(self, x):
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+        gate = self.gate_proj(x)
+        gate = F.gelu(gate, approximate="tanh") if self.gelu else F.silu(gate)
+        return self.down_proj(gate * self.up_proj(x))
 
 
 class DecoderLayer(nn.Module):
@@ -154,8 +213,9 @@ class DecoderLayer(nn.Module):
         super().__init__()
         self.self_attn = Attention(spec)
         self.mlp = MLP(spec)
-        self.input_layernorm = RMSNorm(spec.hidden_size, spec.rms_norm_eps)
-        self.post_attention_layernorm = RMSNorm(spec.hidden_size, spec.rms_norm_eps)
+        offset = spec.traits.get("norm_offset", False)
+        self.input_layernorm = RMSNorm(spec.hidden_size, spec.rms_norm_eps, offset)
+        self.post_attention_layernorm = RMSNorm(spec.hidden_size, spec.rms_norm_eps, offset)
 
     def forward(self, x, cos, sin, mask, cache, layer):
         x = x + self.self_attn(self.input_layernorm(x), cos, sin, mask, cache, layer)
@@ -168,7 +228,7 @@ class LlamaBody(nn.Module):
         self.embed_tokens = nn.Embedding(spec.vocab_size, spec.hidden_size)
         self.embed_tokens.weight.requires_grad_(False)
         self.layers = nn.ModuleList(DecoderLayer(spec) for _ in range(spec.num_hidden_layers))
-        self.norm = RMSNorm(spec.hidden_size, spec.rms_norm_eps)
+        self.norm = RMSNorm(spec.hidden_size, spec.rms_norm_eps, spec.traits.get("norm_offset", False))
 
 
 class LlamaDecoder(nn.Module):
@@ -203,6 +263,8 @@ class LlamaDecoder(nn.Module):
         if cache is not None:
             cache.key_mask = key_mask
         x = self.model.embed_tokens(input_ids)
+        if self.spec.traits.get("scale_embeddings"):
+            x = x * torch.tensor(self.spec.hidden_size**0.5, dtype=x.dtype)
         cos, sin = self.rotary(positions, x.dtype)
         mask = self._mask(key_mask, new, x.dtype)
         for index, layer in enumerate(self.model.layers):

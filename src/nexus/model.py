@@ -10,10 +10,11 @@ from pathlib import Path
 import torch
 from tokenizers import Tokenizer
 
+from nexus.chat import check_chat_template
 from nexus.errors import BundleError, SafetyError
 from nexus.families import is_family, load_family_decoder
 from nexus.gate import UncertaintyGate, escalate, sequence_confidence, step_confidence
-from nexus.files import check_integrity, read_manifest, read_tensors
+from nexus.files import backbone_weights, check_integrity, read_manifest, read_tensors
 from nexus.llama import KVCache, LlamaDecoder, LlamaSpec
 from nexus.router import Router
 
@@ -57,6 +58,7 @@ class NexusModel:
         self.spec: LlamaSpec = decoder.spec
         self.uncensored_allowed = bool((manifest.get("safety") or {}).get("uncensored", False))
         self.gate: UncertaintyGate | None = UncertaintyGate.from_manifest(manifest)
+        self.chat_template = check_chat_template(path / "tokenizer", tokenizer)
 
     # ----------------------------------------------------------------- loading
     @classmethod
@@ -82,6 +84,10 @@ class NexusModel:
         if not tokenizer_file.is_file():
             raise BundleError(f"{tokenizer_file}: missing")
         return cls(bundle, manifest, decoder, Tokenizer.from_file(str(tokenizer_file)), router, torch_device)
+
+    def chat_prompt(self, messages: list[dict]) -> str:
+        """The whole conversation rendered with the bundle's chat template (the last user message without one)."""
+        return self.chat_template.render(messages)
 
     @property
     def capabilities(self) -> list[str]:
@@ -295,18 +301,17 @@ def _load_decoder(bundle: Path, dtype: torch.dtype) -> LlamaDecoder:
             return load_family_decoder(bundle, config, dtype)
         spec = LlamaSpec.from_json(config)
     except (OSError, json.JSONDecodeError, KeyError) as error:
-        raise BundleError(f"{config_file}: {error}") from error
-    if config.get("architecture", "llama") != "llama":
-        raise BundleError(f"{config_file}: architecture {config.get('architecture')!r} is not supported (llama only)")
+        raise BundleError(f"{config_file}: {error.args[0] if isinstance(error, KeyError) else error}") from error
     decoder = LlamaDecoder(spec)
-    tensors, _ = read_tensors(bundle / "backbone" / "backbone.safetensors")
+    weights = backbone_weights(bundle)
+    tensors, _ = read_tensors(weights)
     expected = set(decoder.state_dict())
     if spec.tie_word_embeddings:
         expected.discard("lm_head.weight")
         tensors.pop("lm_head.weight", None)
     missing, unexpected = sorted(expected - set(tensors)), sorted(set(tensors) - expected)
     if missing or unexpected:
-        raise BundleError(f"{bundle / 'backbone' / 'backbone.safetensors'}: missing tensors {missing[:5]}, "
+        raise BundleError(f"{weights}: missing tensors {missing[:5]}, "
                           f"unexpected tensors {unexpected[:5]}")
     decoder.load_state_dict(tensors, strict=False)
     if spec.tie_word_embeddings:
@@ -321,14 +326,37 @@ def _check_safety(bundle: Path, manifest: dict) -> None:
                           "with the explicit opt-in (safety.uncensored is false)")
 
 
-def _attach_adapter(decoder: LlamaDecoder, file: Path, capability: str) -> None:
-    if not file.is_file():
-        raise BundleError(f"{file}: adapter for {capability!r} is listed in the manifest but missing")
-    tensors, metadata = read_tensors(file)
+PEFT_PREFIX = "base_model.model."
+
+
+def read_adapter(path: Path) -> tuple[dict[str, torch.Tensor], float]:
+    """``{target.lora_A/B: tensor}`` and the LoRA scaling (alpha / rank) of a PEFT adapter folder
+    (adapter_config.json + adapter_model.safetensors) or of a single nexus adapter file (rank/alpha metadata)."""
+    if path.is_dir():
+        config_file, file = path / "adapter_config.json", path / "adapter_model.safetensors"
+        try:
+            config = json.loads(config_file.read_text(encoding="utf-8"))
+            rank, alpha = int(config["r"]), float(config["lora_alpha"])
+        except (OSError, json.JSONDecodeError, KeyError, ValueError) as error:
+            raise BundleError(f"{config_file}: a PEFT adapter config with numeric 'r' and 'lora_alpha' is needed: {error}") from error
+        if config.get("peft_type", "LORA") != "LORA" or config.get("use_dora") or config.get("use_rslora"):
+            raise BundleError(f"{config_file}: only plain LoRA adapters are supported (not DoRA/rsLoRA/{config.get('peft_type')})")
+        raw, _ = read_tensors(file)
+        tensors = {name.removeprefix(PEFT_PREFIX).replace(".lora_A.weight", ".lora_A").replace(".lora_B.weight", ".lora_B"): t
+                   for name, t in raw.items()}
+        return tensors, alpha / rank
+    tensors, metadata = read_tensors(path)
     try:
         rank, alpha = int(metadata["rank"]), float(metadata["alpha"])
     except (KeyError, ValueError) as error:
-        raise BundleError(f"{file}: adapter metadata needs numeric 'rank' and 'alpha': {error}") from error
+        raise BundleError(f"{path}: adapter metadata needs numeric 'rank' and 'alpha': {error}") from error
+    return tensors, alpha / rank
+
+
+def _attach_adapter(decoder: LlamaDecoder, file: Path, capability: str) -> None:
+    if not file.exists():
+        raise BundleError(f"{file}: adapter for {capability!r} is listed in the manifest but missing")
+    tensors, scaling = read_adapter(file)
     modules = decoder.adaptable_modules()
     targets = sorted({name.rsplit(".", 1)[0] for name in tensors})
     for target in targets:
@@ -338,6 +366,6 @@ def _attach_adapter(decoder: LlamaDecoder, file: Path, capability: str) -> None:
         if lora_a is None or lora_b is None:
             raise BundleError(f"{file}: {target} needs both lora_A and lora_B")
         try:
-            modules[target].add_adapter(capability, lora_a, lora_b, alpha / rank)
+            modules[target].add_adapter(capability, lora_a, lora_b, scaling)
         except ValueError as error:
             raise BundleError(f"{file}: {error}") from error

@@ -51,12 +51,12 @@ def test_leaderboard_has_teacher_student_and_baseline_rows(golden):
 
 def test_bundle_has_the_nexus_layout_and_student_is_a_quarter_of_the_teacher(golden):
     bundle = Path(golden["first"]["bundle"])
-    for rel in ("backbone/backbone.safetensors", "backbone/config.json", "router/router.safetensors",
+    for rel in ("backbone/model.safetensors", "backbone/config.json", "router/router.safetensors",
                 "tokenizer/tokenizer.json", "manifest.json", "verify_report.json", "README.md"):
         assert (bundle / rel).is_file(), rel
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert set(manifest["capabilities"]) == {"reasoning", "science", "chemistry"}
-    assert "backbone/backbone.safetensors" in manifest["files"]
+    assert "backbone/model.safetensors" in manifest["files"]
     lab = golden["lab"]
     student = _stage_summary(lab, "student_kd")
     assert student["param_ratio"] <= 0.25

@@ -4,7 +4,7 @@ import pytest
 from tiny_bundle import write_tiny_bundle
 
 from nexa.train.models import DecoderSize, build_model
-from nexa.train.tokenizer import train_char_tokenizer
+from nexa.train.tokenizer import char_special_ids, save_char_tokenizer, train_char_tokenizer
 
 PROMPTS = {"reasoning": [f"max({a},{b})=" for a in range(10) for b in range(0, 50, 7)],
            "science": [f"{v} km in m?" for v in range(1, 60)]}
@@ -14,9 +14,9 @@ PROMPTS = {"reasoning": [f"max({a},{b})=" for a in range(10) for b in range(0, 5
 def hf_student(tmp_path):
     tokenizer = train_char_tokenizer([p for ps in PROMPTS.values() for p in ps])
     model = build_model(DecoderSize(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2),
-                        tokenizer.get_vocab_size(), seed=42).eval()
+                        tokenizer.get_vocab_size(), seed=42, specials=char_special_ids(tokenizer)).eval()
     model.save_pretrained(tmp_path / "student")
-    tokenizer.save(str(tmp_path / "tokenizer.json"))
+    save_char_tokenizer(tokenizer, tmp_path)
     return model, tokenizer, tmp_path
 
 

@@ -64,11 +64,11 @@ def test_sampling_is_seeded(bundle):
 
 
 def test_a_corrupted_or_unlisted_file_is_refused_by_name(bundle):
-    weights = bundle / "backbone" / "backbone.safetensors"
+    weights = bundle / "backbone" / "model.safetensors"
     data = bytearray(weights.read_bytes())
     data[-1] ^= 0xFF
     weights.write_bytes(bytes(data))
-    with pytest.raises(IntegrityError, match="backbone.safetensors"):
+    with pytest.raises(IntegrityError, match="model.safetensors"):
         NexusModel.load(bundle)
     write_manifest(bundle)
     NexusModel.load(bundle)

@@ -1,7 +1,9 @@
 """Building a bundle in the Nexus layout from a trained student, its tokenizer and a trained router.
 
 The layout is the contract with the ``nexus`` runtime (see ``docs/bundle.md``): only safetensors,
-a tokenizer.json, and a manifest listing the SHA-256 of every other file.
+a tokenizer folder, and a manifest listing the SHA-256 of every other file. The backbone is a standard
+HF folder (``AutoModelForCausalLM.from_pretrained("bundle/backbone")``) and every adapter a PEFT
+adapter folder (``PeftModel.from_pretrained(model, "bundle/adapters/<capability>")``).
 """
 
 from __future__ import annotations
@@ -20,22 +22,53 @@ BUNDLE_VERSION = 1
 CONFIG_FIELDS = ["vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
                  "num_key_value_heads", "head_dim", "rms_norm_eps", "rope_theta", "max_position_embeddings",
                  "tie_word_embeddings", "bos_token_id", "eos_token_id", "pad_token_id"]
+BACKBONE_WEIGHTS = "backbone/model.safetensors"
+
+
+class UnsupportedBackboneError(ValueError):
+    """A checkpoint the runtime cannot run exactly (family, RoPE variant, ...): refused at bundle time."""
 
 
 def write_backbone(model_dir: Path, bundle: Path) -> dict[str, Any]:
-    """Copy an HF Llama checkpoint's weights and config into ``backbone/`` (tied head left out)."""
+    """The checkpoint as an HF folder in ``backbone/``: its config.json (plus the resolved fields nexus reads)
+    and ``model.safetensors`` (tied head left out, as save_pretrained does). Refuses what nexus cannot run.
+
+    A ``nexa.models`` student (ssm, deq) gets the config its nexus decoder is rebuilt from instead.
+    """
     from nexa.models.backbones import backbone_config
+    from nexus.llama import unsupported_reason
 
     hf_config = json.loads((model_dir / "config.json").read_text())
-    config = backbone_config(hf_config) or {"architecture": "llama", **{k: _config_value(hf_config, k) for k in CONFIG_FIELDS}}
+    config = backbone_config(hf_config)
+    if config is None:
+        hf_config.setdefault("model_type", "llama")
+        reason = unsupported_reason(hf_config)
+        if reason:
+            raise UnsupportedBackboneError(f"{model_dir}: {reason}; this checkpoint cannot be bundled")
+        config = {**hf_config, **{k: _config_value(hf_config, k) for k in CONFIG_FIELDS}}
     tensors = load_file(str(model_dir / "model.safetensors"))
     if config["tie_word_embeddings"]:
         tensors.pop("lm_head.weight", None)
     target = bundle / "backbone"
     target.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in sorted(tensors.items())}, str(target / "backbone.safetensors"))
+    save_file({k: v.contiguous() for k, v in sorted(tensors.items())}, str(bundle / BACKBONE_WEIGHTS), metadata={"format": "pt"})
     (target / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
+    if (model_dir / "generation_config.json").is_file():
+        shutil.copyfile(model_dir / "generation_config.json", target / "generation_config.json")
     return config
+
+
+def write_peft_adapter(file: Path, target: Path) -> None:
+    """A nexus adapter file (``<module>.lora_A/B`` + rank/alpha metadata) as a PEFT LoRA adapter folder."""
+    tensors, metadata = _read_with_metadata(file)
+    modules = sorted({name.rsplit(".", 1)[0] for name in tensors})
+    target.mkdir(parents=True, exist_ok=True)
+    peft_tensors = {f"base_model.model.{name}.weight": t.contiguous() for name, t in sorted(tensors.items())}
+    save_file(peft_tensors, str(target / "adapter_model.safetensors"), metadata={"format": "pt"})
+    config = {"peft_type": "LORA", "task_type": "CAUSAL_LM", "r": int(metadata["rank"]), "lora_alpha": float(metadata["alpha"]),
+              "target_modules": modules, "lora_dropout": 0.0, "bias": "none", "base_model_name_or_path": "../../backbone",
+              "fan_in_fan_out": False, "inference_mode": True}
+    (target / "adapter_config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
 
 
 def _config_value(hf_config: dict, key: str):
@@ -49,8 +82,10 @@ def _config_value(hf_config: dict, key: str):
 
 
 def write_tokenizer(tokenizer_file: Path, bundle: Path) -> None:
-    (bundle / "tokenizer").mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(tokenizer_file, bundle / "tokenizer" / "tokenizer.json")
+    """The tokenizer folder: tokenizer.json plus its declared special tokens and chat template (AutoTokenizer reads it)."""
+    from nexa.train.tokenizer import copy_tokenizer_files
+
+    copy_tokenizer_files(tokenizer_file, bundle / "tokenizer")
 
 
 def write_manifest(bundle: Path, **fields: Any) -> dict[str, Any]:
@@ -78,7 +113,9 @@ def quantize_int8(bundle: Path) -> dict[str, int]:
     fraction of a percent of their float scores; 1-D tensors (norms) stay in float.
     """
     before = bundle_size_bytes(bundle)
-    for file in [bundle / "backbone" / "backbone.safetensors", *sorted((bundle / "adapters").glob("*.safetensors"))]:
+    weights = [bundle / BACKBONE_WEIGHTS, *sorted((bundle / "adapters").glob("*.safetensors")),
+               *sorted((bundle / "adapters").glob("*/adapter_model.safetensors"))]
+    for file in weights:
         tensors, metadata = _read_with_metadata(file)
         out = {}
         for name, tensor in tensors.items():
@@ -129,8 +166,8 @@ def assemble_bundle(bundle: Path, *, name: str, model_dir: Path, tokenizer_file:
     (bundle / "adapters").mkdir(parents=True, exist_ok=True)
     adapters = {}
     for file in adapter_files:
-        shutil.copyfile(file, bundle / "adapters" / file.name)
-        adapters[file.stem] = f"adapters/{file.name}"
+        write_peft_adapter(file, bundle / "adapters" / file.stem)
+        adapters[file.stem] = f"adapters/{file.stem}"
     shutil.copytree(router_dir / "router", bundle / "router")
     write_tokenizer(tokenizer_file, bundle)
     write_benchmark(bundle, items, teacher_scores)

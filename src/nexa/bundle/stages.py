@@ -28,7 +28,7 @@ def build(ctx, name: str = "nexus_bundle_v1", student: str = "student_kd", route
         max_new_tokens=max_new_tokens, allow_uncensored=allow_uncensored, built_by=ctx.run.run_id,
         training_gate_attempts=[{"stage": student, **a} for a in summary.get("gate_attempts", [])],
     )
-    ctx.run.update(student_model=f"{name}:{summary['model_sha256'][:12]}", best_checkpoint=f"{name}/backbone/backbone.safetensors")
+    ctx.run.update(student_model=f"{name}:{summary['model_sha256'][:12]}", best_checkpoint=f"{name}/backbone/model.safetensors")
     return {"bundle": name, "files": len(manifest["files"]), "size_bytes": bundle_size_bytes(bundle),
             "capabilities": manifest["capabilities"], "adapters": sorted(manifest["adapters"]), "parameters": manifest["parameters"]}
 

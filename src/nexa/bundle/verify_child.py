@@ -40,6 +40,8 @@ def main(argv):
     present = [p for p in forbidden if os.path.exists(p)]
     if present:
         raise SystemExit(f"teacher files still exist, verification refused: {present}")
+    # the nexus shipped beside this file (python -I ignores PYTHONPATH; nexa stays blocked either way)
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
     from nexus import NexusModel
 
     model = NexusModel.load(bundle, device="cpu")

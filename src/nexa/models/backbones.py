@@ -9,7 +9,6 @@ from __future__ import annotations
 from dataclasses import fields
 from typing import Any
 
-from nexus.deq import DEQSpec
 from nexus.ssm import MambaSpec
 
 

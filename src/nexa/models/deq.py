@@ -17,7 +17,6 @@ from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM, GenerationMixin, PretrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
-from nexa.train.tokenizer import BOS_ID, EOS_ID, PAD_ID
 from nexus.deq import DEQCore, DEQSpec, SolverStats, damped_iteration, solve_equilibrium
 from nexus.llama import AdaptableLinear, RMSNorm, Rotary
 
@@ -122,10 +121,10 @@ class NexaDEQForCausalLM(PreTrainedModel, GenerationMixin):
 
 def build_deq(vocab_size: int, hidden_size: int = 64, intermediate_size: int = 256, num_attention_heads: int = 4,
               max_position_embeddings: int = 512, max_iters: int = 24, tol: float = 1e-3) -> NexaDEQForCausalLM:
-    """A freshly initialised fixed-point decoder (the caller seeds torch)."""
+    """A freshly initialised fixed-point decoder (the caller seeds torch and sets the tokenizer's special ids)."""
     config = NexaDEQConfig(vocab_size=vocab_size, hidden_size=hidden_size, intermediate_size=intermediate_size,
                            num_attention_heads=num_attention_heads, max_position_embeddings=max_position_embeddings,
-                           max_iters=max_iters, tol=tol, pad_token_id=PAD_ID, bos_token_id=BOS_ID, eos_token_id=EOS_ID)
+                           max_iters=max_iters, tol=tol)
     return NexaDEQForCausalLM(config)
 
 

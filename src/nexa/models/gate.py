@@ -19,15 +19,15 @@ from scipy.stats import binom
 TEMPERATURES = [0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0]
 
 
-def fit_temperature(model, tokenizer, rows: list[dict[str, str]]) -> float:
-    """The temperature (from a grid) with the lowest NLL of the gold answers' tokens under ``model`` (HF)."""
-    from nexa.train.tokenizer import encode_example
+def fit_temperature(model, examples: list[tuple[list[int], list[int]]]) -> float:
+    """The temperature (from a grid) with the lowest NLL of the gold answers' tokens under ``model`` (HF).
 
+    ``examples`` are (ids, labels) pairs as the train layer encodes them (labels -100 off the answer).
+    """
     logits_all, labels_all = [], []
     model.eval()
     with torch.no_grad():
-        for row in rows:
-            ids, labels = encode_example(tokenizer, row["prompt"], row["answer"])
+        for ids, labels in examples:
             logits = model(input_ids=torch.tensor([ids])).logits[0, :-1].float()
             target = torch.tensor(labels[1:])
             keep = target != -100

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import shutil
 
 from safetensors.torch import load_file, save_file
 
@@ -12,6 +11,7 @@ from nexa.ledger.console import console, table
 from nexa.ledger.datasets import read_dataset_rows, read_split
 from nexa.ledger.listings import read_paired
 from nexa.niwt.router import DEFAULT_FEATURIZER, router_accuracy, train_router, write_router
+from nexa.train.tokenizer import copy_tokenizer_files
 
 
 def router(ctx, data: str = "data", epochs: int = 200) -> dict:
@@ -127,7 +127,7 @@ def synthesize(ctx, teacher: str = "teacher", profile: str = "profile", arch: di
     teacher_model = LlamaForCausalLM.from_pretrained(ctx.input(teacher) / "model")
     student, plan = build(teacher_model, settings, profiles, basis, ctx.seed)
     student.save_pretrained(ctx.out / "model", safe_serialization=True)
-    shutil.copyfile(ctx.input(teacher) / "model" / "tokenizer.json", ctx.out / "model" / "tokenizer.json")
+    copy_tokenizer_files(ctx.input(teacher) / "model", ctx.out / "model")  # with its special tokens and chat template
     (ctx.out / "student_arch.json").write_text(settings.model_dump_json(indent=2))
     (ctx.out / "synthesis.json").write_text(json.dumps(plan, indent=2, sort_keys=True))
     console.print(table("NIWT student adapters", ["capability", "rank", "alpha", "from teacher layer"],

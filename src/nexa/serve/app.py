@@ -209,7 +209,15 @@ def _add_routes(app: FastAPI, engine: Engine, metrics: ServeMetrics, batcher: Ba
     @app.post("/v1/chat/completions", dependencies=auth)
     async def chat_completions(request: Request) -> Response:
         body: ChatRequest = await read_body(request, ChatRequest)
-        return await _answer(engine, metrics, batcher, body, [body.prompt()], chat=True)
+        return await _answer(engine, metrics, batcher, body, [_chat_prompt(engine, body)], chat=True)
+
+
+def _chat_prompt(engine: Engine, body: ChatRequest) -> str:
+    """The whole conversation through the bundle's chat template."""
+    try:
+        return engine.model.chat_prompt([{"role": m.role, "content": m.content} for m in body.messages])
+    except ValueError as exc:
+        raise RequestError(400, str(exc), "messages") from exc
 
 
 def _make_job(engine: Engine, body: CompletionRequest | ChatRequest, prompts: list) -> tuple[Job, list[int]]:

@@ -140,14 +140,14 @@ class ChatMessage(BaseModel):
 
     model_config = ConfigDict(extra="ignore", strict=True)
 
-    role: Literal["system", "user", "assistant"]
+    role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str
     name: Optional[str] = None
 
 
 class ChatRequest(_GenerationFields):
-    """POST /v1/chat/completions. The bundles are char-level completion models with no chat template, so the
-    prompt is the content of the last user message; system and earlier messages are not seen by the model."""
+    """POST /v1/chat/completions. The whole conversation is rendered with the bundle's chat template; a bundle
+    without one (the golden char-level completion models) is prompted with the last user message."""
 
     messages: list[ChatMessage] = Field(..., min_length=1)
     logprobs: bool = False

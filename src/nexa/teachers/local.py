@@ -52,10 +52,18 @@ class LocalHFTeacher:
         """Answer in order; requests with different parameters are generated in separate batches."""
         out: list[TeacherResponse] = []
         for params, group in groupby(requests, key=lambda r: r.params):
-            prompts = [r.prompt_text() for r in group]
+            prompts = [self._prompt(r) for r in group]
             for start in range(0, len(prompts), self.max_batch):
                 out.extend(self._generate(prompts[start : start + self.max_batch], params))
         return out
+
+    def _prompt(self, request: TeacherRequest) -> str:
+        """A single user prompt as is; a conversation through the model's own chat template."""
+        if len(request.messages) == 1 and request.messages[0][0] == "user":
+            return request.prompt_text()
+        from nexa.train.chat import render_chat
+
+        return render_chat(self.tokenizer, request.chat_messages(), add_generation_prompt=True)
 
     @torch.no_grad()
     def _generate(self, prompts: list[str], params: GenerationParams) -> list[TeacherResponse]:

@@ -25,6 +25,7 @@ from nexa.teachers.dispatch import Dispatcher, DispatchSettings
 from nexa.teachers.errors import TeacherError
 from nexa.teachers.faults import RetryPolicy
 from nexa.teachers.protocol import GenerationParams, Teacher, TeacherRequest
+from nexa.train.chat import prompt_messages
 
 MATERIALIZE_VERSION = 1
 PAIRED_SCHEMA = "paired"
@@ -186,6 +187,15 @@ def _requests(rows: list[dict[str, Any]], config: MaterializeConfig, cache: Resp
     """(row index, cache key, request) for every usable row, and quarantine records for the rest."""
     keyed, bad = [], []
     for index, row in enumerate(rows):
+        if row.get("messages") is not None:  # a chat row: the conversation goes to the teacher as messages
+            try:
+                turns = prompt_messages(row["messages"])
+            except ValueError as exc:
+                bad.append({"dataset": ref, "row": index, "field": "messages", "reason": str(exc)})
+                continue
+            request = TeacherRequest(messages=tuple((t["role"], t["content"]) for t in turns), params=config.params)
+            keyed.append((index, cache.key(request), request))
+            continue
         prompt = row.get(config.prompt_field)
         if not isinstance(prompt, str) or not prompt.strip():
             bad.append({"dataset": ref, "row": index, "field": config.prompt_field,
@@ -204,7 +214,7 @@ def _pair(rows, keyed, answers: dict[str, CacheEntry], failures: dict[str, str],
         row = rows[index]
         entry = answers.get(key)
         if entry is None:
-            unanswered.append({"row": index, "field": config.prompt_field, "prompt": row[config.prompt_field],
+            unanswered.append({"row": index, "field": config.prompt_field, "prompt": row.get(config.prompt_field),
                                "reason": failures.get(key, "no answer")})
             continue
         paired.append(_paired_row(row, config, entry))
@@ -214,7 +224,12 @@ def _pair(rows, keyed, answers: dict[str, CacheEntry], failures: dict[str, str],
 def _paired_row(row: dict[str, Any], config: MaterializeConfig, entry: CacheEntry) -> dict[str, Any]:
     response = entry.response
     out = {k: v for k, v in row.items() if k != "answer"}
-    out["prompt"] = row[config.prompt_field]
+    if row.get("messages") is not None:  # the teacher's reply becomes the conversation's last assistant turn
+        turns = prompt_messages(row["messages"])
+        out["messages"] = turns + [{"role": "assistant", "content": response.text}]
+        out["prompt"] = next((t["content"] for t in reversed(turns) if t["role"] == "user"), "")
+    else:
+        out["prompt"] = row[config.prompt_field]
     if "answer" in row:
         out["reference"] = row["answer"]
     out.update(answer=response.text, input_tokens=response.input_tokens, output_tokens=response.output_tokens,

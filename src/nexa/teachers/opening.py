@@ -38,7 +38,14 @@ def open_teacher(target: str, model: str | None, *, api: str = "chat", key_env: 
             raise TeacherSpecError(str(exc), "--api") from None
     path = Path(target)
     if not path.is_dir():
-        raise TeacherSpecError(f"{target} is neither an http(s) URL nor a folder", "--teacher")
+        from nexa.train.sources import ModelSourceError, is_hub_id, resolve_model_source
+
+        if not is_hub_id(target):
+            raise TeacherSpecError(f"{target} is neither an http(s) URL, a folder nor a hub id (org/name)", "--teacher")
+        try:
+            path = resolve_model_source(target, "--teacher")  # a hub id, through the HF cache
+        except ModelSourceError as exc:
+            raise TeacherSpecError(str(exc), "--teacher") from None
     if system:
         raise TeacherSpecError("a local teacher takes raw prompts; --system is for chat APIs", "--system")
     from nexa.teachers.local import LocalHFTeacher

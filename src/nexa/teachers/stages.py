@@ -44,6 +44,7 @@ def local_checkpoint(ctx, path: str) -> dict:
     from pathlib import Path
 
     from nexa.ledger.hashing import sha256_file
+    from nexa.train.tokenizer import copy_tokenizer_files
 
     source = Path(path).expanduser().resolve()
     missing = [name for name in ("config.json", "tokenizer.json") if not (source / name).exists()]
@@ -54,5 +55,5 @@ def local_checkpoint(ctx, path: str) -> dict:
             "expected a folder written by save_pretrained() with a tokenizer.json beside the weights"
         )
     shutil.copytree(source, ctx.out / "model", ignore=shutil.ignore_patterns("*.bin", "*.pt", "*.pth"))
-    shutil.copyfile(source / "tokenizer.json", ctx.out / "tokenizer.json")
+    copy_tokenizer_files(source, ctx.out)  # tokenizer.json with its declared special tokens and chat template
     return {"source": str(source), "model_sha256": sha256_file(weights[0])}

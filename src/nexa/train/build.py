@@ -13,36 +13,51 @@ from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
 
 from nexa.train.config import TrainConfig
 from nexa.train.models import build_model
-from nexa.train.tokenizer import BOS_ID, EOS_ID, PAD_ID, load_tokenizer
+from nexa.train.sources import check_family, load_causal_lm
+from nexa.train.tokenizer import ADDED_PAD, copy_tokenizer_files, load_hf_tokenizer, special_ids
 
 
 def build_model_for(config: TrainConfig, pack_dir: Path) -> tuple[PreTrainedModel, Path]:
     """The model to train (LoRA-wrapped when the method asks) and the tokenizer file it pairs with."""
     tokenizer_file = pack_dir / "tokenizer.json"
-    vocab = load_tokenizer(tokenizer_file).get_vocab_size()
-    model = base_model(config, vocab)
+    model = base_model(config, load_hf_tokenizer(tokenizer_file))
     if config.uses_lora:
         model = add_lora(model, config)
     return model, tokenizer_file
 
 
-def base_model(config: TrainConfig, vocab_size: int) -> PreTrainedModel:
-    spec = config.model
+def base_model(config: TrainConfig, tokenizer) -> PreTrainedModel:
+    """The model a config names, its special ids set to the tokenizer's own."""
+    spec, vocab_size, specials = config.model, len(tokenizer), special_ids(tokenizer)
     if spec.size is not None:
-        return build_model(spec.size, vocab_size, config.seed)
+        return build_model(spec.size, vocab_size, config.seed, specials)
     if spec.hf_config is not None:
+        check_family(spec.hf_config["model_type"], "model.hf_config.model_type")
         params = {k: v for k, v in spec.hf_config.items() if k != "model_type"}
         params.setdefault("vocab_size", vocab_size)
-        params.update(pad_token_id=PAD_ID, bos_token_id=BOS_ID, eos_token_id=EOS_ID)
+        params.update(specials.as_config())
         torch.manual_seed(config.seed)
         return AutoModelForCausalLM.from_config(AutoConfig.for_model(spec.hf_config["model_type"], **params))
     if spec.pretrained is not None:
-        model = load_local(spec.pretrained, "model.pretrained")
-        if model.config.vocab_size < vocab_size:
-            raise ValueError(f"model.pretrained {spec.pretrained} has a vocabulary of {model.config.vocab_size} but the "
-                             f"tokenizer has {vocab_size} tokens; pack with the tokenizer the model was trained with")
-        return model
-    return _architecture(spec.architecture, vocab_size, config.seed, spec.architecture_params)
+        return fit_to_tokenizer(load_causal_lm(spec.pretrained, "model.pretrained"), tokenizer, f"model.pretrained {spec.pretrained}")
+    model = _architecture(spec.architecture, vocab_size, config.seed, spec.architecture_params)
+    model.config.update(specials.as_config())
+    if model.generation_config is not None:
+        model.generation_config.update(**specials.as_config())
+    return model
+
+
+def fit_to_tokenizer(model: PreTrainedModel, tokenizer, where: str) -> PreTrainedModel:
+    """Use the tokenizer's special ids; grow the embeddings only for a PAD the lab appended."""
+    if model.config.vocab_size < len(tokenizer):
+        if tokenizer.pad_token != ADDED_PAD or model.config.vocab_size != len(tokenizer) - 1:
+            raise ValueError(f"{where} has a vocabulary of {model.config.vocab_size} but the tokenizer has {len(tokenizer)} "
+                             "tokens; pack with the tokenizer the model was trained with")
+        model.resize_token_embeddings(len(tokenizer))
+    model.config.update(special_ids(tokenizer).as_config())
+    if model.generation_config is not None:
+        model.generation_config.update(**special_ids(tokenizer).as_config())
+    return model
 
 
 def _architecture(name: str, vocab_size: int, seed: int, params: dict) -> PreTrainedModel:
@@ -55,16 +70,6 @@ def _architecture(name: str, vocab_size: int, seed: int, params: dict) -> PreTra
         raise ValueError(f"model.architecture {name!r} is not registered; known: {sorted(registry)}")
     torch.manual_seed(seed)
     return registry[name](vocab_size=vocab_size, **params)
-
-
-def load_local(path: Path, field: str) -> PreTrainedModel:
-    """A model from a local save_pretrained folder; a clear error when it is not one (no hub lookups)."""
-    path = Path(path)
-    if not (path / "config.json").exists():
-        raise FileNotFoundError(f"{field}: {path} has no config.json; expected a folder written by save_pretrained()")
-    import nexa.models  # noqa: F401  (registers the nexa.models architectures with the Auto classes)
-
-    return AutoModelForCausalLM.from_pretrained(path, local_files_only=True)
 
 
 def add_lora(model: PreTrainedModel, config: TrainConfig) -> PreTrainedModel:
@@ -82,16 +87,16 @@ def add_lora(model: PreTrainedModel, config: TrainConfig) -> PreTrainedModel:
 
 
 def build_teacher(config: TrainConfig) -> PreTrainedModel:
-    teacher = load_local(config.kd.teacher, "kd.teacher")
+    teacher = load_causal_lm(config.kd.teacher, "kd.teacher")
     teacher.eval().requires_grad_(False)
     return teacher
 
 
 def save_trained(model: PreTrainedModel, config: TrainConfig, folder: Path, tokenizer_file: Path) -> None:
-    """save_pretrained weights + tokenizer.json; a LoRA run also keeps its adapter and saves merged weights."""
+    """save_pretrained weights + the tokenizer files; a LoRA run also keeps its adapter and saves merged weights."""
     shutil.rmtree(folder, ignore_errors=True)
     if config.uses_lora:
         model.save_pretrained(folder / "adapter")
         model = model.merge_and_unload()
     model.save_pretrained(folder, safe_serialization=True)
-    shutil.copyfile(tokenizer_file, folder / "tokenizer.json")
+    copy_tokenizer_files(tokenizer_file, folder)

@@ -61,12 +61,16 @@ def train(config: Path = typer.Option(..., "--config", help="Training config YAM
     """Train (SFT, LoRA, logit/sequence/offline KD) on the HF Trainer; checkpoints sync to durable storage."""
     from nexa.infra.hardware import detect_hardware
     from nexa.train.config import load_train_config
-    from nexa.train.engine import TrainError
+    from nexa.train.engine import TrainError, check_model_inputs
     from nexa.train.engine import train as run_training
 
     lab = Lab.find(lab_dir)
     cfg = load_train_config(config)
     console.print(table("hardware", ["", ""], detect_hardware().rows()))
+    try:
+        check_model_inputs(lab, cfg)
+    except (LedgerError, FileNotFoundError, ValueError) as exc:
+        fail(str(exc))  # a bad model, tokenizer or KD pairing: exit 2, nothing written
     try:
         outcome = run_training(lab, cfg, nproc=nproc, resume=resume,
                                on_start=lambda run: console.print(f"run [bold]{run.run_id}[/bold]"))

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from nexa.ledger.errors import ManifestValidationError
 from nexa.train.models import DecoderSize
+from nexa.train.sources import is_hub_id
 from nexa.train.trainer import KDConfig, OptimConfig
 
 TRAIN_CONFIG_VERSION = 1
@@ -32,7 +33,7 @@ class ModelSpec(_Section):
 
     size: DecoderSize | None = Field(None, description="Llama-style decoder sized by a few numbers (built from scratch).")
     hf_config: dict[str, Any] | None = Field(None, description="An HF config dict with `model_type`; vocab/special ids come from the tokenizer.")
-    pretrained: Path | None = Field(None, description="A local folder written by save_pretrained (no hub downloads).")
+    pretrained: Path | None = Field(None, description="A local save_pretrained folder or a hub id (org/name, from the HF cache).")
     architecture: str | None = Field(None, description="A name registered in nexa.models.ARCHITECTURES.")
     architecture_params: dict[str, Any] = Field(default_factory=dict)
 
@@ -81,7 +82,7 @@ class TrainKD(KDConfig):
 
     mode: Literal["logit", "sequence", "offline"] = Field(
         "logit", description="logit: teacher in memory; sequence: SFT on materialized answers; offline: stored top-k logprobs.")
-    teacher: Path | None = Field(None, description="Local teacher folder (save_pretrained); required for mode=logit.")
+    teacher: Path | None = Field(None, description="Teacher folder (save_pretrained) or hub id; required for mode=logit.")
 
 
 class LoraSpec(_Section):
@@ -210,12 +211,12 @@ def set_dotted(raw: dict[str, Any], dotted: str, value: Any) -> None:
 
 def _resolve_paths(config: TrainConfig, base: Path) -> TrainConfig:
     def fix(p: Path | None) -> Path | None:
-        return None if p is None or p.is_absolute() else (base / p).resolve()
+        if p is None or p.is_absolute() or (not (base / p).exists() and is_hub_id(p)):
+            return p  # a hub id (org/name) stays a hub id; resolved through the HF cache when used
+        return (base / p).resolve()
 
-    if config.data.tokenizer is not None and not config.data.tokenizer.is_absolute():
-        config.data.tokenizer = fix(config.data.tokenizer)
-    if config.model.pretrained is not None and not config.model.pretrained.is_absolute():
-        config.model.pretrained = fix(config.model.pretrained)
-    if config.kd is not None and config.kd.teacher is not None and not config.kd.teacher.is_absolute():
+    config.data.tokenizer = fix(config.data.tokenizer)
+    config.model.pretrained = fix(config.model.pretrained)
+    if config.kd is not None:
         config.kd.teacher = fix(config.kd.teacher)
     return config

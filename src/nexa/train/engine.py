@@ -69,6 +69,7 @@ def train(lab: Lab, config: TrainConfig, *, nproc: int | None = None, resume: bo
     """Run one training config to the end (or continue the latest interrupted run of it with ``resume``)."""
     from nexa.infra.hardware import detect_hardware
 
+    check_model_inputs(lab, config)  # bad models/tokenizers fail here, before a run is opened or anything written
     hardware = detect_hardware()
     nproc = nproc or config.distributed.nproc
     _check_distributed(config, hardware, nproc)
@@ -134,6 +135,42 @@ def _pack(lab: Lab, config: TrainConfig, run: RunContext) -> tuple[str | None, P
     run.add_input(ref)
     run.log("packed", pack_id=pack_id, efficiency=manifest.efficiency, blocks=manifest.blocks, quarantined=manifest.quarantined)
     return pack_id, fetch_pack(lab, pack_id)
+
+
+def check_model_inputs(lab: Lab, config: TrainConfig) -> None:
+    """Model sources, families and tokenizers a config names, checked before anything is written.
+
+    Raises ModelSourceError/TokenizerError (ValueErrors; ``nexa train`` exits 2 on them): a folder
+    without a tokenizer, a tokenizer without EOS, an unsupported family, an offline hub id, and logit KD
+    across vocabularies without a cross-tokenizer loss.
+    """
+    from nexa.train.crosstok import same_vocabulary
+    from nexa.train.sources import ModelSourceError, check_family, open_model_source
+    from nexa.train.tokenizer import load_hf_tokenizer
+
+    if config.model.pretrained is not None:
+        open_model_source(config.model.pretrained, "model.pretrained")
+    if config.model.hf_config is not None:
+        check_family(config.model.hf_config["model_type"], "model.hf_config.model_type")
+    student_tok = load_hf_tokenizer(config.data.tokenizer if config.data.train else fetch_pack(lab, config.data.pack))
+    if config.kd_mode != "logit":
+        return
+    teacher_tok = load_hf_tokenizer(open_model_source(config.kd.teacher, "kd.teacher"))
+    if not same_vocabulary(student_tok, teacher_tok) and config.kd.loss != "uld":
+        raise ModelSourceError(f"kd.teacher {config.kd.teacher} has a different vocabulary than the student's tokenizer, so "
+                               f"kd.loss {config.kd.loss!r} (logit KD) is undefined; set kd.loss: uld (Universal Logit "
+                               "Distillation) or use kd.mode: sequence")
+
+
+def cross_tokenizer_view(config: TrainConfig, packed, pack_dir: Path):
+    """The pack's samples in the teacher's tokens when the vocabularies differ (ULD), else None."""
+    from nexa.train.crosstok import same_vocabulary, teacher_view
+    from nexa.train.sources import resolve_model_source
+    from nexa.train.tokenizer import load_hf_tokenizer
+
+    student_tok = load_hf_tokenizer(pack_dir)
+    teacher_tok = load_hf_tokenizer(resolve_model_source(config.kd.teacher, "kd.teacher"))
+    return None if same_vocabulary(student_tok, teacher_tok) else teacher_view(packed, student_tok, teacher_tok)
 
 
 def _launch(spec: WorkerSpec, nproc: int, run: RunContext) -> None:
@@ -235,6 +272,8 @@ def run_worker(spec: WorkerSpec, callbacks: list | None = None) -> dict[str, Any
     packed, manifest = load_pack(Path(spec.pack_dir))
     model, tokenizer_file = build_model_for(config, Path(spec.pack_dir))
     teacher = build_teacher(config) if config.kd_mode == "logit" else None
+    if teacher is not None:
+        packed.teacher = cross_tokenizer_view(config, packed, Path(spec.pack_dir))
     kd = config.kd if config.kd_mode in ("logit", "offline") else None
     if config.kd_mode == "offline" and packed.topk_ids is None:
         raise TrainError(f"kd.mode=offline but the pack at {spec.pack_dir} has no top-k teacher logprobs")

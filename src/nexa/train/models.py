@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from nexa.train.tokenizer import BOS_ID, EOS_ID, PAD_ID
+from nexa.train.tokenizer import SpecialIds
 
 
 class DecoderSize(BaseModel):
@@ -20,7 +20,8 @@ class DecoderSize(BaseModel):
     intermediate_size: int | None = None
     max_position_embeddings: int = 128
 
-    def to_config(self, vocab_size: int) -> LlamaConfig:
+    def to_config(self, vocab_size: int, specials: SpecialIds) -> LlamaConfig:
+        """The Llama config; special ids are the tokenizer's own."""
         return LlamaConfig(
             vocab_size=vocab_size,
             hidden_size=self.hidden_size,
@@ -29,19 +30,17 @@ class DecoderSize(BaseModel):
             num_attention_heads=self.num_attention_heads,
             num_key_value_heads=self.num_key_value_heads or self.num_attention_heads,
             max_position_embeddings=self.max_position_embeddings,
-            pad_token_id=PAD_ID,
-            bos_token_id=BOS_ID,
-            eos_token_id=EOS_ID,
+            **specials.as_config(),
             tie_word_embeddings=True,
         )
 
 
-def build_model(size: DecoderSize, vocab_size: int, seed: int) -> LlamaForCausalLM:
+def build_model(size: DecoderSize, vocab_size: int, seed: int, specials: SpecialIds) -> LlamaForCausalLM:
     """A freshly initialised model; the seed fixes the initial weights."""
     import torch
 
     torch.manual_seed(seed)
-    return LlamaForCausalLM(size.to_config(vocab_size))
+    return LlamaForCausalLM(size.to_config(vocab_size, specials))
 
 
 def count_parameters(model) -> int:

@@ -16,8 +16,6 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from safetensors.torch import load_file, save_file
 
-from nexa.train.tokenizer import PAD_ID
-
 PACK_VERSION = 1
 
 
@@ -49,6 +47,8 @@ class Packed:
     position_ids: torch.Tensor
     topk_ids: torch.Tensor | None = None  # [blocks, seq_len, k]: teacher's top-k ids for the token at each position
     topk_logprobs: torch.Tensor | None = None
+    real_tokens: int | None = None  # non-pad tokens, known when packed (PAD may equal EOS, so ids cannot tell)
+    teacher: dict[str, torch.Tensor] | None = None  # the same samples in the teacher's tokens (cross-tokenizer KD)
 
     def __len__(self) -> int:
         return self.input_ids.shape[0]
@@ -72,8 +72,10 @@ def best_fit_decreasing(lengths: list[int], capacity: int) -> list[list[int]]:
     return bins
 
 
-def pack_examples(examples: list[tuple], seq_len: int) -> tuple[Packed, int]:
+def pack_examples(examples: list[tuple], seq_len: int, pad_id: int) -> tuple[Packed, int]:
     """Pack (ids, labels) pairs; examples longer than a block are truncated and counted.
+
+    Block tails are filled with ``pad_id``, the tokenizer's own PAD (labels -100 there).
 
     An example may carry two more per-token lists, the teacher's top-k ids and logprobs (offline KD);
     they travel with their tokens into the same block positions.
@@ -81,8 +83,9 @@ def pack_examples(examples: list[tuple], seq_len: int) -> tuple[Packed, int]:
     truncated = sum(len(ex[0]) > seq_len for ex in examples)
     examples = [tuple(part[:seq_len] for part in ex) for ex in examples]
     bins = best_fit_decreasing([len(ex[0]) for ex in examples], seq_len)
-    rows = [_block([examples[i][:2] for i in members], seq_len) for members in bins]
+    rows = [_block([examples[i][:2] for i in members], seq_len, pad_id) for members in bins]
     packed = Packed(*(torch.tensor([r[k] for r in rows], dtype=torch.long) for k in range(3)))
+    packed.real_tokens = sum(len(ex[0]) for ex in examples)
     if examples and len(examples[0]) == 4:
         k = len(examples[0][2][0]) if examples[0][2] else 0
         packed.topk_ids = torch.tensor([_topk_block([examples[i][2] for i in m], seq_len, k, 0) for m in bins], dtype=torch.long)
@@ -95,19 +98,19 @@ def _topk_block(parts: list[list[list]], seq_len: int, k: int, fill) -> list[lis
     return flat + [[fill] * k for _ in range(seq_len - len(flat))]
 
 
-def _block(members: list[tuple[list[int], list[int]]], seq_len: int) -> tuple[list[int], list[int], list[int]]:
+def _block(members: list[tuple[list[int], list[int]]], seq_len: int, pad_id: int) -> tuple[list[int], list[int], list[int]]:
     ids, labels, positions = [], [], []
     for sample_ids, sample_labels in members:
         ids += sample_ids
         labels += sample_labels
         positions += list(range(len(sample_ids)))
     pad = seq_len - len(ids)
-    return ids + [PAD_ID] * pad, labels + [-100] * pad, positions + list(range(pad))
+    return ids + [pad_id] * pad, labels + [-100] * pad, positions + list(range(pad))
 
 
 def efficiency(packed: Packed) -> float:
-    real = sum(int((row != PAD_ID).sum()) for row in packed.input_ids)
-    return real / packed.input_ids.numel()
+    """Non-pad share of all block tokens."""
+    return packed.real_tokens / packed.input_ids.numel()
 
 
 def padding_efficiency(lengths: list[int], seq_len: int) -> float:

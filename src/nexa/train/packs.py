@@ -19,7 +19,8 @@ from nexa.ledger.datasets import read_dataset_manifest, read_dataset_rows
 from nexa.ledger.hashing import sha256_file, sha256_json
 from nexa.ledger.manifests import ArtifactRef
 from nexa.train.pack import PackManifest, efficiency, load_pack, pack_examples, padding_efficiency, save_pack
-from nexa.train.tokenizer import EOS_ID, encode_example, load_tokenizer
+from nexa.train.chat import encode_chat
+from nexa.train.tokenizer import encode_example, load_hf_tokenizer, save_tokenizer_files
 
 MISSING_LOGPROB = -1e4  # a top-k slot the teacher did not fill: probability ~0, but never NaN
 
@@ -35,13 +36,17 @@ class PackRequest:
     prompt_field: str = "prompt"
     answer_field: str = "answer"
     topk_field: str | None = None  # set for offline KD
+    messages_field: str = "messages"  # a chat row: rendered with the tokenizer's chat template
 
 
 def pack_id(lab: Lab, request: PackRequest) -> str:
     """Content address of a pack: same datasets, tokenizer and settings give the same id."""
     hashes = [read_dataset_manifest(lab, ref).content_hash for ref in request.datasets]
-    key = {"datasets": hashes, "tokenizer": sha256_file(_tokenizer_file(request.tokenizer)), "seq_len": request.seq_len,
-           "split": request.split, "fields": [request.prompt_field, request.answer_field, request.topk_field], "v": 1}
+    tok_file = _tokenizer_file(request.tokenizer)
+    declared = tok_file.parent / "tokenizer_config.json"  # special tokens and chat template change the encoding
+    key = {"datasets": hashes, "tokenizer": sha256_file(tok_file), "seq_len": request.seq_len,
+           "tokenizer_config": sha256_file(declared) if declared.is_file() else None, "split": request.split,
+           "fields": [request.prompt_field, request.answer_field, request.topk_field, request.messages_field], "v": 2}
     return sha256_json(key)[:16]
 
 
@@ -62,9 +67,9 @@ def build_pack(lab: Lab, request: PackRequest, created_by: str | None = None) ->
 
 
 def write_pack(lab: Lab, request: PackRequest, folder: Path, created_by: str | None = None) -> PackManifest:
-    """Encode every row of every dataset, pack them, and write pack.safetensors/pack.json/tokenizer.json."""
+    """Encode every row of every dataset, pack them, and write pack.safetensors/pack.json and the tokenizer files."""
     tok_file = _tokenizer_file(request.tokenizer)
-    tok = load_tokenizer(tok_file)
+    tok = load_hf_tokenizer(tok_file)
     examples, quarantine = [], []
     for ref in request.datasets:
         for index, row in enumerate(read_dataset_rows(lab, ref)):
@@ -76,7 +81,7 @@ def write_pack(lab: Lab, request: PackRequest, folder: Path, created_by: str | N
                 quarantine.append({"dataset": ref, "row": index, "reason": str(exc)})
     if not examples:
         raise ValueError(f"no usable rows in {request.datasets} (split={request.split!r}); {len(quarantine)} quarantined")
-    packed, truncated = pack_examples(examples, request.seq_len)
+    packed, truncated = pack_examples(examples, request.seq_len, tok.pad_token_id)
     manifest = PackManifest(
         seq_len=request.seq_len, samples=len(examples), blocks=len(packed), tokens=int(packed.input_ids.numel()),
         efficiency=round(efficiency(packed), 6), sources=list(request.datasets), tokenizer_sha256=sha256_file(tok_file),
@@ -85,7 +90,7 @@ def write_pack(lab: Lab, request: PackRequest, folder: Path, created_by: str | N
         created_by=created_by,
     )
     save_pack(packed, manifest, folder)
-    shutil.copyfile(tok_file, folder / "tokenizer.json")
+    save_tokenizer_files(tok, folder)  # with the PAD the blocks use, if one was added
     if quarantine:
         (folder / "quarantine.jsonl").write_text("".join(json.dumps(q) + "\n" for q in quarantine))
     return manifest
@@ -93,6 +98,11 @@ def write_pack(lab: Lab, request: PackRequest, folder: Path, created_by: str | N
 
 def encode_row(tok, row: dict[str, Any], request: PackRequest) -> tuple:
     """(ids, labels) or, with a top-k column, (ids, labels, topk_ids, topk_logprobs); ValueError names the problem."""
+    if row.get(request.messages_field) is not None:
+        if request.topk_field:
+            raise ValueError(f"field {request.messages_field!r}: chat rows cannot carry stored top-k logprobs (offline KD); "
+                             "use logit or sequence KD for chat data")
+        return encode_chat(tok, row[request.messages_field])
     for field in (request.prompt_field, request.answer_field):
         if not isinstance(row.get(field), str):
             raise ValueError(f"field {field!r}: expected a string, got {type(row.get(field)).__name__}")
@@ -111,7 +121,7 @@ def _topk_rows(tok, steps: Any, answer_len: int, field: str) -> tuple[list[list[
     if not isinstance(steps, list) or not steps:
         raise ValueError(f"field {field!r}: expected a list of per-token top-k logprobs, got {type(steps).__name__}")
     if len(steps) != answer_len:
-        raise ValueError(f"field {field!r}: {len(steps)} teacher positions but the answer has {answer_len} tokens (with </s>)")
+        raise ValueError(f"field {field!r}: {len(steps)} teacher positions but the answer has {answer_len} tokens (with EOS)")
     k = max(len(step.get("top") or []) for step in steps)
     if k == 0:
         raise ValueError(f"field {field!r}: no top-k candidates stored (materialize with --top-logprobs K)")
@@ -119,13 +129,14 @@ def _topk_rows(tok, steps: Any, answer_len: int, field: str) -> tuple[list[list[
     for position, step in enumerate(steps):
         row_ids, row_lps = [], []
         for cand in step.get("top") or []:
-            token_id = tok.token_to_id(cand["token"])
+            token_id = tok.convert_tokens_to_ids(cand["token"])
+            token_id = None if token_id == tok.unk_token_id and cand["token"] != tok.unk_token else token_id
             if token_id is None:
                 raise ValueError(f"field {field!r} position {position}: token {cand['token']!r} is not in the tokenizer")
             row_ids.append(token_id)
             row_lps.append(float(cand["logprob"]))
         pad = k - len(row_ids)
-        ids.append(row_ids + [EOS_ID] * pad)
+        ids.append(row_ids + [tok.eos_token_id] * pad)
         lps.append(row_lps + [MISSING_LOGPROB] * pad)
     return ids, lps
 

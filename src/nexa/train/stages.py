@@ -12,7 +12,8 @@ from nexa.ledger.hashing import sha256_file
 from nexa.ledger.listings import read_paired
 from nexa.train.models import DecoderSize, build_model, count_parameters
 from nexa.train.pack import PackManifest, efficiency, load_pack, pack_examples, padding_efficiency, save_pack
-from nexa.train.tokenizer import encode_example, load_tokenizer, train_char_tokenizer
+from nexa.train.tokenizer import (copy_tokenizer_files, encode_example, load_hf_tokenizer, save_char_tokenizer,
+                                  save_tokenizer_files, special_ids, train_char_tokenizer)
 from nexa.train.trainer import KDConfig, OptimConfig, train_on_pack
 
 
@@ -24,7 +25,7 @@ def tokenizer(ctx, data: str = "data") -> dict:
     """Train a char-level tokenizer on every prompt and answer of every split."""
     texts = [r["prompt"] + r["answer"] for split in ("train", "eval") for r in split_rows(ctx, data, split)]
     tok = train_char_tokenizer(texts)
-    tok.save(str(ctx.out / "tokenizer.json"))
+    save_char_tokenizer(tok, ctx.out)  # special tokens declared, so AutoTokenizer reads them
     return {"vocab_size": tok.get_vocab_size()}
 
 
@@ -48,7 +49,7 @@ def student_kd(ctx, size: dict, optim: dict, kd: dict, max_param_ratio: float = 
     packed, pack_manifest = load_pack(ctx.input(pack))
     teacher_model = LlamaForCausalLM.from_pretrained(ctx.input(teacher) / "model")
     vocab = teacher_model.config.vocab_size
-    student = build_model(DecoderSize(**size), vocab, ctx.seed)
+    student = build_model(DecoderSize(**size), vocab, ctx.seed, special_ids(load_hf_tokenizer(ctx.input(pack))))
     ratio = count_parameters(student) / count_parameters(teacher_model)
     if ratio > max_param_ratio:
         raise ValueError(f"student has {ratio:.2f}× the teacher's parameters; the limit is {max_param_ratio} (shrink `size`)")
@@ -91,8 +92,8 @@ def _train(ctx, rows, size, optim, seq_len, tokenizer_stage, description) -> dic
     pack_dir = ctx.out / "pack"
     pack_manifest = _pack_rows(ctx, rows, seq_len, tokenizer_stage, pack_dir, sources=["train split"])
     packed, _ = load_pack(pack_dir)
-    vocab = load_tokenizer(ctx.input(tokenizer_stage)).get_vocab_size()
-    model = build_model(DecoderSize(**size), vocab, ctx.seed)
+    tok = load_hf_tokenizer(ctx.input(tokenizer_stage))
+    model = build_model(DecoderSize(**size), len(tok), ctx.seed, special_ids(tok))
     stats = train_on_pack(model, packed, OptimConfig(**optim), ctx.out / "trainer", ctx.seed, description)
     shutil.rmtree(pack_dir)
     _save_model(ctx, model, ctx.input(tokenizer_stage) / "tokenizer.json")
@@ -102,23 +103,23 @@ def _train(ctx, rows, size, optim, seq_len, tokenizer_stage, description) -> dic
 
 def _pack_rows(ctx, rows, seq_len, tokenizer_stage, folder: Path, sources: list[str]) -> PackManifest:
     tok_path = ctx.input(tokenizer_stage) / "tokenizer.json"
-    tok = load_tokenizer(tok_path)
+    tok = load_hf_tokenizer(tok_path)
     examples = [encode_example(tok, r["prompt"], r["answer"]) for r in rows]
-    packed, truncated = pack_examples(examples, seq_len)
+    packed, truncated = pack_examples(examples, seq_len, tok.pad_token_id)
     manifest = PackManifest(
         seq_len=seq_len, samples=len(examples), blocks=len(packed), tokens=int(packed.input_ids.numel()),
         efficiency=round(efficiency(packed), 6), sources=sources, tokenizer_sha256=sha256_file(tok_path), truncated=truncated,
         padding_efficiency=round(padding_efficiency([len(ids) for ids, _ in examples], seq_len), 6),
     )
     save_pack(packed, manifest, folder)
-    shutil.copyfile(tok_path, folder / "tokenizer.json")
+    save_tokenizer_files(tok, folder)
     return manifest
 
 
 def _save_model(ctx, model, tokenizer_file: Path) -> None:
     shutil.rmtree(ctx.out / "trainer", ignore_errors=True)
     model.save_pretrained(ctx.out / "model", safe_serialization=True)
-    shutil.copyfile(tokenizer_file, ctx.out / "model" / "tokenizer.json")
+    copy_tokenizer_files(tokenizer_file, ctx.out / "model")
 
 
 def _summary(ctx, model, stats: dict, **extra) -> dict:

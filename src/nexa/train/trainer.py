@@ -21,6 +21,7 @@ from transformers import PreTrainedModel, Trainer, TrainerCallback, TrainingArgu
 from transformers.trainer_callback import PrinterCallback
 
 from nexa.ledger.console import progress
+from nexa.train.crosstok import sorted_probability_distance, uld_loss
 from nexa.train.pack import Packed
 
 
@@ -43,7 +44,9 @@ class KDConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    loss: Literal["forward_kl", "reverse_kl", "jsd"] = "forward_kl"
+    loss: Literal["forward_kl", "reverse_kl", "jsd", "uld"] = Field(
+        "forward_kl", description="uld: Universal Logit Distillation (sorted-probability optimal transport); the one loss "
+                                  "that works when teacher and student have different vocabularies.")
     temperature: float = Field(2.0, gt=0)
     alpha: float = Field(0.5, ge=0, le=1, description="Weight of the KD term; 1-alpha goes to CE.")
     jsd_beta: float = Field(0.5, gt=0, lt=1)
@@ -64,12 +67,16 @@ class PackedDataset(torch.utils.data.Dataset):
         }
         if self.packed.topk_ids is not None:
             item.update(topk_ids=self.packed.topk_ids[index], topk_logprobs=self.packed.topk_logprobs[index])
+        for name, tensor in (self.packed.teacher or {}).items():
+            item[name] = tensor[index]
         return item
 
 
 def distillation_loss(student_logits, teacher_logits, labels, config: KDConfig) -> torch.Tensor:
     """Divergence between teacher and student next-token distributions on the supervised positions."""
     mask = labels[:, 1:] != -100
+    if config.loss == "uld":
+        return sorted_probability_distance(student_logits[:, :-1][mask], teacher_logits[:, :-1][mask], config.temperature)
     s = student_logits[:, :-1][mask] / config.temperature
     t = teacher_logits[:, :-1][mask] / config.temperature
     return divergence(F.log_softmax(s, -1), F.log_softmax(t, -1), config)
@@ -84,7 +91,10 @@ def offline_distillation_loss(student_logits, topk_ids, topk_logprobs, labels, c
     """
     mask = labels[:, 1:] != -100
     ids = topk_ids[:, 1:][mask]
-    s = torch.gather(student_logits[:, :-1][mask], -1, ids) / config.temperature
+    s = torch.gather(student_logits[:, :-1][mask], -1, ids)
+    if config.loss == "uld":
+        return sorted_probability_distance(s, topk_logprobs[:, 1:][mask], config.temperature)
+    s = s / config.temperature
     t = topk_logprobs[:, 1:][mask] / config.temperature
     return divergence(F.log_softmax(s, -1), F.log_softmax(t, -1), config)
 
@@ -149,6 +159,13 @@ class _NexaTrainer(Trainer):
         if "topk_ids" in inputs and self.kd is not None:
             kd = offline_distillation_loss(outputs.logits, inputs["topk_ids"], inputs["topk_logprobs"], inputs["labels"], self.kd)
             self._record(loss, kd)
+            loss = (1 - self.kd.alpha) * loss + self.kd.alpha * kd
+        elif self.teacher is not None and "teacher_input_ids" in inputs:
+            with torch.no_grad():
+                teacher_logits = self.teacher(input_ids=inputs["teacher_input_ids"], position_ids=inputs["teacher_position_ids"],
+                                              use_cache=False).logits
+            kd = uld_loss(outputs.logits, inputs["labels"], inputs["position_ids"], teacher_logits, inputs["teacher_labels"],
+                          inputs["teacher_position_ids"], self.kd.temperature)
             loss = (1 - self.kd.alpha) * loss + self.kd.alpha * kd
         elif self.teacher is not None:
             with torch.no_grad():

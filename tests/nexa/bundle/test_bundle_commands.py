@@ -11,7 +11,7 @@ from nexa.cli import app
 from nexa.ledger.datasets import write_dataset_version
 from nexa.niwt.router import DEFAULT_FEATURIZER, train_router, write_router
 from nexa.train.models import DecoderSize, build_model
-from nexa.train.tokenizer import train_char_tokenizer
+from nexa.train.tokenizer import char_special_ids, save_char_tokenizer, train_char_tokenizer
 
 ROWS = [{"prompt": f"max({a},{b})=", "answer": str(max(a, b)), "capability": "reasoning", "split": "eval"} for a in range(4) for b in range(3)]
 
@@ -19,9 +19,9 @@ ROWS = [{"prompt": f"max({a},{b})=", "answer": str(max(a, b)), "capability": "re
 @pytest.fixture
 def parts(lab, tmp_path):
     tokenizer = train_char_tokenizer([r["prompt"] + r["answer"] for r in ROWS] + ["uncensored"])
-    model = build_model(DecoderSize(hidden_size=32, num_hidden_layers=1, num_attention_heads=2), tokenizer.get_vocab_size(), seed=42)
+    model = build_model(DecoderSize(hidden_size=32, num_hidden_layers=1, num_attention_heads=2), tokenizer.get_vocab_size(), seed=42, specials=char_special_ids(tokenizer))
     model.save_pretrained(tmp_path / "student")
-    tokenizer.save(str(tmp_path / "student" / "tokenizer.json"))
+    save_char_tokenizer(tokenizer, tmp_path / "student")
     ref = write_dataset_version(lab, "bench", ROWS, row_schema="qa").ref
     (tmp_path / "teacher_scores.json").write_text(json.dumps({"reasoning": 0.0}))
     return lab, tmp_path, ref
@@ -58,7 +58,7 @@ def test_build_then_verify_a_bundle_with_an_adapter_and_int8(parts):
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)
     manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
-    assert manifest["adapters"] == {"reasoning": "adapters/reasoning.safetensors"} and manifest["safety"] == {"uncensored": False}
+    assert manifest["adapters"] == {"reasoning": "adapters/reasoning"} and manifest["safety"] == {"uncensored": False}
     assert out["size_bytes_after"] < out["size_bytes_before"] and out["run_id"]
     verified = CliRunner().invoke(app, ["bundle", "verify", str(tmp_path / "b"), "--lab", str(lab.root), "--json"])
     report = json.loads((tmp_path / "b" / "verify_report.json").read_text())

@@ -7,7 +7,7 @@ import pytest
 from nexa.data.generators import generate
 from nexa.ledger import Lab
 from nexa.train.models import DecoderSize, build_model
-from nexa.train.tokenizer import train_char_tokenizer
+from nexa.train.tokenizer import char_special_ids, save_char_tokenizer, train_char_tokenizer
 
 
 @pytest.fixture
@@ -20,8 +20,8 @@ def tiny_model(tmp_path):
     """A random 2-layer model saved the way the lab saves checkpoints (weights + tokenizer.json)."""
     texts = [r["prompt"] + r["answer"] for cap in ("reasoning", "science", "chemistry") for r in generate(cap, 300, seed=1)]
     tokenizer = train_char_tokenizer(texts)
-    model = build_model(DecoderSize(hidden_size=32, num_hidden_layers=2, num_attention_heads=4), tokenizer.get_vocab_size(), seed=42)
+    model = build_model(DecoderSize(hidden_size=32, num_hidden_layers=2, num_attention_heads=4), tokenizer.get_vocab_size(), seed=42, specials=char_special_ids(tokenizer))
     folder = tmp_path / "ckpt" / "student_x"
     model.save_pretrained(folder)
-    tokenizer.save(str(folder / "tokenizer.json"))
+    save_char_tokenizer(tokenizer, folder)
     return folder

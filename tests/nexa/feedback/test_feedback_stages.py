@@ -15,7 +15,7 @@ from nexa.ledger import Lab
 from nexa.ledger.datasets import read_dataset_manifest, read_dataset_rows
 from nexa.ledger.runs import start_run
 from nexa.train.models import DecoderSize, build_model
-from nexa.train.tokenizer import train_char_tokenizer
+from nexa.train.tokenizer import char_special_ids, save_char_tokenizer, train_char_tokenizer
 
 
 @dataclass
@@ -51,9 +51,9 @@ def _model_stage(tmp_path) -> Path:
     texts = [r["prompt"] + r["answer"] for r in generate("chemistry", 200, seed=1)]
     tokenizer = train_char_tokenizer(texts)
     stage = tmp_path / "student_before"
-    model = build_model(DecoderSize(hidden_size=32, num_hidden_layers=2, num_attention_heads=4), tokenizer.get_vocab_size(), 42)
+    model = build_model(DecoderSize(hidden_size=32, num_hidden_layers=2, num_attention_heads=4), tokenizer.get_vocab_size(), 42, char_special_ids(tokenizer))
     model.save_pretrained(stage / "model")
-    tokenizer.save(str(stage / "model" / "tokenizer.json"))
+    save_char_tokenizer(tokenizer, stage / "model")
     return stage
 
 

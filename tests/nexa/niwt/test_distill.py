@@ -33,6 +33,7 @@ def _distiller(teacher, tokenizer, rows, **config):
 
 def test_adapters_export_to_the_bundle_format_and_run_identically_in_nexus(teacher, tokenizer, rows, tmp_path):
     from nexa.bundle.build import write_backbone, write_manifest, write_tokenizer
+    from nexa.train.tokenizer import save_char_tokenizer
     from nexus import NexusModel
 
     distiller = _distiller(teacher, tokenizer, rows, phase1_steps=4, batch_size=4, anchor_batch=4, check_every=1000)
@@ -49,7 +50,7 @@ def test_adapters_export_to_the_bundle_format_and_run_identically_in_nexus(teach
     assert written == {"reasoning": "reasoning.safetensors", "science": "science.safetensors"}
     bundle = tmp_path / "bundle"
     write_backbone(model_dir, bundle)
-    tokenizer.save(str(tmp_path / "tokenizer.json"))
+    save_char_tokenizer(tokenizer, tmp_path)
     write_tokenizer(tmp_path / "tokenizer.json", bundle)
     (bundle / "adapters").mkdir()
     for cap, name in written.items():

@@ -10,7 +10,7 @@ from tiny_bundle import write_tiny_bundle
 
 from nexa.serve.app import create_app
 from nexa.train.models import DecoderSize, build_model
-from nexa.train.tokenizer import train_char_tokenizer
+from nexa.train.tokenizer import char_special_ids, save_char_tokenizer, train_char_tokenizer
 
 PROMPTS = {"reasoning": [f"max({a},{b})=" for a in range(10) for b in range(0, 50, 7)],
            "science": [f"{v} km in m?" for v in range(1, 60)]}
@@ -26,7 +26,7 @@ def bundle(tmp_path_factory):
     root = tmp_path_factory.mktemp("serve_bundle")
     tokenizer = train_char_tokenizer(ANSWERS)
     _briefly_trained(tokenizer).save_pretrained(root / "student")
-    tokenizer.save(str(root / "tokenizer.json"))
+    save_char_tokenizer(tokenizer, root)
     return write_tiny_bundle(root / "bundle", root / "student", root / "tokenizer.json", PROMPTS,
                              {"model.layers.0.self_attn.q_proj": ((4, 32), (32, 4))},
                              retention={"reasoning": 0.99, "science": 1.0}, generation={"max_new_tokens": 6})
@@ -37,7 +37,7 @@ def _briefly_trained(tokenizer):
     character, so stop strings, streaming pieces and adapter switches are really exercised."""
     size = DecoderSize(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                        max_position_embeddings=CONTEXT)
-    model = build_model(size, tokenizer.get_vocab_size(), seed=42)
+    model = build_model(size, tokenizer.get_vocab_size(), seed=42, specials=char_special_ids(tokenizer))
     encoded = [tokenizer.encode(text).ids + [2] for text in ANSWERS]  # EOS = 2
     longest = max(len(ids) for ids in encoded)
     input_ids = torch.tensor([ids + [0] * (longest - len(ids)) for ids in encoded])

@@ -15,7 +15,7 @@ from nexa.cli import app
 from nexa.ledger.datasets import read_dataset_manifest, read_dataset_rows
 from nexa.teachers.local import LocalHFTeacher
 from nexa.teachers.protocol import GenerationParams, TeacherRequest
-from nexa.train.tokenizer import BOS_ID, EOS_ID, PAD_ID, train_char_tokenizer
+from nexa.train.tokenizer import char_special_ids, train_char_tokenizer
 
 PROMPTS = ["q1: what is 1 + 1?", "q22: what is 22 + 22?", "hi", "q0003: what is 3 + 3?"]
 
@@ -26,8 +26,7 @@ def checkpoint(tmp_path_factory):
     folder = tmp_path_factory.mktemp("teacher")
     tokenizer = train_char_tokenizer(["0123456789 qwhatis+?:", *PROMPTS])
     config = LlamaConfig(vocab_size=tokenizer.get_vocab_size(), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, max_position_embeddings=64, pad_token_id=PAD_ID, bos_token_id=BOS_ID,
-                         eos_token_id=EOS_ID)
+                         num_attention_heads=4, max_position_embeddings=64, **char_special_ids(tokenizer).as_config())
     torch.manual_seed(42)
     LlamaForCausalLM(config).save_pretrained(folder)
     tokenizer.save(str(folder / "tokenizer.json"))
@@ -41,7 +40,7 @@ def _greedy_without_cache(teacher: LocalHFTeacher, prompt: str, steps: int) -> l
     for _ in range(steps):
         with torch.no_grad():
             next_id = int(teacher.model(ids).logits[0, -1].argmax())
-        if next_id == EOS_ID:
+        if next_id == teacher.tokenizer.eos_token_id:
             break
         out.append(next_id)
         ids = torch.cat([ids, torch.tensor([[next_id]])], dim=1)

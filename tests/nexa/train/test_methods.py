@@ -17,7 +17,7 @@ from nexa.ledger.datasets import read_dataset_rows
 from nexa.ledger.runs import load_run
 from nexa.train.config import load_train_config
 from nexa.train.engine import train
-from nexa.train.tokenizer import encode_example, load_tokenizer
+from nexa.train.tokenizer import encode_example, load_hf_tokenizer
 from nexa.train.trainer import KDConfig, divergence, offline_distillation_loss
 
 OPTIM = {"max_steps": 20, "batch_size": 8, "learning_rate": 0.003, "warmup_steps": 2, "logging_steps": 5}
@@ -36,7 +36,7 @@ def _topk_rows(lab, teacher_dir, k=4):
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(teacher_dir).eval()
-    tok = load_tokenizer(teacher_dir / "tokenizer.json")
+    tok = load_hf_tokenizer(teacher_dir)
     rows = []
     for row in read_dataset_rows(lab, "tiny-reasoning@v1")[:60]:
         ids, labels = encode_example(tok, row["prompt"], row["answer"])
@@ -47,8 +47,8 @@ def _topk_rows(lab, teacher_dir, k=4):
             if labels[pos] == -100:
                 continue
             top = torch.topk(logp[pos - 1], k)
-            steps.append({"token": tok.id_to_token(ids[pos]), "logprob": float(logp[pos - 1, ids[pos]]),
-                          "top": [{"token": tok.id_to_token(i), "logprob": float(v)} for v, i in zip(top.values.tolist(), top.indices.tolist())]})
+            steps.append({"token": tok.convert_ids_to_tokens(ids[pos]), "logprob": float(logp[pos - 1, ids[pos]]),
+                          "top": [{"token": tok.convert_ids_to_tokens(i), "logprob": float(v)} for v, i in zip(top.values.tolist(), top.indices.tolist())]})
         rows.append({**row, "logprobs": steps})
     return rows
 

@@ -14,7 +14,7 @@ from nexa.ledger.datasets import write_dataset_version
 from nexa.train.models import DecoderSize, build_model
 from nexa.train.pack import best_fit_decreasing, pack_examples, padding_efficiency
 from nexa.train.packs import PackRequest, build_pack
-from nexa.train.tokenizer import encode_example, load_tokenizer
+from nexa.train.tokenizer import encode_example, load_hf_tokenizer, special_ids
 
 
 def test_best_fit_decreasing_places_every_item_once_within_capacity():
@@ -27,12 +27,12 @@ def test_best_fit_decreasing_places_every_item_once_within_capacity():
 
 
 def test_packed_sample_logits_equal_its_logits_alone(lab):
-    tok = load_tokenizer(lab.root / "tokenizer.json")
+    tok = load_hf_tokenizer(lab.root / "tokenizer.json")
     examples = [encode_example(tok, p, a) for p, a in [("max(3,41)=", "41"), ("max(77,9)=", "77"), ("max(5,6)=", "6")]]
-    packed, truncated = pack_examples(examples, 64)
+    packed, truncated = pack_examples(examples, 64, tok.pad_token_id)
     assert truncated == 0 and len(packed) == 1
     model = build_model(DecoderSize(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, max_position_embeddings=64),
-                        tok.get_vocab_size(), seed=42).eval()
+                        len(tok), seed=42, specials=special_ids(tok)).eval()
     with torch.no_grad():
         # use_cache=False as in training: with a KV cache transformers does not look for packed sequences
         block = model(input_ids=packed.input_ids, position_ids=packed.position_ids, use_cache=False).logits[0]

@@ -9,7 +9,7 @@ import yaml
 from nexa.data.generators import generate
 from nexa.ledger.datasets import write_dataset_version
 from nexa.ledger import Lab
-from nexa.train.tokenizer import train_char_tokenizer
+from nexa.train.tokenizer import save_char_tokenizer, train_char_tokenizer
 
 TINY_MODEL = {"size": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "max_position_embeddings": 64}}
 
@@ -19,7 +19,7 @@ def make_lab(root: Path, rows: int = 200) -> Lab:
     lab = Lab.init(root)
     data = [{**r, "split": "train"} for r in generate("reasoning", rows, seed=42)]
     write_dataset_version(lab, "tiny-reasoning", data, row_schema="qa")
-    train_char_tokenizer(r["prompt"] + r["answer"] for r in data).save(str(lab.root / "tokenizer.json"))
+    save_char_tokenizer(train_char_tokenizer(r["prompt"] + r["answer"] for r in data), lab.root)
     return lab
 
 
