@@ -44,7 +44,7 @@ STUDENT = {"hidden": 48, "layers": 2}
 
 def make_lab(root: Path, train_rows: int, eval_rows: int):
     from nexa.data.generators import generate
-    from nexa.data.versions import write_dataset_version
+    from nexa.ledger.datasets import write_dataset_version
     from nexa.ledger import Lab
 
     lab = Lab.init(root)
@@ -176,7 +176,7 @@ def cross_tokenizer_run(work: Path, steps: int, train_rows: int, eval_rows: int)
     """qwen2 BPE teacher -> llama student with a char tokenizer: ULD vs sequence KD vs SFT only."""
     from hf_families import make_family_model
 
-    from nexa.data.versions import write_dataset_version
+    from nexa.ledger.datasets import write_dataset_version
     from nexa.train.tokenizer import save_char_tokenizer, train_char_tokenizer
 
     lab, rows = make_lab(work / "cross" / "lab", train_rows, eval_rows)

@@ -93,7 +93,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    from nexa.data.versions import write_dataset_version
+    from nexa.ledger.datasets import write_dataset_version
     from nexa.ledger import Lab
     from nexa.train.config import load_train_config
     from nexa.train.engine import train

@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # tests/: the shar
 from hf_families import FAMILIES, make_family_model  # noqa: E402
 
 from nexa.cli import app  # noqa: E402
-from nexa.data.versions import write_dataset_version  # noqa: E402
+from nexa.ledger.datasets import write_dataset_version  # noqa: E402
 from nexa.ledger import Lab  # noqa: E402
 from nexa.train.chat import encode_chat  # noqa: E402
 from nexa.train.crosstok import reencode, sorted_probability_distance, teacher_view  # noqa: E402
