@@ -126,12 +126,13 @@ def _tiny_pipeline(lab: Path) -> Path:
             params["eval_rows"] = 20
         if stage["name"] == "verify":
             params["retain_fraction"] = 0.0  # crash safety is under test here, not quality
+            params["teacher_floor"] = 0.0  # a 12-step teacher knows nothing yet
         if stage["name"] == "teacher_registry":
             params["default_retain"] = 0.01
         if stage["name"] == "profile":
             params["config"] = {"samples": 48, "pilot_samples": 8, "components": 8}
         if stage["name"] == "student_niwt":
-            params.update(config={"phase1_steps": 6, "phase2_steps": 6, "check_every": 5}, retry_steps=4)
+            params.update(config={"phase1_steps": 6, "phase2_steps": 6, "check_every": 5, "teacher_floor": 0.0}, retry_steps=4)
     path = lab / "pipelines" / "tiny.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(spec, sort_keys=False))

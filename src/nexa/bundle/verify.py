@@ -96,8 +96,9 @@ def gate(teacher_scores: dict[str, float], student_scores: dict[str, float], ret
 
 
 def build_report(bundle: Path, teacher_scores, child: dict, retain_fraction: float, checks: dict, attempts: list,
+                 teacher_floor: float = DEFAULT_TEACHER_FLOOR,
                  prompts: dict[str, int] | None = None) -> dict:
-    result = gate(teacher_scores, child["student_scores"], retain_fraction)
+    result = gate(teacher_scores, child["student_scores"], retain_fraction, teacher_floor)
     prompts = prompts or {}
     passed = result["passed"] and all(v in (True, []) for v in checks.values())
     return {
@@ -125,7 +126,7 @@ def build_report(bundle: Path, teacher_scores, child: dict, retain_fraction: flo
 
 def verify_bundle(bundle: Path, retain_fraction: float, teacher_weight_files: list[Path] = (),
                   forbidden: list[str] = (), attempts: list[dict] | None = None,
-                  threads: int | None = None) -> dict[str, Any]:
+                  threads: int | None = None, teacher_floor: float = DEFAULT_TEACHER_FLOOR) -> dict[str, Any]:
     """Every check and the gate on a bundle folder; writes verify_report.json and the manifest's retention."""
     from nexa.bundle.build import write_manifest
 
@@ -137,7 +138,7 @@ def verify_bundle(bundle: Path, retain_fraction: float, teacher_weight_files: li
     child = run_isolated_benchmark(bundle, items, list(forbidden), threads)
     prompts = {c: sum(1 for i in items if i["capability"] == c) for c in sorted({i["capability"] for i in items})}
     report = build_report(bundle, teacher_scores, child, retain_fraction, checks, attempts=list(attempts or []),
-                          prompts=prompts)
+                          teacher_floor=teacher_floor, prompts=prompts)
     report["attempts"].append({"attempt": len(report["attempts"]) + 1, "stage": "bundle_verify",
                                "retention": report["retention"], "passed": report["passed"]})
     (bundle / "verify_report.json").write_text(json.dumps(report, indent=2, sort_keys=True))

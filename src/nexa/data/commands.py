@@ -10,7 +10,6 @@ import typer
 
 from nexa.ledger import ArtifactRef, Lab
 from nexa.ledger.console import console, emit_result, fail, progress, table
-from nexa.ledger.datasets import read_dataset_manifest, read_dataset_rows
 from nexa.ledger.registry import DatasetRegistry
 
 app = typer.Typer(help="Datasets: list, show, prepare, generate, augment, diff.", no_args_is_help=True)
@@ -37,8 +36,10 @@ def show(ref: str = typer.Argument(..., help="ID or ID@vN"), lab_dir: Path = LAB
          samples: int = typer.Option(3, help="Sample rows to print."), json_out: bool = JSON) -> None:
     """A version's schema, counts, filters, lineage and a few rows."""
     lab = Lab.find(lab_dir)
+    from nexa.ledger.datasets import read_dataset_head, read_dataset_manifest
+
     manifest = read_dataset_manifest(lab, ref)
-    rows = read_dataset_rows(lab, manifest.ref)[:samples]
+    rows = read_dataset_head(lab, manifest.ref, samples)
     if json_out:
         emit_result({"manifest": json.loads(manifest.model_dump_json()), "samples": rows}, True)
         return
@@ -207,6 +208,8 @@ def augment_cmd(base: str = typer.Option(..., "--from", help="Base version ID@vN
 
     lab = Lab.find(lab_dir)
     config: dict[str, Any] = {"from": base, "capability": capability, "n": n, "seed": seed}
+    from nexa.ledger.datasets import read_dataset_manifest, read_dataset_rows
+
     manifest = read_dataset_manifest(lab, base)
     existing = {r["prompt"] for r in read_dataset_rows(lab, manifest.ref) if "prompt" in r}
     if teacher is None:

@@ -150,16 +150,25 @@ def read_dataset_manifest(lab: Lab, ref: str) -> DatasetManifest:
 
 def read_dataset_rows(lab: Lab, ref: str) -> list[dict[str, Any]]:
     """All rows of a dataset version; the Parquet bytes and the row content are both hash-checked."""
+    return read_dataset_table(lab, ref).to_pylist()
+
+
+def read_dataset_head(lab: Lab, ref: str, n: int) -> list[dict[str, Any]]:
+    """The first ``n`` rows, hash-checked like the rest (the whole version is verified; only ``n`` become dicts)."""
+    return read_dataset_table(lab, ref).slice(0, n).to_pylist()
+
+
+def read_dataset_table(lab: Lab, ref: str) -> pa.Table:
+    """A dataset version as an Arrow table; the Parquet bytes and the row content are both hash-checked."""
     dataset_id, entry = DatasetRegistry(lab.registry_dir).resolve(ref)
     data = lab.durable().get_bytes(f"datasets/{dataset_id}/{entry.hash[:16]}/data.parquet")
     table = pq.read_table(io.BytesIO(data))
-    rows = table.to_pylist()
     actual = table_content_hash(table)
-    if actual != entry.hash and rows_content_hash(rows) != entry.hash:
+    if actual != entry.hash and rows_content_hash(table.to_pylist()) != entry.hash:
         from nexa.ledger import CorruptArtifactError
 
         raise CorruptArtifactError(f"{dataset_id}@v{entry.version}", entry.hash, actual, reason="row content hash mismatch")
-    return rows
+    return table
 
 
 def _to_parquet(table: pa.Table) -> bytes:

@@ -29,8 +29,11 @@ class NexaDEQConfig(PretrainedConfig):
     def __init__(self, vocab_size: int = 64, hidden_size: int = 64, intermediate_size: int = 256,
                  num_attention_heads: int = 4, rms_norm_eps: float = 1e-6, rope_theta: float = 10000.0,
                  max_position_embeddings: int = 512, max_iters: int = 24, tol: float = 1e-3,
-                 backward_max_iters: int = 24, tie_word_embeddings: bool = True, **kwargs):
+                 backward_max_iters: int = 24, tie_word_embeddings: bool = True, bos_token_id: int | None = None,
+                 eos_token_id: int | None = None, pad_token_id: int | None = None, **kwargs):
         self.vocab_size, self.hidden_size, self.intermediate_size = vocab_size, hidden_size, intermediate_size
+        # the tokenizer's own special ids: nexa.train.build sets them from the tokenizer after building
+        self.bos_token_id, self.eos_token_id, self.pad_token_id = bos_token_id, eos_token_id, pad_token_id
         self.num_attention_heads, self.rms_norm_eps, self.rope_theta = num_attention_heads, rms_norm_eps, rope_theta
         self.max_position_embeddings, self.max_iters, self.tol = max_position_embeddings, max_iters, tol
         self.backward_max_iters = backward_max_iters

@@ -49,6 +49,7 @@ class DistillConfig(BaseModel):
     recovery_factor: float = Field(2.0, ge=1)
     max_alpha: float = Field(2.0, ge=0)
     max_new_tokens: int = Field(8, ge=1)
+    teacher_floor: float = Field(0.1, ge=0, le=1, description="A teacher scoring below this fails the gate (nexa.ledger.retention).")
 
 
 @dataclass

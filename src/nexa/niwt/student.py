@@ -22,7 +22,7 @@ from nexa.ledger.console import console, progress, table
 from nexa.ledger.datasets import read_dataset_rows, read_split
 from nexa.ledger.hashing import sha256_file
 from nexa.ledger.listings import read_paired
-from nexa.ledger.retention import gate_failures, retention
+from nexa.ledger.retention import DEFAULT_TEACHER_FLOOR, gate_failures, retention
 from nexa.niwt.distill import (AnchoredDistiller, DistillConfig, attach_adapters, backbone_state, build_anchors,
                                export_adapters, gate_scores)
 from nexa.niwt.profile import read_profile_manifest
@@ -77,10 +77,11 @@ def make_distiller(student, tokenizer, profiles, basis, plan, paired, config: Di
 
 
 def run_gate(distiller: AnchoredDistiller, eval_rows, route, teacher_scores, retain: dict[str, float], steps: int,
-             retried: list[str], max_new_tokens: int, metrics: dict[str, str] | None = None) -> dict:
+             retried: list[str], max_new_tokens: int, metrics: dict[str, str] | None = None,
+             teacher_floor: float = DEFAULT_TEACHER_FLOOR) -> dict:
     student_scores = gate_scores(distiller.model, distiller.tokenizer, eval_rows, route, max_new_tokens, metrics)
     kept = retention(student_scores, teacher_scores)
-    reasons = gate_failures(kept, retain, teacher_scores)
+    reasons = gate_failures(kept, retain, teacher_scores, teacher_floor)
     return {"student_scores": student_scores, "teacher_scores": teacher_scores, "retention": kept, "failing": sorted(reasons),
             "reasons": reasons, "passed": not reasons, "steps": steps, "retrained": retried, "teacher_loaded": False}
 
@@ -105,7 +106,7 @@ def gated_distillation(ctx, profile, synthesize, distill, data, router, config: 
         task = bar.add_task("NIWT phase 2 (joint)", total=settings.phase2_steps, loss=float("nan"))
         distiller.run_phase(settings.phase2_steps, backbone=True, progress=bar, task=task)
     attempts = [{"attempt": 1, **run_gate(distiller, eval_rows, route, teacher_scores, retain, distiller.state.step, [],
-                                          settings.max_new_tokens, metrics)}]
+                                          settings.max_new_tokens, metrics, settings.teacher_floor)}]
     while not attempts[-1]["passed"] and len(attempts) < max_attempts:
         failing = attempts[-1]["failing"]
         for capability in failing:  # stronger anchoring for the capability that failed, its adapter only
@@ -113,7 +114,7 @@ def gated_distillation(ctx, profile, synthesize, distill, data, router, config: 
         distiller.run_phase(retry_steps, backbone=False, capabilities=failing)
         attempts.append({"attempt": len(attempts) + 1, **run_gate(distiller, eval_rows, route, teacher_scores, retain,
                                                                    distiller.state.step, failing, settings.max_new_tokens,
-                                                                   metrics)})
+                                                                   metrics, settings.teacher_floor)})
     write_outputs(ctx, distiller, plan, tokenizer, attempts, ctx.input(router))
     final = attempts[-1]
     _show(attempts)

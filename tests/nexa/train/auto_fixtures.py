@@ -14,13 +14,14 @@ def tiny_model(folder: Path) -> Path:
     import torch
 
     from nexa.train.models import DecoderSize, build_model
-    from nexa.train.tokenizer import train_char_tokenizer
+    from nexa.train.tokenizer import char_special_ids, save_char_tokenizer, train_char_tokenizer
 
     torch.set_num_threads(1)
     tokenizer = train_char_tokenizer([r["prompt"] + r["answer"] for r in QA_ROWS])
-    model = build_model(DecoderSize(hidden_size=32, num_hidden_layers=2, num_attention_heads=2), tokenizer.get_vocab_size(), 42)
+    model = build_model(DecoderSize(hidden_size=32, num_hidden_layers=2, num_attention_heads=2), tokenizer.get_vocab_size(), 42,
+                        char_special_ids(tokenizer))
     model.save_pretrained(folder, safe_serialization=True)
-    tokenizer.save(str(folder / "tokenizer.json"))
+    save_char_tokenizer(tokenizer, folder)  # tokenizer.json + tokenizer_config.json with its special tokens
     return folder
 
 

@@ -166,7 +166,7 @@ def test_train_from_a_pack_made_by_nexa_pack(lab):
     assert [r.ref for r in manifest.inputs if r.kind == "pack"] == [f"pack:{pack_id}"]
     missing = write_config(lab, "nopack", data={"pack": "0000000000000000"}, optim=OPTIM)
     failed = runner.invoke(app, ["train", "--config", str(missing), "--lab", str(lab.root)])
-    assert failed.exit_code == 1 and "no pack '0000000000000000'" in failed.output and pack_id in failed.output
+    assert failed.exit_code == 2 and "no pack '0000000000000000'" in failed.output and pack_id in failed.output  # an unknown id
 
 
 def test_bf16_precision_trains_on_cpu_and_fp16_is_refused(lab):

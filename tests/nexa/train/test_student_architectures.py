@@ -72,13 +72,16 @@ def test_the_gates_isolated_process_runs_student_architectures(tmp_path, name):
     if not _isolated_nexus_is_this_checkout():
         pytest.skip("the isolated interpreter imports another checkout's nexus (PYTHONPATH is ignored under -I)")
     from nexa.models import ARCHITECTURES as REGISTRY
-    from nexa.train.tokenizer import train_char_tokenizer
+    from nexa.train.tokenizer import char_special_ids, train_char_tokenizer
 
     prompts = ["max(3,9)=", "max(41,7)="]
     tokenizer = train_char_tokenizer(prompts + ["0123456789"])
     tokenizer.save(str(tmp_path / "tokenizer.json"))
     torch.manual_seed(42)
-    REGISTRY[name](vocab_size=tokenizer.get_vocab_size(), **ARCHITECTURES[name]).save_pretrained(tmp_path / "model")
+    model = REGISTRY[name](vocab_size=tokenizer.get_vocab_size(), **ARCHITECTURES[name])
+    model.config.update(char_special_ids(tokenizer).as_config())  # as nexa.train.build does for every architecture
+    model.generation_config.update(**char_special_ids(tokenizer).as_config())
+    model.save_pretrained(tmp_path / "model")
     (tmp_path / "model" / "tokenizer.json").write_bytes((tmp_path / "tokenizer.json").read_bytes())
     bundle = tmp_path / "bundle"
     write_backbone(tmp_path / "model", bundle)
