@@ -49,14 +49,22 @@ def code_version() -> str:
 
 
 def current_environment() -> Environment:
+    """Where a run ran. torch's version comes from its installed metadata: importing torch (seconds) only to
+    record it would make every data command slow; the device is read only when the run has torch loaded."""
+    from importlib import metadata
+
     from nexa import __version__
 
     torch_version, device = None, "cpu"
-    if "torch" in sys.modules or _torch_importable():
-        import torch
-
+    if "torch" in sys.modules:
+        torch = sys.modules["torch"]
         torch_version = torch.__version__
         device = "cuda:0" if torch.cuda.is_available() else "cpu"
+    elif _torch_importable():
+        try:
+            torch_version = metadata.version("torch")
+        except metadata.PackageNotFoundError:
+            torch_version = None
     return Environment(
         python=platform.python_version(),
         torch=torch_version,
@@ -68,16 +76,34 @@ def current_environment() -> Environment:
 
 
 def detect_gpu_type() -> str:
-    """``cpu``, or the accelerator model and count in the spec's form (``H100x1``, ``A100x4``)."""
-    if not _torch_importable():
-        return "cpu"
-    import torch
+    """``cpu``, or the accelerator model and count in the spec's form (``H100x1``, ``A100x4``).
 
-    if not torch.cuda.is_available():
+    Read from torch when the run has loaded it, else from ``nvidia-smi`` (a data or eval command should not
+    pay seconds of torch import to learn the machine has no GPU).
+    """
+    if "torch" in sys.modules:
+        torch = sys.modules["torch"]
+        if not torch.cuda.is_available():
+            return "cpu"
+        names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    else:
+        names = _nvidia_smi_names()
+    if not names:
         return "cpu"
-    name = torch.cuda.get_device_name(0)
-    model = next((w for w in name.replace("-", " ").split() if any(c.isdigit() for c in w)), name.split()[-1])
-    return f"{model}x{torch.cuda.device_count()}"
+    model = next((w for w in names[0].replace("-", " ").split() if any(c.isdigit() for c in w)), names[0].split()[-1])
+    return f"{model}x{len(names)}"
+
+
+def _nvidia_smi_names() -> list[str]:
+    import shutil
+
+    if shutil.which("nvidia-smi") is None:
+        return []
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [line.strip() for line in out.stdout.splitlines() if line.strip()] if out.returncode == 0 else []
 
 
 def _torch_importable() -> bool:
