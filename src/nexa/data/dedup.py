@@ -122,7 +122,6 @@ def connected_first(n: int, first: np.ndarray, second: np.ndarray) -> np.ndarray
             return label
 
 
-_MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
 
 
 def mix64(x: np.ndarray) -> np.ndarray:
@@ -217,12 +216,12 @@ def _fold_bands(signature: np.ndarray, bands: int, rows_per_band: int, row_salt:
         block = signature[:, band * rows_per_band:(band + 1) * rows_per_band]
         acc = np.full(len(signature), np.uint64(band + 1))
         for column in block.T:
-            acc = (acc ^ column) * _GOLDEN
-        keys[:, band] = np.where((block == _EMPTY32).all(axis=1), mix64(row_salt + np.uint64(band) * _GOLDEN), mix64(acc))
+            acc = (acc ^ column) * GOLDEN
+        keys[:, band] = np.where((block == _EMPTY32).all(axis=1), mix64(row_salt + np.uint64(band) * GOLDEN), mix64(acc))
     return keys
 
 
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+GOLDEN = np.uint64(0x9E3779B97F4A7C15)  # 2^64 / golden ratio, odd: a multiplier that spreads bits
 
 
 def sketch_similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:

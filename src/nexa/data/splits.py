@@ -37,7 +37,7 @@ def text_buckets(norm: pa.Array | pa.ChunkedArray) -> np.ndarray:
     with ``k`` and the row's words are summed (wrapping), then mixed with the length. Column-wise over
     the Arrow buffers: no Python object per row.
     """
-    from nexa.data.dedup import mix64, text_buffers
+    from nexa.data.dedup import GOLDEN, mix64, text_buffers
 
     norm = pc.fill_null(norm, "")
     norm = norm.combine_chunks() if isinstance(norm, pa.ChunkedArray) else norm
@@ -54,7 +54,7 @@ def text_buckets(norm: pa.Array | pa.ChunkedArray) -> np.ndarray:
         word = words[np.repeat(offsets[:-1], count) + 8 * index]
         word &= np.where(remaining >= 8, np.uint64(0xFFFFFFFFFFFFFFFF),
                          (np.uint64(1) << (np.uint64(8) * np.minimum(remaining, 8).astype(np.uint64))) - np.uint64(1))
-        terms = mix64(word ^ (index.astype(np.uint64) * _GOLDEN))
+        terms = mix64(word ^ (index.astype(np.uint64) * GOLDEN))
         sums = np.zeros(len(norm), dtype=np.uint64)
         filled = count > 0
         if filled.any():
@@ -62,8 +62,6 @@ def text_buckets(norm: pa.Array | pa.ChunkedArray) -> np.ndarray:
         hashed = mix64(sums ^ mix64(lengths.astype(np.uint64)))
     return (hashed >> np.uint64(11)).astype(np.float64) * 2.0 ** -53
 
-
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
 
 def assign_splits(norm: pa.Array | pa.ChunkedArray, clusters: np.ndarray, fractions: dict[str, float],
