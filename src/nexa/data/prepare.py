@@ -270,8 +270,12 @@ def user_table(table: pa.Table) -> pa.Table:
     return table.drop_columns([c for c in POSITION_COLUMNS if c in table.column_names])
 
 
+_JSONL_ENCODER = json.JSONEncoder(sort_keys=True, default=str, ensure_ascii=False)  # json.dumps with options builds one per call
+
+
 def jsonl_bytes(records: list[dict[str, Any]]) -> bytes:
-    return "".join(json.dumps(r, sort_keys=True, default=str, ensure_ascii=False) + "\n" for r in records).encode("utf-8")
+    encode = _JSONL_ENCODER.encode
+    return "".join(encode(r) + "\n" for r in records).encode("utf-8")
 
 
 def store_side_file(lab: Lab, prefix: str, stem: str, records: list[dict[str, Any]]) -> ArtifactRef | None:
