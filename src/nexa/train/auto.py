@@ -27,12 +27,13 @@ from nexa.infra.hardware import Hardware
 from nexa.ledger import CostBreakdown, Lab
 from nexa.ledger.hashing import sha256_json
 from nexa.ledger.store import atomic_write_bytes
+from nexa.train.qlora import unavailable_reason as qlora_unavailable_reason
 
 if TYPE_CHECKING:  # the train config pulls in the HF Trainer: imported where a config is built
     from nexa.train.config import TrainConfig
 
 AUTO_METHODS = ("lora", "qlora", "sft", "kd", "niwt")
-LEARNING_RATES = {"lora": 2e-4, "sft": 2e-5, "kd": 2e-5}
+LEARNING_RATES = {"lora": 2e-4, "qlora": 2e-4, "sft": 2e-5, "kd": 2e-5}
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 # Dense bf16 peak TFLOP/s of common GPUs; the estimate assumes a third of it is reached.
 GPU_TFLOPS = {"H200": 989, "H100": 989, "GH200": 989, "A100": 312, "A10": 125, "A40": 150, "L4": 121, "A4000": 77}
@@ -182,7 +183,6 @@ def batch_size_for(hardware: Hardware, info: ModelInfo, method: str, seq_len: in
 
 def method_options(hardware: Hardware, info: ModelInfo, seq_len: int) -> list[MethodOption]:
     """Every method with whether it can run here and the batch size that fits."""
-    cuda = hardware.device == "cuda"
     options = []
     for name, label in (("lora", "LoRA adapters (PEFT): only the adapters train"),
                         ("qlora", "QLoRA: LoRA on 4-bit weights"),
@@ -191,9 +191,8 @@ def method_options(hardware: Hardware, info: ModelInfo, seq_len: int) -> list[Me
                         ("niwt", "NIWT: profile a teacher, synthesize and distill a student")):
         batch = batch_size_for(hardware, info, name, seq_len)
         runnable, note = batch > 0, f"batch {batch} fits" if batch else "does not fit in memory"
-        if name == "qlora":
-            runnable, note = False, ("needs a CUDA GPU; this machine has none" if not cuda else
-                                     "the train layer has no 4-bit loading yet; use lora")
+        if name == "qlora" and qlora_unavailable_reason(hardware):
+            runnable, note = False, qlora_unavailable_reason(hardware)
         elif name == "niwt":
             runnable, note = False, "runs as pipeline stages (`nexa run pipelines/golden.yaml`), not from auto"
         options.append(MethodOption(name, label, runnable, note, batch))
@@ -245,10 +244,10 @@ def build_config(answers: AutoAnswers, info: ModelInfo) -> "TrainConfig":
     """The TrainConfig these answers mean, validated by the train layer's own model."""
     from nexa.train.config import validate_train_config
 
-    if answers.method not in ("lora", "sft", "kd"):
-        raise AutoError(f"method {answers.method!r} cannot run from auto; choose lora, sft or kd")
+    if answers.method not in ("lora", "qlora", "sft", "kd"):
+        raise AutoError(f"method {answers.method!r} is not a TrainConfig method; choose lora, qlora, sft or kd")
     raw: dict[str, Any] = {
-        "name": answers.name, "seed": 42, "method": "sft+lora" if answers.method == "lora" else answers.method,
+        "name": answers.name, "seed": 42, "method": f"sft+{answers.method}" if "lora" in answers.method else answers.method,
         "model": {"pretrained": str(info.path)},
         "data": {"train": [answers.dataset], "tokenizer": str(info.path), "seq_len": answers.seq_len, "split": "train"},
         "optim": {"max_steps": answers.steps, "batch_size": answers.batch_size,

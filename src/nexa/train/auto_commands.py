@@ -247,7 +247,9 @@ def _positive_int(text: str) -> Optional[str]:
 
 
 def _method_of(config) -> str:
-    return "lora" if config.uses_lora else ("kd" if "kd" in config.method else "sft")
+    if config.uses_lora:
+        return "qlora" if config.uses_qlora else "lora"
+    return "kd" if "kd" in config.method else "sft"
 
 
 def _backend(asker: Asker, flags: dict, hardware, plan) -> tuple[str, str, str]:
