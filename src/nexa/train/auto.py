@@ -27,6 +27,7 @@ from nexa.infra.hardware import Hardware
 from nexa.ledger import CostBreakdown, Lab
 from nexa.ledger.hashing import sha256_json
 from nexa.ledger.store import atomic_write_bytes
+from nexa.train.auto_niwt import NiwtPlan
 from nexa.train.qlora import unavailable_reason as qlora_unavailable_reason
 
 if TYPE_CHECKING:  # the train config pulls in the HF Trainer: imported where a config is built
@@ -53,8 +54,8 @@ class AutoAnswers(BaseModel):
     schema_version: int = 1
     model: str = Field(description="Local model folder (config.json, weights, tokenizer.json) or a hub id in the HF cache.")
     dataset: str = Field(description="Dataset version ID@vN in the lab's registry.")
-    method: str = Field(description="lora, sft or kd (qlora and niwt are shown where they apply).")
-    teacher: str | None = Field(None, description="Teacher model folder for kd.")
+    method: str = Field(description="lora, qlora (CUDA GPU), sft, kd or niwt.")
+    teacher: str | None = Field(None, description="Teacher model folder for kd and niwt.")
     batch_size: int = Field(ge=1)
     steps: int = Field(ge=1)
     seq_len: int = Field(128, ge=8)
@@ -193,8 +194,8 @@ def method_options(hardware: Hardware, info: ModelInfo, seq_len: int) -> list[Me
         runnable, note = batch > 0, f"batch {batch} fits" if batch else "does not fit in memory"
         if name == "qlora" and qlora_unavailable_reason(hardware):
             runnable, note = False, qlora_unavailable_reason(hardware)
-        elif name == "niwt":
-            runnable, note = False, "runs as pipeline stages (`nexa run pipelines/golden.yaml`), not from auto"
+        elif name == "niwt" and batch:
+            note = f"batch {batch} fits; needs a teacher model (--teacher)"
         options.append(MethodOption(name, label, runnable, note, batch))
     return options
 
@@ -263,12 +264,27 @@ def build_config(answers: AutoAnswers, info: ModelInfo) -> "TrainConfig":
     return validate_train_config(raw, "nexa auto")
 
 
-def config_yaml(config: "TrainConfig") -> str:
+def config_yaml(config: "TrainConfig | NiwtPlan") -> str:
+    """What the plan will run, as the file it is written to: a TrainConfig or a NIWT pipeline."""
+    if isinstance(config, NiwtPlan):
+        return config.yaml()
     return yaml.safe_dump(config.resolved(), sort_keys=False)
 
 
-def write_config(lab: Lab, config: "TrainConfig") -> Path:
+def plan_shape(config: "TrainConfig | NiwtPlan") -> tuple[str, int, int, int]:
+    """(method, steps, batch size, sequence length) of a plan, for its time and cost estimate."""
+    if isinstance(config, NiwtPlan):
+        return "niwt", config.steps, config.batch_size, 128
+    method = ("qlora" if config.uses_qlora else "lora") if config.uses_lora else ("kd" if "kd" in config.method else "sft")
+    return method, config.optim.max_steps, config.optim.batch_size, config.data.seq_len
+
+
+def write_config(lab: Lab, config: "TrainConfig | NiwtPlan") -> Path:
     """``<lab>/configs/auto/<name>-<hash>.yaml``, written atomically (same plan, same file)."""
+    if isinstance(config, NiwtPlan):
+        from nexa.train.auto_niwt import write_pipeline
+
+        return write_pipeline(lab, config)
     path = lab.root / "configs" / "auto" / f"{config.name}-{sha256_json(config.resolved())[:10]}.yaml"
     atomic_write_bytes(path, config_yaml(config).encode())
     return path

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pexpect
 import pytest
-from auto_fixtures import qa_file, tiny_model
+from auto_fixtures import Transcript, files_containing, qa_file, tiny_model
 
 from nexa.ledger import Lab
 from nexa.session import client
@@ -53,7 +53,7 @@ def _spawn(args: list[str], env: dict, cwd: Path) -> pexpect.spawn:
 
 def test_session_add_reads_a_hidden_prompt_and_list_shows_no_value(world):
     screen = _spawn(["session", "add", "hf", "--ttl", "30m"], world["env"], world["root"])
-    transcript = _Transcript()
+    transcript = Transcript()
     screen.logfile_read = transcript
     screen.expect("token for hf \\(hidden\\): ")
     screen.sendline(world["token"])
@@ -72,7 +72,7 @@ def test_a_whole_run_chosen_with_arrows_and_enter_never_shows_the_token(world):
     watcher = _CmdlineWatcher(world["token"])
     screen = _spawn(["auto", "--lab", str(world["lab"].root), "--steps", "3", "--batch-size", "2", "--seq-len", "16"],
                     world["env"], world["root"])
-    transcript = _Transcript()
+    transcript = Transcript()
     screen.logfile_read = transcript
     watcher.start()
     try:
@@ -113,7 +113,7 @@ def test_a_whole_run_chosen_with_arrows_and_enter_never_shows_the_token(world):
     assert watcher.children_with_token_in_env >= 1, "the train job never had HF_TOKEN in its environment"
     assert watcher.leaks == []
     assert world["token"] not in text
-    assert _files_containing(world["token"], [world["root"], Path("/tmp")], since=start) == []
+    assert files_containing(world["token"], [world["root"], Path("/tmp")], since=start) == []
 
 
 def test_ctrl_c_at_a_prompt_writes_nothing_and_keeps_the_session(world):
@@ -150,23 +150,6 @@ def test_a_config_file_answers_every_question_but_the_confirmation(world):
     assert not (world["lab"].root / "configs").exists()
 
 
-class _Transcript:
-    """pexpect's logfile: everything the program put on the screen."""
-
-    def __init__(self):
-        self.parts: list[str] = []
-
-    def write(self, data: str) -> None:
-        self.parts.append(data)
-
-    def flush(self) -> None:
-        pass
-
-    @property
-    def text(self) -> str:
-        return "".join(self.parts)
-
-
 class _CmdlineWatcher(threading.Thread):
     """Samples every process's /proc/<pid>/cmdline (and the nexa jobs' environments) while the run lasts."""
 
@@ -196,21 +179,3 @@ class _CmdlineWatcher(threading.Thread):
     def stop(self) -> None:
         self._stop_event.set()
         self.join()
-
-
-def _files_containing(token: str, roots: list[Path], since: float) -> list[str]:
-    """Every regular file under ``roots`` changed since ``since`` whose bytes contain the token."""
-    needle, found = token.encode(), []
-    for root in roots:
-        for folder, _, names in os.walk(root):
-            for name in names:
-                path = Path(folder) / name
-                try:
-                    info = path.lstat()
-                    if not path.is_file() or path.is_symlink() or info.st_mtime < since - 1 or info.st_size > 50 * 2**20:
-                        continue
-                    if needle in path.read_bytes():
-                        found.append(str(path))
-                except OSError:
-                    continue
-    return found
