@@ -22,7 +22,7 @@ from auto_fixtures import Transcript, files_containing, qa_file, tiny_model
 from nexa.ledger import Lab
 from nexa.session import client
 
-DOWN, UP, ENTER, CTRL_C = "\x1b[B", "\x1b[A", "\r", "\x03"
+UP, ENTER = "\x1b[A", "\r"
 NEXA = [sys.executable, "-m", "nexa.cli"]
 
 
@@ -114,19 +114,6 @@ def test_a_whole_run_chosen_with_arrows_and_enter_never_shows_the_token(world):
     assert watcher.leaks == []
     assert world["token"] not in text
     assert files_containing(world["token"], [world["root"], Path("/tmp")], since=start) == []
-
-
-def test_ctrl_c_at_a_prompt_writes_nothing_and_keeps_the_session(world):
-    client.add("hf", "HF_TOKEN", world["token"].encode(), None)
-    screen = _spawn(["auto", "--lab", str(world["lab"].root), "--model", str(world["model"])], world["env"], world["root"])
-    screen.expect("Training data")
-    screen.send(CTRL_C)
-    screen.expect("cancelled: no plan was written and your session is untouched")
-    screen.expect(pexpect.EOF)
-    screen.close()
-    assert screen.exitstatus == 130
-    assert not (world["lab"].root / "configs").exists()
-    assert [t["name"] for t in client.listing()] == ["hf"]
 
 
 def test_without_a_terminal_it_names_the_missing_answer(world):
