@@ -107,23 +107,22 @@ def niwt_job(lab: Lab, pipeline_file: Path, command) -> list[str]:
 
 
 def outcome(result: dict) -> dict:
-    """The gate and artifacts of a finished NIWT pipeline (``nexa run --json``), from its stages' records."""
+    """The gate and artifacts of a finished NIWT pipeline (``nexa run --json``), from its student's gate report."""
     paths = {o["stage"]: Path(o["path"]) for o in result["outputs"]}
     student = paths["student_niwt"]
-    summary = json.loads((student / "stage.json").read_text())["summary"]
-    return {"pipeline_run_id": result["run_id"], "gate": summary["gate"], "attempts": len(summary["gate_attempts"]),
-            "steps": summary["steps"], "model": str(student / "model"), "gate_report": str(student / "gate_report.json"),
-            "profile": str(paths["profile"]), "adapters": str(student / "adapters")}
+    return {**gate_report(student / "gate_report.json"), "pipeline_run_id": result["run_id"], "profile": str(paths["profile"])}
 
 
 def failed_gate(lab: Lab, since: float) -> dict | None:
     """The gate report a failing ``student_niwt`` left in scratch after ``since`` (None: it failed elsewhere)."""
     reports = [p for p in (lab.scratch / "work").glob("student_niwt-*/gate_report.json") if p.stat().st_mtime >= since - 1]
-    if not reports:
-        return None
-    newest = max(reports, key=lambda p: p.stat().st_mtime)
-    attempts = json.loads(newest.read_text())["attempts"]
-    return {"gate": attempts[-1], "attempts": len(attempts), "gate_report": str(newest), "model": str(newest.parent / "model")}
+    return gate_report(max(reports, key=lambda p: p.stat().st_mtime)) if reports else None
+
+
+def gate_report(path: Path) -> dict:
+    """The last gate attempt of a ``gate_report.json``, how many there were, and the student model beside it."""
+    attempts = json.loads(path.read_text())["attempts"]
+    return {"gate": attempts[-1], "attempts": len(attempts), "gate_report": str(path), "model": str(path.parent / "model")}
 
 
 # -- asking and running (called by `nexa auto`) ---------------------------------------------------

@@ -119,3 +119,18 @@ def test_niwt_plans_the_niwt_stages_sized_to_the_teacher_and_refuses_unusable_da
                           row_schema="qa")
     with pytest.raises(ValueError, match="at least 8 training rows per capability plus 50"):
         auto_niwt.plan_niwt(lab, "n", "niwt-small@v1", model, steps=9, batch_size=4)
+
+
+def test_a_finished_niwt_pipeline_reads_as_its_last_gate_attempt(tmp_path):
+    import json
+
+    from nexa.train import auto_niwt
+
+    student = tmp_path / "stages" / "student_niwt" / "k"
+    student.mkdir(parents=True)
+    attempts = [{"attempt": 1, "passed": False, "failing": ["reasoning"]}, {"attempt": 2, "passed": True, "failing": []}]
+    (student / "gate_report.json").write_text(json.dumps({"attempts": attempts}))
+    result = {"run_id": "r1", "outputs": [{"stage": "profile", "path": str(tmp_path / "p")}, {"stage": "student_niwt", "path": str(student)}]}
+    read = auto_niwt.outcome(result)
+    assert read["gate"]["passed"] and read["attempts"] == 2 and read["pipeline_run_id"] == "r1"
+    assert read["model"] == str(student / "model") and read["profile"] == str(tmp_path / "p")
