@@ -16,6 +16,7 @@ from nexa.ledger.manifests import load_manifest
 
 LISTING_VERSION = 1
 HELD_OUT_SPLITS = ("eval", "val", "test")  # what a listing's readers score on is called eval
+NIWT_VERIFICATION_ROWS = 50  # training rows per capability a NIWT profile keeps as raw teacher answers (verification)
 
 
 class ListedDataset(BaseModel):

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from nexa.ledger import Lab
 from nexa.ledger.datasets import read_dataset_rows
 from nexa.ledger.hashing import sha256_json
-from nexa.ledger.listings import split_by_capability
+from nexa.ledger.listings import NIWT_VERIFICATION_ROWS, split_by_capability
 from nexa.ledger.store import atomic_write_bytes
 
 NIWT_STAGES = ("data", "teacher", "distill", "teacher_registry", "router", "profile", "synthesize", "student_niwt")
@@ -49,15 +49,13 @@ def plan_niwt(lab: Lab, name: str, dataset: str, teacher, steps: int, batch_size
     """
     grouped = split_by_capability(read_dataset_rows(lab, dataset), dataset)
     counts = {c: {s: sum(r["split"] == s for r in rows) for s in ("train", "eval")} for c, rows in grouped.items()}
-    from nexa.niwt.profile import RAW_OUTPUTS  # the teacher answers a profile keeps for verification
-
     smallest = min(c["train"] for c in counts.values())
-    if smallest < 8 + RAW_OUTPUTS:
-        raise ValueError(f"{dataset}: NIWT profiles at least 8 training rows per capability plus {RAW_OUTPUTS} kept for "
+    if smallest < 8 + NIWT_VERIFICATION_ROWS:
+        raise ValueError(f"{dataset}: NIWT profiles at least 8 training rows per capability plus {NIWT_VERIFICATION_ROWS} kept for "
                          f"verification; {min(counts, key=lambda c: counts[c]['train'])!r} has {smallest}")
     config = json.loads((teacher.path / "config.json").read_text())
     stages = _stages(name, dataset, teacher, int(config.get("num_attention_heads") or 1), sorted(counts),
-                     smallest - RAW_OUTPUTS, steps, batch_size)
+                     smallest - NIWT_VERIFICATION_ROWS, steps, batch_size)
     pipeline = {"schema_version": 1, "name": name, "seed": 42, "stages": stages}
     return NiwtPlan(name=name, dataset=dataset, teacher=teacher.path, steps=steps, batch_size=batch_size,
                     capabilities=counts, pipeline=pipeline)
