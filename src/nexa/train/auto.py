@@ -271,6 +271,13 @@ def config_yaml(config: "TrainConfig | NiwtPlan") -> str:
     return yaml.safe_dump(config.resolved(), sort_keys=False)
 
 
+def check_runs_here(hardware: Hardware, config: "TrainConfig | NiwtPlan", backend: str) -> None:
+    """Refuse, before anything is written, a QLoRA plan (e.g. from --config) that this machine cannot run locally."""
+    reason = qlora_unavailable_reason(hardware)
+    if backend == "local" and plan_shape(config)[0] == "qlora" and reason:
+        raise AutoError(f"{reason}; use method lora here, or --backend infra for a cloud GPU")
+
+
 def plan_shape(config: "TrainConfig | NiwtPlan") -> tuple[str, int, int, int]:
     """(method, steps, batch size, sequence length) of a plan, for its time and cost estimate."""
     if isinstance(config, NiwtPlan):

@@ -132,6 +132,7 @@ def _flow(lab, asker: Asker, flags: dict) -> dict:
     else:
         config, info = _from_questions(lab, asker, flags, hardware, plan)
     backend, gpu_type, provider = _backend(asker, flags, hardware, plan)
+    plan.check_runs_here(hardware, config, backend)
     seconds = plan.estimate_seconds(hardware, info, *plan.plan_shape(config), gpu_type if backend == "infra" else None)
     cost = plan.estimate_cost(lab, provider, gpu_type, seconds)
     _show_plan(config, cost, seconds, plan)

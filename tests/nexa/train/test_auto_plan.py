@@ -134,3 +134,12 @@ def test_a_finished_niwt_pipeline_reads_as_its_last_gate_attempt(tmp_path):
     read = auto_niwt.outcome(result)
     assert read["gate"]["passed"] and read["attempts"] == 2 and read["pipeline_run_id"] == "r1"
     assert read["model"] == str(student / "model") and read["profile"] == str(tmp_path / "p")
+
+
+def test_a_qlora_plan_is_refused_locally_without_a_gpu_but_may_go_to_a_cloud_gpu(model):
+    answers = plan.AutoAnswers(model=model.ref, dataset="qa@v1", method="qlora", batch_size=4, steps=3, seq_len=32, name="q")
+    config = plan.build_config(answers, model)
+    with pytest.raises(plan.AutoError, match="QLoRA needs a CUDA GPU and bitsandbytes.*--backend infra"):
+        plan.check_runs_here(CPU, config, "local")
+    plan.check_runs_here(CPU, config, "infra")
+    plan.check_runs_here(CPU, plan.build_config(answers.model_copy(update={"method": "lora"}), model), "local")
