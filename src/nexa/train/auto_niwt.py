@@ -45,15 +45,19 @@ class NiwtPlan(BaseModel):
 def plan_niwt(lab: Lab, name: str, dataset: str, teacher, steps: int, batch_size: int) -> NiwtPlan:
     """The NIWT pipeline for ``teacher`` (a :class:`nexa.train.auto.ModelInfo`) on ``dataset``, sized to both.
 
-    Raises ValueError when the dataset is not QA rows with a train and a held-out split per capability.
+    Raises ValueError when the teacher is not a Llama-family model (the student is synthesized from its layers)
+    or the dataset is not QA rows with a train and a held-out split per capability.
     """
+    config = json.loads((teacher.path / "config.json").read_text())
+    if config.get("model_type") != "llama":
+        raise ValueError(f"{teacher.path}: NIWT synthesizes its student from a Llama-family teacher (model_type llama); "
+                         f"this one is {config.get('model_type')!r}; use kd for other families")
     grouped = split_by_capability(read_dataset_rows(lab, dataset), dataset)
     counts = {c: {s: sum(r["split"] == s for r in rows) for s in ("train", "eval")} for c, rows in grouped.items()}
     smallest = min(c["train"] for c in counts.values())
     if smallest < 8 + NIWT_VERIFICATION_ROWS:
         raise ValueError(f"{dataset}: NIWT profiles at least 8 training rows per capability plus {NIWT_VERIFICATION_ROWS} kept for "
                          f"verification; {min(counts, key=lambda c: counts[c]['train'])!r} has {smallest}")
-    config = json.loads((teacher.path / "config.json").read_text())
     stages = _stages(name, dataset, teacher, int(config.get("num_attention_heads") or 1), sorted(counts),
                      smallest - NIWT_VERIFICATION_ROWS, steps, batch_size)
     pipeline = {"schema_version": 1, "name": name, "seed": 42, "stages": stages}

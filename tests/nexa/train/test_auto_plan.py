@@ -93,7 +93,10 @@ def test_qlora_is_offered_where_a_cuda_gpu_and_bitsandbytes_are(model, monkeypat
     assert plan.plan_shape(config) == ("qlora", 3, 4, 32)
 
 
-def test_niwt_plans_the_niwt_stages_sized_to_the_teacher_and_refuses_unusable_data(lab, model):
+def test_niwt_plans_the_niwt_stages_sized_to_the_teacher_and_refuses_unusable_data(lab, model, tmp_path):
+    import json
+    import shutil
+
     from nexa.data.generators import generate
     from nexa.ledger.datasets import write_dataset_version
     from nexa.train import auto_niwt
@@ -112,6 +115,11 @@ def test_niwt_plans_the_niwt_stages_sized_to_the_teacher_and_refuses_unusable_da
     assert plan.plan_shape(niwt) == ("niwt", 9, 4, 128) and "nexa.niwt.stages:profile" in plan.config_yaml(niwt)
     path = plan.write_config(lab, niwt)
     assert path.name.startswith("niwt-n-") and path.read_text() == niwt.yaml()
+    other = tmp_path / "qwen"
+    shutil.copytree(model.path, other)
+    (other / "config.json").write_text(json.dumps({**json.loads((other / "config.json").read_text()), "model_type": "qwen2"}))
+    with pytest.raises(ValueError, match="NIWT synthesizes its student from a Llama-family teacher.*'qwen2'"):
+        auto_niwt.plan_niwt(lab, "n", "niwt-ok@v1", plan.inspect_model(str(other)), steps=9, batch_size=4)
     write_dataset_version(lab, "niwt-train-only", [{**r, "split": "train"} for r in rows], row_schema="qa")
     with pytest.raises(ValueError, match="'reasoning' has no eval/val/test rows; NIWT needs both"):
         auto_niwt.plan_niwt(lab, "n", "niwt-train-only@v1", model, steps=9, batch_size=4)
