@@ -53,3 +53,29 @@ def registered(ctx, datasets: dict[str, str]) -> dict:
         ctx.run.add_input(_dataset_ref(ctx, manifest.ref, manifest.content_hash))
     write_contract(ctx.out / "datasets.json", DatasetListing(capabilities=listing))
     return {"datasets": {k: v["ref"] for k, v in listing.items()}}
+
+
+def capability_split(ctx, dataset: str, prefix: str | None = None) -> dict:
+    """A registered QA version as a capability listing with train/eval splits, for stages that read listings.
+
+    ``nexa data prepare`` splits into train/val/test; NIWT's router, profile and gate read ``train`` and
+    ``eval`` per capability. Each capability's rows become their own version ``<prefix>-<capability>``
+    (parent: ``dataset``) whose held-out rows (eval, val or test) are labelled ``eval``.
+    """
+    from nexa.ledger.datasets import read_dataset_manifest, read_dataset_rows
+    from nexa.ledger.listings import split_by_capability
+
+    source = read_dataset_manifest(ctx.lab, dataset)
+    ctx.run.add_input(_dataset_ref(ctx, source.ref, source.content_hash))
+    by_capability = split_by_capability(read_dataset_rows(ctx.lab, source.ref), source.ref)
+    listing = {}
+    for capability, rows in sorted(by_capability.items()):
+        counts = {s: sum(r["split"] == s for r in rows) for s in ("train", "eval")}
+        manifest = write_dataset_version(ctx.lab, f"{prefix or source.ref.split('@')[0]}-{capability}", rows, row_schema="qa",
+                                         parents=[source.ref], splits=counts, created_by=ctx.run.run_id,
+                                         notes=f"capability {capability!r} of {source.ref}; val/test rows labelled eval")
+        listing[capability] = {"ref": manifest.ref, "content_hash": manifest.content_hash, "rows": manifest.rows}
+        ctx.run.add_output(_dataset_ref(ctx, manifest.ref, manifest.content_hash))
+    write_contract(ctx.out / "datasets.json", DatasetListing(capabilities=listing))
+    return {"datasets": {k: v["ref"] for k, v in listing.items()}, "source": source.ref}
+

@@ -15,6 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from nexa.ledger.manifests import load_manifest
 
 LISTING_VERSION = 1
+HELD_OUT_SPLITS = ("eval", "val", "test")  # what a listing's readers score on is called eval
+NIWT_VERIFICATION_ROWS = 50  # training rows per capability a NIWT profile keeps as raw teacher answers (verification)
 
 
 class ListedDataset(BaseModel):
@@ -61,3 +63,21 @@ def write_contract(file: Path, contract: BaseModel) -> Path:
     """Write a listing as sorted, indented JSON (stable bytes, so stage output hashes are stable)."""
     file.write_text(contract.model_dump_json(indent=2, exclude_none=True))
     return file
+
+
+def split_by_capability(rows: list[dict], ref: str) -> dict[str, list[dict]]:
+    """QA rows grouped by capability, split ``train`` or ``eval``; a capability lacking either is refused."""
+    grouped: dict[str, list[dict]] = {}
+    for row in rows:
+        if not row.get("prompt") or not row.get("answer") or not row.get("capability"):
+            raise ValueError(f"{ref} is not QA data with capabilities: a row lacks prompt, answer or capability")
+        held_out = row.get("split") in HELD_OUT_SPLITS
+        grouped.setdefault(row["capability"], []).append(
+            {"prompt": row["prompt"], "answer": row["answer"], "capability": row["capability"],
+             "split": "eval" if held_out else "train"})
+    for capability, group in grouped.items():
+        splits = {r["split"] for r in group}
+        if splits != {"train", "eval"}:
+            raise ValueError(f"{ref}: capability {capability!r} has no {'eval/val/test' if 'eval' not in splits else 'train'} "
+                             f"rows; NIWT needs both (prepare with --splits train=0.8,eval=0.2)")
+    return grouped

@@ -24,8 +24,10 @@ from safetensors.torch import save_file
 from sklearn.decomposition import IncrementalPCA
 from tokenizers import Tokenizer
 
+from nexa.ledger.listings import NIWT_VERIFICATION_ROWS
+
 PROFILE_VERSION = 1
-RAW_OUTPUTS = 50
+RAW_OUTPUTS = NIWT_VERIFICATION_ROWS  # one number for the profile and for those who size its data (nexa auto)
 
 
 class ProfileConfig(BaseModel):
