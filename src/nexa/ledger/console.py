@@ -9,8 +9,10 @@ from __future__ import annotations
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Any, Iterable, NoReturn
 
+import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import (
@@ -24,6 +26,9 @@ from rich.progress import (
 from rich.table import Table
 
 console = Console(stderr=True)
+# The two options every command shares, declared once so their flags and help never drift apart.
+LAB = typer.Option(Path("."), "--lab", help="Lab folder.")
+JSON = typer.Option(False, "--json", help="Print one JSON object on stdout.")
 _json_fd: int | None = None
 
 
@@ -85,3 +90,14 @@ def table(title: str, columns: Iterable[str], rows: Iterable[Iterable[Any]]) -> 
     for row in rows:
         out.add_row(*("" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v) for v in row))
     return out
+
+
+def retention_table(title: str, report: dict[str, Any]) -> Table:
+    """A gate report (NIWT gate, bundle verify) as capability, teacher score, student score, retention."""
+    return table(f"{title}: {'PASSED' if report['passed'] else 'FAILED'}", ["capability", "teacher", "student", "retention"],
+                 [(c, report["teacher_scores"][c], report["student_scores"].get(c), r) for c, r in report["retention"].items()])
+
+
+def fields_table(title: str, fields: dict[str, Any]) -> Table:
+    """One record as a two-column table, leaving out fields that are None."""
+    return table(title, ["field", "value"], [(k, v) for k, v in fields.items() if v is not None])
