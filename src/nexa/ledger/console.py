@@ -19,11 +19,13 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    ProgressColumn,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 console = Console(stderr=True)
 # The two options every command shares, declared once so their flags and help never drift apart.
@@ -101,3 +103,30 @@ def retention_table(title: str, report: dict[str, Any]) -> Table:
 def fields_table(title: str, fields: dict[str, Any]) -> Table:
     """One record as a two-column table, leaving out fields that are None."""
     return table(title, ["field", "value"], [(k, v) for k, v in fields.items() if v is not None])
+
+
+class _RateColumn(ProgressColumn):
+    def render(self, task) -> Text:
+        return Text(f"{task.speed or 0:.1f} {task.fields.get('unit', 'items')}/s")
+
+
+class SpendProgress:
+    """A progress sink (``start(total, done)``, ``advance(n, spent_usd)``): done/total, rate, USD spent so far, ETA.
+    Work already done (cached answers) is counted at start."""
+
+    def __init__(self, description: str, unit: str):
+        self._bar = progress(False, _RateColumn(), TextColumn("${task.fields[cost]:.4f}"))
+        self._description, self._unit, self._task = description, unit, None
+
+    def __enter__(self) -> "SpendProgress":
+        self._bar.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._bar.stop()
+
+    def start(self, total: int, done: int) -> None:
+        self._task = self._bar.add_task(self._description, total=total, completed=done, cost=0.0, unit=self._unit)
+
+    def advance(self, done: int, spent_usd: float) -> None:
+        self._bar.update(self._task, advance=done, cost=spent_usd)

@@ -174,7 +174,7 @@ def load_manifest(model: type[ModelT], data: bytes | str | dict, location: str) 
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
-        raise ManifestValidationError(location, _describe(exc)) from exc
+        raise ManifestValidationError(location, validation_problems(exc)) from exc
 
 
 def dump_manifest(manifest: BaseModel) -> bytes:
@@ -193,5 +193,6 @@ def _check_version(model: type[BaseModel], raw: Any, location: str) -> None:
         )
 
 
-def _describe(exc: ValidationError) -> list[str]:
+def validation_problems(exc: ValidationError) -> list[str]:
+    """Each problem of a pydantic error as `field.path: message`, for one-line errors that name the field."""
     return [f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in exc.errors()]
