@@ -159,9 +159,10 @@ CONTRACTS: dict[str, type[BaseModel]] = {
 
 def all_contracts() -> dict[str, type[BaseModel]]:
     """Every contract exported to docs/schemas: the manifests above and the files stages pass each other."""
-    from nexa.ledger.listings import DatasetListing, PairedDataset
+    from nexa.ledger.listings import CapabilityProfile, DatasetListing, PairedDataset, TeacherProfile
 
-    return {**CONTRACTS, "DatasetListing": DatasetListing, "PairedDataset": PairedDataset}
+    return {**CONTRACTS, "DatasetListing": DatasetListing, "PairedDataset": PairedDataset,
+            "CapabilityProfile": CapabilityProfile, "TeacherProfile": TeacherProfile}
 
 
 def load_manifest(model: type[ModelT], data: bytes | str | dict, location: str) -> ModelT:
