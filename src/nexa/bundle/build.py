@@ -143,12 +143,6 @@ def benchmark_items(rows: list[dict[str, Any]], max_new_tokens: int) -> list[dic
             for r in rows if r.get("split", "eval") == "eval"]
 
 
-def quantize_bundle(bundle: Path) -> tuple[dict[str, int], dict[str, Any]]:
-    """Quantize a bundle in place (row-wise int8) and record it in its manifest: (sizes, manifest)."""
-    sizes = quantize_int8(bundle)
-    return sizes, write_manifest(bundle, quantization="int8-rowwise")
-
-
 def bundle_size_bytes(bundle: Path) -> int:
     return sum(p.stat().st_size for p in bundle.rglob("*") if p.is_file())
 

@@ -33,7 +33,8 @@ def build_command(
     lab_dir: Path = LAB, json_out: bool = JSON,
 ) -> None:
     """Build a bundle from a student checkpoint outside a pipeline."""
-    from nexa.bundle.build import UnsafeBundleError, assemble_bundle, benchmark_items, bundle_size_bytes, quantize_bundle
+    from nexa.bundle.build import (UnsafeBundleError, assemble_bundle, benchmark_items, bundle_size_bytes, quantize_int8,
+                                   write_manifest)
     from nexa.ledger.datasets import read_dataset_rows
 
     if out.exists():
@@ -55,7 +56,8 @@ def build_command(
         except UnsafeBundleError as error:
             shutil.rmtree(out, ignore_errors=True)
             raise typer.BadParameter(str(error), param_hint="--allow-uncensored") from error
-        sizes, manifest = quantize_bundle(out) if quantize else ({}, manifest)
+        sizes = quantize_int8(out) if quantize else {}
+        manifest = write_manifest(out, quantization="int8-rowwise") if quantize else manifest
     emit_result({"run_id": run.run_id, "status": "succeeded", "bundle": str(out), "size_bytes": bundle_size_bytes(out), **sizes,
                  "outputs": [{"path": str(out / rel), "sha256": digest} for rel, digest in manifest["files"].items()]}, json_out)
 

@@ -6,7 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
-from nexa.bundle.build import assemble_bundle, benchmark_items, bundle_size_bytes, quantize_bundle, write_manifest
+from nexa.bundle.build import assemble_bundle, benchmark_items, bundle_size_bytes, quantize_int8, write_manifest
 from nexa.bundle.verify import GateFailedError, verify_bundle
 from nexa.ledger.datasets import read_split
 from nexa.ledger.retention import DEFAULT_TEACHER_FLOOR
@@ -80,6 +80,7 @@ def verify(ctx, bundle: str = "bundle", teacher: str = "teacher", retain_fractio
 def _verify_int8(ctx, bundle: Path, retain_fraction: float, forbidden: list[str], teacher_floor: float) -> dict:
     quantized = ctx.out / "bundle-int8"
     shutil.copytree(bundle, quantized)
-    sizes, _ = quantize_bundle(quantized)
+    sizes = quantize_int8(quantized)
+    write_manifest(quantized, quantization="int8-rowwise")
     report = verify_bundle(quantized, retain_fraction, forbidden=forbidden, teacher_floor=teacher_floor)
     return {**sizes, "retention": report["retention"], "passed": report["passed"]}

@@ -36,25 +36,6 @@ def capability_datasets(ctx, capabilities: dict[str, dict], eval_rows: int = 200
     return {"datasets": {k: v["ref"] for k, v in written.items()}, "hypothesis": hyp.ref}
 
 
-def _dataset_ref(ctx, ref: str, content_hash: str):
-    from nexa.ledger import ArtifactRef
-
-    return ArtifactRef(kind="dataset", ref=ref, path=ref, sha256=content_hash)
-
-
-def registered(ctx, datasets: dict[str, str]) -> dict:
-    """A listing of datasets already in the registry (capability → ID@vN) for stages that read listings."""
-    from nexa.ledger.datasets import read_dataset_manifest
-
-    listing = {}
-    for capability, ref in sorted(datasets.items()):
-        manifest = read_dataset_manifest(ctx.lab, ref)
-        listing[capability] = {"ref": manifest.ref, "content_hash": manifest.content_hash, "rows": manifest.rows}
-        ctx.run.add_input(_dataset_ref(ctx, manifest.ref, manifest.content_hash))
-    write_contract(ctx.out / "datasets.json", DatasetListing(capabilities=listing))
-    return {"datasets": {k: v["ref"] for k, v in listing.items()}}
-
-
 def prepare_in_run(lab, run, inputs: list[str], schema, dataset: str, **options):
     """``prepare`` under an open run, the one door of ``nexa data prepare|generate|augment``: the per-file
     counts are logged, the version and its quarantine recorded as outputs, a refusal marks the run failed."""
@@ -85,3 +66,23 @@ def generated_version(lab, run, rows: list[dict], schema_name: str, dataset: str
     source = write_jsonl(rows, lab.scratch / "data" / run.run_id / "generated.jsonl")
     return prepare_in_run(lab, run, [*bases, str(source)], load_schema(schema_name, lab.registry_dir), dataset,
                           filters=["exact"], fractions=parse_fractions(splits), cluster_threshold=None, notes=notes)
+
+
+def _dataset_ref(ctx, ref: str, content_hash: str):
+    from nexa.ledger import ArtifactRef
+
+    return ArtifactRef(kind="dataset", ref=ref, path=ref, sha256=content_hash)
+
+
+def registered(ctx, datasets: dict[str, str]) -> dict:
+    """A listing of datasets already in the registry (capability → ID@vN) for stages that read listings."""
+    from nexa.ledger.datasets import read_dataset_manifest
+
+    listing = {}
+    for capability, ref in sorted(datasets.items()):
+        manifest = read_dataset_manifest(ctx.lab, ref)
+        listing[capability] = {"ref": manifest.ref, "content_hash": manifest.content_hash, "rows": manifest.rows}
+        ctx.run.add_input(_dataset_ref(ctx, manifest.ref, manifest.content_hash))
+    write_contract(ctx.out / "datasets.json", DatasetListing(capabilities=listing))
+    return {"datasets": {k: v["ref"] for k, v in listing.items()}}
+

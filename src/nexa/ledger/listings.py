@@ -16,7 +16,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from nexa.ledger.manifests import load_manifest
 
 LISTING_VERSION = 1
-PROFILE_VERSION = 1
 
 
 class ListedDataset(BaseModel):
@@ -47,6 +46,9 @@ class PairedDataset(BaseModel):
     schema_version: int = LISTING_VERSION
     ref: str = Field(description="ID@vN of the (prompt, teacher answer) dataset.")
     source: str | None = Field(None, description="ID@vN of the dataset whose prompts were answered.")
+
+
+PROFILE_VERSION = 1
 
 
 class CapabilityProfile(BaseModel):
@@ -112,13 +114,14 @@ def read_paired(file: Path | str) -> PairedDataset:
     return load_manifest(PairedDataset, path.read_bytes(), str(path))
 
 
+def read_capability_profile(file: Path | str) -> CapabilityProfile:
+    """A capability's ``profile.json``, validated (naming the file and field when it does not fit)."""
+    path = Path(file)
+    return load_manifest(CapabilityProfile, path.read_bytes(), str(path))
+
+
 def write_contract(file: Path, contract: BaseModel) -> Path:
     """Write a listing as sorted, indented JSON (stable bytes, so stage output hashes are stable)."""
     file.write_text(contract.model_dump_json(indent=2, exclude_none=True))
     return file
 
-
-def read_capability_profile(file: Path | str) -> CapabilityProfile:
-    """A capability's ``profile.json``, validated (naming the file and field when it does not fit)."""
-    path = Path(file)
-    return load_manifest(CapabilityProfile, path.read_bytes(), str(path))
