@@ -12,7 +12,7 @@ from nexa.infra.cost import BudgetExceededError
 from nexa.ledger import Lab
 from nexa.ledger.console import JSON, console, emit_result, table
 from nexa.pipeline.runner import PipelineResult, StageFailedError, run_pipeline
-from nexa.pipeline.spec import builtin_pipeline_path, install_builtin_pipelines, load_pipeline
+from nexa.pipeline.spec import builtin_pipeline_path, export_demo_tokenizer, install_builtin_pipelines, load_pipeline
 
 
 def register(app: typer.Typer) -> None:
@@ -35,6 +35,7 @@ def demo(lab_dir: Path = typer.Option(Path("nexa-demo"), "--lab", help="Lab fold
     lab = Lab.init(lab_dir)
     install_builtin_pipelines(lab)
     result = _execute(lab, lab.root / "pipelines" / "golden.yaml")
+    export_demo_tokenizer(lab, result.outputs)
     emit_result(result.as_json(lab), json_out)
 
 
