@@ -37,12 +37,15 @@ def feedback(ctx: typer.Context, report: Optional[Path] = typer.Option(None, hel
     lab = Lab.find(lab_dir)
     report_path = report or latest_report(lab)
     targets = dict(_pair(d) for d in dataset)
+    from nexa.teachers.opening import open_teacher  # a URL without --teacher-model is a user's mistake, before any run
+
+    teacher = open_teacher(teacher_url, teacher_model) if teacher_url else None
     with start_run(lab, "feedback", config={"report": str(report_path), "rules": rule, "datasets": targets, "rows": rows,
                                           "teacher_url": teacher_url, "teacher_model": teacher_model}, seed=seed) as run:
         console.print(f"run [bold]{run.run_id}[/bold]")
         try:
             result = feedback_round(lab, report_path, rule, targets, rows, seed, run.run_id,
-                                    teacher=_teacher(teacher_url, teacher_model))
+                                    teacher=teacher)
         except (ValueError, ArtifactNotFoundError, FileNotFoundError, TeacherError, LookupError) as exc:
             fail(str(exc))  # LookupError: an unpriced teacher model (nexa.infra.cost.UnknownPriceError)
         outputs = result.record(lab, run)
@@ -54,16 +57,6 @@ def feedback(ctx: typer.Context, report: Optional[Path] = typer.Option(None, hel
     emit_result({"run_id": run.run_id, "status": "succeeded", "outputs": outputs, "report": str(report_path),
                  "weaknesses": [w.model_dump() for w in result.weaknesses], "skipped": result.skipped,
                  "new_versions": {c: m.manifest.ref for c, m in result.merged.items()}}, json_out)
-
-
-def _teacher(url: Optional[str], model: Optional[str]):
-    if not url:
-        return None
-    if not model:
-        fail("--teacher-url needs --teacher-model (the model name the endpoint serves)")
-    from nexa.teachers.openai_api import OpenAITeacher
-
-    return OpenAITeacher(url, model)
 
 
 def _pair(text: str) -> tuple[str, str]:

@@ -85,30 +85,16 @@ def status(remove_orphans: bool = typer.Option(False, "--remove-orphans", help="
            lab_dir: Optional[Path] = typer.Option(None, "--lab"),
            json_out: bool = typer.Option(False, "--json")) -> None:
     """List the lab's clusters; find orphans (launcher gone, or a SkyPilot cluster with no record) and offer to remove them."""
-    from nexa.infra.clusters import is_orphaned, list_records
-    from nexa.infra.local import down as down_local
-    from nexa.infra.skypilot import down_sky_cluster, orphaned_sky_clusters
+    from nexa.infra.status import cluster_status
 
-    lab = _lab(lab_dir)
-    records = list_records(lab)
-    orphans = [r.cluster for r in records if is_orphaned(r)]
-    sky_orphans = orphaned_sky_clusters(lab)
-    if remove_orphans:
-        for record in records:
-            if record.cluster in orphans:
-                down_local(lab, record)
-        for name in sky_orphans:
-            down_sky_cluster(name)
-    rows = [{"cluster": r.cluster, "backend": r.backend, "status": "orphaned" if r.cluster in orphans else r.status,
-             "run_id": r.run_id, "cost_usd": round(r.cost_usd, 6), "teardown": r.teardown} for r in records]
-    rows += [{"cluster": n, "backend": "skypilot", "status": "orphaned", "run_id": None, "cost_usd": None, "teardown": False}
-             for n in sky_orphans]
+    result = cluster_status(_lab(lab_dir), remove_orphans)
     if json_out:
-        emit_result({"clusters": rows, "orphans": orphans + sky_orphans, "removed": remove_orphans}, True)
+        emit_result(result, True)
         return
-    console.print(table("clusters", ["cluster", "backend", "status", "run_id", "cost $", "torn down"], [list(r.values()) for r in rows]))
-    if (orphans or sky_orphans) and not remove_orphans:
-        console.print(f"orphaned: {', '.join(orphans + sky_orphans)}; remove them with `nexa infra status --remove-orphans`")
+    console.print(table("clusters", ["cluster", "backend", "status", "run_id", "cost $", "torn down"],
+                        [list(r.values()) for r in result["clusters"]]))
+    if result["orphans"] and not remove_orphans:
+        console.print(f"orphaned: {', '.join(result['orphans'])}; remove them with `nexa infra status --remove-orphans`")
 
 
 @app.command("logs")
@@ -134,18 +120,10 @@ def sync(cluster: str, lab_dir: Optional[Path] = typer.Option(None, "--lab"), js
 @app.command("down")
 def down(cluster: str, lab_dir: Optional[Path] = typer.Option(None, "--lab"), json_out: bool = typer.Option(False, "--json")) -> None:
     """Tear a cluster down: stop its node, sync its log, remove its scratch (SkyPilot: `sky down`)."""
-    from nexa.infra.clusters import save_record
-    from nexa.infra.local import down as down_local
-    from nexa.infra.skypilot import down_sky_cluster
+    from nexa.infra.status import tear_down
 
     lab = _lab(lab_dir)
-    record = _record(lab, cluster)
-    if record.backend == "local":
-        record = down_local(lab, record)
-    else:
-        down_sky_cluster(cluster)
-        record.status, record.teardown = "down", True
-        save_record(lab, record)
+    record = tear_down(lab, _record(lab, cluster))
     emit_result({"cluster": cluster, "status": record.status, "teardown": record.teardown}, json_out)
 
 
