@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from nexa.eval import evaluate as ev
-from nexa.eval.stages import analyze_step, publish_step, read_step, step_folder
+from nexa.eval.stages import analyze_step, generate_step, publish_step, read_step, step_folder
 from nexa.ledger import Lab
 from nexa.ledger.console import console, emit_result, fail, table
 from nexa.ledger.runs import start_run
@@ -50,29 +50,14 @@ def _models(lab: Lab, refs: list[str], run_id: Optional[str], role: Optional[str
     return specs
 
 
-def _generate(lab, run, work, models, tasks, n, max_new_tokens, usd_per_hour, budget_usd=None) -> tuple[list[dict], dict]:
-    from nexa.eval.tasks import resolve_tasks
-
-    resolved = resolve_tasks(lab, tasks.split(","), n=n, created_by=run.run_id)
-    if usd_per_hour is None:  # the lab's price for the hardware this run is on (local = free)
-        from nexa.infra.cost import PriceTable, UnknownPriceError
-
-        try:
-            usd_per_hour = PriceTable.from_lab(lab).hourly(run.manifest.provider, run.manifest.gpu_type)
-        except UnknownPriceError as exc:
-            fail(f"{exc} (or pass --usd-per-hour)")
-    from nexa.infra.cost import UnknownPriceError
+def _generate(*step_args) -> tuple[list[dict], dict]:
+    """The generate step; a teacher that fails mid-eval ends the command as a user-facing error."""
     from nexa.teachers.errors import TeacherError
 
     try:
-        items, counts = ev.generate_items(lab, models, resolved, max_new_tokens, usd_per_hour, run, budget_usd)
-    except (UnknownPriceError, TeacherError) as exc:
+        return generate_step(*step_args)
+    except TeacherError as exc:
         fail(str(exc))
-    ev.write_jsonl(work / "generations.jsonl", items)
-    run.update(student_model=",".join(m.name for m in models), dataset_id=",".join(t.ref for t in resolved),
-               metrics={"generations_cached": float(counts["cached"]), "generations_new": float(counts["generated"])})
-    console.print(f"{len(items)} generations: {counts['generated']} new, {counts['cached']} from the cache")
-    return items, counts
 
 
 def _judge(run, work, items, judges, llm, against=None) -> list[dict]:

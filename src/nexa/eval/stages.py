@@ -81,6 +81,27 @@ def read_step(lab: Lab, run_id: str, filename: str) -> list[dict]:
     return read_jsonl(store.fetch_dir(f"eval/{run_id}", lab.scratch / "eval-inputs" / run_id) / filename)
 
 
+def generate_step(lab: Lab, run, work: Path, models: list[ModelSpec], tasks: str, n: int, max_new_tokens: int,
+                  usd_per_hour: float | None, budget_usd: float | None = None) -> tuple[list[dict], dict]:
+    """Every model on every task's eval prompts through the generation cache, written to ``generations.jsonl``.
+    ``usd_per_hour`` defaults to the lab's price for the hardware the run is on (local = free)."""
+    from nexa.eval.tasks import resolve_tasks
+    from nexa.infra.cost import PriceTable, UnknownPriceError
+
+    resolved = resolve_tasks(lab, tasks.split(","), n=n, created_by=run.run_id)
+    if usd_per_hour is None:
+        try:
+            usd_per_hour = PriceTable.from_lab(lab).hourly(run.manifest.provider, run.manifest.gpu_type)
+        except UnknownPriceError as exc:
+            raise UnknownPriceError(f"{exc} (or pass --usd-per-hour)") from exc
+    items, counts = generate_items(lab, models, resolved, max_new_tokens, usd_per_hour, run, budget_usd)
+    write_jsonl(work / "generations.jsonl", items)
+    run.update(student_model=",".join(m.name for m in models), dataset_id=",".join(t.ref for t in resolved),
+               metrics={"generations_cached": float(counts["cached"]), "generations_new": float(counts["generated"])})
+    console.print(f"{len(items)} generations: {counts['generated']} new, {counts['cached']} from the cache")
+    return items, counts
+
+
 def analyze_step(lab: Lab, run, work: Path, scored: list[dict]) -> dict:
     """The leaderboard and eval report of scored generations, recorded in the run manifest."""
     rows = aggregate(scored)
