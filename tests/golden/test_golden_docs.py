@@ -105,7 +105,7 @@ def test_the_demo_leaves_the_lab_tokenizer_the_presets_name(golden):
     assert not any((golden["lab"] / "teacher").glob("**/*.safetensors"))  # the teacher stays deleted
 
 
-@pytest.mark.parametrize("line", RUN)
+@pytest.mark.parametrize("line", RUN, ids=[line.split(" --lab")[0] for line in RUN])
 def test_a_documented_command_runs_as_written(line, demo_folder):
     words = shlex.split(line)
     words = [SMALLEST.get(words[i - 1], word) if i else word for i, word in enumerate(words)]
