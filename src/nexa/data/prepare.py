@@ -334,6 +334,27 @@ class PrepareResult:
         return {"read": sum(c.read for c in self.counts.values()), "written": sum(c.written for c in self.counts.values()),
                 "quarantined": sum(c.quarantined for c in self.counts.values()), "removed": dict(self.removed)}
 
+    def count_rows(self) -> tuple[list[str], list[tuple]]:
+        """Columns and rows of the per-input ledger (read, good, quarantined, removed by each filter, written)."""
+        filters, totals = list(self.removed), self.totals()
+        rows = [(label, c.read, c.read - c.quarantined, c.quarantined, *(c.removed.get(f, 0) for f in filters), c.written)
+                for label, c in self.counts.items()]
+        rows.append(("total", totals["read"], totals["read"] - totals["quarantined"], totals["quarantined"],
+                     *(totals["removed"][f] for f in filters), totals["written"]))
+        return ["input", "read", "good", "quarantined", *(f"-{f}" for f in filters), "written"], rows
+
+    def payload(self, run_id: str) -> dict[str, Any]:
+        """The ``--json`` result of ``nexa data prepare|generate|augment``."""
+        manifest = self.manifest
+        outputs = [{"kind": "dataset", "ref": manifest.ref, "path": manifest.path, "sha256": manifest.content_hash}] if manifest else []
+        if self.quarantine:
+            outputs.append({"kind": "quarantine", "path": self.quarantine, "sha256": self.quarantine_ref.sha256})
+        return {"run_id": run_id, "status": "failed" if self.problem else "succeeded", "outputs": outputs,
+                "dataset": manifest.ref if manifest else None, "path": manifest.path if manifest else None,
+                "quarantine": self.quarantine, "counts": self.totals(), "flagged": self.flagged,
+                "created": self.created, "per_file": {k: vars(v) for k, v in self.counts.items()},
+                **({"error": self.problem} if self.problem else {})}
+
 
 def prepare(lab: Lab, inputs: list[str], schema: RowSchema, dataset_id: str, *, filters: Iterable[str] = DEFAULT_FILTERS,
             filter_params: dict[str, Any] | None = None, fractions: dict[str, float] | None = None,

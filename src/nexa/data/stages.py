@@ -36,6 +36,38 @@ def capability_datasets(ctx, capabilities: dict[str, dict], eval_rows: int = 200
     return {"datasets": {k: v["ref"] for k, v in written.items()}, "hypothesis": hyp.ref}
 
 
+def prepare_in_run(lab, run, inputs: list[str], schema, dataset: str, **options):
+    """``prepare`` under an open run, the one door of ``nexa data prepare|generate|augment``: the per-file
+    counts are logged, the version and its quarantine recorded as outputs, a refusal marks the run failed."""
+    from nexa.data.prepare import prepare
+    from nexa.ledger import ArtifactRef
+
+    result = prepare(lab, inputs, schema, dataset, run_id=run.run_id, **options)
+    run.log("prepare_counts", counts=result.totals(), per_file={k: vars(v) for k, v in result.counts.items()})
+    run.update(metrics={k: float(v) for k, v in result.totals().items() if k != "removed"})
+    if result.problem:
+        run.fail(RuntimeError(result.problem))
+        return result
+    manifest = result.manifest
+    run.add_output(ArtifactRef(kind="dataset", ref=manifest.ref, path=manifest.path, sha256=manifest.content_hash))
+    if result.quarantine:
+        run.add_output(result.quarantine_ref.model_copy(update={"kind": "quarantine", "ref": f"{manifest.ref}:quarantine"}))
+    run.update(dataset_id=manifest.ref, dataset_hash=manifest.content_hash)
+    return result
+
+
+def generated_version(lab, run, rows: list[dict], schema_name: str, dataset: str, splits: str, bases: list[str], notes: str):
+    """New rows (generated or a teacher's) written through prepare with their base versions: validated, exact-deduplicated
+    against the bases, split."""
+    from nexa.data.augment import write_jsonl
+    from nexa.data.schema import load_schema
+    from nexa.data.splits import parse_fractions
+
+    source = write_jsonl(rows, lab.scratch / "data" / run.run_id / "generated.jsonl")
+    return prepare_in_run(lab, run, [*bases, str(source)], load_schema(schema_name, lab.registry_dir), dataset,
+                          filters=["exact"], fractions=parse_fractions(splits), cluster_threshold=None, notes=notes)
+
+
 def _dataset_ref(ctx, ref: str, content_hash: str):
     from nexa.ledger import ArtifactRef
 

@@ -27,8 +27,7 @@ def profile_metrics(profile_dir: Path) -> dict[str, str]:
     """The registry's metric per capability, as the profile stage recorded it (exact match when not recorded)."""
     summary = json.loads((profile_dir / "summary.json").read_text())
     folder = profile_dir / "profiles" / summary["teacher"]
-    return {c: json.loads((folder / c / "profile.json").read_text()).get("metric", "exact_match")
-            for c in summary["capabilities"]}
+    return {c: read_profile_manifest(folder / c).metric for c in summary["capabilities"]}
 
 
 def runtime_gate(lab: Lab, model_dir: Path, profile_dir: Path, listing: Path, max_new_tokens: int = 8,

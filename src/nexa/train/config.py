@@ -179,6 +179,17 @@ class TrainConfig(_Section):
         return self.model_dump(mode="json")
 
 
+def stage_train_config(stage: str, seed: int, size: dict, optim: dict, seq_len: int, datasets: list[str], tokenizer: Path,
+                       kd: dict | None = None, teacher: Path | None = None) -> TrainConfig:
+    """The :class:`TrainConfig` of a pipeline training stage (teacher, baseline, student KD), validated like a
+    ``nexa train`` file: a bad ``size``/``optim``/``kd`` in a pipeline names the stage and every bad field."""
+    raw: dict[str, Any] = {"name": stage, "seed": seed, "method": "kd" if kd is not None else "sft", "model": {"size": size},
+                           "data": {"train": datasets, "tokenizer": str(tokenizer), "seq_len": seq_len}, "optim": optim}
+    if kd is not None:
+        raw["kd"] = {**kd, "mode": "logit", "teacher": str(teacher)}
+    return validate_train_config(raw, f"pipeline stage {stage!r}")
+
+
 def load_train_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
     """Read and validate a YAML config; relative paths in it resolve against the file's folder."""
     path = Path(path)
