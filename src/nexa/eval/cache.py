@@ -1,9 +1,9 @@
 """Generation cache in durable storage, keyed by (model hash, prompt hash, generation parameters).
 
-Entries for one (model, parameters) pair live in immutable, content-addressed shard files under
-``eval-cache/<model>/<params>/``; a lookup merges the shards and a batch of new generations is
-written as one new shard, so an eval of hundreds of prompts costs one write, and a rerun with
-nothing changed generates nothing.
+Entries for one (model, parameters) pair live in immutable, content-addressed shard blobs under
+``eval-cache/<model>/<params>/``; a lookup reads the shards in one batch and merges them, and a batch
+of new generations is written as one new shard, so an eval of hundreds of prompts costs one write,
+and a rerun with nothing changed generates nothing.
 """
 
 from __future__ import annotations
@@ -32,9 +32,8 @@ class GenerationCache:
     def _load(self) -> dict[str, dict]:
         if self._entries is None:
             self._entries = {}
-            for key in sorted(self.store.list(self.prefix)):
-                if key.endswith(".json"):
-                    self._entries.update(json.loads(self.store.get_bytes(key)))
+            for _, data in sorted(self.store.get_blobs(self.prefix).items()):
+                self._entries.update(json.loads(data))
         return self._entries
 
     def lookup(self, prompts: list[str]) -> tuple[dict[str, Generation], list[str]]:
@@ -58,7 +57,7 @@ class GenerationCache:
         shard = {prompt_hash(g.prompt): {"output": g.output, "latency_ms": g.latency_ms, "new_tokens": g.new_tokens}
                  for g in generations}
         data = json.dumps(shard, sort_keys=True).encode()
-        self.store.put_bytes(f"{self.prefix}/{sha256_bytes(data)[:24]}.json", data)
+        self.store.put_blob(self.prefix, data)
         self._load().update(shard)
 
 

@@ -107,7 +107,7 @@ def _start_node(request: LaunchRequest, record: ClusterRecord, resume: bool) -> 
 
 def _watch(lab: Lab, record: ClusterRecord, process: subprocess.Popen, started: float) -> str:
     """Wait for the node; sync its log every few seconds; stop it when its uptime cost crosses the budget."""
-    last_sync = time.monotonic()
+    last_sync, synced = time.monotonic(), {}
     while process.poll() is None:
         time.sleep(POLL_S)
         spent = record.usd_per_hour * (time.monotonic() - started) / 3600
@@ -117,7 +117,7 @@ def _watch(lab: Lab, record: ClusterRecord, process: subprocess.Popen, started: 
             process.wait()
             return "stopped"
         if time.monotonic() - last_sync > SYNC_EVERY_S:
-            sync(lab, record)
+            sync(lab, record, synced)
             last_sync = time.monotonic()
     if process.returncode != 0:
         record.error = f"node exited with code {process.returncode}; see `nexa infra logs {record.cluster}`"
@@ -136,18 +136,27 @@ def teardown(lab: Lab, record: ClusterRecord, status: str) -> ClusterRecord:
     return record
 
 
-def sync(lab: Lab, record: ClusterRecord) -> list[str]:
-    """Copy the node's log and its runs' logs to durable ``nodes/<cluster>/``; returns the keys written."""
+def sync(lab: Lab, record: ClusterRecord, synced: dict[str, tuple[int, int]] | None = None) -> list[str]:
+    """Copy the node's log and its runs' logs to durable ``nodes/<cluster>/``; returns the keys written.
+
+    ``synced`` (kept by the caller between syncs) remembers each file's size and mtime as last sent,
+    so a periodic sync sends only the files that changed since, not every file every few seconds.
+    """
     store = DurableStore(record.durable)
+    synced = {} if synced is None else synced
     written = []
     files = [Path(record.log)] if record.log else []
     if record.run_id:
         files += [lab.logs_dir / f"{m.run_id}.jsonl" for m in list_runs(lab) if record.run_id in (m.run_id, m.parent_run_id)]
     for file in files:
-        if file.is_file():
-            key = f"nodes/{record.cluster}/{file.name}"
-            store.put_bytes(key, file.read_bytes(), overwrite=True)
-            written.append(key)
+        if not file.is_file():
+            continue
+        key, stat = f"nodes/{record.cluster}/{file.name}", file.stat()
+        if synced.get(key) == (stat.st_size, stat.st_mtime_ns):
+            continue
+        store.put_bytes(key, file.read_bytes(), overwrite=True)
+        synced[key] = (stat.st_size, stat.st_mtime_ns)
+        written.append(key)
     return written
 
 

@@ -4,6 +4,12 @@ Each single-file artifact ``key`` is stored beside a sidecar ``key.sha256``; the
 last, so a file without one was never finished, and a read recomputes the hash and refuses a
 mismatch. A directory artifact instead gets one ``_files.json`` (every file's hash), written last
 with its own sidecar; its files stay exactly as the stage wrote them, with nothing added beside them.
+A *blob* (``put_blob``) is named by its own hash and needs no sidecar: caches that add many small
+records write them as blobs, one request each.
+
+On an object store every request is a network round trip (tens of milliseconds), so the many-file
+operations (``put_dir``, ``fetch_dir``, ``get_blobs``) go out as one concurrent batch, and a small
+read is one GET (s3fs would otherwise ask for the object's size first).
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import posixpath
+import re
 import shutil
 import tempfile
 import uuid
@@ -23,6 +30,8 @@ from nexa.ledger.manifests import ArtifactRef
 SIDECAR = ".sha256"
 _ATOMIC_PUT = {"s3", "s3a", "gs", "gcs", "az", "abfs"}  # object stores: a PUT is never seen half-written
 LISTING = "_files.json"
+BLOB_SUFFIX = ".json"
+_BLOB_NAME = re.compile(r"[0-9a-f]{64}\.json")
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -60,9 +69,13 @@ class DurableStore:
 
         self.fs, self._base = fsspec.core.url_to_fs(self.root)
         self.is_local = self.fs.protocol in ("file", "local") or "file" in _protocols(self.fs)
+        self._one_get: dict = {}  # keyword arguments that make reading a small object one request
         if not self.is_local:
             # Another process (a node, the launcher) writes here too: a cached listing would hide its files.
             self.fs, self._base = fsspec.core.url_to_fs(self.root, use_listings_cache=False)
+            if "s3" in _protocols(self.fs):
+                # s3fs otherwise HEADs every object for its size before the GET (and LISTs when it is missing).
+                self._one_get = {"max_concurrency": 1}
 
     def location(self, key: str) -> str:
         """The full path or URL of ``key``, as recorded in manifests."""
@@ -101,8 +114,9 @@ class DurableStore:
     def put_bytes(self, key: str, data: bytes, *, overwrite: bool = False) -> ArtifactRef:
         """Store ``data`` under ``key``; an existing, different artifact is never replaced silently."""
         digest = sha256_bytes(data)
-        if self.exists(key):
-            if self.hash_of(key) == digest:
+        stored = self._stored_hash(key)
+        if stored is not None:
+            if stored == digest:
                 return self._ref(key, digest, len(data))
             if not overwrite:
                 raise FileExistsError(
@@ -132,6 +146,13 @@ class DurableStore:
             return self._try_read(key + SIDECAR) is not None
         return self.fs.exists(self._path(key)) and self.fs.exists(self._path(key + SIDECAR))
 
+    def _stored_hash(self, key: str) -> str | None:
+        """The recorded hash of a finished artifact at ``key``, or None (one request on an object store)."""
+        if not self.is_local:
+            sidecar = self._try_read(key + SIDECAR)
+            return None if sidecar is None else sidecar.decode().strip()
+        return self.hash_of(key) if self.exists(key) else None
+
     def hash_of(self, key: str) -> str:
         if not self.is_local:
             sidecar = self._try_read(key + SIDECAR)
@@ -155,17 +176,20 @@ class DurableStore:
     def put_dir(self, local_dir: str | Path, prefix: str) -> ArtifactRef:
         """Upload every file under ``local_dir``; the listing goes last and names the whole artifact."""
         local_dir = Path(local_dir)
-        listing = {}
-        for file in sorted(p for p in local_dir.rglob("*") if p.is_file()):
-            rel = file.relative_to(local_dir).as_posix()
-            listing[rel] = self._copy_in(file, f"{prefix}/{rel}")
+        files = {file.relative_to(local_dir).as_posix(): file for file in sorted(p for p in local_dir.rglob("*") if p.is_file())}
+        if self._atomic_put():  # every PUT is all-or-nothing: send them together
+            listing = {rel: sha256_file(file) for rel, file in files.items()}
+            if files:
+                self.fs.put([str(f) for f in files.values()], [self._path(f"{prefix}/{rel}") for rel in files])
+        else:
+            listing = {rel: self._copy_in(file, f"{prefix}/{rel}") for rel, file in files.items()}
         data = json.dumps(listing, sort_keys=True, indent=1).encode()
         self.put_bytes(f"{prefix}/{LISTING}", data, overwrite=True)
         return self._ref(prefix, sha256_bytes(data), sum(Path(local_dir, k).stat().st_size for k in listing), kind="directory")
 
     def put_file(self, local: str | Path, key: str) -> ArtifactRef:
         digest = sha256_file(local)
-        if self.exists(key) and self.hash_of(key) == digest:
+        if self._stored_hash(key) == digest:
             return self._ref(key, digest, Path(local).stat().st_size)
         self._copy_in(local, key)
         self._write(key + SIDECAR, digest.encode())
@@ -191,29 +215,85 @@ class DurableStore:
 
     def verify_dir(self, prefix: str, skip: set[str] | frozenset[str] = frozenset()) -> str:
         """Check every file of a directory artifact (but ``skip``) against its listing; returns the listing's hash."""
+        if not self.is_local:  # the bytes have to come over anyway: fetch them in one batch and hash them here
+            with tempfile.TemporaryDirectory(prefix="nexa-verify-") as tmp:
+                self.fetch_dir(prefix, Path(tmp) / "copy", skip)
+            return self.hash_of(f"{prefix}/{LISTING}")
         for rel, digest in self.dir_listing(prefix).items():
             if rel in skip:
                 continue
             key = f"{prefix}/{rel}"
             if not self.fs.exists(self._path(key)):
                 raise ArtifactNotFoundError(f"{self.location(key)} is listed in {prefix}/{LISTING} but missing")
-            actual = sha256_file(self._path(key)) if self.is_local else sha256_bytes(self._read(key))
+            actual = sha256_file(self._path(key))
             if actual != digest:
                 raise CorruptArtifactError(self.location(f"{prefix}/{rel}"), digest, actual, reason="differs from the directory listing")
         return self.hash_of(f"{prefix}/{LISTING}")
 
     def fetch_dir(self, prefix: str, dest: str | Path, skip: set[str] | frozenset[str] = frozenset()) -> Path:
-        """Copy a directory artifact (but ``skip``, files deliberately deleted) to local ``dest``, checking every hash."""
+        """Copy a directory artifact (but ``skip``, files deliberately deleted) to local ``dest``, checking every hash.
+
+        Files land in a staging folder beside ``dest`` (remote ones in one concurrent batch), are
+        checked against the listing there, and only then move into ``dest``, so ``dest`` never holds
+        a file that did not hash right.
+        """
         dest = Path(dest)
-        for rel, digest in self.dir_listing(prefix).items():
-            if rel in skip:
-                continue
-            key = f"{prefix}/{rel}"
-            data = self._read(key)
-            if sha256_bytes(data) != digest:
-                raise CorruptArtifactError(self.location(key), digest, sha256_bytes(data), reason="differs from the directory listing")
-            atomic_write_bytes(dest / rel, data)
+        wanted = {rel: digest for rel, digest in self.dir_listing(prefix).items() if rel not in skip}
+        staging = dest.parent / f".{dest.name}.{uuid.uuid4().hex}.fetch"
+        try:
+            self._download({f"{prefix}/{rel}": staging / rel for rel in wanted})
+            for rel, digest in wanted.items():
+                actual = sha256_file(staging / rel)
+                if actual != digest:
+                    raise CorruptArtifactError(self.location(f"{prefix}/{rel}"), digest, actual, reason="differs from the directory listing")
+            for rel in wanted:
+                (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+                os.replace(staging / rel, dest / rel)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        dest.mkdir(parents=True, exist_ok=True)
         return dest
+
+    def _download(self, targets: dict[str, Path]) -> None:
+        """Copy ``key -> local path`` for every entry: one concurrent batch from an object store."""
+        for local in targets.values():
+            local.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            if self.is_local:
+                for key, local in targets.items():
+                    shutil.copyfile(self._path(key), local)
+            elif targets:
+                self.fs.get([self._path(k) for k in targets], [str(p) for p in targets.values()])
+        except FileNotFoundError as exc:
+            raise ArtifactNotFoundError(f"a file listed in a directory artifact is missing from {self.root}: {exc}") from exc
+
+    # -- content-addressed blobs ---------------------------------------------------------------
+    def put_blob(self, prefix: str, data: bytes) -> str:
+        """Store ``data`` as ``prefix/<its sha256>.json`` and return that key.
+
+        The name is the hash, so the blob needs no sidecar (one request on an object store where a
+        sidecar'd put costs three) and is never overwritten with anything else; writing the same
+        bytes again writes the same object. Made for caches that add many small records.
+        """
+        key = f"{prefix}/{sha256_bytes(data)}{BLOB_SUFFIX}"
+        self._write(key, data)
+        return key
+
+    def get_blobs(self, prefix: str) -> dict[str, bytes]:
+        """Every blob under ``prefix`` by key: one listing, one concurrent batch of reads, each checked against its name."""
+        keys = [k for k in self.list(prefix) if _BLOB_NAME.fullmatch(posixpath.basename(k))]
+        blobs = self._read_many(keys)
+        for key, data in blobs.items():
+            expected, actual = posixpath.basename(key)[: -len(BLOB_SUFFIX)], sha256_bytes(data)
+            if actual != expected:
+                raise CorruptArtifactError(self.location(key), expected, actual)
+        return blobs
+
+    def _read_many(self, keys: list[str]) -> dict[str, bytes]:
+        if self.is_local or not keys:
+            return {key: self._read(key) for key in keys}
+        paths = {self._path(key): key for key in keys}
+        return {paths[path]: data for path, data in self.fs.cat(list(paths), **self._one_get).items()}
 
     def delete(self, key: str) -> None:
         """Remove an artifact (file or directory); used only for explicitly disposable outputs."""
@@ -239,7 +319,7 @@ class DurableStore:
         if self.is_local:
             atomic_write_bytes(self._path(key), data)
             return
-        if _protocols(self.fs)[0] in _ATOMIC_PUT:
+        if self._atomic_put():
             self.fs.pipe_file(self._path(key), data)  # an object PUT is all-or-nothing already
             return
         tmp = f"{self._path(key)}.{uuid.uuid4().hex}.tmp"
@@ -248,15 +328,18 @@ class DurableStore:
             handle.write(data)
         self.fs.mv(tmp, self._path(key))
 
+    def _atomic_put(self) -> bool:
+        return not self.is_local and _protocols(self.fs)[0] in _ATOMIC_PUT
+
     def _try_read(self, key: str) -> bytes | None:
         """The bytes at ``key``, or None when there is no such object (one request on an object store)."""
         try:
-            return self.fs.cat_file(self._path(key))
+            return self._read(key)
         except FileNotFoundError:
             return None
 
     def _read(self, key: str) -> bytes:
-        return self.fs.cat_file(self._path(key))
+        return self.fs.cat_file(self._path(key), **self._one_get)
 
     def _ref(self, key: str, digest: str, size: int, kind: str = "file") -> ArtifactRef:
         return ArtifactRef(kind=kind, ref=key, path=self.location(key), sha256=digest, size_bytes=size)

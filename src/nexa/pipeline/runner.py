@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from nexa.infra.cost import NodePricing, PriceTable
 from nexa.ledger import ArtifactNotFoundError, ArtifactRef, CorruptArtifactError, Lab
 from nexa.ledger.console import console
-from nexa.ledger.hashing import sha256_json
+from nexa.ledger.hashing import sha256_file, sha256_json
 from nexa.ledger.manifests import CostBreakdown, StageRecord, dump_manifest, load_manifest
 from nexa.ledger.runs import RunContext, start_run
 from nexa.ledger.store import DurableStore
@@ -188,7 +188,7 @@ class PipelineRunner:
             pipeline_run.log("stage_failed", stage=stage.name, run=run.run_id, error=str(exc))
             raise StageFailedError(stage.name, run.run_id, exc) from exc
         run.finish(self._cost(run, output.seconds, float(summary.get("cost_usd", 0.0))))
-        shutil.rmtree(work, ignore_errors=False)
+        self._keep_or_remove(work, stage.name, key)
         self._accept(stage.name, output)
         return output
 
@@ -228,15 +228,31 @@ class PipelineRunner:
             return None
         output = load_manifest(StageOutput, self.store.get_bytes(f"{prefix}/stage.json"), self.store.location(f"{prefix}/stage.json"))
         try:
-            self._verify_outputs(prefix)
+            self._verify_outputs(name, key)
         except (CorruptArtifactError, ArtifactNotFoundError) as exc:
             console.print(f"[red]✗[/red] {name}: cached output is corrupt ({exc}); running the stage again")
             self.store.delete(f"{prefix}/stage.json")
             return None
         return output
 
-    def _verify_outputs(self, prefix: str) -> None:
-        self.store.verify_dir(prefix, skip=set(self._pruned(prefix)))
+    def _verify_outputs(self, name: str, key: str) -> None:
+        """Every committed file hashes right: rehashed in place on a local tier; on a remote one the local
+        copy the stage's readers use is what gets checked (fetched once, hash-checked on the way)."""
+        prefix = self._prefix(name, key)
+        skip = set(self._pruned(prefix))
+        if self.store.is_local:
+            self.store.verify_dir(prefix, skip=skip)
+            return
+        dest = self._copy_dir(name, key)
+        if (dest / ".complete").exists() and self._matches_listing(dest, prefix, skip):
+            return
+        shutil.rmtree(dest, ignore_errors=True)
+        self.store.fetch_dir(prefix, dest, skip=skip)
+        (dest / ".complete").touch()
+
+    def _matches_listing(self, local: Path, prefix: str, skip: set[str]) -> bool:
+        return all((local / rel).is_file() and sha256_file(local / rel) == digest
+                   for rel, digest in self.store.dir_listing(prefix).items() if rel not in skip)
 
     def _accept(self, name: str, output: StageOutput) -> None:
         self._records[name] = output
@@ -246,11 +262,27 @@ class PipelineRunner:
         prefix = self._prefix(name, key)
         if self.store.is_local:
             return self.store.local_path(prefix)
-        dest = self.lab.scratch / "stage-cache" / name / key
+        dest = self._copy_dir(name, key)
         if not (dest / ".complete").exists():
             self.store.fetch_dir(prefix, dest, skip=set(self._pruned(prefix)))
             (dest / ".complete").touch()
         return dest
+
+    def _copy_dir(self, name: str, key: str) -> Path:
+        """Where a remote tier's stage output is kept on this node for the stages that read it."""
+        return self.lab.scratch / "stage-cache" / name / key
+
+    def _keep_or_remove(self, work: Path, name: str, key: str) -> None:
+        """A stage's scratch output, once committed: on a remote tier it becomes the local copy later stages
+        read (it is byte for byte what was uploaded) instead of being deleted and downloaded again."""
+        if self.store.is_local:
+            shutil.rmtree(work)
+            return
+        dest = self._copy_dir(name, key)
+        shutil.rmtree(dest, ignore_errors=True)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        work.rename(dest)  # both live in this node's scratch
+        (dest / ".complete").touch()
 
     # -- pruning (teacher weights deleted after verification) ----------------------------------
     def _pruned(self, prefix: str) -> list[str]:

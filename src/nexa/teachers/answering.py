@@ -45,7 +45,7 @@ def ask(lab: Lab, teacher: Teacher, requests: list[TeacherRequest], prices: Pric
     cache = ResponseCache(lab.durable(), teacher.teacher_id)
     keys = [cache.key(r) for r in requests]
     unique = dict(zip(keys, requests))
-    hits = {k: entry for k in unique if (entry := cache.get(k)) is not None}
+    hits = cache.lookup(unique)
     settings = DispatchSettings(concurrency=concurrency, policy=retry or RetryPolicy(), breaker_threshold=breaker_threshold,
                                 budget_usd=budget_usd)
     dispatcher = Dispatcher(teacher, cache, price, settings, run_id, log, lambda answered, spent: None)

@@ -3,7 +3,7 @@
 The main thread hands batches to a pool of at most ``concurrency`` workers. Before each batch it
 reserves a worst-case cost (prompt bytes + overhead as input tokens, ``max_tokens`` as output): a batch
 whose reservation would take spent + reserved past the budget is not sent, so the budget holds even
-with calls in flight. Each worker writes its answers to the cache the moment they arrive.
+with calls in flight. Each worker writes a batch's answers to the cache (one shard) the moment they arrive.
 """
 
 from __future__ import annotations
@@ -159,12 +159,9 @@ class Dispatcher:
         responses = call_with_retries(lambda: self.teacher.complete(requests), self.settings.policy, self.breaker,
                                       self.bucket, on_attempt=lambda attempt, error: self._count(len(batch), attempt, error),
                                       rng=rng)
-        entries, cost = [], 0.0
-        for request, response in zip(requests, responses):
-            price = self.price.cost(response.input_tokens, response.output_tokens)
-            entries.append(self.cache.put(request, response, price, self.run_id))
-            cost += price
-        return entries, cost
+        fresh = [(request, response, self.price.cost(response.input_tokens, response.output_tokens))
+                 for request, response in zip(requests, responses)]
+        return self.cache.put_many(fresh, self.run_id), sum(price for _, _, price in fresh)
 
     def _count(self, n_requests: int, attempt: int, error: TeacherError | None) -> None:
         with self._lock:

@@ -120,7 +120,7 @@ def materialize(lab: Lab, teacher: Teacher, config: MaterializeConfig, run: RunC
     cache = ResponseCache(lab.durable(), teacher.teacher_id)
     keyed, quarantine = _requests(rows, config, cache, source.ref)
     unique = {key: request for _, key, request in keyed}
-    hits = {key: entry for key in unique if (entry := cache.get(key)) is not None}
+    hits = cache.lookup(unique)
     run.log("cache_lookup", unique_requests=len(unique), hits=len(hits), misses=len(unique) - len(hits))
     sink = progress or _NoProgress()
     sink.start(len(unique), len(hits))

@@ -3,7 +3,7 @@
 import boto3
 import pytest
 
-from nexa.ledger.errors import CorruptArtifactError
+from nexa.ledger.errors import ArtifactNotFoundError, CorruptArtifactError
 from nexa.ledger.store import DurableStore
 from s3_server import new_bucket, s3  # noqa: F401 - s3 is a fixture
 
@@ -36,3 +36,37 @@ def test_an_object_changed_behind_the_stores_back_is_refused(s3, tmp_path):
         store.get_bytes("m.json")
     with pytest.raises(CorruptArtifactError):
         store.local_file("m.json", tmp_path / "cache")
+
+
+def test_blobs_are_named_by_their_hash_read_in_one_batch_and_checked(s3, tmp_path):
+    url = new_bucket() + "/durable"
+    store = DurableStore(url)
+    keys = [store.put_blob("cache/t", f'{{"n": {i}}}'.encode()) for i in range(40)]
+    assert store.put_blob("cache/t", b'{"n": 0}') == keys[0]  # same bytes, same object
+    assert len(store.list("cache/t")) == 40 and not store.fs.exists(store._path(keys[0] + ".sha256"))  # no sidecars
+    blobs = DurableStore(url).get_blobs("cache")
+    assert sorted(blobs) == sorted(keys) and blobs[keys[7]] == b'{"n": 7}'
+    bucket, prefix = url[len("s3://"):].split("/", 1)
+    boto3.client("s3").put_object(Bucket=bucket, Key=f"{prefix}/{keys[3]}", Body=b'{"n": 99}')
+    with pytest.raises(CorruptArtifactError):
+        store.get_blobs("cache/t")
+
+
+def test_a_directory_is_fetched_whole_or_not_at_all(s3, tmp_path):
+    url = new_bucket() + "/durable"
+    store = DurableStore(url)
+    (tmp_path / "d").mkdir()
+    for i in range(30):
+        (tmp_path / "d" / f"f{i}.txt").write_text(f"file {i}")
+    store.put_dir(tmp_path / "d", "out")
+    copy = store.fetch_dir("out", tmp_path / "copy")
+    assert sorted(p.name for p in copy.iterdir()) == sorted(f"f{i}.txt" for i in range(30))
+    assert (copy / "f29.txt").read_text() == "file 29"
+    bucket, prefix = url[len("s3://"):].split("/", 1)
+    boto3.client("s3").put_object(Bucket=bucket, Key=f"{prefix}/out/f5.txt", Body=b"tampered")
+    with pytest.raises(CorruptArtifactError):
+        store.fetch_dir("out", tmp_path / "second")
+    assert not (tmp_path / "second").exists() and not list(tmp_path.glob(".second.*"))  # nothing half-fetched
+    boto3.client("s3").delete_object(Bucket=bucket, Key=f"{prefix}/out/f5.txt")
+    with pytest.raises(ArtifactNotFoundError):
+        store.verify_dir("out")

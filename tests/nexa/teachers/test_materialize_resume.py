@@ -29,10 +29,9 @@ def _env() -> dict:
 
 
 def _cached_prompts(lab) -> set[str]:
-    """Prompts whose answers are in the durable cache (finished entries only: they have a hash sidecar)."""
-    root = Path(lab.durable().local_path("teacher-cache"))
-    return {json.loads(p.with_suffix("").read_text())["request"]["messages"][-1]["content"]
-            for p in root.rglob("*.json.sha256")}
+    """Prompts whose answers are in the durable cache (finished shards only: written atomically, named by their hash)."""
+    shards = lab.durable().get_blobs("teacher-cache")
+    return {entry["request"]["messages"][-1]["content"] for data in shards.values() for entry in json.loads(data)["entries"]}
 
 
 def _wait_for(condition, timeout_s: float, what: str) -> None:

@@ -47,7 +47,18 @@ def test_round_trip_and_the_first_answer_wins(cache):
 def test_a_tampered_entry_is_refused(cache):
     request = TeacherRequest.from_prompt("hi", GenerationParams())
     cache.put(request, _answer("ok"), cost_usd=0.0, run_id=None)
-    path = cache.store.local_path(cache.path(cache.key(request)))
+    [path] = cache.store.local_path(cache.prefix).glob("*.json")
     path.write_text(path.read_text().replace('"ok"', '"KO"'))
     with pytest.raises(CorruptArtifactError, match="hash mismatch"):
-        cache.get(cache.key(request))
+        ResponseCache(cache.store, cache.teacher_id).get(cache.key(request))
+
+
+def test_a_batch_is_one_shard_and_a_fresh_reader_finds_every_answer(cache):
+    requests = [TeacherRequest.from_prompt(f"q{i}", GenerationParams()) for i in range(5)]
+    cache.put_many([(r, _answer(f"a{i}"), 0.1) for i, r in enumerate(requests)], run_id="r1")
+    cache.put_many([(requests[0], _answer("late"), 0.2), (requests[4], _answer("late"), 0.2)], run_id="r2")  # all cached: no shard
+    assert len(list(cache.store.local_path(cache.prefix).glob("*.json"))) == 1
+    reader = ResponseCache(cache.store, cache.teacher_id)
+    found = reader.lookup([cache.key(r) for r in requests] + ["0" * 64])
+    assert [found[cache.key(r)].response.text for r in requests] == [f"a{i}" for i in range(5)]
+    assert ResponseCache(cache.store, "other-teacher").lookup(found) == {}
