@@ -186,6 +186,23 @@ class NexusModel:
                 results[index] = scores
         return results
 
+    def loglikelihood(self, pairs: list[tuple[str, str]], capability: str | None = None) -> list[tuple[float, bool]]:
+        """Per (context, continuation): the summed log-probability of the continuation's tokens after the context
+        and whether greedy decoding would have produced every one of them — what lm-eval's ``loglikelihood``
+        requests (multiple choice) ask. The context is encoded as generation encodes a prompt, the continuation
+        without special tokens; without ``capability`` the router picks the adapter from the context."""
+        contexts = [self.tokenizer.encode(c).ids for c, _ in pairs]
+        continuations = [self.tokenizer.encode(x, add_special_tokens=False).ids for _, x in pairs]
+        if any(not ids for ids in continuations):
+            raise ValueError("cannot score an empty continuation")
+        scored = self.score([c + x for c, x in zip(contexts, continuations)], capability, top=1,
+                            routed_on=[c for c, _ in pairs])
+        results = []
+        for scores, continuation in zip(scored, continuations):
+            tail = scores[len(scores) - len(continuation):]
+            results.append((sum(t.logprob for t in tail), all(t.top and t.top[0][0] == t.token_id for t in tail)))
+        return results
+
     def _score_group(self, sequences: list[list[int]], capability: str | None, top: int) -> list[list[TokenScore]]:
         longest = max(len(ids) for ids in sequences)
         pad = self.spec.pad_token_id
