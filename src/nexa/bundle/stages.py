@@ -46,10 +46,9 @@ def verify(ctx, bundle: str = "bundle", teacher: str = "teacher", retain_fractio
     stays the pipeline's bundle. ``judge`` ({url, model[, rubric_dir, budget_usd]}) and ``include_path`` (lm-eval
     task YAMLs) serve capabilities whose registry metric is ``judge:RUBRIC`` or ``lm_eval:METRIC``.
     """
-    from nexa.eval.gate_metrics import GateJudge, GateScoring
+    from nexa.eval.gate_metrics import gate_scoring
 
-    scoring = GateScoring(ctx.lab, GateJudge.model_validate(judge) if judge else None,
-                          Path(include_path) if include_path else None, ctx.run.run_id)
+    scoring = gate_scoring(ctx, judge, include_path)
     retain_fraction = ctx.lab.config.retain_fraction if retain_fraction is None else retain_fraction
     name = ctx.summary_of(bundle)["bundle"]
     target = ctx.out / "bundle"

@@ -108,12 +108,7 @@ def student_item_scores(bundle: Path, items: list[dict], child: dict, contracts:
                         forbidden: list[str], threads: int | None) -> dict[str, list[float]]:
     """Per capability the per-item values of its registry metric: per-item rules and judge scores on the isolated
     run's outputs, lm-eval tasks with every request answered by the bundle in another isolated run."""
-    from nexa.eval.gate_metrics import GateScoring, lm_eval_items, lm_eval_tasks, score_generations
-
-    scoring = scoring or GateScoring()
-    metrics = {c: k["metric"] for c, k in contracts.items()}
-    values = score_generations(items, child["outputs"], metrics, scoring)
-    tasks = lm_eval_tasks(metrics, {c: k.get("benchmark", c) for c, k in contracts.items()})
+    from nexa.eval.gate_metrics import capability_items
 
     def isolated(kind: str, requests: list) -> list:
         answered = run_isolated_benchmark(bundle, {kind: requests}, forbidden, threads)
@@ -121,10 +116,11 @@ def student_item_scores(bundle: Path, items: list[dict], child: dict, contracts:
             raise RuntimeError("the isolated lm-eval run imported nexa or transformers; verification refused")
         return answered[kind]
 
-    values.update(lm_eval_items(lambda pairs: [tuple(r) for r in isolated("loglikelihood", [list(p) for p in pairs])],
-                                lambda asked: isolated("generate_until", [list(a) for a in asked]), tasks,
-                                scoring.include_path))
-    return dict(sorted(values.items()))
+    def answerers():
+        return (lambda pairs: [tuple(r) for r in isolated("loglikelihood", [list(p) for p in pairs])],
+                lambda asked: isolated("generate_until", [list(a) for a in asked]))
+
+    return capability_items(items, child["outputs"], contracts, scoring, answerers)
 
 
 def build_report(bundle: Path, teacher_scores, child: dict, retain_fraction: float, checks: dict, attempts: list,
@@ -169,9 +165,10 @@ def verify_bundle(bundle: Path, retain_fraction: float, teacher_weight_files: li
 
     Each capability is scored by the registry's metric the bundle carries (``benchmark/metrics.json``):
     ``scoring`` (a :class:`nexa.eval.gate_metrics.GateScoring`) brings the judge and lm-eval's task folder."""
-    from statistics import pvariance
+    from nexa.eval.gate_metrics import check_scoring, metric_kind, summarize
 
-    from nexa.eval.gate_metrics import metric_kind
+    contracts = benchmark_metrics(bundle)
+    check_scoring({c: k["metric"] for c, k in contracts.items()}, scoring)
     from nexa.bundle.build import write_manifest
 
     checks = {"hash_mismatches": check_hashes(bundle),
@@ -180,11 +177,9 @@ def verify_bundle(bundle: Path, retain_fraction: float, teacher_weight_files: li
     items = json.loads((bundle / "benchmark" / "items.json").read_text())
     teacher_scores = json.loads((bundle / "benchmark" / "teacher_scores.json").read_text())
     child = run_isolated_benchmark(bundle, items, list(forbidden), threads)
-    contracts = benchmark_metrics(bundle)
     values = student_item_scores(bundle, items, child, contracts, scoring, list(forbidden), threads)
-    child["student_scores"] = {c: sum(v) / len(v) for c, v in values.items() if v}
-    prompts = {c: len(v) for c, v in values.items() if v}
-    variances = {c: (pvariance(values[c]), contracts[c].get("teacher_item_variance")) for c in prompts
+    child["student_scores"], prompts, item_variance = summarize(values)
+    variances = {c: (item_variance[c], contracts[c].get("teacher_item_variance")) for c in prompts
                  if metric_kind(contracts.get(c, {}).get("metric", "exact_match")) == "judge"}
     report = build_report(bundle, teacher_scores, child, retain_fraction, checks, attempts=list(attempts or []),
                           teacher_floor=teacher_floor, prompts=prompts, contracts=contracts, variances=variances)

@@ -98,6 +98,20 @@ class GateScoring:
             judge.close()
 
 
+def gate_scoring(ctx, judge: dict | None, include_path: str | None) -> GateScoring:
+    """A pipeline stage's scoring from its ``judge`` and ``include_path`` parameters."""
+    return GateScoring(ctx.lab, GateJudge.model_validate(judge) if judge else None,
+                       Path(include_path) if include_path else None, ctx.run.run_id)
+
+
+def check_scoring(metrics: dict[str, str], scoring: GateScoring | None) -> None:
+    """Refuse, before any model runs, a metric this gate cannot compute: unknown names, a judge metric without a
+    judge (or without its rubric file)."""
+    for capability, metric in sorted(metrics.items()):
+        if metric_kind(metric) == "judge":
+            (scoring or GateScoring()).open_judge(metric[len(JUDGE_PREFIX):])
+
+
 def score_generations(rows: list[dict], outputs: list[str], metrics: dict[str, str],
                       scoring: GateScoring | None = None) -> dict[str, list[float]]:
     """Per capability, the per-item values of its metric on ``outputs`` (one per row, in order); capabilities
@@ -166,6 +180,57 @@ def nexus_answerers(model) -> tuple[Loglikelihood, Generate]:
                 for context, until, most in requests]
 
     return model.loglikelihood, generate
+
+
+def torch_answerers(model, tokenizer, route: Callable[[str], str] | None = None) -> tuple[Loglikelihood, Generate]:
+    """lm-eval's two request kinds answered by an HF causal LM (a ``tokenizers.Tokenizer``, prompts encoded as
+    generation encodes them); with ``route``, a PEFT model switches to the adapter it picks for each context."""
+    import torch
+
+    from nexa.eval.generate import greedy_generate
+
+    def use(context: str) -> None:
+        if route is not None:
+            model.set_adapter(route(context))
+
+    @torch.inference_mode()
+    def loglikelihood(pairs: list[tuple[str, str]]) -> list[tuple[float, bool]]:
+        out = []
+        for context, continuation in pairs:
+            use(context)
+            ids = tokenizer.encode(context).ids
+            tail = tokenizer.encode(continuation, add_special_tokens=False).ids
+            if not tail:
+                raise GateMetricError("lm-eval asked the log-likelihood of an empty continuation")
+            logits = model(input_ids=torch.tensor([ids + tail])).logits[0, len(ids) - 1:-1].float()
+            logprobs = torch.log_softmax(logits, dim=-1)
+            target = torch.tensor(tail)
+            out.append((float(logprobs.gather(-1, target[:, None]).sum()), bool((logprobs.argmax(-1) == target).all())))
+        return out
+
+    def generate(requests: list[tuple[str, list[str], int]]) -> list[str]:
+        texts = []
+        for context, until, most in requests:
+            use(context)
+            text = greedy_generate(model, tokenizer, [context], max_new_tokens=most)[0].output
+            cuts = [text.index(stop) for stop in until if stop and stop in text]
+            texts.append(text[:min(cuts)] if cuts else text)
+        return texts
+
+    return loglikelihood, generate
+
+
+def capability_items(rows: list[dict], outputs: list[str], contracts: dict[str, dict], scoring: GateScoring | None,
+                     answerers: Callable[[], tuple[Loglikelihood, Generate]]) -> dict[str, list[float]]:
+    """Per capability the per-item values of its registry metric ({capability: {"metric", "benchmark"}}):
+    generations scored per item or by the judge, lm-eval tasks answered by ``answerers()`` (called only when
+    some capability needs lm-eval)."""
+    metrics = {c: k.get("metric", "exact_match") for c, k in contracts.items()}
+    values = score_generations(rows, outputs, metrics, scoring)
+    tasks = lm_eval_tasks(metrics, {c: k.get("benchmark", c) for c, k in contracts.items()})
+    if tasks:
+        values.update(lm_eval_items(*answerers(), tasks, scoring.include_path if scoring else None))
+    return dict(sorted(values.items()))
 
 
 def summarize(values: dict[str, list[float]]) -> tuple[dict[str, float], dict[str, int], dict[str, float]]:
