@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+from gate_tasks import MC_DOCS, write_mc_task
 from local_openai import LocalOpenAI
 from tiny_bundle import write_tiny_bundle
 
@@ -21,21 +22,6 @@ from nexus import NexusModel
 
 RUBRICS = Path(__file__).resolve().parents[3] / "rubrics"
 PROMPTS = {"reasoning": [f"max({a},{b})=" for a in range(4) for b in (3, 9)], "science": [f"{v} km in m?" for v in range(1, 9)]}
-MC_DOCS = [{"question": f"max({a},{b})=", "choices": [str(max(a, b)), str(min(a, b)), "99"], "label": 0}
-           for a, b in [(4, 28), (6, 1), (0, 35), (7, 7), (2, 5)]]
-MC_TASK = """task: tiny_gate_mc
-dataset_path: json
-dataset_kwargs: {{data_files: {{test: {data}}}}}
-test_split: test
-output_type: multiple_choice
-doc_to_text: "{{{{question}}}}"
-doc_to_choice: "{{{{choices}}}}"
-doc_to_target: label
-target_delimiter: ""
-metric_list:
-  - {{metric: acc, aggregation: mean, higher_is_better: true}}
-metadata: {{version: 1.0}}
-"""
 TEACHER = {"reasoning": 0.8, "science": 0.5}
 CONTRACTS = {"reasoning": {"metric": "judge:hypothesis_quality", "benchmark": "golden-reasoning-eval"},
              "science": {"metric": "lm_eval:acc", "benchmark": "tiny_gate_mc"}}
@@ -59,11 +45,7 @@ def bundle(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tasks(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("gate_tasks")
-    data = folder / "tiny_gate_mc.jsonl"
-    data.write_text("".join(json.dumps(d) + "\n" for d in MC_DOCS))
-    (folder / "tiny_gate_mc.yaml").write_text(MC_TASK.format(data=data))
-    return folder
+    return write_mc_task(tmp_path_factory.mktemp("gate_tasks"), "tiny_gate_mc")
 
 
 def _accuracy_in_process(bundle: Path) -> float:
