@@ -98,6 +98,33 @@ class GateScoring:
             judge.close()
 
 
+class GateScoringFile(BaseModel):
+    """``--gate-scoring FILE`` (JSON or YAML): the judge and lm-eval task folder for a gate run from the CLI."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: int = 1
+    judge: GateJudge | None = None
+    include_path: str | None = Field(None, description="Folder of lm-eval task YAMLs (relative to the file's folder).")
+
+
+def load_gate_scoring(lab, path: Path | None, run_id: str | None = None) -> GateScoring:
+    """The scoring a ``--gate-scoring`` file describes (none: per-item metrics only); a bad file is a ValueError."""
+    if path is None:
+        return GateScoring(lab, run_id=run_id)
+    import yaml
+    from pydantic import ValidationError
+
+    if not path.is_file():
+        raise GateMetricError(f"--gate-scoring {path} does not exist")
+    try:
+        spec = GateScoringFile.model_validate(yaml.safe_load(path.read_text()))
+    except (yaml.YAMLError, ValidationError) as exc:
+        raise GateMetricError(f"--gate-scoring {path}: {exc}".splitlines()[0]) from None
+    include = (path.parent / spec.include_path).resolve() if spec.include_path else None
+    return GateScoring(lab, spec.judge, include, run_id)
+
+
 def gate_scoring(ctx, judge: dict | None, include_path: str | None) -> GateScoring:
     """A pipeline stage's scoring from its ``judge`` and ``include_path`` parameters."""
     return GateScoring(ctx.lab, GateJudge.model_validate(judge) if judge else None,

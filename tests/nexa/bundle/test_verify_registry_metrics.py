@@ -14,7 +14,7 @@ from tiny_bundle import write_tiny_bundle
 
 from nexa.bundle.build import write_benchmark, write_manifest
 from nexa.bundle.verify import CI_DELTA, CI_KATZ, verify_bundle
-from nexa.eval.gate_metrics import GateJudge, GateMetricError, GateScoring
+from nexa.eval.gate_metrics import GateJudge, GateMetricError, GateScoring, score_generations
 from nexa.ledger import Lab
 from nexa.train.models import DecoderSize, build_model
 from nexa.train.tokenizer import char_special_ids, save_char_tokenizer, train_char_tokenizer
@@ -61,27 +61,47 @@ def _accuracy_in_process(bundle: Path) -> float:
 def test_verify_scores_judge_and_lm_eval_metrics_with_intervals(bundle, tasks, tmp_path):
     lab = Lab.init(tmp_path / "lab")
     with LocalOpenAI(lambda content, calls: '{"score": 4, "reason": "ok"}') as server:
-        scoring = GateScoring(lab, GateJudge(url=server.url, model="judge-7b", rubric_dir=str(RUBRICS)), tasks)
-        report = verify_bundle(bundle, 0.5, scoring=scoring, threads=1)
+        judge = GateJudge(url=server.url, model="judge-7b", rubric_dir=str(RUBRICS))
+        spec = tmp_path / "gate.yaml"
+        spec.write_text(json.dumps({"judge": judge.model_dump(), "include_path": str(tasks)}))
+        result = _verify_cli(bundle, lab, "--gate-scoring", spec)
+        report = json.loads((bundle / "verify_report.json").read_text())
+        assert result.exit_code == (0 if report["passed"] else 1), result.output  # 1: the gate failed, not an error
         judged = len(server.requests)
-        again = verify_bundle(bundle, 0.5, scoring=GateScoring(lab, scoring.judge, tasks), threads=1)
-        assert len(server.requests) == judged  # every verdict of the rerun was a cache hit
-    assert judged == len(PROMPTS["reasoning"])
+        # the gate's judge goes through the teachers cache: the same outputs judged again cost no call
+        items = json.loads((bundle / "benchmark" / "items.json").read_text())
+        outputs = NexusModel.load(bundle).generate_batch([i["prompt"] for i in items], max_new_tokens=3)
+        again = GateScoring(lab, judge, tasks)
+        rescored = score_generations(items, outputs, {c: k["metric"] for c, k in CONTRACTS.items()}, again)
+        assert len(server.requests) == judged == len(PROMPTS["reasoning"])
+    assert again.judge_spent_usd == 0.0 and report["judge_spend_usd"] == 0.0  # unpriced judge: self-hosted, free
+    assert rescored["reasoning"] == [0.75] * len(PROMPTS["reasoning"])  # 4 on the 1..5 scale
     assert report["metrics"] == {"reasoning": "judge:hypothesis_quality", "science": "lm_eval:acc"}
     assert report["benchmarks"]["science"] == "tiny_gate_mc"
-    assert report["student_scores"]["reasoning"] == pytest.approx(0.75)  # 4 on the 1..5 scale
+    assert report["student_scores"]["reasoning"] == pytest.approx(0.75)
     assert report["student_scores"]["science"] == pytest.approx(_accuracy_in_process(bundle))
     assert report["eval_prompts"] == {"reasoning": len(PROMPTS["reasoning"]), "science": len(MC_DOCS)}
-    assert report["retention"]["reasoning"] == pytest.approx(0.75 / 0.8)
+    assert report["retention"] == {"reasoning": pytest.approx(0.75 / 0.8),
+                                   "science": pytest.approx(report["student_scores"]["science"] / 0.5)}
     assert report["retention_ci_method"] == {"reasoning": CI_DELTA, "science": CI_KATZ}
     for capability, (lo, hi) in report["retention_ci"].items():
         assert lo < hi and (lo <= report["retention"][capability] <= hi or report["retention"][capability] == 0)
     # a judge giving the same score to every item has no item variance: only the teacher's bound widens it
     assert report["retention_ci"]["reasoning"][1] - report["retention_ci"]["reasoning"][0] < 1.0
-    assert again["student_scores"] == report["student_scores"] and again["judge_spend_usd"] == 0.0
-    assert not report["process"]["nexa_imported"] and json.loads((bundle / "verify_report.json").read_text())["metrics"]
+    assert not report["process"]["nexa_imported"]
+
+
+def _verify_cli(bundle: Path, lab: Lab, *args):
+    from typer.testing import CliRunner
+
+    from nexa.cli import app
+
+    return CliRunner().invoke(app, ["bundle", "verify", str(bundle), "--retain-fraction", "0.5", "--lab", str(lab.root),
+                                    "--json", *map(str, args)])
 
 
 def test_a_judge_metric_without_a_judge_is_refused(bundle, tmp_path):
     with pytest.raises(GateMetricError, match="judge:hypothesis_quality needs a judge"):
         verify_bundle(bundle, 0.5, scoring=GateScoring(Lab.init(tmp_path / "lab")), threads=1)
+    result = _verify_cli(bundle, Lab.init(tmp_path / "lab2"))
+    assert result.exit_code == 2 and "error: metric judge:hypothesis_quality needs a judge" in result.output
