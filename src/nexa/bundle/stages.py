@@ -28,6 +28,7 @@ def build(ctx, name: str = "nexus_bundle_v1", student: str = "student_kd", route
         lineage={"model_sha256": summary["model_sha256"], "run_id": ctx.run.run_id, "pipeline": ctx.pipeline},
         max_new_tokens=max_new_tokens, allow_uncensored=allow_uncensored, built_by=ctx.run.run_id,
         training_gate_attempts=[{"stage": student, **a} for a in summary.get("gate_attempts", [])],
+        metrics=summary.get("metrics"),  # NIWT's registry metrics; absent (exact match) for other students
     )
     ctx.run.update(student_model=f"{name}:{summary['model_sha256'][:12]}", best_checkpoint=f"{name}/backbone/model.safetensors")
     return {"bundle": name, "files": len(manifest["files"]), "size_bytes": bundle_size_bytes(bundle),

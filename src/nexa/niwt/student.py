@@ -131,7 +131,8 @@ def gated_distillation(ctx, profile, synthesize, distill, data, router, config: 
             "parameters": sum(p.numel() for p in distiller.model.parameters()),
             "steps": distiller.state.step, "gate": final, "gate_attempts": attempts, "alpha": distiller.state.alpha,
             "recoveries": distiller.state.recoveries, "checks": distiller.state.checks, "loss_curve": distiller.state.losses,
-            "adapters": {c: a["rank"] for c, a in plan["adapters"].items()}}
+            "adapters": {c: a["rank"] for c, a in plan["adapters"].items()},
+            "metrics": contracts}  # the registry's metric and benchmark per capability: the bundle's gate uses them
 
 
 def write_outputs(ctx, distiller: AnchoredDistiller, plan: dict, tokenizer: Tokenizer, attempts: list[dict],
