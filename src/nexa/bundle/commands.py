@@ -84,9 +84,10 @@ def verify_command(
         raise typer.BadParameter(f"{bundle} has no manifest.json; is it a bundle folder?", param_hint="BUNDLE")
     lab = Lab.find(lab_dir)
     retain_fraction = lab.config.retain_fraction if retain_fraction is None else retain_fraction
+    scoring = load_gate_scoring(lab, gate_scoring)  # a bad file is refused before a run starts
     with start_run(lab, "verify", config={"bundle": str(bundle), "retain_fraction": retain_fraction}) as run:
-        report = verify_bundle(bundle, retain_fraction, forbidden=[str(p) for p in teacher],
-                               scoring=load_gate_scoring(lab, gate_scoring, run.run_id))
+        scoring.run_id = run.run_id
+        report = verify_bundle(bundle, retain_fraction, forbidden=[str(p) for p in teacher], scoring=scoring)
         run.update(eval_status="done", eval_report=str(bundle / "verify_report.json"),
                    eval_summary={f"retention/{c}": r for c, r in report["retention"].items()})
     if not json_out:

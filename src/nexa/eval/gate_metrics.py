@@ -119,8 +119,11 @@ def load_gate_scoring(lab, path: Path | None, run_id: str | None = None) -> Gate
         raise GateMetricError(f"--gate-scoring {path} does not exist")
     try:
         spec = GateScoringFile.model_validate(yaml.safe_load(path.read_text()))
-    except (yaml.YAMLError, ValidationError) as exc:
-        raise GateMetricError(f"--gate-scoring {path}: {exc}".splitlines()[0]) from None
+    except yaml.YAMLError as exc:
+        raise GateMetricError(f"--gate-scoring {path}: not YAML/JSON ({type(exc).__name__})") from None
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise GateMetricError(f"--gate-scoring {path}: {problems}") from None
     include = (path.parent / spec.include_path).resolve() if spec.include_path else None
     return GateScoring(lab, spec.judge, include, run_id)
 

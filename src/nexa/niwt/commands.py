@@ -132,9 +132,10 @@ def gate_command(
 
     lab = Lab.find(lab_dir)
     require_paths(student=student / "model", profile=profile, data=data / "datasets.json")
+    scoring = load_gate_scoring(lab, gate_scoring)  # a bad file is refused before a run starts
     with start_run(lab, "niwt-gate", config={"student": str(student), "profile": str(profile)}) as run:
-        report = runtime_gate(lab, student / "model", profile, data / "datasets.json",
-                              scoring=load_gate_scoring(lab, gate_scoring, run.run_id))
+        scoring.run_id = run.run_id
+        report = runtime_gate(lab, student / "model", profile, data / "datasets.json", scoring=scoring)
         run.update(eval_status="done", eval_summary={f"retention/{c}": r for c, r in report["retention"].items()})
     if not json_out:
         console.print(table(f"NIWT gate: {'PASSED' if report['passed'] else 'FAILED'}", ["capability", "teacher", "student", "retention"],

@@ -103,5 +103,12 @@ def _verify_cli(bundle: Path, lab: Lab, *args):
 def test_a_judge_metric_without_a_judge_is_refused(bundle, tmp_path):
     with pytest.raises(GateMetricError, match="judge:hypothesis_quality needs a judge"):
         verify_bundle(bundle, 0.5, scoring=GateScoring(Lab.init(tmp_path / "lab")), threads=1)
-    result = _verify_cli(bundle, Lab.init(tmp_path / "lab2"))
+    lab = Lab.init(tmp_path / "lab2")
+    result = _verify_cli(bundle, lab)
     assert result.exit_code == 2 and "error: metric judge:hypothesis_quality needs a judge" in result.output
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("{judge: {url: 'http://127.0.0.1:9/v1'}}")
+    runs = sorted(lab.root.rglob("*.json"))
+    result = _verify_cli(bundle, lab, "--gate-scoring", bad)
+    assert result.exit_code == 2 and "judge.model: Field required" in result.output
+    assert sorted(lab.root.rglob("*.json")) == runs  # refused before a run started: nothing written
