@@ -22,7 +22,7 @@ demo: $(STAMP)
 	$(BIN)/nexa demo --lab nexa-demo
 
 test: $(STAMP) chromium
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 # Debian's Chromium for PDF reports and the dashboard's browser tests (Playwright drives it; never `playwright install`).
 chromium:

@@ -1,39 +1,24 @@
 """Every ``nexa`` command written in the README and docs/ names a real command, real options and files
 that exist, and its ``--help`` runs; ``orchestrate.py`` names configs that exist.
 
-Running each documented command in full needs ``make demo``'s lab and minutes of training; this test
-checks, in seconds, what goes stale when code moves: command names, option names and shipped files.
+This test checks, in seconds, what goes stale when code moves: command names, option names and shipped
+files. ``tests/golden/test_golden_docs.py`` runs them in the lab ``make demo`` leaves.
 """
 
 from __future__ import annotations
 
 import re
 import shlex
-from pathlib import Path
 
 import pytest
 import typer.main
 from typer import _click as click
 from typer.testing import CliRunner
 
+from documented import ROOT, documented_lines
 from nexa.cli import app
 
-ROOT = Path(__file__).resolve().parents[1]
-DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 ROOT_GROUP = typer.main.get_command(app)
-
-
-def _documented_lines() -> list[tuple[str, str]]:
-    found = []
-    for doc in DOCS:
-        text = doc.read_text()
-        blocks = re.findall(r"```(?:bash|sh|console)?\n(.*?)```", text, flags=re.S)
-        lines = [line for block in blocks for line in block.splitlines()] + re.findall(r"`((?:\.venv/bin/)?nexa [^`]+)`", text)
-        for line in lines:
-            line = line.split("  #")[0].strip().removeprefix(".venv/bin/")
-            if line.startswith("nexa ") and "<" not in line and "..." not in line and "|" not in line and "[" not in line:
-                found.append((doc.name, line.rstrip("\\").strip()))
-    return sorted(set(found))
 
 
 def _resolve(words: list[str]):
@@ -46,7 +31,7 @@ def _resolve(words: list[str]):
     return command, path, words
 
 
-DOCUMENTED = _documented_lines()
+DOCUMENTED = documented_lines()
 
 
 def test_docs_document_commands():

@@ -141,6 +141,12 @@ def _read_with_metadata(file: Path) -> tuple[dict[str, torch.Tensor], dict[str, 
         return {k: handle.get_tensor(k) for k in handle.keys()}, metadata
 
 
+def benchmark_items(rows: list[dict[str, Any]], max_new_tokens: int) -> list[dict[str, Any]]:
+    """The bundle's benchmark: the eval rows (all rows when none is split) with the generation length."""
+    return [{"prompt": r["prompt"], "answer": r["answer"], "capability": r["capability"], "max_new_tokens": max_new_tokens}
+            for r in rows if r.get("split", "eval") == "eval"]
+
+
 def bundle_size_bytes(bundle: Path) -> int:
     return sum(p.stat().st_size for p in bundle.rglob("*") if p.is_file())
 

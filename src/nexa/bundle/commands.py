@@ -10,7 +10,7 @@ from typing import List, Optional
 import typer
 
 from nexa.ledger import Lab
-from nexa.ledger.console import console, emit_result, table
+from nexa.ledger.console import JSON, LAB, console, emit_result, retention_table
 from nexa.ledger.hashing import sha256_file
 from nexa.ledger.runs import start_run
 from nexa.pipeline.standalone import require_paths
@@ -30,11 +30,11 @@ def build_command(
     quantize: Optional[str] = typer.Option(None, help="'int8' for row-wise int8 backbone and adapters."),
     allow_uncensored: bool = typer.Option(False, "--allow-uncensored", help="Explicit opt-in to bundle an 'uncensored' capability."),
     max_new_tokens: int = typer.Option(8, min=1, help="Default generation length recorded in the manifest."),
-    lab_dir: Path = typer.Option(Path("."), "--lab"),
-    json_out: bool = typer.Option(False, "--json"),
+    lab_dir: Path = LAB, json_out: bool = JSON,
 ) -> None:
     """Build a bundle from a student checkpoint outside a pipeline."""
-    from nexa.bundle.build import UnsafeBundleError, assemble_bundle, bundle_size_bytes, quantize_int8, write_manifest
+    from nexa.bundle.build import (UnsafeBundleError, assemble_bundle, benchmark_items, bundle_size_bytes, quantize_int8,
+                                   write_manifest)
     from nexa.ledger.datasets import read_dataset_rows
 
     if out.exists():
@@ -43,11 +43,9 @@ def build_command(
         raise typer.BadParameter("only 'int8' is supported", param_hint="--quantize")
     lab = Lab.find(lab_dir)
     require_paths(model=model / "model.safetensors", router=router, teacher_scores=teacher_scores, adapters=adapters)
-    rows = read_dataset_rows(lab, benchmark)
+    items = benchmark_items(read_dataset_rows(lab, benchmark), max_new_tokens)
     with start_run(lab, "bundle", config={"model": str(model), "benchmark": benchmark, "quantize": quantize,
                                           "allow_uncensored": allow_uncensored}) as run:
-        items = [{"prompt": r["prompt"], "answer": r["answer"], "capability": r["capability"], "max_new_tokens": max_new_tokens}
-                 for r in rows if r.get("split", "eval") == "eval"]
         try:
             manifest = assemble_bundle(
                 out, name=name or out.name, model_dir=model, tokenizer_file=model / "tokenizer.json", router_dir=router,
@@ -58,13 +56,10 @@ def build_command(
         except UnsafeBundleError as error:
             shutil.rmtree(out, ignore_errors=True)
             raise typer.BadParameter(str(error), param_hint="--allow-uncensored") from error
-        sizes = {}
-        if quantize:
-            sizes = quantize_int8(out)
-            manifest = write_manifest(out, quantization="int8-rowwise")
-    result = {"run_id": run.run_id, "status": "succeeded", "bundle": str(out), "size_bytes": bundle_size_bytes(out), **sizes,
-              "outputs": [{"path": str(out / rel), "sha256": digest} for rel, digest in manifest["files"].items()]}
-    emit_result(result, json_out)
+        sizes = quantize_int8(out) if quantize else {}
+        manifest = write_manifest(out, quantization="int8-rowwise") if quantize else manifest
+    emit_result({"run_id": run.run_id, "status": "succeeded", "bundle": str(out), "size_bytes": bundle_size_bytes(out), **sizes,
+                 "outputs": [{"path": str(out / rel), "sha256": digest} for rel, digest in manifest["files"].items()]}, json_out)
 
 
 @app.command("verify")
@@ -73,8 +68,7 @@ def verify_command(
     retain_fraction: Optional[float] = typer.Option(None, min=0.0, max=1.0, help="Student must keep at least this fraction of the teacher's score (default: the lab's)."),
     teacher: List[Path] = typer.Option([], help="Teacher weight paths that must be gone (repeatable)."),
     gate_scoring: Optional[Path] = typer.Option(None, help="JSON/YAML {judge: {url, model}, include_path} for judge:/lm_eval: metrics."),
-    lab_dir: Path = typer.Option(Path("."), "--lab"),
-    json_out: bool = typer.Option(False, "--json"),
+    lab_dir: Path = LAB, json_out: bool = JSON,
 ) -> None:
     """Check every hash, that no teacher is reachable or inside, and re-run the per-capability gate in a fresh process."""
     from nexa.bundle.verify import verify_bundle
@@ -91,9 +85,7 @@ def verify_command(
         run.update(eval_status="done", eval_report=str(bundle / "verify_report.json"),
                    eval_summary={f"retention/{c}": r for c, r in report["retention"].items()})
     if not json_out:
-        console.print(table(f"verify {bundle.name}: {'PASSED' if report['passed'] else 'FAILED'}",
-                            ["capability", "teacher", "student", "retention"],
-                            [(c, report["teacher_scores"][c], report["student_scores"].get(c), r) for c, r in report["retention"].items()]))
+        console.print(retention_table(f"verify {bundle.name}", report))
     emit_result({"run_id": run.run_id, "status": "succeeded" if report["passed"] else "failed", "passed": report["passed"],
                  "retention": report["retention"], "verify_report": str(bundle / "verify_report.json"),
                  "outputs": [{"path": str(bundle / "verify_report.json"), "sha256": sha256_file(bundle / "verify_report.json")}]},

@@ -6,7 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
-from nexa.bundle.build import assemble_bundle, bundle_size_bytes, quantize_int8, write_manifest
+from nexa.bundle.build import assemble_bundle, benchmark_items, bundle_size_bytes, quantize_int8, write_manifest
 from nexa.bundle.verify import GateFailedError, verify_bundle
 from nexa.ledger.datasets import read_split
 from nexa.ledger.retention import DEFAULT_TEACHER_FLOOR
@@ -18,8 +18,7 @@ def build(ctx, name: str = "nexus_bundle_v1", student: str = "student_kd", route
     """Assemble backbone, the student's adapters, router, tokenizer and the benchmark with a manifest and a model card."""
     bundle = ctx.out / name
     scores = ctx.summary_of(eval)["scores"]
-    items = [{"prompt": r["prompt"], "answer": r["answer"], "capability": r["capability"], "max_new_tokens": max_new_tokens}
-             for r in read_split(ctx.lab, ctx.input(data) / "datasets.json", "eval")]
+    items = benchmark_items(read_split(ctx.lab, ctx.input(data) / "datasets.json", "eval"), max_new_tokens)
     summary = ctx.summary_of(student)
     manifest = assemble_bundle(
         bundle, name=name, model_dir=ctx.input(student) / "model", tokenizer_file=ctx.input(tokenizer) / "tokenizer.json",

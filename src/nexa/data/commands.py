@@ -8,16 +8,13 @@ from typing import Any, Optional
 
 import typer
 
-from nexa.ledger import ArtifactRef, Lab
-from nexa.ledger.console import console, emit_result, fail, progress, table
+from nexa.ledger import Lab
+from nexa.ledger.console import JSON, LAB, console, emit_result, fail, progress, table
 from nexa.ledger.registry import DatasetRegistry
 
 app = typer.Typer(help="Datasets: list, show, prepare, generate, augment, diff.", no_args_is_help=True)
 schema_app = typer.Typer(help="Row schemas: list the known ones, register your own JSON Schema file.", no_args_is_help=True)
 app.add_typer(schema_app, name="schema")
-
-LAB = typer.Option(Path("."), "--lab", help="Lab folder.")
-JSON = typer.Option(False, "--json", help="Print one JSON object on stdout.")
 
 
 @app.command("list")
@@ -78,20 +75,16 @@ def prepare_cmd(
     lab_dir: Path = LAB, json_out: bool = JSON,
 ) -> None:
     """Validate, filter, dedup and split inputs into a new immutable version ID@vN (same inputs → same version)."""
+    from nexa.data.prepare import SPLIT_BY
     from nexa.data.rules import RULES, load_rule
     from nexa.data.schema import load_schema
-    from nexa.data.prepare import SPLIT_BY
     from nexa.data.splits import parse_fractions
+    from nexa.data.stages import prepare_in_run
     from nexa.ledger.runs import start_run
 
     lab = Lab.find(lab_dir)
     names = [f.strip() for f in filters.split(",") if f.strip()]
-    config = {"inputs": inputs, "schema": schema_name, "dataset": dataset, "filters": names, "near_threshold": near_threshold,
-              "semantic_threshold": semantic_threshold, "min_chars": min_chars, "max_chars": max_chars,
-              "max_repetition": max_repetition, "min_quality": min_quality, "max_red_flags": max_red_flags, "rules": rule,
-              "splits": splits, "split_by": split_by, "strict": strict}
-    schema = load_schema(schema_name, lab.registry_dir)
-    fractions = parse_fractions(splits)
+    schema, fractions = load_schema(schema_name, lab.registry_dir), parse_fractions(splits)
     if split_by not in SPLIT_BY:
         raise ValueError(f"--split-by {split_by!r}: choose from {', '.join(SPLIT_BY)}")
     extra_rules = [load_rule(spec) for spec in rule]
@@ -99,60 +92,27 @@ def prepare_cmd(
               "max_chars": max_chars, "max_repetition": max_repetition, "min_quality": min_quality,
               "max_red_flags": max_red_flags, "rules": sorted(set(RULES) | set(extra_rules)) if extra_rules else None,
               "split_by": split_by}
-    with start_run(lab, "data.prepare", config=config) as run:
+    config = {"inputs": inputs, "schema": schema_name, "dataset": dataset, "filters": names, **params, "rules": rule,
+              "splits": splits, "strict": strict}
+    with start_run(lab, "data.prepare", config=config) as run, progress(transient=True) as bar:
         console.print(f"run [bold]{run.run_id}[/bold]")
-        result = _run_prepare(lab, inputs, schema, dataset, names, params, fractions, strict, run, notes)
-    _print_counts(result)
-    payload = _prepare_payload(run.run_id, result)
+        task = bar.add_task("validate", total=None)
+        result = prepare_in_run(lab, run, inputs, schema, dataset, filters=names, filter_params=params, fractions=fractions,
+                                cluster_threshold=near_threshold, split_by=split_by, strict=strict, notes=notes,
+                                on_rows=lambda n: bar.advance(task, n), on_filter=lambda name: bar.update(task, description=name))
+    _finish(run.run_id, result, json_out)
+
+
+def _finish(run_id: str, result, json_out: bool) -> None:
+    """Print the counts and the result; a refused version (no rows left, --strict) exits 1."""
+    console.print(table("prepare", *result.count_rows()))
     if result.problem:
         console.print(f"[red]{result.problem}[/red]" + (f"; quarantine: {result.quarantine}" if result.quarantine else ""))
-        emit_result(payload, json_out)
-        raise typer.Exit(1)
-    console.print(f"{'wrote' if result.created else 'unchanged, already'} [bold]{result.manifest.ref}[/bold] ({result.manifest.rows} rows)")
-    emit_result(payload, json_out)
-
-
-def _run_prepare(lab, inputs, schema, dataset, names, params, fractions, strict, run, notes):
-    from nexa.data.prepare import prepare
-
-    with progress(transient=True) as bar:
-        task = bar.add_task("validate", total=None)
-        result = prepare(lab, inputs, schema, dataset, filters=names, filter_params=params, fractions=fractions,
-                         cluster_threshold=params["near_threshold"], split_by=params["split_by"], strict=strict, run_id=run.run_id, notes=notes,
-                         on_rows=lambda n: bar.advance(task, n), on_filter=lambda name: bar.update(task, description=name))
-    run.log("prepare_counts", counts=result.totals(), per_file={k: vars(v) for k, v in result.counts.items()})
-    run.update(metrics={k: float(v) for k, v in result.totals().items() if k != "removed"})
+    else:
+        console.print(f"{'wrote' if result.created else 'unchanged, already'} [bold]{result.manifest.ref}[/bold] ({result.manifest.rows} rows)")
+    emit_result(result.payload(run_id), json_out)
     if result.problem:
-        run.fail(RuntimeError(result.problem))
-        return result
-    manifest = result.manifest
-    run.add_output(ArtifactRef(kind="dataset", ref=manifest.ref, path=manifest.path, sha256=manifest.content_hash))
-    if result.quarantine:
-        run.add_output(result.quarantine_ref.model_copy(update={"kind": "quarantine", "ref": f"{manifest.ref}:quarantine"}))
-    run.update(dataset_id=manifest.ref, dataset_hash=manifest.content_hash)
-    return result
-
-
-def _print_counts(result) -> None:
-    filters = list(result.removed)
-    rows = [(label, c.read, c.read - c.quarantined, c.quarantined, *(c.removed.get(f, 0) for f in filters), c.written)
-            for label, c in result.counts.items()]
-    totals = result.totals()
-    rows.append(("total", totals["read"], totals["read"] - totals["quarantined"], totals["quarantined"],
-                 *(totals["removed"][f] for f in filters), totals["written"]))
-    console.print(table("prepare", ["input", "read", "good", "quarantined", *(f"-{f}" for f in filters), "written"], rows))
-
-
-def _prepare_payload(run_id: str, result) -> dict[str, Any]:
-    manifest = result.manifest
-    outputs = [{"kind": "dataset", "ref": manifest.ref, "path": manifest.path, "sha256": manifest.content_hash}] if manifest else []
-    if result.quarantine:
-        outputs.append({"kind": "quarantine", "path": result.quarantine, "sha256": result.quarantine_ref.sha256})
-    return {"run_id": run_id, "status": "failed" if result.problem else "succeeded", "outputs": outputs,
-            "dataset": manifest.ref if manifest else None, "path": manifest.path if manifest else None,
-            "quarantine": result.quarantine, "counts": result.totals(), "flagged": result.flagged,
-            "created": result.created, "per_file": {k: vars(v) for k, v in result.counts.items()},
-            **({"error": result.problem} if result.problem else {})}
+        raise typer.Exit(1)
 
 
 # -- generate and augment ------------------------------------------------------------------------
@@ -165,7 +125,6 @@ def generate_cmd(task: str = typer.Option(..., "--task", help="Built-in capabili
                  lab_dir: Path = LAB, json_out: bool = JSON) -> None:
     """Generate rows with exact answers from a built-in generator and write them through prepare (validated, deduped, split)."""
     from nexa.data.generators import generate, generate_hypotheses
-    from nexa.data.augment import write_jsonl
 
     lab = Lab.find(lab_dir)
     try:
@@ -174,7 +133,7 @@ def generate_cmd(task: str = typer.Option(..., "--task", help="Built-in capabili
         fail(str(exc).strip("'\""))
     schema = "hypothesis" if task == "hypothesis" else "qa"
     _prepare_generated(lab, rows, schema, dataset, "data.generate", {"task": task, "n": n, "seed": seed, "dataset": dataset},
-                       splits, [], f"built-in generator {task!r}, n={n}, seed {seed}", json_out, write_jsonl)
+                       splits, [], f"built-in generator {task!r}, n={n}, seed {seed}", json_out)
 
 
 @app.command("augment")
@@ -204,7 +163,7 @@ def augment_cmd(base: str = typer.Option(..., "--from", help="Base version ID@vN
     Either way the rows go through prepare with the base version (validated, deduplicated against
     it, split); a prompt the teacher answered with nothing is quarantined with its reason, not dropped.
     """
-    from nexa.data.augment import from_generator, from_teacher, prompts_for, write_jsonl
+    from nexa.data.augment import from_generator, from_teacher, prompts_for
 
     lab = Lab.find(lab_dir)
     config: dict[str, Any] = {"from": base, "capability": capability, "n": n, "seed": seed}
@@ -233,28 +192,17 @@ def augment_cmd(base: str = typer.Option(..., "--from", help="Base version ID@vN
         source = f"{n} {capability!r} prompts answered by teacher {asker.teacher_id}"
     _prepare_generated(lab, new.rows + new.rejected, manifest.row_schema, dataset or manifest.id, "data.augment",
                        {**config, "from": manifest.ref}, "train=0.8,val=0.1,test=0.1",
-                       [manifest.ref], f"augmented {manifest.ref} with {source}, seed {seed}", json_out, write_jsonl)
+                       [manifest.ref], f"augmented {manifest.ref} with {source}, seed {seed}", json_out)
 
 
-def _prepare_generated(lab, rows, schema_name, dataset, run_type, config, splits, bases, notes, json_out, write_jsonl) -> None:
-    from nexa.data.prepare import prepare
-    from nexa.data.schema import load_schema
-    from nexa.data.splits import parse_fractions
+def _prepare_generated(lab, rows, schema_name, dataset, run_type, config, splits, bases, notes, json_out) -> None:
+    from nexa.data.stages import generated_version
     from nexa.ledger.runs import start_run
 
     with start_run(lab, run_type, config=config, seed=config.get("seed")) as run:
         console.print(f"run [bold]{run.run_id}[/bold]")
-        source = write_jsonl(rows, lab.scratch / "data" / run.run_id / "generated.jsonl")
-        result = prepare(lab, [*bases, str(source)], load_schema(schema_name, lab.registry_dir), dataset,
-                         filters=["exact"], fractions=parse_fractions(splits), cluster_threshold=None, run_id=run.run_id, notes=notes)
-        if result.problem:
-            run.fail(RuntimeError(result.problem))
-        else:
-            run.update(dataset_id=result.manifest.ref, dataset_hash=result.manifest.content_hash)
-    _print_counts(result)
-    emit_result(_prepare_payload(run.run_id, result), json_out)
-    if result.problem:
-        raise typer.Exit(1)
+        result = generated_version(lab, run, rows, schema_name, dataset, splits, bases, notes)
+    _finish(run.run_id, result, json_out)
 
 
 # -- diff and schemas ----------------------------------------------------------------------------

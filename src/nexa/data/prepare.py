@@ -270,8 +270,12 @@ def user_table(table: pa.Table) -> pa.Table:
     return table.drop_columns([c for c in POSITION_COLUMNS if c in table.column_names])
 
 
+_JSONL_ENCODER = json.JSONEncoder(sort_keys=True, default=str, ensure_ascii=False)  # json.dumps with options builds one per call
+
+
 def jsonl_bytes(records: list[dict[str, Any]]) -> bytes:
-    return "".join(json.dumps(r, sort_keys=True, default=str, ensure_ascii=False) + "\n" for r in records).encode("utf-8")
+    encode = _JSONL_ENCODER.encode
+    return "".join(encode(r) + "\n" for r in records).encode("utf-8")
 
 
 def store_side_file(lab: Lab, prefix: str, stem: str, records: list[dict[str, Any]]) -> ArtifactRef | None:
@@ -329,6 +333,27 @@ class PrepareResult:
         """``{"read", "written", "quarantined", "removed": {filter: n}}`` over every input file."""
         return {"read": sum(c.read for c in self.counts.values()), "written": sum(c.written for c in self.counts.values()),
                 "quarantined": sum(c.quarantined for c in self.counts.values()), "removed": dict(self.removed)}
+
+    def count_rows(self) -> tuple[list[str], list[tuple]]:
+        """Columns and rows of the per-input ledger (read, good, quarantined, removed by each filter, written)."""
+        filters, totals = list(self.removed), self.totals()
+        rows = [(label, c.read, c.read - c.quarantined, c.quarantined, *(c.removed.get(f, 0) for f in filters), c.written)
+                for label, c in self.counts.items()]
+        rows.append(("total", totals["read"], totals["read"] - totals["quarantined"], totals["quarantined"],
+                     *(totals["removed"][f] for f in filters), totals["written"]))
+        return ["input", "read", "good", "quarantined", *(f"-{f}" for f in filters), "written"], rows
+
+    def payload(self, run_id: str) -> dict[str, Any]:
+        """The ``--json`` result of ``nexa data prepare|generate|augment``."""
+        manifest = self.manifest
+        outputs = [{"kind": "dataset", "ref": manifest.ref, "path": manifest.path, "sha256": manifest.content_hash}] if manifest else []
+        if self.quarantine:
+            outputs.append({"kind": "quarantine", "path": self.quarantine, "sha256": self.quarantine_ref.sha256})
+        return {"run_id": run_id, "status": "failed" if self.problem else "succeeded", "outputs": outputs,
+                "dataset": manifest.ref if manifest else None, "path": manifest.path if manifest else None,
+                "quarantine": self.quarantine, "counts": self.totals(), "flagged": self.flagged,
+                "created": self.created, "per_file": {k: vars(v) for k, v in self.counts.items()},
+                **({"error": self.problem} if self.problem else {})}
 
 
 def prepare(lab: Lab, inputs: list[str], schema: RowSchema, dataset_id: str, *, filters: Iterable[str] = DEFAULT_FILTERS,

@@ -36,6 +36,38 @@ def capability_datasets(ctx, capabilities: dict[str, dict], eval_rows: int = 200
     return {"datasets": {k: v["ref"] for k, v in written.items()}, "hypothesis": hyp.ref}
 
 
+def prepare_in_run(lab, run, inputs: list[str], schema, dataset: str, **options):
+    """``prepare`` under an open run, the one door of ``nexa data prepare|generate|augment``: the per-file
+    counts are logged, the version and its quarantine recorded as outputs, a refusal marks the run failed."""
+    from nexa.data.prepare import prepare
+    from nexa.ledger import ArtifactRef
+
+    result = prepare(lab, inputs, schema, dataset, run_id=run.run_id, **options)
+    run.log("prepare_counts", counts=result.totals(), per_file={k: vars(v) for k, v in result.counts.items()})
+    run.update(metrics={k: float(v) for k, v in result.totals().items() if k != "removed"})
+    if result.problem:
+        run.fail(RuntimeError(result.problem))
+        return result
+    manifest = result.manifest
+    run.add_output(ArtifactRef(kind="dataset", ref=manifest.ref, path=manifest.path, sha256=manifest.content_hash))
+    if result.quarantine:
+        run.add_output(result.quarantine_ref.model_copy(update={"kind": "quarantine", "ref": f"{manifest.ref}:quarantine"}))
+    run.update(dataset_id=manifest.ref, dataset_hash=manifest.content_hash)
+    return result
+
+
+def generated_version(lab, run, rows: list[dict], schema_name: str, dataset: str, splits: str, bases: list[str], notes: str):
+    """New rows (generated or a teacher's) written through prepare with their base versions: validated, exact-deduplicated
+    against the bases, split."""
+    from nexa.data.augment import write_jsonl
+    from nexa.data.schema import load_schema
+    from nexa.data.splits import parse_fractions
+
+    source = write_jsonl(rows, lab.scratch / "data" / run.run_id / "generated.jsonl")
+    return prepare_in_run(lab, run, [*bases, str(source)], load_schema(schema_name, lab.registry_dir), dataset,
+                          filters=["exact"], fractions=parse_fractions(splits), cluster_threshold=None, notes=notes)
+
+
 def _dataset_ref(ctx, ref: str, content_hash: str):
     from nexa.ledger import ArtifactRef
 
@@ -53,3 +85,29 @@ def registered(ctx, datasets: dict[str, str]) -> dict:
         ctx.run.add_input(_dataset_ref(ctx, manifest.ref, manifest.content_hash))
     write_contract(ctx.out / "datasets.json", DatasetListing(capabilities=listing))
     return {"datasets": {k: v["ref"] for k, v in listing.items()}}
+
+
+def capability_split(ctx, dataset: str, prefix: str | None = None) -> dict:
+    """A registered QA version as a capability listing with train/eval splits, for stages that read listings.
+
+    ``nexa data prepare`` splits into train/val/test; NIWT's router, profile and gate read ``train`` and
+    ``eval`` per capability. Each capability's rows become their own version ``<prefix>-<capability>``
+    (parent: ``dataset``) whose held-out rows (eval, val or test) are labelled ``eval``.
+    """
+    from nexa.ledger.datasets import read_dataset_manifest, read_dataset_rows
+    from nexa.ledger.listings import split_by_capability
+
+    source = read_dataset_manifest(ctx.lab, dataset)
+    ctx.run.add_input(_dataset_ref(ctx, source.ref, source.content_hash))
+    by_capability = split_by_capability(read_dataset_rows(ctx.lab, source.ref), source.ref)
+    listing = {}
+    for capability, rows in sorted(by_capability.items()):
+        counts = {s: sum(r["split"] == s for r in rows) for s in ("train", "eval")}
+        manifest = write_dataset_version(ctx.lab, f"{prefix or source.ref.split('@')[0]}-{capability}", rows, row_schema="qa",
+                                         parents=[source.ref], splits=counts, created_by=ctx.run.run_id,
+                                         notes=f"capability {capability!r} of {source.ref}; val/test rows labelled eval")
+        listing[capability] = {"ref": manifest.ref, "content_hash": manifest.content_hash, "rows": manifest.rows}
+        ctx.run.add_output(_dataset_ref(ctx, manifest.ref, manifest.content_hash))
+    write_contract(ctx.out / "datasets.json", DatasetListing(capabilities=listing))
+    return {"datasets": {k: v["ref"] for k, v in listing.items()}, "source": source.ref}
+

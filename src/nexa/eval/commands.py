@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Optional
 
 import typer
 
 from nexa.eval import evaluate as ev
-from nexa.eval.leaderboard import aggregate, nested_scores, write_leaderboard
+from nexa.eval.stages import analyze_step, generate_step, publish_step, read_step, step_folder
 from nexa.ledger import Lab
 from nexa.ledger.console import console, emit_result, fail, table
 from nexa.ledger.runs import start_run
@@ -21,35 +20,6 @@ JSON = typer.Option(False, "--json", help="Print one JSON object on stdout.")
 TASKS = typer.Option("reasoning,science,chemistry", "--tasks", help="Comma-separated built-in capabilities or dataset ID[@vN].")
 BUDGET = typer.Option(None, "--budget-usd", min=0.0, help="Most USD new API-teacher (URL#MODEL) or judge calls may spend.")
 JUDGES = typer.Option("exact", "--judges", help=f"Comma-separated judges from {list(ev.JUDGES)}.")
-
-
-def _work(lab: Lab, run_id: str) -> Path:
-    folder = lab.scratch / "eval" / run_id
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
-
-
-def _publish(lab: Lab, run, work: Path, kind: str) -> list[dict]:
-    """Copy the run's files to durable storage (hash-listed) and record them as the run's output."""
-    store = lab.durable()
-    ref = store.put_dir(work, f"eval/{run.run_id}")
-    from nexa.ledger import ArtifactRef
-
-    run.add_output(ArtifactRef(kind=kind, ref=f"eval:{run.run_id}", path=ref.path, sha256=ref.sha256))
-    listing = store.dir_listing(f"eval/{run.run_id}")
-    shutil.rmtree(work)
-    return [{"path": store.location(f"eval/{run.run_id}/{rel}"), "sha256": digest} for rel, digest in sorted(listing.items())]
-
-
-def _read_step(lab: Lab, run_id: str, filename: str) -> list[dict]:
-    """A file an earlier eval run wrote, fetched from durable storage with every hash checked."""
-    store = lab.durable()
-    if not store.exists(f"eval/{run_id}/_files.json"):
-        fail(f"run {run_id} has no eval outputs in {store.location('eval/' + run_id)}; pass the run id printed by `nexa eval generate`/`judge`")
-    if filename not in store.dir_listing(f"eval/{run_id}"):
-        fail(f"run {run_id} has no {filename}; it is not the right kind of eval run")
-    local = store.fetch_dir(f"eval/{run_id}", lab.scratch / "eval-inputs" / run_id)
-    return ev.read_jsonl(local / filename)
 
 
 def _llm_judge(judges: list[str], url: Optional[str], model: Optional[str], rubric: Optional[Path], lab: Lab,
@@ -80,29 +50,14 @@ def _models(lab: Lab, refs: list[str], run_id: Optional[str], role: Optional[str
     return specs
 
 
-def _generate(lab, run, work, models, tasks, n, max_new_tokens, usd_per_hour, budget_usd=None) -> tuple[list[dict], dict]:
-    from nexa.eval.tasks import resolve_tasks
-
-    resolved = resolve_tasks(lab, tasks.split(","), n=n, created_by=run.run_id)
-    if usd_per_hour is None:  # the lab's price for the hardware this run is on (local = free)
-        from nexa.infra.cost import PriceTable, UnknownPriceError
-
-        try:
-            usd_per_hour = PriceTable.from_lab(lab).hourly(run.manifest.provider, run.manifest.gpu_type)
-        except UnknownPriceError as exc:
-            fail(f"{exc} (or pass --usd-per-hour)")
-    from nexa.infra.cost import UnknownPriceError
+def _generate(*step_args) -> tuple[list[dict], dict]:
+    """The generate step; a teacher that fails mid-eval ends the command as a user-facing error."""
     from nexa.teachers.errors import TeacherError
 
     try:
-        items, counts = ev.generate_items(lab, models, resolved, max_new_tokens, usd_per_hour, run, budget_usd)
-    except (UnknownPriceError, TeacherError) as exc:
+        return generate_step(*step_args)
+    except TeacherError as exc:
         fail(str(exc))
-    ev.write_jsonl(work / "generations.jsonl", items)
-    run.update(student_model=",".join(m.name for m in models), dataset_id=",".join(t.ref for t in resolved),
-               metrics={"generations_cached": float(counts["cached"]), "generations_new": float(counts["generated"])})
-    console.print(f"{len(items)} generations: {counts['generated']} new, {counts['cached']} from the cache")
-    return items, counts
 
 
 def _judge(run, work, items, judges, llm, against=None) -> list[dict]:
@@ -123,19 +78,6 @@ def _judge(run, work, items, judges, llm, against=None) -> list[dict]:
     return scored
 
 
-def _analyze(lab, run, work, scored) -> dict:
-    rows = aggregate(scored)
-    metric = "exact_match" if any(r["metric"] == "exact_match" for r in rows) else rows[0]["metric"]
-    paths = write_leaderboard(work, rows, metric=metric)
-    report = lab.durable().location(f"eval/{run.run_id}/{paths['report_json'].name}")  # where _publish puts it
-    run.update(eval_status="done", eval_report=report,
-               eval_summary={f"{r['model']}/{r['capability']}/{r['metric']}": r["score"] for r in rows})
-    console.print(table("leaderboard", ["model", "role", "capability", "metric", "score", "n", "latency ms", "judge"],
-                        [(r["model"], r["role"], r["capability"], r["metric"], r["score"], r["n"], r["latency_ms"],
-                          r["judge_model_id"]) for r in rows]))
-    return {"scores": nested_scores(rows, metric), "rows": len(rows)}
-
-
 @app.command()
 def generate(model: list[str] = typer.Option([], "--model", help="Checkpoint folder, bundle folder, API teacher URL#MODEL or run id (repeatable)."),
              run_id: Optional[str] = typer.Option(None, "--run-id", help="Evaluate every model this run produced."),
@@ -148,10 +90,10 @@ def generate(model: list[str] = typer.Option([], "--model", help="Checkpoint fol
     with start_run(lab, "eval_generate", config={"model": model, "run_id": run_id, "tasks": tasks, "n": n,
                                                  "max_new_tokens": max_new_tokens}) as run:
         console.print(f"run [bold]{run.run_id}[/bold]")
-        work = _work(lab, run.run_id)
+        work = step_folder(lab, run.run_id)
         items, counts = _generate(lab, run, work, _models(lab, model, run_id, role), tasks, n, max_new_tokens, usd_per_hour,
                                   budget_usd)
-        outputs = _publish(lab, run, work, "generations")
+        outputs = publish_step(lab, run, work, "generations")
     emit_result({"run_id": run.run_id, "status": "succeeded", "outputs": outputs, "generations": len(items), **counts}, json_out)
 
 
@@ -165,14 +107,14 @@ def judge(generations: str = typer.Option(..., "--generations", help="Run id of 
     """Score every generation with each judge; each score records judge_model_id and judge_prompt_hash."""
     lab = Lab.find(lab_dir)
     names = [j.strip() for j in judges.split(",") if j.strip()]
-    items, llm = _read_step(lab, generations, "generations.jsonl"), _llm_judge(names, judge_url, judge_model, rubric, lab,
-                                                                                           budget_usd)
+    items = read_step(lab, generations, "generations.jsonl")
+    llm = _llm_judge(names, judge_url, judge_model, rubric, lab, budget_usd)
     with start_run(lab, "eval_judge", config={"generations": generations, "judges": names, "judge_model": judge_model,
                                               "rubric": str(rubric) if rubric else None}) as run:
         console.print(f"run [bold]{run.run_id}[/bold]")
-        work = _work(lab, run.run_id)
+        work = step_folder(lab, run.run_id)
         scored = _judge(run, work, items, names, llm, against)
-        outputs = _publish(lab, run, work, "scores")
+        outputs = publish_step(lab, run, work, "scores")
     emit_result({"run_id": run.run_id, "status": "succeeded", "outputs": outputs, "scores": len(scored)}, json_out)
 
 
@@ -181,12 +123,12 @@ def analyze(scores: str = typer.Option(..., "--scores", help="Run id of a `nexa 
             lab_dir: Path = LAB, json_out: bool = JSON) -> None:
     """leaderboard.parquet, eval_report.json/.md, and eval_status/report/summary in the run manifest."""
     lab = Lab.find(lab_dir)
-    scored = _read_step(lab, scores, "scores.jsonl")
+    scored = read_step(lab, scores, "scores.jsonl")
     with start_run(lab, "eval_analyze", config={"scores": scores}) as run:
         console.print(f"run [bold]{run.run_id}[/bold]")
-        work = _work(lab, run.run_id)
-        summary = _analyze(lab, run, work, scored)
-        outputs = _publish(lab, run, work, "eval_report")
+        work = step_folder(lab, run.run_id)
+        summary = analyze_step(lab, run, work, scored)
+        outputs = publish_step(lab, run, work, "eval_report")
     emit_result({"run_id": run.run_id, "status": "succeeded", "outputs": outputs, **summary}, json_out)
 
 
@@ -207,11 +149,11 @@ def run_all(model: list[str] = typer.Option([], "--model", help="Checkpoint fold
     with start_run(lab, "eval", config={"model": model, "run_id": run_id, "tasks": tasks, "n": n, "judges": names,
                                         "max_new_tokens": max_new_tokens, "judge_model": judge_model}) as run:
         console.print(f"run [bold]{run.run_id}[/bold]")
-        work = _work(lab, run.run_id)
+        work = step_folder(lab, run.run_id)
         items, counts = _generate(lab, run, work, _models(lab, model, run_id, role), tasks, n, max_new_tokens, usd_per_hour,
                                   budget_usd)
-        summary = _analyze(lab, run, work, _judge(run, work, items, names, llm, against))
-        outputs = _publish(lab, run, work, "eval_report")
+        summary = analyze_step(lab, run, work, _judge(run, work, items, names, llm, against))
+        outputs = publish_step(lab, run, work, "eval_report")
     emit_result({"run_id": run.run_id, "status": "succeeded", "outputs": outputs, **counts,
                  "leaderboard": next(o["path"] for o in outputs if o["path"].endswith("leaderboard.parquet")), **summary}, json_out)
 
@@ -238,9 +180,9 @@ def lm_eval_run(model: str = typer.Option(..., "--model", help="Bundle folder, H
             with start_run(lab, "eval_lm_eval", config={"model": model, "tasks": names, "limit": limit,
                                                         "num_fewshot": num_fewshot}) as run:
                 console.print(f"run [bold]{run.run_id}[/bold]")
-                work = _work(lab, run.run_id)
+                work = step_folder(lab, run.run_id)
                 summary = harness.evaluate(plan, work, role, limit, num_fewshot)
-                outputs = _publish(lab, run, work, "eval_report")
+                outputs = publish_step(lab, run, work, "eval_report")
     except harness.HarnessError as exc:
         fail(str(exc))
     leaderboard = next(o["path"] for o in outputs if o["path"].endswith("leaderboard.parquet"))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional
 
@@ -11,8 +10,9 @@ import typer
 from nexa.feedback import review as rv
 from nexa.feedback.loop import ROWS_PER_WEAKNESS, feedback_round, latest_report
 from nexa.feedback.rules import DEFAULT_RULES
-from nexa.ledger import ArtifactNotFoundError, ArtifactRef, Lab
-from nexa.ledger.console import console, emit_result, fail, table
+from nexa.feedback.stages import weakness_table
+from nexa.ledger import ArtifactNotFoundError, Lab
+from nexa.ledger.console import JSON, LAB, console, emit_result, fail, table
 from nexa.ledger.runs import start_run
 from nexa.teachers.errors import TeacherError
 
@@ -20,8 +20,6 @@ app = typer.Typer(help="Turn weak spots in an eval report into new data; review 
                   invoke_without_command=True)
 review_app = typer.Typer(help="Human review queue: sample a run's outputs, accept or exclude them.", no_args_is_help=True)
 app.add_typer(review_app, name="review")
-LAB = typer.Option(Path("."), "--lab", help="Lab folder.")
-JSON = typer.Option(False, "--json", help="Print one JSON object on stdout.")
 
 
 @app.callback()
@@ -39,30 +37,26 @@ def feedback(ctx: typer.Context, report: Optional[Path] = typer.Option(None, hel
     lab = Lab.find(lab_dir)
     report_path = report or latest_report(lab)
     targets = dict(_pair(d) for d in dataset)
+    from nexa.teachers.opening import open_teacher  # a URL without --teacher-model is a user's mistake, before any run
+
+    teacher = open_teacher(teacher_url, teacher_model) if teacher_url else None
     with start_run(lab, "feedback", config={"report": str(report_path), "rules": rule, "datasets": targets, "rows": rows,
                                           "teacher_url": teacher_url, "teacher_model": teacher_model}, seed=seed) as run:
         console.print(f"run [bold]{run.run_id}[/bold]")
         try:
             result = feedback_round(lab, report_path, rule, targets, rows, seed, run.run_id,
-                                    teacher=_teacher(teacher_url, teacher_model))
+                                    teacher=teacher)
         except (ValueError, ArtifactNotFoundError, FileNotFoundError, TeacherError, LookupError) as exc:
             fail(str(exc))  # LookupError: an unpriced teacher model (nexa.infra.cost.UnknownPriceError)
-        outputs = [_record(run, m) for m in result.merged.values()]
-        _write_candidates(lab, run, result)
-    _show(result)
+        outputs = result.record(lab, run)
+    console.print(weakness_table(result.weaknesses))
+    console.print(table("new dataset versions", ["capability", "version", "parent", "added", "quarantined"],
+                        [(c, m.manifest.ref, ",".join(m.manifest.parents), m.added, len(m.quarantined)) for c, m in result.merged.items()]))
+    for capability, reason in result.skipped.items():
+        console.print(f"[yellow]skipped[/yellow] {capability}: {reason}")
     emit_result({"run_id": run.run_id, "status": "succeeded", "outputs": outputs, "report": str(report_path),
                  "weaknesses": [w.model_dump() for w in result.weaknesses], "skipped": result.skipped,
                  "new_versions": {c: m.manifest.ref for c, m in result.merged.items()}}, json_out)
-
-
-def _teacher(url: Optional[str], model: Optional[str]):
-    if not url:
-        return None
-    if not model:
-        fail("--teacher-url needs --teacher-model (the model name the endpoint serves)")
-    from nexa.teachers.openai_api import OpenAITeacher
-
-    return OpenAITeacher(url, model)
 
 
 def _pair(text: str) -> tuple[str, str]:
@@ -70,31 +64,6 @@ def _pair(text: str) -> tuple[str, str]:
         raise ValueError(f"--dataset {text!r} must be CAPABILITY=ID@vN")
     key, value = text.split("=", 1)
     return key.strip(), value.strip()
-
-
-def _record(run, merged) -> dict:
-    m = merged.manifest
-    run.add_output(ArtifactRef(kind="dataset", ref=m.ref, path=m.path, sha256=m.content_hash))
-    return {"dataset": m.ref, "path": m.path, "sha256": m.content_hash, "parents": m.parents, "added": merged.added,
-            "quarantined": len(merged.quarantined)}
-
-
-def _write_candidates(lab: Lab, run, result) -> None:
-    """Quarantined rows (with reasons) go to durable storage beside the run; nothing is dropped silently."""
-    quarantined = [q for m in result.merged.values() for q in m.quarantined]
-    if quarantined:
-        data = "".join(json.dumps(q, sort_keys=True) + "\n" for q in quarantined).encode()
-        ref = lab.durable().put_bytes(f"feedback/{run.run_id}/quarantine.jsonl", data)
-        run.add_output(ArtifactRef(kind="quarantine", ref=f"feedback:{run.run_id}", path=ref.path, sha256=ref.sha256))
-
-
-def _show(result) -> None:
-    console.print(table("weaknesses", ["model", "capability", "metric", "score", "rule"],
-                        [(w.model, w.capability, w.metric, w.score, w.rule) for w in result.weaknesses]))
-    console.print(table("new dataset versions", ["capability", "version", "parent", "added", "quarantined"],
-                        [(c, m.manifest.ref, ",".join(m.manifest.parents), m.added, len(m.quarantined)) for c, m in result.merged.items()]))
-    for capability, reason in result.skipped.items():
-        console.print(f"[yellow]skipped[/yellow] {capability}: {reason}")
 
 
 @review_app.command("sample")

@@ -17,7 +17,7 @@ from nexa.feedback.merge import MergeResult, next_version, targeted_rows
 from nexa.feedback.review import decisions
 from nexa.feedback.rules import Weakness, find_weaknesses, parse_rule
 from nexa.feedback.teacher import teacher_rows
-from nexa.ledger import Lab
+from nexa.ledger import ArtifactRef, Lab
 from nexa.ledger.datasets import read_dataset_rows
 from nexa.ledger.runs import list_runs
 
@@ -37,6 +37,22 @@ class RoundResult:
     weaknesses: list[Weakness]
     merged: dict[str, MergeResult] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
+
+    def record(self, lab: Lab, run) -> list[dict]:
+        """Record each new version as the run's output and keep quarantined rows (with reasons) in durable
+        storage beside the run: nothing is dropped silently. Returns the versions for the ``--json`` result."""
+        outputs = []
+        for merged in self.merged.values():
+            m = merged.manifest
+            run.add_output(ArtifactRef(kind="dataset", ref=m.ref, path=m.path, sha256=m.content_hash))
+            outputs.append({"dataset": m.ref, "path": m.path, "sha256": m.content_hash, "parents": m.parents,
+                            "added": merged.added, "quarantined": len(merged.quarantined)})
+        quarantined = [q for m in self.merged.values() for q in m.quarantined]
+        if quarantined:
+            data = "".join(json.dumps(q, sort_keys=True) + "\n" for q in quarantined).encode()
+            ref = lab.durable().put_bytes(f"feedback/{run.run_id}/quarantine.jsonl", data)
+            run.add_output(ArtifactRef(kind="quarantine", ref=f"feedback:{run.run_id}", path=ref.path, sha256=ref.sha256))
+        return outputs
 
 
 def latest_report(lab: Lab) -> Path:

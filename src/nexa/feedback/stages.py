@@ -22,9 +22,14 @@ def weakness(ctx, eval: str = "eval", rules: tuple[str, ...] = DEFAULT_RULES, mo
     found = find_weaknesses(report["rows"], parsed, roles=tuple(roles), models=models)
     payload = {"schema_version": 1, "rules": [r.model_dump() for r in parsed], "weaknesses": [w.model_dump() for w in found]}
     (ctx.out / "weaknesses.json").write_text(json.dumps(payload, indent=2, sort_keys=True))
-    console.print(table("weaknesses", ["model", "capability", "metric", "score", "rule"],
-                        [(w.model, w.capability, w.metric, w.score, w.rule) for w in found]))
+    console.print(weakness_table(found))
     return {"weak": sorted({w.capability for w in found}), "count": len(found)}
+
+
+def weakness_table(found):
+    """The weaknesses a round found, as ``nexa feedback`` and the weakness stage print them."""
+    return table("weaknesses", ["model", "capability", "metric", "score", "rule"],
+                 [(w.model, w.capability, w.metric, w.score, w.rule) for w in found])
 
 
 def targeted_data(ctx: StageContext, data: str = "data", weakness: str = "weakness",

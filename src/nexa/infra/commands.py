@@ -4,38 +4,27 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import NoReturn, Optional
+from typing import Optional
 
 import typer
 
-from nexa.ledger.console import console, emit_result, table
+from nexa.ledger.console import console, emit_result, fail, table
 
 app = typer.Typer(help="Ephemeral compute: launch a pipeline or training config on a node, sync, tear down.", no_args_is_help=True)
 cost_app = typer.Typer(help="What the lab's runs cost, from their manifests.", no_args_is_help=True)
 
 
-def _fail(message: str) -> NoReturn:
-    """A user's mistake: one line on stderr, exit code 2, nothing started."""
-    sys.stderr.write(f"error: {message}\n")
-    raise typer.Exit(2)
-
-
 def _lab(lab_dir: Optional[Path], near: Optional[Path] = None):
-    from nexa.ledger import Lab, LedgerError
+    """The lab named by --lab, else the one holding the launched file, else the current folder's."""
+    from nexa.ledger import Lab
 
-    try:
-        return Lab.find(lab_dir or (near.resolve().parent if near is not None else Path(".")))
-    except LedgerError as exc:
-        _fail(str(exc))
+    return Lab.find(lab_dir or (near.resolve().parent if near is not None else Path(".")))
 
 
 def _record(lab, cluster: str):
-    from nexa.infra.clusters import UnknownClusterError, load_record
+    from nexa.infra.clusters import load_record
 
-    try:
-        return load_record(lab, cluster)
-    except UnknownClusterError as exc:
-        _fail(str(exc))
+    return load_record(lab, cluster)  # an unknown cluster is a user's mistake: `error: ...`, exit 2
 
 
 @app.command("launch")
@@ -56,31 +45,26 @@ def launch(pipeline: Optional[Path] = typer.Option(None, "--pipeline", help="Pip
            lab_dir: Optional[Path] = typer.Option(None, "--lab", help="Lab folder (default: the one holding the file)."),
            json_out: bool = typer.Option(False, "--json", help="Print one JSON object on stdout.")) -> None:
     """Launch a pipeline or a training config on a node; it syncs to durable storage and is torn down at the end."""
-    from nexa.infra.catalog import UnknownGpuError
-    from nexa.infra.cost import UnknownPriceError
-    from nexa.infra.launch import LaunchRefused, LaunchRequest, check_budget, validate_request
+    from nexa.infra.launch import LaunchRequest, check_budget, validate_request
 
     if (pipeline is None) == (config is None):
-        _fail("pass exactly one of --pipeline FILE or --config FILE")
+        fail("pass exactly one of --pipeline FILE or --config FILE")
     target = pipeline or config
     lab = _lab(lab_dir, target)
     request = LaunchRequest(lab=lab, target=target, target_kind="pipeline" if pipeline else "config", backend=backend,
                             cluster=cluster, durable=durable, gpus=gpus, provider=provider, spot=spot, max_price=max_price,
                             idle_minutes=idle_minutes, budget_usd=budget, hours=hours)
-    try:
-        validate_request(request)
-        estimate = check_budget(request)
-        if backend == "skypilot":
-            result = _launch_skypilot(request, use_tailscale, dry_run)
-            if result is None:
-                return
-        else:
-            from nexa.infra.local import launch_local
+    validate_request(request)  # a refused launch, unknown GPU or price is a user's mistake: `error: ...`, exit 2
+    estimate = check_budget(request)
+    if backend == "skypilot":
+        result = _launch_skypilot(request, use_tailscale, dry_run)
+        if result is None:
+            return
+    else:
+        from nexa.infra.local import launch_local
 
-            console.print(f"launching [bold]{request.cluster_name}[/bold] (local, estimate ${estimate:.2f}) -> {request.durable_url}")
-            result = launch_local(request)
-    except (LaunchRefused, UnknownGpuError, UnknownPriceError) as exc:
-        _fail(str(exc))
+        console.print(f"launching [bold]{request.cluster_name}[/bold] (local, estimate ${estimate:.2f}) -> {request.durable_url}")
+        result = launch_local(request)
     emit_result(result.as_json(), json_out)
     if result.status != "succeeded":
         raise typer.Exit(1)
@@ -101,30 +85,16 @@ def status(remove_orphans: bool = typer.Option(False, "--remove-orphans", help="
            lab_dir: Optional[Path] = typer.Option(None, "--lab"),
            json_out: bool = typer.Option(False, "--json")) -> None:
     """List the lab's clusters; find orphans (launcher gone, or a SkyPilot cluster with no record) and offer to remove them."""
-    from nexa.infra.clusters import is_orphaned, list_records
-    from nexa.infra.local import down as down_local
-    from nexa.infra.skypilot import down_sky_cluster, orphaned_sky_clusters
+    from nexa.infra.status import cluster_status
 
-    lab = _lab(lab_dir)
-    records = list_records(lab)
-    orphans = [r.cluster for r in records if is_orphaned(r)]
-    sky_orphans = orphaned_sky_clusters(lab)
-    if remove_orphans:
-        for record in records:
-            if record.cluster in orphans:
-                down_local(lab, record)
-        for name in sky_orphans:
-            down_sky_cluster(name)
-    rows = [{"cluster": r.cluster, "backend": r.backend, "status": "orphaned" if r.cluster in orphans else r.status,
-             "run_id": r.run_id, "cost_usd": round(r.cost_usd, 6), "teardown": r.teardown} for r in records]
-    rows += [{"cluster": n, "backend": "skypilot", "status": "orphaned", "run_id": None, "cost_usd": None, "teardown": False}
-             for n in sky_orphans]
+    result = cluster_status(_lab(lab_dir), remove_orphans)
     if json_out:
-        emit_result({"clusters": rows, "orphans": orphans + sky_orphans, "removed": remove_orphans}, True)
+        emit_result(result, True)
         return
-    console.print(table("clusters", ["cluster", "backend", "status", "run_id", "cost $", "torn down"], [list(r.values()) for r in rows]))
-    if (orphans or sky_orphans) and not remove_orphans:
-        console.print(f"orphaned: {', '.join(orphans + sky_orphans)}; remove them with `nexa infra status --remove-orphans`")
+    console.print(table("clusters", ["cluster", "backend", "status", "run_id", "cost $", "torn down"],
+                        [list(r.values()) for r in result["clusters"]]))
+    if result["orphans"] and not remove_orphans:
+        console.print(f"orphaned: {', '.join(result['orphans'])}; remove them with `nexa infra status --remove-orphans`")
 
 
 @app.command("logs")
@@ -150,18 +120,10 @@ def sync(cluster: str, lab_dir: Optional[Path] = typer.Option(None, "--lab"), js
 @app.command("down")
 def down(cluster: str, lab_dir: Optional[Path] = typer.Option(None, "--lab"), json_out: bool = typer.Option(False, "--json")) -> None:
     """Tear a cluster down: stop its node, sync its log, remove its scratch (SkyPilot: `sky down`)."""
-    from nexa.infra.clusters import save_record
-    from nexa.infra.local import down as down_local
-    from nexa.infra.skypilot import down_sky_cluster
+    from nexa.infra.status import tear_down
 
     lab = _lab(lab_dir)
-    record = _record(lab, cluster)
-    if record.backend == "local":
-        record = down_local(lab, record)
-    else:
-        down_sky_cluster(cluster)
-        record.status, record.teardown = "down", True
-        save_record(lab, record)
+    record = tear_down(lab, _record(lab, cluster))
     emit_result({"cluster": cluster, "status": record.status, "teardown": record.teardown}, json_out)
 
 
@@ -173,7 +135,7 @@ def report(by: str = typer.Option("stage", "--by", help="stage | run | provider 
     from nexa.infra.report import GROUPINGS, cost_report
 
     if by not in GROUPINGS:
-        _fail(f"--by {by!r} is not one of {', '.join(GROUPINGS)}")
+        fail(f"--by {by!r} is not one of {', '.join(GROUPINGS)}")
     result = cost_report(_lab(lab_dir), by=by)
     if json_out:
         emit_result(result, True)

@@ -9,21 +9,28 @@ from __future__ import annotations
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Any, Iterable, NoReturn
 
+import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    ProgressColumn,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 console = Console(stderr=True)
+# The two options every command shares, declared once so their flags and help never drift apart.
+LAB = typer.Option(Path("."), "--lab", help="Lab folder.")
+JSON = typer.Option(False, "--json", help="Print one JSON object on stdout.")
 _json_fd: int | None = None
 
 
@@ -85,3 +92,41 @@ def table(title: str, columns: Iterable[str], rows: Iterable[Iterable[Any]]) -> 
     for row in rows:
         out.add_row(*("" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v) for v in row))
     return out
+
+
+def retention_table(title: str, report: dict[str, Any]) -> Table:
+    """A gate report (NIWT gate, bundle verify) as capability, teacher score, student score, retention."""
+    return table(f"{title}: {'PASSED' if report['passed'] else 'FAILED'}", ["capability", "teacher", "student", "retention"],
+                 [(c, report["teacher_scores"][c], report["student_scores"].get(c), r) for c, r in report["retention"].items()])
+
+
+def fields_table(title: str, fields: dict[str, Any]) -> Table:
+    """One record as a two-column table, leaving out fields that are None."""
+    return table(title, ["field", "value"], [(k, v) for k, v in fields.items() if v is not None])
+
+
+class _RateColumn(ProgressColumn):
+    def render(self, task) -> Text:
+        return Text(f"{task.speed or 0:.1f} {task.fields.get('unit', 'items')}/s")
+
+
+class SpendProgress:
+    """A progress sink (``start(total, done)``, ``advance(n, spent_usd)``): done/total, rate, USD spent so far, ETA.
+    Work already done (cached answers) is counted at start."""
+
+    def __init__(self, description: str, unit: str):
+        self._bar = progress(False, _RateColumn(), TextColumn("${task.fields[cost]:.4f}"))
+        self._description, self._unit, self._task = description, unit, None
+
+    def __enter__(self) -> "SpendProgress":
+        self._bar.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._bar.stop()
+
+    def start(self, total: int, done: int) -> None:
+        self._task = self._bar.add_task(self._description, total=total, completed=done, cost=0.0, unit=self._unit)
+
+    def advance(self, done: int, spent_usd: float) -> None:
+        self._bar.update(self._task, advance=done, cost=spent_usd)

@@ -162,7 +162,7 @@ def read_dataset_table(lab: Lab, ref: str) -> pa.Table:
     """A dataset version as an Arrow table; the Parquet bytes and the row content are both hash-checked."""
     dataset_id, entry = DatasetRegistry(lab.registry_dir).resolve(ref)
     data = lab.durable().get_bytes(f"datasets/{dataset_id}/{entry.hash[:16]}/data.parquet")
-    table = pq.read_table(io.BytesIO(data))
+    table = pq.ParquetFile(io.BytesIO(data)).read()  # read_table goes through pyarrow.dataset: +0.6 s of imports (pandas)
     actual = table_content_hash(table)
     if actual != entry.hash and rows_content_hash(table.to_pylist()) != entry.hash:
         from nexa.ledger import CorruptArtifactError

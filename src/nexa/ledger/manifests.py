@@ -159,9 +159,10 @@ CONTRACTS: dict[str, type[BaseModel]] = {
 
 def all_contracts() -> dict[str, type[BaseModel]]:
     """Every contract exported to docs/schemas: the manifests above and the files stages pass each other."""
-    from nexa.ledger.listings import DatasetListing, PairedDataset
+    from nexa.ledger.listings import CapabilityProfile, DatasetListing, PairedDataset, TeacherProfile
 
-    return {**CONTRACTS, "DatasetListing": DatasetListing, "PairedDataset": PairedDataset}
+    return {**CONTRACTS, "DatasetListing": DatasetListing, "PairedDataset": PairedDataset,
+            "CapabilityProfile": CapabilityProfile, "TeacherProfile": TeacherProfile}
 
 
 def load_manifest(model: type[ModelT], data: bytes | str | dict, location: str) -> ModelT:
@@ -174,7 +175,7 @@ def load_manifest(model: type[ModelT], data: bytes | str | dict, location: str) 
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
-        raise ManifestValidationError(location, _describe(exc)) from exc
+        raise ManifestValidationError(location, validation_problems(exc)) from exc
 
 
 def dump_manifest(manifest: BaseModel) -> bytes:
@@ -193,5 +194,6 @@ def _check_version(model: type[BaseModel], raw: Any, location: str) -> None:
         )
 
 
-def _describe(exc: ValidationError) -> list[str]:
+def validation_problems(exc: ValidationError) -> list[str]:
+    """Each problem of a pydantic error as `field.path: message`, for one-line errors that name the field."""
     return [f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in exc.errors()]

@@ -15,7 +15,7 @@ import typer
 
 from nexa.ledger import Lab
 from nexa.ledger.lab import default_retain_fraction
-from nexa.ledger.console import console, emit_result, table
+from nexa.ledger.console import JSON, LAB, console, emit_result, retention_table, table
 from nexa.ledger.hashing import sha256_file
 from nexa.ledger.runs import start_run
 from nexa.pipeline.standalone import outputs, require_paths, run_stage
@@ -29,8 +29,7 @@ def registry_command(
     csv_file: Path = typer.Option(Path("configs/ModelName-Parameters-Category-BestFeature.csv"), "--csv", help="Teacher CSV."),
     out: Path = typer.Option(Path("configs/teacher_registry.json"), help="Registry JSON to write."),
     retain_fraction: Optional[float] = typer.Option(None, min=0.0, max=1.0, help="Default retain_fraction per capability (default: the lab's, or LabConfig's outside a lab)."),
-    lab_dir: Path = typer.Option(Path("."), "--lab"),
-    json_out: bool = typer.Option(False, "--json"),
+    lab_dir: Path = LAB, json_out: bool = JSON,
 ) -> None:
     """Stage 1: build teacher_registry.json from ModelName-Parameters-Category-BestFeature.csv."""
     from nexa.niwt.registry import RegistryError, build_registry
@@ -57,7 +56,7 @@ def profile_command(
     name: str = typer.Option("golden-teacher", help="Teacher name (as in the registry)."),
     registry: Optional[Path] = typer.Option(None, help="Folder holding teacher_registry.json (default: built-in contracts)."),
     samples: int = typer.Option(200, min=8, help="Samples per capability."),
-    seed: int = typer.Option(42), lab_dir: Path = typer.Option(Path("."), "--lab"), json_out: bool = typer.Option(False, "--json"),
+    seed: int = typer.Option(42), lab_dir: Path = LAB, json_out: bool = JSON,
 ) -> None:
     """Stage 2: profile the teacher (ablation pilot, streaming PCA, head importance; no raw activations)."""
     from nexa.niwt.stages import profile
@@ -75,7 +74,7 @@ def synthesize_command(
     profile: Path = typer.Option(..., help="Output of `nexa niwt profile`."),
     out: Path = typer.Option(..., help="New folder for the student backbone and plan."),
     arch: Path = typer.Option(Path("configs/student_arch.json"), help="student_arch.json."),
-    seed: int = typer.Option(42), lab_dir: Path = typer.Option(Path("."), "--lab"), json_out: bool = typer.Option(False, "--json"),
+    seed: int = typer.Option(42), lab_dir: Path = LAB, json_out: bool = JSON,
 ) -> None:
     """Stage 3: synthesize the student (adapter ranks from intrinsic PCA dimension, transferred backbone)."""
     from nexa.niwt.stages import synthesize
@@ -100,8 +99,7 @@ def distill_command(
     router: Path = typer.Option(..., help="Router stage output (router/router.safetensors)."),
     out: Path = typer.Option(..., help="New folder for model/, adapters/ and gate_report.json."),
     config: Optional[Path] = typer.Option(None, help="JSON with DistillConfig fields (steps, alpha, beta, ...)."),
-    max_attempts: int = typer.Option(3, min=1), seed: int = typer.Option(42),
-    lab_dir: Path = typer.Option(Path("."), "--lab"), json_out: bool = typer.Option(False, "--json"),
+    max_attempts: int = typer.Option(3, min=1), seed: int = typer.Option(42), lab_dir: Path = LAB, json_out: bool = JSON,
 ) -> None:
     """Stages 4-5: anchored distillation (teacher not loaded) and the retention gate with adapter-only retries."""
     from nexa.niwt.stages import student_niwt
@@ -124,7 +122,7 @@ def gate_command(
     profile: Path = typer.Option(..., help="Output of `nexa niwt profile` (teacher scores and retain fractions)."),
     data: Path = typer.Option(..., help="Data stage output whose eval split is the benchmark."),
     gate_scoring: Optional[Path] = typer.Option(None, help="JSON/YAML {judge: {url, model}, include_path} for judge:/lm_eval: metrics."),
-    lab_dir: Path = typer.Option(Path("."), "--lab"), json_out: bool = typer.Option(False, "--json"),
+    lab_dir: Path = LAB, json_out: bool = JSON,
 ) -> None:
     """Stage 5 alone: benchmark the student through the nexus runtime (no teacher, no nexa model code) and gate it."""
     from nexa.eval.gate_metrics import load_gate_scoring
@@ -138,8 +136,7 @@ def gate_command(
         report = runtime_gate(lab, student / "model", profile, data / "datasets.json", scoring=scoring)
         run.update(eval_status="done", eval_summary={f"retention/{c}": r for c, r in report["retention"].items()})
     if not json_out:
-        console.print(table(f"NIWT gate: {'PASSED' if report['passed'] else 'FAILED'}", ["capability", "teacher", "student", "retention"],
-                            [(c, report["teacher_scores"][c], report["student_scores"].get(c), r) for c, r in report["retention"].items()]))
+        console.print(retention_table("NIWT gate", report))
     emit_result({"run_id": run.run_id, "status": "succeeded" if report["passed"] else "failed", **report, "outputs": []}, json_out)
     if not report["passed"]:
         raise typer.Exit(1)

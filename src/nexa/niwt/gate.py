@@ -28,8 +28,8 @@ def profile_metrics(profile_dir: Path) -> dict[str, dict[str, str]]:
     not recorded)."""
     summary = json.loads((profile_dir / "summary.json").read_text())
     folder = profile_dir / "profiles" / summary["teacher"]
-    recorded = {c: json.loads((folder / c / "profile.json").read_text()) for c in summary["capabilities"]}
-    return {c: {"metric": p.get("metric", "exact_match"), "benchmark": p.get("benchmark", c)} for c, p in recorded.items()}
+    manifests = {c: read_profile_manifest(folder / c) for c in summary["capabilities"]}
+    return {c: {"metric": m.metric, "benchmark": m.benchmark} for c, m in manifests.items()}
 
 
 def runtime_gate(lab: Lab, model_dir: Path, profile_dir: Path, listing: Path, max_new_tokens: int = 8,

@@ -24,8 +24,9 @@ from safetensors.torch import save_file
 from sklearn.decomposition import IncrementalPCA
 from tokenizers import Tokenizer
 
-PROFILE_VERSION = 1
-RAW_OUTPUTS = 50
+from nexa.ledger.listings import NIWT_VERIFICATION_ROWS, PROFILE_VERSION, CapabilityProfile, read_capability_profile
+
+RAW_OUTPUTS = NIWT_VERIFICATION_ROWS  # one number for the profile and for those who size its data (nexa auto)
 
 
 class ProfileConfig(BaseModel):
@@ -42,31 +43,6 @@ class ProfileConfig(BaseModel):
     batch_size: int = Field(50, ge=1)
     quantize: str = Field("auto", pattern="^(auto|none|int8|nf4)$",
                           description="auto = NF4 on a GPU with bitsandbytes, full precision otherwise.")
-
-
-class CapabilityProfile(BaseModel):
-    """``profiles/<teacher>/<capability>/profile.json``: what was kept and how small it is."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    schema_version: int = PROFILE_VERSION
-    teacher: str
-    capability: str
-    samples: int
-    answer_tokens: int
-    hidden_size: int
-    key_layers: list[int] = Field(description="Teacher layers, most important first.")
-    layer_drop: dict[str, float] = Field(description="Answer-loss increase when the layer is skipped.")
-    head_importance: list[list[float]] = Field(description="[layer][head] loss increase when the head is masked, max-normalised.")
-    important_heads: dict[str, list[int]] = Field(description="Key layer -> its most important heads.")
-    explained_variance: dict[str, list[float]] = Field(description="Key layer -> explained-variance ratio per component.")
-    teacher_score: float
-    benchmark: str
-    metric: str
-    retain_fraction: float
-    bytes_written: int
-    raw_activation_bytes: int = Field(description="What storing the key layers' fp32 hidden states would take.")
-    fraction_of_raw: float
 
 
 @dataclass
@@ -341,7 +317,7 @@ def profile_capability(model, tokenizer, teacher: str, capability: str, samples:
 
 def read_profile_manifest(folder: Path) -> CapabilityProfile:
     """A capability's ``profile.json``, validated: the one reader every consumer of a profile uses."""
-    return CapabilityProfile.model_validate_json((folder / "profile.json").read_text(encoding="utf-8"))
+    return read_capability_profile(folder / "profile.json")
 
 
 def load_capability_profile(folder: Path) -> tuple[CapabilityProfile, dict[str, torch.Tensor]]:

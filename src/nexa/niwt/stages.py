@@ -9,7 +9,7 @@ from safetensors.torch import load_file, save_file
 
 from nexa.ledger.console import console, table
 from nexa.ledger.datasets import read_dataset_rows, read_split
-from nexa.ledger.listings import read_paired
+from nexa.ledger.listings import TeacherProfile, read_paired, write_contract
 from nexa.niwt.router import DEFAULT_FEATURIZER, router_accuracy, train_router, write_router
 from nexa.train.tokenizer import copy_tokenizer_files
 
@@ -93,7 +93,7 @@ def profile(ctx, teacher: str = "teacher", distill: str = "distill", data: str =
                "bytes_written": folder_bytes(out), "raw_activation_bytes": raw_bytes,
                "fraction_of_raw": round(folder_bytes(out) / raw_bytes, 6),
                "residual_variance_kept": round(float(variance.sum()), 6)}
-    (out / "profile.json").write_text(json.dumps({"schema_version": 1, **summary}, indent=2, sort_keys=True))
+    write_contract(out / "profile.json", TeacherProfile.model_validate(summary))
     ctx.run.update(teacher_model=teacher_name)
     (ctx.out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True))
     console.print(table(f"NIWT profile of {teacher_name}", ["capability", "teacher score", "key layers", "profile KB", "of raw"],

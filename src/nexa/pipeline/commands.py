@@ -10,9 +10,9 @@ import typer
 
 from nexa.infra.cost import BudgetExceededError
 from nexa.ledger import Lab
-from nexa.ledger.console import console, emit_result, table
+from nexa.ledger.console import JSON, console, emit_result, table
 from nexa.pipeline.runner import PipelineResult, StageFailedError, run_pipeline
-from nexa.pipeline.spec import builtin_pipeline_path, install_builtin_pipelines, load_pipeline
+from nexa.pipeline.spec import builtin_pipeline_path, export_demo_tokenizer, install_builtin_pipelines, load_pipeline
 
 
 def register(app: typer.Typer) -> None:
@@ -22,20 +22,21 @@ def register(app: typer.Typer) -> None:
 
 def run(pipeline: Path = typer.Argument(..., help="Pipeline YAML file."),
         lab_dir: Optional[Path] = typer.Option(None, "--lab", help="Lab folder (default: the one containing the file)."),
-        json_out: bool = typer.Option(False, "--json", help="Print one JSON object on stdout.")) -> None:
+        json_out: bool = JSON) -> None:
     """Run a pipeline; stages whose code, parameters and inputs are unchanged are reused."""
     lab = Lab.find(lab_dir or pipeline.resolve().parent)
     result = _execute(lab, pipeline)
-    emit_result(_result_json(lab, result), json_out)
+    emit_result(result.as_json(lab), json_out)
 
 
 def demo(lab_dir: Path = typer.Option(Path("nexa-demo"), "--lab", help="Lab folder, created if missing."),
-         json_out: bool = typer.Option(False, "--json", help="Print one JSON object on stdout.")) -> None:
+         json_out: bool = JSON) -> None:
     """Create a lab and run the golden pipeline in it (CPU, no network, minutes)."""
     lab = Lab.init(lab_dir)
     install_builtin_pipelines(lab)
     result = _execute(lab, lab.root / "pipelines" / "golden.yaml")
-    emit_result(_result_json(lab, result), json_out)
+    export_demo_tokenizer(lab, result.outputs)
+    emit_result(result.as_json(lab), json_out)
 
 
 def _execute(lab: Lab, pipeline: Path) -> PipelineResult:
@@ -53,21 +54,6 @@ def _execute(lab: Lab, pipeline: Path) -> PipelineResult:
     console.print(table(f"pipeline {spec.name} ({time.perf_counter() - started:.1f}s)", ["stage", "status", "seconds"],
                         [(s.name, s.status, round(s.seconds, 2)) for s in result.stages]))
     return result
-
-
-def _result_json(lab: Lab, result: PipelineResult) -> dict:
-    paths = {name: str(path) for name, path in result.outputs.items()}
-    bundle = result.outputs.get("verify")
-    return {
-        "run_id": result.run_id,
-        "status": result.status,
-        "lab": str(lab.root),
-        "bundle": str(bundle / "bundle") if bundle else None,
-        "leaderboard": str(result.outputs["eval"] / "leaderboard.parquet") if "eval" in result.outputs else None,
-        "verify_report": str(bundle / "bundle" / "verify_report.json") if bundle else None,
-        "stages": [{"name": s.name, "status": s.status, "seconds": round(s.seconds, 3)} for s in result.stages],
-        "outputs": [{"stage": s.name, "path": paths[s.name], "sha256": s.outputs_sha256} for s in result.stages],
-    }
 
 
 __all__ = ["register", "builtin_pipeline_path"]

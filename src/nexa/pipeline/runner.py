@@ -94,6 +94,19 @@ class PipelineResult:
     outputs: dict[str, Path]
     summaries: dict[str, dict[str, Any]] = field(default_factory=dict)
 
+    def as_json(self, lab: Lab) -> dict[str, Any]:
+        """The ``--json`` result of ``nexa run`` and ``nexa demo``: stages, their outputs, and where the bundle,
+        leaderboard and verify report landed (None when the pipeline has no such stage)."""
+        bundle = self.outputs.get("verify")
+        return {
+            "run_id": self.run_id, "status": self.status, "lab": str(lab.root),
+            "bundle": str(bundle / "bundle") if bundle else None,
+            "leaderboard": str(self.outputs["eval"] / "leaderboard.parquet") if "eval" in self.outputs else None,
+            "verify_report": str(bundle / "bundle" / "verify_report.json") if bundle else None,
+            "stages": [{"name": s.name, "status": s.status, "seconds": round(s.seconds, 3)} for s in self.stages],
+            "outputs": [{"stage": s.name, "path": str(self.outputs[s.name]), "sha256": s.outputs_sha256} for s in self.stages],
+        }
+
 
 class PipelineRunner:
     """Runs one pipeline in one lab; holds the per-run cache of resolved stage outputs."""

@@ -91,6 +91,17 @@ def builtin_pipeline_path(name: str) -> Path:
     return Path(str(importlib.resources.files("nexa.pipeline") / "builtin" / f"{name}.yaml"))
 
 
+def export_demo_tokenizer(lab: Lab, outputs: dict[str, Path]) -> list[Path]:
+    """Copy the golden run's tokenizer (``tokenizer.json`` and its declared special tokens) to the lab's root, where
+    the presets in ``configs/`` and the commands in ``docs/`` find it (``nexa-demo/tokenizer.json``) after ``make demo``.
+    The teacher's weights are not exported: verification deletes them, and that is the point of the demo."""
+    written = []
+    for source in sorted(outputs["tokenizer"].glob("tokenizer*.json")) if "tokenizer" in outputs else []:
+        atomic_write_bytes(lab.root / source.name, source.read_bytes())
+        written.append(lab.root / source.name)
+    return written
+
+
 def install_builtin_pipelines(lab: Lab) -> list[Path]:
     """Copy the shipped pipelines into ``<lab>/pipelines`` unless the lab already has its own copy."""
     written = []

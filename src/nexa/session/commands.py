@@ -12,16 +12,10 @@ from typing import Optional
 
 import typer
 
-from nexa.ledger.console import console, emit_result, table
+from nexa.ledger.console import JSON, console, emit_result, fail, table
 
 app = typer.Typer(help="Hold tokens (HF, W&B, API keys) in memory for this session; jobs get them in their environment.",
                   no_args_is_help=True)
-JSON = typer.Option(False, "--json", help="Print one JSON object on stdout.")
-
-
-def _fail(message: str) -> None:
-    console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(2)
 
 
 def _call(function, *args):
@@ -30,7 +24,7 @@ def _call(function, *args):
     try:
         return function(*args)
     except (SessionError, OSError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
 
 
 @app.command("start")
@@ -58,11 +52,11 @@ def add_cmd(name: str = typer.Argument(..., help="hf, wandb, openai, ... or an e
     variable = _call(env_var_for, name, env)
     seconds = _call(parse_ttl, ttl) if ttl else None
     if not client.is_running():
-        _fail("no nexa session is running; start one with `nexa session start`")
+        fail("no nexa session is running; start one with `nexa session start`")
     secret = _read_secret(name)
     try:
         if not secret:
-            _fail("empty token: nothing was stored")
+            fail("empty token: nothing was stored")
         reply = _call(client.add, name, variable, secret, seconds)
     finally:
         wipe(secret)

@@ -7,21 +7,19 @@ from typing import Optional
 
 import typer
 from pydantic import ValidationError
-from rich.progress import ProgressColumn, TextColumn
-from rich.text import Text
 
 from nexa.infra.cost import PriceTable, UnknownPriceError
 from nexa.ledger import Lab, LedgerError, RunManifest
-from nexa.ledger.console import console, emit_result, fail, progress, table
+from nexa.ledger.console import JSON, LAB, SpendProgress, console, emit_result, fail, fields_table
 from nexa.ledger.runs import detect_gpu_type, start_run
 from nexa.teachers.errors import TeacherError
-from nexa.teachers.faults import RetryPolicy
 from nexa.teachers.materialize import MaterializeConfig, MaterializeError, MaterializeReport, materialize
 from nexa.teachers.opening import DEFAULT_KEY_ENV, TeacherSpecError, open_teacher
-from nexa.teachers.protocol import GenerationParams, Teacher
+from nexa.teachers.protocol import Teacher
 
 app = typer.Typer(help="Distillation data: ask a teacher once, keep every answer (cached, costed, resumable).",
                   no_args_is_help=True)
+
 
 @app.command("materialize")
 def materialize_command(
@@ -58,23 +56,30 @@ def materialize_command(
     gpu_type: Optional[str] = typer.Option(None, "--gpu-type",
                                            help="This run's compute, for its hourly price (default: detected, e.g. H100x1)."),
     seed: int = typer.Option(42, "--seed"),
-    lab_dir: Path = typer.Option(Path("."), "--lab", help="Lab folder."),
-    json_out: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
+    lab_dir: Path = LAB, json_out: bool = JSON,
 ) -> None:
     """Run a teacher over a dataset's prompts and write the answers as a paired dataset version.
 
     Every answer is cached in durable storage as it arrives: a rerun (or a run resumed after a
     kill) pays only for prompts that were never answered.
     """
-    lab = _lab(lab_dir, json_out)
-    prices = _prices(lab, teacher_model, price_input, price_output, json_out)
-    config = _config(dataset=dataset, out=out, prompt_field=prompt_field, system=system, concurrency=concurrency,
-                     rate_limit_rps=rps, breaker_threshold=breaker, budget_usd=budget_usd, provider=lab.config.provider,
-                     gpu_type=gpu_type or detect_gpu_type(), seed=seed,
-                     params=dict(max_tokens=max_tokens, temperature=temperature, top_logprobs=top_logprobs,
-                                 seed=seed if temperature > 0 else None),
-                     retry=dict(max_attempts=max_attempts, base_delay_s=backoff_s, max_delay_s=max_backoff_s))
-    model = _open_teacher(teacher, teacher_model, api, api_key_env, system, timeout_s, batch_size)
+    from nexa.ledger.manifests import validation_problems
+
+    lab, prices = _lab_and_prices(lab_dir, teacher_model, price_input, price_output, json_out)
+    try:
+        config = MaterializeConfig(
+            dataset=dataset, out=out, prompt_field=prompt_field, system=system, concurrency=concurrency, rate_limit_rps=rps,
+            breaker_threshold=breaker, budget_usd=budget_usd, provider=lab.config.provider, gpu_type=gpu_type or detect_gpu_type(),
+            seed=seed, params=dict(max_tokens=max_tokens, temperature=temperature, top_logprobs=top_logprobs,
+                                   seed=seed if temperature > 0 else None),
+            retry=dict(max_attempts=max_attempts, base_delay_s=backoff_s, max_delay_s=max_backoff_s))
+    except ValidationError as exc:
+        raise typer.BadParameter("; ".join(validation_problems(exc))) from None
+    try:
+        model = open_teacher(teacher, teacher_model, api=api, key_env=api_key_env, system=system, timeout_s=timeout_s,
+                             batch_size=batch_size)
+    except TeacherSpecError as exc:
+        raise typer.BadParameter(str(exc), param_hint=exc.option) from None
     if model.bills_tokens:
         _require_price(prices, model.model_name)
     else:
@@ -83,7 +88,14 @@ def materialize_command(
         report, manifest = _run(lab, model, config, prices, json_out)
     finally:
         model.close()
-    _show(report, manifest, json_out)
+    result = {"run_id": report.run_id, "status": manifest.status, **report.summary(),
+              "outputs": [{"kind": o.kind, "ref": o.ref, "path": o.path, "sha256": o.sha256} for o in manifest.outputs]}
+    if not json_out:
+        console.print(fields_table(f"distill {report.run_id}", report.summary()))
+        if report.failed:
+            console.print(f"[yellow]{report.failed} prompt(s) unanswered[/yellow] ({report.stopped or 'errors'}); "
+                          f"reasons in {report.quarantine}. Rerun the same command to retry them.")
+    emit_result(result, json_out)
 
 
 def _run(lab: Lab, model: Teacher, config: MaterializeConfig, prices: PriceTable,
@@ -94,11 +106,11 @@ def _run(lab: Lab, model: Teacher, config: MaterializeConfig, prices: PriceTable
                    teacher_model=model.teacher_id, gpu_type=config.gpu_type) as run:
         console.print(f"[bold]run_id[/bold] {run.run_id}  teacher {model.teacher_id}")
         try:
-            with _ProgressBar() as bar:
+            with SpendProgress("teacher", "prompts") as bar:
                 report = materialize(lab, model, config, run, prices, progress=bar)
         except MaterializeError as exc:
             run.fail(exc)
-            failure = (str(exc), 1, _result(exc.report))
+            failure = (str(exc), 1, exc.report.summary())
         except (TeacherError, UnknownPriceError, LedgerError, ValueError, FileExistsError) as exc:
             run.fail(exc)
             failure = (str(exc), 2, {})
@@ -108,17 +120,11 @@ def _run(lab: Lab, model: Teacher, config: MaterializeConfig, prices: PriceTable
     return report, run.manifest
 
 
-# -- argument checking ------------------------------------------------------------------------------
-def _lab(lab_dir: Path, json_out: bool) -> Lab:
+def _lab_and_prices(lab_dir: Path, model: str | None, price_input: float | None, price_output: float | None,
+                    json_out: bool) -> tuple[Lab, PriceTable]:
+    """The lab and its price table, with a --price-input/--price-output override for the teacher model."""
     try:
-        return Lab.find(lab_dir)
-    except LedgerError as exc:
-        _fail(str(exc), json_out, code=2)
-
-
-def _prices(lab: Lab, model: str | None, price_input: float | None, price_output: float | None,
-            json_out: bool) -> PriceTable:
-    try:
+        lab = Lab.find(lab_dir)
         prices = PriceTable.from_lab(lab)
     except LedgerError as exc:
         _fail(str(exc), json_out, code=2)
@@ -128,7 +134,7 @@ def _prices(lab: Lab, model: str | None, price_input: float | None, price_output
         if not model:
             raise typer.BadParameter("a price needs --teacher-model to attach to", param_hint="--price-input")
         prices = prices.with_model(model, price_input, price_output)
-    return prices
+    return lab, prices
 
 
 def _require_price(prices: PriceTable, model: str) -> None:
@@ -136,71 +142,6 @@ def _require_price(prices: PriceTable, model: str) -> None:
         prices.model_price(model)
     except UnknownPriceError as exc:
         raise typer.BadParameter(f"{exc}; or pass --price-input and --price-output", param_hint="--teacher-model") from None
-
-
-def _config(**fields) -> MaterializeConfig:
-    try:
-        fields["params"] = GenerationParams(**fields["params"])
-        fields["retry"] = RetryPolicy(**fields["retry"])
-        return MaterializeConfig(**fields)
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise typer.BadParameter(problems) from None
-
-
-def _open_teacher(target: str, model: str | None, api: str, key_env: str | None, system: str | None,
-                  timeout_s: float, batch_size: int) -> Teacher:
-    """The shared opener; a misuse becomes a parameter error naming the option."""
-    try:
-        return open_teacher(target, model, api=api, key_env=key_env, system=system, timeout_s=timeout_s,
-                            batch_size=batch_size)
-    except TeacherSpecError as exc:
-        raise typer.BadParameter(str(exc), param_hint=exc.option) from None
-
-
-# -- output ---------------------------------------------------------------------------------------
-class _RateColumn(ProgressColumn):
-    def render(self, task) -> Text:
-        return Text(f"{task.speed or 0:.1f} prompts/s")
-
-
-class _ProgressBar:
-    """The Rich bar: answered/total, rate, cost so far and ETA; cached answers are counted at start."""
-
-    def __init__(self):
-        self._bar = progress(False, _RateColumn(), TextColumn("${task.fields[cost]:.4f}"))
-        self._task = None
-
-    def __enter__(self) -> "_ProgressBar":
-        self._bar.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._bar.stop()
-
-    def start(self, total: int, done: int) -> None:
-        self._task = self._bar.add_task("teacher", total=total, completed=done, cost=0.0)
-
-    def advance(self, answered: int, spent_usd: float) -> None:
-        self._bar.update(self._task, advance=answered, cost=spent_usd)
-
-
-def _result(report: MaterializeReport) -> dict:
-    fields = ("dataset", "path", "calls", "retries", "cache_hits", "cache_misses", "failed", "answered", "prompts",
-              "cost_usd", "api_usd", "dataset_cost_usd", "stopped", "teacher_id", "quarantine")
-    return {name: getattr(report, name) for name in fields}
-
-
-def _show(report: MaterializeReport, manifest: RunManifest, json_out: bool) -> None:
-    outputs = [{"kind": o.kind, "ref": o.ref, "path": o.path, "sha256": o.sha256} for o in manifest.outputs]
-    result = {"run_id": report.run_id, "status": manifest.status, **_result(report), "outputs": outputs}
-    if not json_out:
-        rows = [(k, v) for k, v in _result(report).items() if v is not None]
-        console.print(table(f"distill {report.run_id}", ["field", "value"], rows))
-        if report.failed:
-            console.print(f"[yellow]{report.failed} prompt(s) unanswered[/yellow] ({report.stopped or 'errors'}); "
-                          f"reasons in {report.quarantine}. Rerun the same command to retry them.")
-    emit_result(result, json_out)
 
 
 def _fail(message: str, json_out: bool, code: int, **fields) -> None:

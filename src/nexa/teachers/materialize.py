@@ -81,6 +81,12 @@ class MaterializeReport(BaseModel):
     error: str | None = None
     quarantine: str | None = None
 
+    def summary(self) -> dict[str, Any]:
+        """The fields ``nexa distill materialize`` prints and puts in its ``--json`` result."""
+        return self.model_dump(include={"dataset", "path", "calls", "retries", "cache_hits", "cache_misses", "failed",
+                                        "answered", "prompts", "cost_usd", "api_usd", "dataset_cost_usd", "stopped",
+                                        "teacher_id", "quarantine"})
+
 
 class MaterializeError(TeacherError):
     """The run stopped without a paired dataset; ``report`` says how far it got (answers stay cached)."""

@@ -27,12 +27,14 @@ from nexa.infra.hardware import Hardware
 from nexa.ledger import CostBreakdown, Lab
 from nexa.ledger.hashing import sha256_json
 from nexa.ledger.store import atomic_write_bytes
+from nexa.train.auto_niwt import NiwtPlan
+from nexa.train.qlora import unavailable_reason as qlora_unavailable_reason
 
 if TYPE_CHECKING:  # the train config pulls in the HF Trainer: imported where a config is built
     from nexa.train.config import TrainConfig
 
 AUTO_METHODS = ("lora", "qlora", "sft", "kd", "niwt")
-LEARNING_RATES = {"lora": 2e-4, "sft": 2e-5, "kd": 2e-5}
+LEARNING_RATES = {"lora": 2e-4, "qlora": 2e-4, "sft": 2e-5, "kd": 2e-5}
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 # Dense bf16 peak TFLOP/s of common GPUs; the estimate assumes a third of it is reached.
 GPU_TFLOPS = {"H200": 989, "H100": 989, "GH200": 989, "A100": 312, "A10": 125, "A40": 150, "L4": 121, "A4000": 77}
@@ -52,8 +54,8 @@ class AutoAnswers(BaseModel):
     schema_version: int = 1
     model: str = Field(description="Local model folder (config.json, weights, tokenizer.json) or a hub id in the HF cache.")
     dataset: str = Field(description="Dataset version ID@vN in the lab's registry.")
-    method: str = Field(description="lora, sft or kd (qlora and niwt are shown where they apply).")
-    teacher: str | None = Field(None, description="Teacher model folder for kd.")
+    method: str = Field(description="lora, qlora (CUDA GPU), sft, kd or niwt.")
+    teacher: str | None = Field(None, description="Teacher model folder for kd and niwt.")
     batch_size: int = Field(ge=1)
     steps: int = Field(ge=1)
     seq_len: int = Field(128, ge=8)
@@ -182,7 +184,6 @@ def batch_size_for(hardware: Hardware, info: ModelInfo, method: str, seq_len: in
 
 def method_options(hardware: Hardware, info: ModelInfo, seq_len: int) -> list[MethodOption]:
     """Every method with whether it can run here and the batch size that fits."""
-    cuda = hardware.device == "cuda"
     options = []
     for name, label in (("lora", "LoRA adapters (PEFT): only the adapters train"),
                         ("qlora", "QLoRA: LoRA on 4-bit weights"),
@@ -191,11 +192,10 @@ def method_options(hardware: Hardware, info: ModelInfo, seq_len: int) -> list[Me
                         ("niwt", "NIWT: profile a teacher, synthesize and distill a student")):
         batch = batch_size_for(hardware, info, name, seq_len)
         runnable, note = batch > 0, f"batch {batch} fits" if batch else "does not fit in memory"
-        if name == "qlora":
-            runnable, note = False, ("needs a CUDA GPU; this machine has none" if not cuda else
-                                     "the train layer has no 4-bit loading yet; use lora")
-        elif name == "niwt":
-            runnable, note = False, "runs as pipeline stages (`nexa run pipelines/golden.yaml`), not from auto"
+        if name == "qlora" and qlora_unavailable_reason(hardware):
+            runnable, note = False, qlora_unavailable_reason(hardware)
+        elif name == "niwt" and batch:
+            note = f"batch {batch} fits; needs a teacher model (--teacher)"
         options.append(MethodOption(name, label, runnable, note, batch))
     return options
 
@@ -245,10 +245,10 @@ def build_config(answers: AutoAnswers, info: ModelInfo) -> "TrainConfig":
     """The TrainConfig these answers mean, validated by the train layer's own model."""
     from nexa.train.config import validate_train_config
 
-    if answers.method not in ("lora", "sft", "kd"):
-        raise AutoError(f"method {answers.method!r} cannot run from auto; choose lora, sft or kd")
+    if answers.method not in ("lora", "qlora", "sft", "kd"):
+        raise AutoError(f"method {answers.method!r} is not a TrainConfig method; choose lora, qlora, sft or kd")
     raw: dict[str, Any] = {
-        "name": answers.name, "seed": 42, "method": "sft+lora" if answers.method == "lora" else answers.method,
+        "name": answers.name, "seed": 42, "method": f"sft+{answers.method}" if "lora" in answers.method else answers.method,
         "model": {"pretrained": str(info.path)},
         "data": {"train": [answers.dataset], "tokenizer": str(info.path), "seq_len": answers.seq_len, "split": "train"},
         "optim": {"max_steps": answers.steps, "batch_size": answers.batch_size,
@@ -264,12 +264,34 @@ def build_config(answers: AutoAnswers, info: ModelInfo) -> "TrainConfig":
     return validate_train_config(raw, "nexa auto")
 
 
-def config_yaml(config: "TrainConfig") -> str:
+def config_yaml(config: "TrainConfig | NiwtPlan") -> str:
+    """What the plan will run, as the file it is written to: a TrainConfig or a NIWT pipeline."""
+    if isinstance(config, NiwtPlan):
+        return config.yaml()
     return yaml.safe_dump(config.resolved(), sort_keys=False)
 
 
-def write_config(lab: Lab, config: "TrainConfig") -> Path:
+def check_runs_here(hardware: Hardware, config: "TrainConfig | NiwtPlan", backend: str) -> None:
+    """Refuse, before anything is written, a QLoRA plan (e.g. from --config) that this machine cannot run locally."""
+    reason = qlora_unavailable_reason(hardware)
+    if backend == "local" and plan_shape(config)[0] == "qlora" and reason:
+        raise AutoError(f"{reason}; use method lora here, or --backend infra for a cloud GPU")
+
+
+def plan_shape(config: "TrainConfig | NiwtPlan") -> tuple[str, int, int, int]:
+    """(method, steps, batch size, sequence length) of a plan, for its time and cost estimate."""
+    if isinstance(config, NiwtPlan):
+        return "niwt", config.steps, config.batch_size, 128
+    method = ("qlora" if config.uses_qlora else "lora") if config.uses_lora else ("kd" if "kd" in config.method else "sft")
+    return method, config.optim.max_steps, config.optim.batch_size, config.data.seq_len
+
+
+def write_config(lab: Lab, config: "TrainConfig | NiwtPlan") -> Path:
     """``<lab>/configs/auto/<name>-<hash>.yaml``, written atomically (same plan, same file)."""
+    if isinstance(config, NiwtPlan):
+        from nexa.train.auto_niwt import write_pipeline
+
+        return write_pipeline(lab, config)
     path = lab.root / "configs" / "auto" / f"{config.name}-{sha256_json(config.resolved())[:10]}.yaml"
     atomic_write_bytes(path, config_yaml(config).encode())
     return path

@@ -80,8 +80,8 @@ def auto(model: Optional[str] = typer.Option(None, "--model", help="Model folder
          data_file: Optional[Path] = typer.Option(None, "--data-file", help="A JSONL/CSV/Parquet file to prepare now (nexa data prepare)."),
          schema: str = typer.Option("qa", "--schema", help="Row schema of --data-file."),
          dataset_name: Optional[str] = typer.Option(None, "--dataset-name", help="Dataset ID for --data-file (default: the file's name)."),
-         method: Optional[str] = typer.Option(None, "--method", help="lora | sft | kd (qlora, niwt shown where they apply)."),
-         teacher: Optional[str] = typer.Option(None, "--teacher", help="Teacher model folder (kd)."),
+         method: Optional[str] = typer.Option(None, "--method", help="lora | qlora (CUDA GPU) | sft | kd | niwt."),
+         teacher: Optional[str] = typer.Option(None, "--teacher", help="Teacher model folder (kd, niwt)."),
          batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Batch size (default: the largest that fits)."),
          steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Training steps."),
          seq_len: int = typer.Option(128, "--seq-len", min=8, help="Block length in tokens."),
@@ -132,8 +132,8 @@ def _flow(lab, asker: Asker, flags: dict) -> dict:
     else:
         config, info = _from_questions(lab, asker, flags, hardware, plan)
     backend, gpu_type, provider = _backend(asker, flags, hardware, plan)
-    seconds = plan.estimate_seconds(hardware, info, _method_of(config), config.optim.max_steps, config.optim.batch_size,
-                                    config.data.seq_len, gpu_type if backend == "infra" else None)
+    plan.check_runs_here(hardware, config, backend)
+    seconds = plan.estimate_seconds(hardware, info, *plan.plan_shape(config), gpu_type if backend == "infra" else None)
     cost = plan.estimate_cost(lab, provider, gpu_type, seconds)
     _show_plan(config, cost, seconds, plan)
     budget_usd = _budget(asker, flags, cost)
@@ -165,6 +165,10 @@ def _from_questions(lab, asker: Asker, flags: dict, hardware, plan):
     option = next((o for o in options if o.name == method), None)
     if option is None or not option.runnable:
         raise plan.AutoError(f"--method {method}: " + (option.note if option else f"choose one of {list(plan.AUTO_METHODS)}"))
+    if method == "niwt":
+        from nexa.train.auto_niwt import ask_niwt
+
+        return ask_niwt(lab, asker, flags, info, dataset, option, plan)
     teacher = flags["teacher"]
     if method == "kd" and not teacher:
         teacher = _ask_until_valid(asker, "--teacher", "Teacher model folder (same tokenizer)?", None,
@@ -246,10 +250,6 @@ def _positive_int(text: str) -> Optional[str]:
     return None if text.strip().isdigit() and int(text) > 0 else "a whole number above 0"
 
 
-def _method_of(config) -> str:
-    return "lora" if config.uses_lora else ("kd" if "kd" in config.method else "sft")
-
-
 def _backend(asker: Asker, flags: dict, hardware, plan) -> tuple[str, str, str]:
     """(backend, gpu type for the estimate, provider whose prices apply)."""
     choices = [("local: this machine", "local", None),
@@ -299,8 +299,15 @@ def _run(lab, plan, config, backend: str, gpus: str, budget_usd: Optional[float]
     env, tokens = child_env()
     console.print(f"session tokens for the jobs: {', '.join(tokens)}" if tokens else
                   "no nexa session running: the jobs get no tokens (`nexa session start` to add some)")
+    niwt = plan.plan_shape(config)[0] == "niwt"
+    if niwt and backend != "local":
+        raise plan.AutoError("NIWT from auto runs on this machine (--backend local); for a cloud GPU launch its pipeline file")
     config_file = plan.write_config(lab, config)
-    console.print(f"config written to [bold]{config_file}[/bold]")
+    console.print(f"plan written to [bold]{config_file}[/bold]")
+    if niwt:
+        from nexa.train.auto_niwt import run_niwt
+
+        return run_niwt(lab, config_file, env)
     if backend == "infra":
         launched = plan.run_job(plan.infra_job(config_file, gpus, budget_usd), env)
         return {**launched, "config": str(config_file)}

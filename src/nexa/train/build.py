@@ -18,16 +18,20 @@ from nexa.train.tokenizer import ADDED_PAD, copy_tokenizer_files, load_hf_tokeni
 
 
 def build_model_for(config: TrainConfig, pack_dir: Path) -> tuple[PreTrainedModel, Path]:
-    """The model to train (LoRA-wrapped when the method asks) and the tokenizer file it pairs with."""
+    """The model to train (LoRA-wrapped when the method asks; on a 4-bit base for QLoRA) and its tokenizer file."""
     tokenizer_file = pack_dir / "tokenizer.json"
-    model = base_model(config, load_hf_tokenizer(tokenizer_file))
+    model = base_model(config, load_hf_tokenizer(tokenizer_file), quantized=config.uses_qlora)
+    if config.uses_qlora:
+        from nexa.train.qlora import prepare_for_training
+
+        model = prepare_for_training(model)
     if config.uses_lora:
         model = add_lora(model, config)
     return model, tokenizer_file
 
 
-def base_model(config: TrainConfig, tokenizer) -> PreTrainedModel:
-    """The model a config names, its special ids set to the tokenizer's own."""
+def base_model(config: TrainConfig, tokenizer, quantized: bool = False) -> PreTrainedModel:
+    """The model a config names, its special ids set to the tokenizer's own (``quantized``: a pretrained one in 4-bit)."""
     spec, vocab_size, specials = config.model, len(tokenizer), special_ids(tokenizer)
     if spec.size is not None:
         return build_model(spec.size, vocab_size, config.seed, specials)
@@ -39,7 +43,13 @@ def base_model(config: TrainConfig, tokenizer) -> PreTrainedModel:
         torch.manual_seed(config.seed)
         return AutoModelForCausalLM.from_config(AutoConfig.for_model(spec.hf_config["model_type"], **params))
     if spec.pretrained is not None:
-        return fit_to_tokenizer(load_causal_lm(spec.pretrained, "model.pretrained"), tokenizer, f"model.pretrained {spec.pretrained}")
+        kwargs = {}
+        if quantized:
+            from nexa.train.qlora import load_kwargs
+
+            kwargs = load_kwargs()
+        return fit_to_tokenizer(load_causal_lm(spec.pretrained, "model.pretrained", **kwargs), tokenizer,
+                                f"model.pretrained {spec.pretrained}")
     model = _architecture(spec.architecture, vocab_size, config.seed, spec.architecture_params)
     model.config.update(specials.as_config())
     if model.generation_config is not None:
@@ -93,10 +103,18 @@ def build_teacher(config: TrainConfig) -> PreTrainedModel:
 
 
 def save_trained(model: PreTrainedModel, config: TrainConfig, folder: Path, tokenizer_file: Path) -> None:
-    """save_pretrained weights + the tokenizer files; a LoRA run also keeps its adapter and saves merged weights."""
+    """save_pretrained weights + the tokenizer files; a LoRA run also keeps its adapter and saves merged weights.
+
+    QLoRA merges its adapter into the base loaded again in full precision, not into the 4-bit weights.
+    """
     shutil.rmtree(folder, ignore_errors=True)
     if config.uses_lora:
         model.save_pretrained(folder / "adapter")
+    if config.uses_qlora:
+        from nexa.train.qlora import merged_full_precision
+
+        model = merged_full_precision(folder / "adapter", base_model(config, load_hf_tokenizer(tokenizer_file)))
+    elif config.uses_lora:
         model = model.merge_and_unload()
     model.save_pretrained(folder, safe_serialization=True)
     copy_tokenizer_files(tokenizer_file, folder)

@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from nexa.ledger import Lab, LedgerError
-from nexa.ledger.console import console, emit_result, fail, table
+from nexa.ledger.console import JSON, LAB, console, emit_result, fail, table
 
 sweep_app = typer.Typer(help="Hyper-parameter sweeps on Optuna: launch trials, analyze the best into a config.",
                         no_args_is_help=True)
@@ -26,9 +26,10 @@ def pack(dataset: list[str] = typer.Option(..., "--dataset", help="Dataset ID or
          seq_len: int = typer.Option(128, "--seq-len", min=8, help="Block length in tokens."),
          split: Optional[str] = typer.Option("train", help="Keep rows of this split ('' for all)."),
          topk_field: Optional[str] = typer.Option(None, "--topk-field", help="Column of teacher top-k logprobs to pack (offline KD)."),
-         lab_dir: Path = typer.Option(Path("."), "--lab", help="Lab folder."),
-         json_out: bool = typer.Option(False, "--json", help="Print one JSON object on stdout.")) -> None:
+         lab_dir: Path = LAB, json_out: bool = JSON) -> None:
     """Tokenize datasets and pack them into fixed-length blocks (best-fit decreasing) in durable packs/<id>."""
+    from dataclasses import asdict
+
     from nexa.ledger.datasets import read_dataset_manifest
     from nexa.ledger.runs import start_run
     from nexa.pipeline.standalone import require_paths
@@ -39,25 +40,21 @@ def pack(dataset: list[str] = typer.Option(..., "--dataset", help="Dataset ID or
     for ref in dataset:
         read_dataset_manifest(lab, ref)
     request = PackRequest(datasets=dataset, tokenizer=tokenizer, seq_len=seq_len, split=split or None, topk_field=topk_field)
-    params = {"datasets": dataset, "tokenizer": str(tokenizer), "seq_len": seq_len, "split": split, "topk_field": topk_field}
-    with start_run(lab, "pack", config=params) as run:
+    with start_run(lab, "pack", config={**asdict(request), "tokenizer": str(tokenizer)}) as run:
         console.print(f"run [bold]{run.run_id}[/bold]")
         pid, ref, manifest = build_pack(lab, request, created_by=run.run_id)
         run.add_output(ref)
         run.update(dataset_id=",".join(dataset), metrics={"efficiency": manifest.efficiency, "blocks": manifest.blocks})
-    console.print(table(f"pack {pid}", ["samples", "blocks", "seq_len", "efficiency", "padding efficiency", "truncated", "quarantined"],
-                        [(manifest.samples, manifest.blocks, manifest.seq_len, manifest.efficiency, manifest.padding_efficiency,
-                          manifest.truncated, manifest.quarantined)]))
-    emit_result({"run_id": run.run_id, "status": "succeeded", "pack_id": pid, "efficiency": manifest.efficiency,
-                 "padding_efficiency": manifest.padding_efficiency, "blocks": manifest.blocks, "samples": manifest.samples,
-                 "outputs": [{"kind": "pack", "path": ref.path, "sha256": ref.sha256}]}, json_out)
+    shown = manifest.model_dump(include={"samples", "blocks", "seq_len", "efficiency", "padding_efficiency", "truncated", "quarantined"})
+    console.print(table(f"pack {pid}", list(shown), [list(shown.values())]))
+    emit_result({"run_id": run.run_id, "status": "succeeded", "pack_id": pid, **{k: shown[k] for k in ("efficiency", "padding_efficiency",
+                 "blocks", "samples")}, "outputs": [{"kind": "pack", "path": ref.path, "sha256": ref.sha256}]}, json_out)
 
 
 def train(config: Path = typer.Option(..., "--config", help="Training config YAML (see configs/)."),
           resume: bool = typer.Option(False, "--resume", help="Continue the latest interrupted run of this config from its durable checkpoint."),
           nproc: Optional[int] = typer.Option(None, "--nproc", min=1, help="Processes (torchrun; DDP, gloo on CPU)."),
-          lab_dir: Path = typer.Option(Path("."), "--lab", help="Lab folder."),
-          json_out: bool = typer.Option(False, "--json", help="Print one JSON object on stdout.")) -> None:
+          lab_dir: Path = LAB, json_out: bool = JSON) -> None:
     """Train (SFT, LoRA, logit/sequence/offline KD) on the HF Trainer; checkpoints sync to durable storage."""
     from nexa.infra.hardware import detect_hardware
     from nexa.train.config import load_train_config
@@ -97,8 +94,7 @@ def sweep_launch(config: Path = typer.Option(..., "--config", help="Base trainin
                  method: str = typer.Option("bayes", "--method", help="W&B: bayes | random | grid."),
                  entity: Optional[str] = typer.Option(None, "--entity", help="W&B entity (default: your default entity)."),
                  project: Optional[str] = typer.Option(None, "--project", help="W&B project (default: the config's tracking.project)."),
-                 lab_dir: Path = typer.Option(Path("."), "--lab", help="Lab folder."),
-                 json_out: bool = typer.Option(False, "--json", help="Print one JSON object on stdout.")) -> None:
+                 lab_dir: Path = LAB, json_out: bool = JSON) -> None:
     """Run N trials of the base config with parameters sampled from the space; Optuna prunes weak trials early."""
     from nexa.train.sweep import SweepError, launch_sweep
     from nexa.train.sweep_wandb import launch_wandb_sweep
@@ -128,8 +124,7 @@ def sweep_analyze(study: str = typer.Option(..., "--study", help="Optuna study n
                   backend: str = typer.Option("optuna", "--backend", help="optuna | wandb."),
                   storage: Optional[str] = typer.Option(None, "--storage", help="Optuna storage URL (default: SQLite in the lab)."),
                   out: Path = typer.Option(Path("configs/autotuned.yaml"), "--out", help="Where the best config is written."),
-                  lab_dir: Path = typer.Option(Path("."), "--lab", help="Lab folder."),
-                  json_out: bool = typer.Option(False, "--json", help="Print one JSON object on stdout.")) -> None:
+                  lab_dir: Path = LAB, json_out: bool = JSON) -> None:
     """Write the best trial's full config to configs/autotuned.yaml (Optuna: with parameter importances)."""
     from nexa.train.sweep import SweepError, analyze_sweep
     from nexa.train.sweep_wandb import analyze_wandb_sweep

@@ -21,7 +21,7 @@ from nexa.train.sources import is_hub_id
 from nexa.train.trainer import KDConfig, OptimConfig
 
 TRAIN_CONFIG_VERSION = 1
-METHODS = ("sft", "kd", "lora")
+METHODS = ("sft", "kd", "lora", "qlora")
 
 
 class _Section(BaseModel):
@@ -120,7 +120,8 @@ class TrainConfig(_Section):
     schema_version: int = TRAIN_CONFIG_VERSION
     name: str = "train"
     seed: int = 42
-    method: list[Literal["sft", "kd", "lora"]] = Field(default_factory=lambda: ["sft"], description="e.g. sft, kd+lora.")
+    method: list[Literal["sft", "kd", "lora", "qlora"]] = Field(
+        default_factory=lambda: ["sft"], description="e.g. sft, kd+lora; qlora = LoRA on the 4-bit (NF4) base, CUDA only.")
     model: ModelSpec
     data: DataSpec
     optim: TrainOptim = Field(default_factory=TrainOptim)
@@ -143,14 +144,18 @@ class TrainConfig(_Section):
             problems.append("method: a method is listed twice")
         if {"sft", "kd"} <= methods:
             problems.append("method: sft and kd are alternatives (kd already mixes CE by 1-alpha); use kd or sft")
-        if methods == {"lora"}:
-            self.method = ["sft", "lora"]
+        if {"lora", "qlora"} <= methods:
+            problems.append("method: qlora already is LoRA (on 4-bit weights); list lora or qlora, not both")
+        if methods in ({"lora"}, {"qlora"}):
+            self.method = ["sft", *methods]
+        if "qlora" in methods and self.model.pretrained is None:
+            problems.append("method qlora: quantizes a pretrained model's weights; set model.pretrained (a model folder or hub id)")
         if "kd" in methods:
             if self.kd is None:
                 self.kd = TrainKD()
             if self.kd.mode == "logit" and self.kd.teacher is None:
                 problems.append("kd.teacher: required for kd.mode=logit (a local save_pretrained folder)")
-        if "lora" in methods and self.lora is None:
+        if methods & {"lora", "qlora"} and self.lora is None:
             self.lora = LoraSpec()
         if problems:
             raise ValueError("; ".join(problems))
@@ -158,7 +163,12 @@ class TrainConfig(_Section):
 
     @property
     def uses_lora(self) -> bool:
-        return "lora" in self.method
+        return "lora" in self.method or "qlora" in self.method
+
+    @property
+    def uses_qlora(self) -> bool:
+        """LoRA on a base loaded in 4-bit (:mod:`nexa.train.qlora`)."""
+        return "qlora" in self.method
 
     @property
     def kd_mode(self) -> str | None:
@@ -167,6 +177,17 @@ class TrainConfig(_Section):
     def resolved(self) -> dict[str, Any]:
         """The config with every default filled in, as plain JSON (what the manifest records and hashes)."""
         return self.model_dump(mode="json")
+
+
+def stage_train_config(stage: str, seed: int, size: dict, optim: dict, seq_len: int, datasets: list[str], tokenizer: Path,
+                       kd: dict | None = None, teacher: Path | None = None) -> TrainConfig:
+    """The :class:`TrainConfig` of a pipeline training stage (teacher, baseline, student KD), validated like a
+    ``nexa train`` file: a bad ``size``/``optim``/``kd`` in a pipeline names the stage and every bad field."""
+    raw: dict[str, Any] = {"name": stage, "seed": seed, "method": "kd" if kd is not None else "sft", "model": {"size": size},
+                           "data": {"train": datasets, "tokenizer": str(tokenizer), "seq_len": seq_len}, "optim": optim}
+    if kd is not None:
+        raw["kd"] = {**kd, "mode": "logit", "teacher": str(teacher)}
+    return validate_train_config(raw, f"pipeline stage {stage!r}")
 
 
 def load_train_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:

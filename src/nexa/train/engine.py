@@ -140,14 +140,19 @@ def _pack(lab: Lab, config: TrainConfig, run: RunContext) -> tuple[str | None, P
 def check_model_inputs(lab: Lab, config: TrainConfig) -> None:
     """Model sources, families and tokenizers a config names, checked before anything is written.
 
-    Raises ModelSourceError/TokenizerError (ValueErrors; ``nexa train`` exits 2 on them): a folder
-    without a tokenizer, a tokenizer without EOS, an unsupported family, an offline hub id, and logit KD
-    across vocabularies without a cross-tokenizer loss.
+    Raises ModelSourceError/TokenizerError/QLoRAUnavailable (ValueErrors; ``nexa train`` exits 2 on them):
+    a folder without a tokenizer, a tokenizer without EOS, an unsupported family, an offline hub id, QLoRA
+    without a CUDA GPU and bitsandbytes, and logit KD across vocabularies without a cross-tokenizer loss.
     """
     from nexa.train.crosstok import same_vocabulary
     from nexa.train.sources import ModelSourceError, check_family, open_model_source
     from nexa.train.tokenizer import load_hf_tokenizer
 
+    if config.uses_qlora:
+        from nexa.infra.hardware import detect_hardware
+        from nexa.train.qlora import check_available
+
+        check_available(detect_hardware())
     if config.model.pretrained is not None:
         open_model_source(config.model.pretrained, "model.pretrained")
     if config.model.hf_config is not None:

@@ -70,11 +70,11 @@ def open_model_source(name: str | Path, field: str) -> Path:
     return folder
 
 
-def load_causal_lm(name: str | Path, field: str):
-    """``AutoModelForCausalLM`` from a resolved, family-checked folder (local files only)."""
+def load_causal_lm(name: str | Path, field: str, **kwargs):
+    """``AutoModelForCausalLM`` from a resolved, family-checked folder (local files only); ``kwargs`` go to from_pretrained."""
     from transformers import AutoModelForCausalLM
 
     import nexa.models  # noqa: F401  (registers the deq student with the Auto classes)
 
     folder = open_model_source(name, field)
-    return AutoModelForCausalLM.from_pretrained(str(folder), local_files_only=True)
+    return AutoModelForCausalLM.from_pretrained(str(folder), local_files_only=True, **kwargs)

@@ -9,12 +9,13 @@ from transformers import LlamaForCausalLM
 
 from nexa.ledger.datasets import read_dataset_rows, read_split
 from nexa.ledger.hashing import sha256_file
-from nexa.ledger.listings import read_paired
-from nexa.train.models import DecoderSize, build_model, count_parameters
+from nexa.ledger.listings import read_listing, read_paired
+from nexa.train.config import TrainConfig, stage_train_config
+from nexa.train.models import build_model, count_parameters
 from nexa.train.pack import PackManifest, efficiency, load_pack, pack_examples, padding_efficiency, save_pack
 from nexa.train.tokenizer import (copy_tokenizer_files, encode_example, load_hf_tokenizer, save_char_tokenizer,
                                   save_tokenizer_files, special_ids, train_char_tokenizer)
-from nexa.train.trainer import KDConfig, OptimConfig, train_on_pack
+from nexa.train.trainer import train_on_pack
 
 
 def split_rows(ctx, data_stage: str, split: str) -> list[dict]:
@@ -32,7 +33,7 @@ def tokenizer(ctx, data: str = "data") -> dict:
 def teacher(ctx, size: dict, optim: dict, seq_len: int = 128, data: str = "data", tokenizer: str = "tokenizer") -> dict:
     """SFT a teacher from a config on the ground-truth training split."""
     rows = split_rows(ctx, data, "train")
-    return _train(ctx, rows, size, optim, seq_len, tokenizer, description="teacher SFT")
+    return _train(ctx, rows, _sft_config(ctx, "teacher", size, optim, seq_len, data, tokenizer), tokenizer, "teacher SFT")
 
 
 def pack(ctx, seq_len: int = 128, source: str = "distill", tokenizer: str = "tokenizer") -> dict:
@@ -47,14 +48,16 @@ def student_kd(ctx, size: dict, optim: dict, kd: dict, max_param_ratio: float = 
                pack: str = "pack", teacher: str = "teacher") -> dict:
     """Distill the teacher's logits into a student at most ``max_param_ratio`` of its size."""
     packed, pack_manifest = load_pack(ctx.input(pack))
-    teacher_model = LlamaForCausalLM.from_pretrained(ctx.input(teacher) / "model")
+    config = stage_train_config("student_kd", ctx.seed, size, optim, pack_manifest.seq_len, pack_manifest.sources,
+                                ctx.input(pack) / "tokenizer.json", kd=kd, teacher=ctx.input(teacher) / "model")
+    teacher_model = LlamaForCausalLM.from_pretrained(config.kd.teacher)
     vocab = teacher_model.config.vocab_size
-    student = build_model(DecoderSize(**size), vocab, ctx.seed, special_ids(load_hf_tokenizer(ctx.input(pack))))
+    student = build_model(config.model.size, vocab, ctx.seed, special_ids(load_hf_tokenizer(ctx.input(pack))))
     ratio = count_parameters(student) / count_parameters(teacher_model)
     if ratio > max_param_ratio:
         raise ValueError(f"student has {ratio:.2f}× the teacher's parameters; the limit is {max_param_ratio} (shrink `size`)")
-    stats = train_on_pack(student, packed, OptimConfig(**optim), ctx.out / "trainer", ctx.seed, "student KD",
-                          teacher=teacher_model, kd=KDConfig(**kd))
+    stats = train_on_pack(student, packed, config.optim, ctx.out / "trainer", ctx.seed, "student KD",
+                          teacher=teacher_model, kd=config.kd)
     _save_model(ctx, student, ctx.input(pack) / "tokenizer.json")
     ctx.run.update(teacher_model=f"teacher:{ctx.summary_of(teacher)['model_sha256'][:12]}", tokens_trained=stats["tokens_trained"])
     return _summary(ctx, student, stats, param_ratio=ratio, pack_efficiency=pack_manifest.efficiency)
@@ -69,7 +72,7 @@ def baseline(ctx, size: dict, optim: dict, seq_len: int = 128, data: str = "data
     extra signal (SFT cannot use a prompt without its answer).
     """
     rows = labelled_rows(split_rows(ctx, data, "train"), labelled)
-    return _train(ctx, rows, size, optim, seq_len, tokenizer, description="baseline SFT")
+    return _train(ctx, rows, _sft_config(ctx, "baseline", size, optim, seq_len, data, tokenizer), tokenizer, "baseline SFT")
 
 
 # -- shared by the stages above -------------------------------------------------------------------
@@ -88,13 +91,19 @@ def labelled_rows(rows: list[dict], per_capability: int | None) -> list[dict]:
     return kept
 
 
-def _train(ctx, rows, size, optim, seq_len, tokenizer_stage, description) -> dict:
+def _sft_config(ctx, stage: str, size: dict, optim: dict, seq_len: int, data: str, tokenizer_stage: str) -> TrainConfig:
+    """An SFT stage's validated config: the data stage's datasets (train split) and the tokenizer stage's tokenizer."""
+    refs = [entry.ref for _, entry in sorted(read_listing(ctx.input(data) / "datasets.json").capabilities.items())]
+    return stage_train_config(stage, ctx.seed, size, optim, seq_len, refs, ctx.input(tokenizer_stage) / "tokenizer.json")
+
+
+def _train(ctx, rows, config: TrainConfig, tokenizer_stage: str, description: str) -> dict:
     pack_dir = ctx.out / "pack"
-    pack_manifest = _pack_rows(ctx, rows, seq_len, tokenizer_stage, pack_dir, sources=["train split"])
+    pack_manifest = _pack_rows(ctx, rows, config.data.seq_len, tokenizer_stage, pack_dir, sources=["train split"])
     packed, _ = load_pack(pack_dir)
     tok = load_hf_tokenizer(ctx.input(tokenizer_stage))
-    model = build_model(DecoderSize(**size), len(tok), ctx.seed, special_ids(tok))
-    stats = train_on_pack(model, packed, OptimConfig(**optim), ctx.out / "trainer", ctx.seed, description)
+    model = build_model(config.model.size, len(tok), ctx.seed, special_ids(tok))
+    stats = train_on_pack(model, packed, config.optim, ctx.out / "trainer", ctx.seed, description)
     shutil.rmtree(pack_dir)
     _save_model(ctx, model, ctx.input(tokenizer_stage) / "tokenizer.json")
     ctx.run.update(tokens_trained=stats["tokens_trained"])

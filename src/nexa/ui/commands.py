@@ -11,8 +11,8 @@ from typing import Optional
 
 import typer
 
-from nexa.ledger import ArtifactNotFoundError, Lab
-from nexa.ledger.console import console, emit_result, fail
+from nexa.ledger import Lab
+from nexa.ledger.console import JSON, console, emit_result, fail
 
 LAB = typer.Option(Path("."), "--lab", help="Lab folder (nexa.yaml inside, or a folder below it).")
 
@@ -22,19 +22,12 @@ def register(app: typer.Typer) -> None:
     app.command("report")(report)
 
 
-def _lab(lab_dir: Path) -> Lab:
-    try:
-        return Lab.find(lab_dir)
-    except ArtifactNotFoundError as exc:
-        fail(str(exc))
-
-
 def ui(lab_dir: Path = LAB, port: int = typer.Option(8050, "--port", min=1, max=65535, help="TCP port."),
        host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on.")) -> None:
     """Browse the lab: leaderboard and plots, runs and lineage, verify reports, feedback rounds, the review queue."""
     from nexa.ui.app import serve
 
-    lab = _lab(lab_dir)
+    lab = Lab.find(lab_dir)
     console.print(f"dashboard of [bold]{lab.root}[/bold] at http://{host}:{port}/  (Ctrl-C to stop)")
     serve(lab.root, host, port)
 
@@ -42,18 +35,18 @@ def ui(lab_dir: Path = LAB, port: int = typer.Option(8050, "--port", min=1, max=
 def report(run_id: str = typer.Option(..., "--run", help="Run to report on (a pipeline run shows every stage)."),
            fmt: str = typer.Option("html", "--format", help="html (self-contained, interactive) or pdf (headless Chromium)."),
            out: Optional[Path] = typer.Option(None, "--out", help="Output file (default: ./report-RUN.FORMAT)."),
-           lab_dir: Path = LAB, json_out: bool = typer.Option(False, "--json", help="Print one JSON object on stdout.")) -> None:
+           lab_dir: Path = LAB, json_out: bool = JSON) -> None:
     """Export one run's report: leaderboard with plots, verification gate, feedback round, stages."""
     from nexa.ui.browser import BrowserUnavailableError
     from nexa.ui.report import FORMATS, collect, default_out, write_report
 
     if fmt not in FORMATS:
         fail(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
-    lab = _lab(lab_dir)
+    lab = Lab.find(lab_dir)
     target = out or default_out(run_id, fmt)
     try:
         written = write_report(collect(lab.root, run_id), fmt, target)
-    except (FileNotFoundError, BrowserUnavailableError) as exc:
+    except BrowserUnavailableError as exc:  # a missing file or run is a user error the root command prints
         fail(str(exc))
     if not json_out:
         console.print(f"wrote [bold]{written}[/bold] ({written.stat().st_size} bytes)")

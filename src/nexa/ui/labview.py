@@ -120,7 +120,7 @@ def leaderboard_rows_of(artifact: Artifact) -> list[dict[str, Any]]:
     import pyarrow.parquet as pq
 
     path = find_file(artifact, LEADERBOARD_FILE)
-    return [] if path is None else pq.read_table(path).to_pylist()
+    return [] if path is None else pq.ParquetFile(path).read().to_pylist()
 
 
 def filter_rows(rows: list[dict], capability: str = "", role: str = "", run: str = "") -> list[dict]:

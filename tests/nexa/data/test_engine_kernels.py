@@ -109,3 +109,25 @@ def test_padded_lines_and_crlf_take_the_right_paths(tmp_path):
     assert [(r["line"], r["field"]) for r in result.quarantine] == [(10, "answer")]
     raw, norm = result.text(load_schema("qa"))
     assert norm.to_pylist()[5] == "p5 a"
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.text(alphabet="ab é\u4e2d", max_size=12), min_size=1, max_size=30), st.integers(1, 8))
+def test_shingle_grams_are_each_rows_byte_grams_in_order(values, size):
+    """The masked contiguous read gives exactly the ``size``-byte windows of each row (short rows: the row itself; empty: 0)."""
+    import numpy as np
+
+    from nexa.data.dedup import _shingle_grams, text_buffers
+
+    norm = pa.array(values, pa.string())
+    offsets, data = text_buffers(norm)
+    words = np.ndarray((len(data) - 7,), dtype="<u8", buffer=data, strides=(1,))
+    lengths = np.diff(offsets)
+    counts = np.maximum(1, lengths - size + 1)
+    expected = []
+    for text in values:
+        raw = text.encode("utf-8")
+        windows = [raw[i:i + size] for i in range(max(1, len(raw) - size + 1))]
+        expected += [int.from_bytes(w, "little") for w in windows]
+    got = _shingle_grams(words, offsets[:-1], lengths, counts, size)
+    assert got.tolist() == expected

@@ -17,12 +17,12 @@ from pathlib import Path
 
 import pexpect
 import pytest
-from auto_fixtures import qa_file, tiny_model
+from auto_fixtures import Transcript, files_containing, qa_file, tiny_model
 
 from nexa.ledger import Lab
 from nexa.session import client
 
-DOWN, UP, ENTER, CTRL_C = "\x1b[B", "\x1b[A", "\r", "\x03"
+UP, ENTER = "\x1b[A", "\r"
 NEXA = [sys.executable, "-m", "nexa.cli"]
 
 
@@ -53,7 +53,7 @@ def _spawn(args: list[str], env: dict, cwd: Path) -> pexpect.spawn:
 
 def test_session_add_reads_a_hidden_prompt_and_list_shows_no_value(world):
     screen = _spawn(["session", "add", "hf", "--ttl", "30m"], world["env"], world["root"])
-    transcript = _Transcript()
+    transcript = Transcript()
     screen.logfile_read = transcript
     screen.expect("token for hf \\(hidden\\): ")
     screen.sendline(world["token"])
@@ -72,7 +72,7 @@ def test_a_whole_run_chosen_with_arrows_and_enter_never_shows_the_token(world):
     watcher = _CmdlineWatcher(world["token"])
     screen = _spawn(["auto", "--lab", str(world["lab"].root), "--steps", "3", "--batch-size", "2", "--seq-len", "16"],
                     world["env"], world["root"])
-    transcript = _Transcript()
+    transcript = Transcript()
     screen.logfile_read = transcript
     watcher.start()
     try:
@@ -113,20 +113,7 @@ def test_a_whole_run_chosen_with_arrows_and_enter_never_shows_the_token(world):
     assert watcher.children_with_token_in_env >= 1, "the train job never had HF_TOKEN in its environment"
     assert watcher.leaks == []
     assert world["token"] not in text
-    assert _files_containing(world["token"], [world["root"], Path("/tmp")], since=start) == []
-
-
-def test_ctrl_c_at_a_prompt_writes_nothing_and_keeps_the_session(world):
-    client.add("hf", "HF_TOKEN", world["token"].encode(), None)
-    screen = _spawn(["auto", "--lab", str(world["lab"].root), "--model", str(world["model"])], world["env"], world["root"])
-    screen.expect("Training data")
-    screen.send(CTRL_C)
-    screen.expect("cancelled: no plan was written and your session is untouched")
-    screen.expect(pexpect.EOF)
-    screen.close()
-    assert screen.exitstatus == 130
-    assert not (world["lab"].root / "configs").exists()
-    assert [t["name"] for t in client.listing()] == ["hf"]
+    assert files_containing(world["token"], [world["root"], Path("/tmp")], since=start) == []
 
 
 def test_without_a_terminal_it_names_the_missing_answer(world):
@@ -148,23 +135,6 @@ def test_a_config_file_answers_every_question_but_the_confirmation(world):
     assert done.stderr.strip().splitlines()[-1] == "error: no terminal to confirm 'Run this plan?': pass --yes"
     assert "name: from-file" in done.stderr and "cost estimate" in done.stderr  # resolved and priced, never prompted
     assert not (world["lab"].root / "configs").exists()
-
-
-class _Transcript:
-    """pexpect's logfile: everything the program put on the screen."""
-
-    def __init__(self):
-        self.parts: list[str] = []
-
-    def write(self, data: str) -> None:
-        self.parts.append(data)
-
-    def flush(self) -> None:
-        pass
-
-    @property
-    def text(self) -> str:
-        return "".join(self.parts)
 
 
 class _CmdlineWatcher(threading.Thread):
@@ -196,21 +166,3 @@ class _CmdlineWatcher(threading.Thread):
     def stop(self) -> None:
         self._stop_event.set()
         self.join()
-
-
-def _files_containing(token: str, roots: list[Path], since: float) -> list[str]:
-    """Every regular file under ``roots`` changed since ``since`` whose bytes contain the token."""
-    needle, found = token.encode(), []
-    for root in roots:
-        for folder, _, names in os.walk(root):
-            for name in names:
-                path = Path(folder) / name
-                try:
-                    info = path.lstat()
-                    if not path.is_file() or path.is_symlink() or info.st_mtime < since - 1 or info.st_size > 50 * 2**20:
-                        continue
-                    if needle in path.read_bytes():
-                        found.append(str(path))
-                except OSError:
-                    continue
-    return found

@@ -73,3 +73,15 @@ def test_resolved_config_hash_is_stable():
     a, b = validate_train_config(_base(), "a"), validate_train_config(_base(optim={}), "b")
     assert sha256_json(a.resolved()) == sha256_json(b.resolved())
     assert a.resolved()["optim"]["learning_rate"] == 0.002
+
+
+def test_a_pipeline_training_stage_is_validated_as_a_train_config(tmp_path):
+    from nexa.ledger.errors import ManifestValidationError
+    from nexa.train.config import TrainConfig, stage_train_config
+
+    config = stage_train_config("student_kd", 42, {"hidden_size": 32, "num_hidden_layers": 2}, {"max_steps": 5}, 64,
+                                ["golden-distill@v1"], tmp_path / "tokenizer.json", kd={"alpha": 0.7}, teacher=tmp_path / "t")
+    assert isinstance(config, TrainConfig) and config.kd_mode == "logit" and config.kd.alpha == 0.7
+    assert config.model.size.hidden_size == 32 and config.optim.max_steps == 5 and config.data.seq_len == 64
+    with pytest.raises(ManifestValidationError, match=r"(?s)baseline.*optim.max_stepz"):
+        stage_train_config("baseline", 42, {"hidden_size": 32}, {"max_stepz": 5}, 64, ["d@v1"], tmp_path / "tokenizer.json")
