@@ -20,7 +20,7 @@ MAY_IMPORT: dict[str, set[str]] = {
     "teachers": {"ledger", "infra", "train"},  # train: model sources, the model's tokenizer and chat template
     "train": {"ledger", "infra", "models", "session"},  # launched jobs (torchrun workers, Nexa Auto's children) get session tokens
     "eval": {"ledger", "infra", "data", "teachers", "serve", "models"},  # API teachers through nexa.teachers; lm-eval runs a bundle behind nexa serve
-    "bundle": {"ledger", "train", "models"},  # the tokenizer folder (train), nexa.models students' backbone configs
+    "bundle": {"ledger", "train", "models", "eval"},  # the tokenizer folder (train), nexa.models students' backbone configs, the gate's registry metrics (eval)
     "niwt": {"ledger", "eval", "bundle", "models", "train"},
     "feedback": {"ledger", "infra", "data", "eval", "teachers"},  # infra: the prices a teacher's answers are costed at
     "serve": {"ledger"},

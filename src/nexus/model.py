@@ -157,13 +157,31 @@ class NexusModel:
                temperature: float = 0.0, top_p: float = 1.0, seed: int | None = None,
                enable_uncensored: bool = False) -> Iterator[str]:
         """Yield the completion piece by piece as tokens are produced; the pieces join to :meth:`generate`'s text."""
+        for piece, _ in self.stream_scored(prompt, capability, max_new_tokens, temperature, top_p, seed, enable_uncensored):
+            if piece:
+                yield piece
+
+    @torch.inference_mode()
+    def stream_scored(self, prompt: str, capability: str | None = None, max_new_tokens: int | None = None,
+                      temperature: float = 0.0, top_p: float = 1.0, seed: int | None = None,
+                      enable_uncensored: bool = False, top: int = 0) -> Iterator[tuple[str, TokenScore]]:
+        """Per generated token (the end-of-sequence token included): the text it adds (may be "" while a
+        character is incomplete) and its :class:`TokenScore` — the model's log-probability of it given everything
+        before, with the ``top`` most likely alternatives, as :meth:`score` would give it. What streaming with
+        ``logprobs`` sends."""
         chosen = self._resolve(prompt, capability, enable_uncensored)
-        emitted = ""
-        for ids in self._decode_steps([prompt], chosen, self._max_new_tokens(max_new_tokens), temperature, top_p, seed):
+        emitted, steps = "", []
+        for ids in self._decode_steps([prompt], chosen, self._max_new_tokens(max_new_tokens), temperature, top_p, seed,
+                                      step_logits=steps):
+            logprobs = torch.log_softmax(steps[-1][0].float(), dim=-1)
+            token = ids[0][-1] if len(ids[0]) == len(steps) else self.spec.eos_token_id
+            best = logprobs.topk(min(top, logprobs.shape[-1])) if top > 0 else None
+            score = TokenScore(token, float(logprobs[token]), tuple(zip(best.indices.tolist(), best.values.tolist()))
+                               if best is not None else ())
             text = self.tokenizer.decode(ids[0], skip_special_tokens=True)
-            if len(text) > len(emitted) and text.startswith(emitted):
-                yield text[len(emitted):]
-                emitted = text
+            piece = text[len(emitted):] if len(text) > len(emitted) and text.startswith(emitted) else ""
+            emitted += piece
+            yield piece, score
 
     @torch.inference_mode()
     def score(self, sequences: list[list[int]], capability: str | None = None, top: int = 0,
@@ -184,6 +202,23 @@ class NexusModel:
             indices = [i for i, c in enumerate(chosen) if c == group]
             for index, scores in zip(indices, self._score_group([sequences[i] for i in indices], group, top)):
                 results[index] = scores
+        return results
+
+    def loglikelihood(self, pairs: list[tuple[str, str]], capability: str | None = None) -> list[tuple[float, bool]]:
+        """Per (context, continuation): the summed log-probability of the continuation's tokens after the context
+        and whether greedy decoding would have produced every one of them — what lm-eval's ``loglikelihood``
+        requests (multiple choice) ask. The context is encoded as generation encodes a prompt, the continuation
+        without special tokens; without ``capability`` the router picks the adapter from the context."""
+        contexts = [self.tokenizer.encode(c).ids for c, _ in pairs]
+        continuations = [self.tokenizer.encode(x, add_special_tokens=False).ids for _, x in pairs]
+        if any(not ids for ids in continuations):
+            raise ValueError("cannot score an empty continuation")
+        scored = self.score([c + x for c, x in zip(contexts, continuations)], capability, top=1,
+                            routed_on=[c for c, _ in pairs])
+        results = []
+        for scores, continuation in zip(scored, continuations):
+            tail = scores[len(scores) - len(continuation):]
+            results.append((sum(t.logprob for t in tail), all(t.top and t.top[0][0] == t.token_id for t in tail)))
         return results
 
     def _score_group(self, sequences: list[list[int]], capability: str | None, top: int) -> list[list[TokenScore]]:
@@ -226,9 +261,10 @@ class NexusModel:
         return input_ids, mask, [len(ids) for ids in encoded]
 
     def _decode_steps(self, prompts, capability, max_new_tokens, temperature, top_p, seed,
-                      confidences: list | None = None) -> Iterator[list[list[int]]]:
+                      confidences: list | None = None, step_logits: list | None = None) -> Iterator[list[list[int]]]:
         """Yields the generated ids of every prompt after each step; a finished prompt stops growing at EOS.
-        With a gate, each step's calibrated max-probability per prompt is appended to ``confidences``."""
+        With a gate, each step's calibrated max-probability per prompt is appended to ``confidences``; each step's
+        logits (the distribution the step's token was picked from) go to ``step_logits`` when given."""
         input_ids, mask, _ = self._encode(prompts, max_new_tokens)
         generator = torch.Generator(device=self.device).manual_seed(seed if seed is not None else 42)
         self.decoder.set_active_adapter(capability)
@@ -239,6 +275,8 @@ class NexusModel:
         for _ in range(max_new_tokens):
             if confidences is not None and self.gate is not None:
                 confidences.append(step_confidence(logits, self.gate.temperature))
+            if step_logits is not None:
+                step_logits.append(logits)
             next_ids = _pick(logits.float(), temperature, top_p, generator)
             for row, token in enumerate(next_ids.tolist()):
                 if not finished[row] and token != self.spec.eos_token_id:

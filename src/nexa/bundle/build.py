@@ -98,12 +98,16 @@ def write_manifest(bundle: Path, **fields: Any) -> dict[str, Any]:
     return manifest
 
 
-def write_benchmark(bundle: Path, items: list[dict[str, Any]], teacher_scores: dict[str, float]) -> None:
-    """The benchmark travels with the bundle, so `nexa bundle verify` can re-run the gate anywhere."""
+def write_benchmark(bundle: Path, items: list[dict[str, Any]], teacher_scores: dict[str, float],
+                    metrics: dict[str, dict[str, Any]] | None = None) -> None:
+    """The benchmark travels with the bundle, so `nexa bundle verify` can re-run the gate anywhere; ``metrics``
+    ({capability: {"metric", "benchmark"[, "teacher_item_variance"]}}, the registry's) says how each is scored."""
     target = bundle / "benchmark"
     target.mkdir(parents=True, exist_ok=True)
     (target / "items.json").write_text(json.dumps(items, indent=1, sort_keys=True))
     (target / "teacher_scores.json").write_text(json.dumps(teacher_scores, indent=2, sort_keys=True))
+    if metrics:
+        (target / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
 
 
 def quantize_int8(bundle: Path) -> dict[str, int]:
@@ -157,7 +161,8 @@ class UnsafeBundleError(ValueError):
 def assemble_bundle(bundle: Path, *, name: str, model_dir: Path, tokenizer_file: Path, router_dir: Path,
                     adapters_dir: Path | None, items: list[dict[str, Any]], teacher_scores: dict[str, float],
                     student_scores: dict[str, float], lineage: dict, max_new_tokens: int,
-                    allow_uncensored: bool = False, **manifest_fields: Any) -> dict[str, Any]:
+                    allow_uncensored: bool = False, metrics: dict[str, dict[str, Any]] | None = None,
+                    **manifest_fields: Any) -> dict[str, Any]:
     """Everything a bundle holds, in the Nexus layout; the one path both the pipeline stage and the CLI use.
 
     An ``uncensored`` adapter or router class is refused unless ``allow_uncensored`` is set: that opt-in is
@@ -176,7 +181,7 @@ def assemble_bundle(bundle: Path, *, name: str, model_dir: Path, tokenizer_file:
         adapters[file.stem] = f"adapters/{file.stem}"
     shutil.copytree(router_dir / "router", bundle / "router")
     write_tokenizer(tokenizer_file, bundle)
-    write_benchmark(bundle, items, teacher_scores)
+    write_benchmark(bundle, items, teacher_scores, metrics)
     parameters = _parameter_count(bundle)
     (bundle / "README.md").write_text(model_card(name, capabilities, student_scores, parameters, lineage, allow_uncensored))
     return write_manifest(

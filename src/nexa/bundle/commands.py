@@ -67,17 +67,21 @@ def verify_command(
     bundle: Path = typer.Argument(..., help="Bundle folder."),
     retain_fraction: Optional[float] = typer.Option(None, min=0.0, max=1.0, help="Student must keep at least this fraction of the teacher's score (default: the lab's)."),
     teacher: List[Path] = typer.Option([], help="Teacher weight paths that must be gone (repeatable)."),
+    gate_scoring: Optional[Path] = typer.Option(None, help="JSON/YAML {judge: {url, model}, include_path} for judge:/lm_eval: metrics."),
     lab_dir: Path = LAB, json_out: bool = JSON,
 ) -> None:
     """Check every hash, that no teacher is reachable or inside, and re-run the per-capability gate in a fresh process."""
     from nexa.bundle.verify import verify_bundle
+    from nexa.eval.gate_metrics import load_gate_scoring
 
     if not (bundle / "manifest.json").exists():
         raise typer.BadParameter(f"{bundle} has no manifest.json; is it a bundle folder?", param_hint="BUNDLE")
     lab = Lab.find(lab_dir)
     retain_fraction = lab.config.retain_fraction if retain_fraction is None else retain_fraction
+    scoring = load_gate_scoring(lab, gate_scoring)  # a bad file is refused before a run starts
     with start_run(lab, "verify", config={"bundle": str(bundle), "retain_fraction": retain_fraction}) as run:
-        report = verify_bundle(bundle, retain_fraction, forbidden=[str(p) for p in teacher])
+        scoring.run_id = run.run_id
+        report = verify_bundle(bundle, retain_fraction, forbidden=[str(p) for p in teacher], scoring=scoring)
         run.update(eval_status="done", eval_report=str(bundle / "verify_report.json"),
                    eval_summary={f"retention/{c}": r for c, r in report["retention"].items()})
     if not json_out:

@@ -27,6 +27,7 @@ def build(ctx, name: str = "nexus_bundle_v1", student: str = "student_kd", route
         lineage={"model_sha256": summary["model_sha256"], "run_id": ctx.run.run_id, "pipeline": ctx.pipeline},
         max_new_tokens=max_new_tokens, allow_uncensored=allow_uncensored, built_by=ctx.run.run_id,
         training_gate_attempts=[{"stage": student, **a} for a in summary.get("gate_attempts", [])],
+        metrics=summary.get("metrics"),  # NIWT's registry metrics; absent (exact match) for other students
     )
     ctx.run.update(student_model=f"{name}:{summary['model_sha256'][:12]}", best_checkpoint=f"{name}/backbone/model.safetensors")
     return {"bundle": name, "files": len(manifest["files"]), "size_bytes": bundle_size_bytes(bundle),
@@ -34,15 +35,20 @@ def build(ctx, name: str = "nexus_bundle_v1", student: str = "student_kd", route
 
 
 def verify(ctx, bundle: str = "bundle", teacher: str = "teacher", retain_fraction: float | None = None,
-           delete_teacher: bool = True, quantized: bool = False, teacher_floor: float = DEFAULT_TEACHER_FLOOR) -> dict:
+           delete_teacher: bool = True, quantized: bool = False, teacher_floor: float = DEFAULT_TEACHER_FLOOR,
+           judge: dict | None = None, include_path: str | None = None) -> dict:
     """Delete the teacher's weights, then benchmark the bundle alone in a fresh process and gate it.
 
     ``retain_fraction`` defaults to the lab's (``nexa.yaml``), the one default every gate shares; a teacher
     scoring below ``teacher_floor`` fails the gate (retention against it would pass by division).
 
     With ``quantized``, an int8 copy is verified too and both sizes are reported; the float bundle
-    stays the pipeline's bundle.
+    stays the pipeline's bundle. ``judge`` ({url, model[, rubric_dir, budget_usd]}) and ``include_path`` (lm-eval
+    task YAMLs) serve capabilities whose registry metric is ``judge:RUBRIC`` or ``lm_eval:METRIC``.
     """
+    from nexa.eval.gate_metrics import gate_scoring
+
+    scoring = gate_scoring(ctx, judge, include_path)
     retain_fraction = ctx.lab.config.retain_fraction if retain_fraction is None else retain_fraction
     name = ctx.summary_of(bundle)["bundle"]
     target = ctx.out / "bundle"
@@ -56,7 +62,8 @@ def verify(ctx, bundle: str = "bundle", teacher: str = "teacher", retain_fractio
     if delete_teacher and teacher_weights:
         ctx.prune_input(teacher, [f"model/{p.name}" for p in teacher_weights])
     earlier = json.loads((target / "manifest.json").read_text()).get("training_gate_attempts", [])
-    report = verify_bundle(target, retain_fraction, forbidden=forbidden, attempts=earlier, teacher_floor=teacher_floor)
+    report = verify_bundle(target, retain_fraction, forbidden=forbidden, attempts=earlier, teacher_floor=teacher_floor,
+                           scoring=scoring)
     report["checks"]["teacher_tensors_inside"] = copied
     report["checks"]["teacher_weights_deleted"] = bool(delete_teacher) and not any(p.exists() for p in teacher_weights)
     report["passed"] = report["passed"] and not copied
@@ -65,7 +72,9 @@ def verify(ctx, bundle: str = "bundle", teacher: str = "teacher", retain_fractio
     summary = {"retention": report["retention"], "passed": report["passed"], "student_scores": report["student_scores"],
                "teacher_scores": report["teacher_scores"], "size_bytes": bundle_size_bytes(target)}
     if quantized:
-        summary["int8"] = _verify_int8(ctx, target, retain_fraction, forbidden, teacher_floor)
+        summary["int8"] = _verify_int8(ctx, target, retain_fraction, forbidden, teacher_floor, scoring)
+    scoring.close()
+    summary["cost_usd"] = round(scoring.judge_spent_usd, 6)  # the judge's new calls (cached verdicts cost nothing)
     ctx.run.update(eval_status="done", eval_summary={f"retention/{c}": r for c, r in report["retention"].items()},
                    eval_report=str(target / "verify_report.json"))
     if not report["passed"]:
@@ -77,10 +86,10 @@ def verify(ctx, bundle: str = "bundle", teacher: str = "teacher", retain_fractio
     return summary
 
 
-def _verify_int8(ctx, bundle: Path, retain_fraction: float, forbidden: list[str], teacher_floor: float) -> dict:
+def _verify_int8(ctx, bundle: Path, retain_fraction: float, forbidden: list[str], teacher_floor: float, scoring=None) -> dict:
     quantized = ctx.out / "bundle-int8"
     shutil.copytree(bundle, quantized)
     sizes = quantize_int8(quantized)
     write_manifest(quantized, quantization="int8-rowwise")
-    report = verify_bundle(quantized, retain_fraction, forbidden=forbidden, teacher_floor=teacher_floor)
+    report = verify_bundle(quantized, retain_fraction, forbidden=forbidden, teacher_floor=teacher_floor, scoring=scoring)
     return {**sizes, "retention": report["retention"], "passed": report["passed"]}

@@ -22,6 +22,8 @@ from nexa.ledger.hashing import sha256_file
 from nexa.ledger.retention import DEFAULT_TEACHER_FLOOR, gate_failures, retention, retention_intervals
 
 CI_LEVEL = 0.95
+CI_KATZ = "katz-log-ratio"  # proportions (exact match, lm-eval accuracy): nexa.ledger.retention
+CI_DELTA = "delta-log-ratio-of-means"  # continuous [0, 1] scores (a judge's): per-item variances, teacher's bounded
 
 CHILD = Path(__file__).with_name("verify_child.py")
 REPORT_VERSION = 1
@@ -95,11 +97,38 @@ def gate(teacher_scores: dict[str, float], student_scores: dict[str, float], ret
     return {"retention": kept, "failing": sorted(reasons), "reasons": reasons, "passed": not reasons}
 
 
+def benchmark_metrics(bundle: Path) -> dict[str, dict[str, Any]]:
+    """Per capability the registry's ``metric`` and ``benchmark`` (and the teacher's per-item score variance where
+    known), from ``benchmark/metrics.json``; a bundle without one is scored by exact match."""
+    path = bundle / "benchmark" / "metrics.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def student_item_scores(bundle: Path, items: list[dict], child: dict, contracts: dict[str, dict], scoring,
+                        forbidden: list[str], threads: int | None) -> dict[str, list[float]]:
+    """Per capability the per-item values of its registry metric: per-item rules and judge scores on the isolated
+    run's outputs, lm-eval tasks with every request answered by the bundle in another isolated run."""
+    from nexa.eval.gate_metrics import capability_items
+
+    def isolated(kind: str, requests: list) -> list:
+        answered = run_isolated_benchmark(bundle, {kind: requests}, forbidden, threads)
+        if answered["nexa_imported"] or answered["transformers_imported"]:
+            raise RuntimeError("the isolated lm-eval run imported nexa or transformers; verification refused")
+        return answered[kind]
+
+    def answerers():
+        return (lambda pairs: [tuple(r) for r in isolated("loglikelihood", [list(p) for p in pairs])],
+                lambda asked: isolated("generate_until", [list(a) for a in asked]))
+
+    return capability_items(items, child["outputs"], contracts, scoring, answerers)
+
+
 def build_report(bundle: Path, teacher_scores, child: dict, retain_fraction: float, checks: dict, attempts: list,
                  teacher_floor: float = DEFAULT_TEACHER_FLOOR,
-                 prompts: dict[str, int] | None = None) -> dict:
+                 prompts: dict[str, int] | None = None, contracts: dict[str, dict] | None = None,
+                 variances: dict[str, tuple] | None = None) -> dict:
     result = gate(teacher_scores, child["student_scores"], retain_fraction, teacher_floor)
-    prompts = prompts or {}
+    prompts, contracts, variances = prompts or {}, contracts or {}, variances or {}
     passed = result["passed"] and all(v in (True, []) for v in checks.values())
     return {
         "schema_version": REPORT_VERSION,
@@ -109,8 +138,12 @@ def build_report(bundle: Path, teacher_scores, child: dict, retain_fraction: flo
         "teacher_scores": teacher_scores,
         "student_scores": child["student_scores"],
         "retention": result["retention"],
-        "retention_ci": retention_intervals(child["student_scores"], teacher_scores, prompts, CI_LEVEL) if prompts else {},
+        "retention_ci": retention_intervals(child["student_scores"], teacher_scores, prompts, CI_LEVEL,
+                                            variances) if prompts else {},
         "retention_ci_level": CI_LEVEL,
+        "retention_ci_method": {c: CI_DELTA if c in variances else CI_KATZ for c in sorted(teacher_scores)},
+        "metrics": {c: contracts.get(c, {}).get("metric", "exact_match") for c in sorted(teacher_scores)},
+        "benchmarks": {c: contracts[c]["benchmark"] for c in sorted(teacher_scores) if "benchmark" in contracts.get(c, {})},
         "eval_prompts": prompts,
         "failing": result["failing"],
         "failure_reasons": result["reasons"],
@@ -126,8 +159,16 @@ def build_report(bundle: Path, teacher_scores, child: dict, retain_fraction: flo
 
 def verify_bundle(bundle: Path, retain_fraction: float, teacher_weight_files: list[Path] = (),
                   forbidden: list[str] = (), attempts: list[dict] | None = None,
-                  threads: int | None = None, teacher_floor: float = DEFAULT_TEACHER_FLOOR) -> dict[str, Any]:
-    """Every check and the gate on a bundle folder; writes verify_report.json and the manifest's retention."""
+                  threads: int | None = None, teacher_floor: float = DEFAULT_TEACHER_FLOOR,
+                  scoring=None) -> dict[str, Any]:
+    """Every check and the gate on a bundle folder; writes verify_report.json and the manifest's retention.
+
+    Each capability is scored by the registry's metric the bundle carries (``benchmark/metrics.json``):
+    ``scoring`` (a :class:`nexa.eval.gate_metrics.GateScoring`) brings the judge and lm-eval's task folder."""
+    from nexa.eval.gate_metrics import check_scoring, metric_kind, summarize
+
+    contracts = benchmark_metrics(bundle)
+    check_scoring({c: k["metric"] for c, k in contracts.items()}, scoring)
     from nexa.bundle.build import write_manifest
 
     checks = {"hash_mismatches": check_hashes(bundle),
@@ -136,9 +177,14 @@ def verify_bundle(bundle: Path, retain_fraction: float, teacher_weight_files: li
     items = json.loads((bundle / "benchmark" / "items.json").read_text())
     teacher_scores = json.loads((bundle / "benchmark" / "teacher_scores.json").read_text())
     child = run_isolated_benchmark(bundle, items, list(forbidden), threads)
-    prompts = {c: sum(1 for i in items if i["capability"] == c) for c in sorted({i["capability"] for i in items})}
+    values = student_item_scores(bundle, items, child, contracts, scoring, list(forbidden), threads)
+    child["student_scores"], prompts, item_variance = summarize(values)
+    variances = {c: (item_variance[c], contracts[c].get("teacher_item_variance")) for c in prompts
+                 if metric_kind(contracts.get(c, {}).get("metric", "exact_match")) == "judge"}
     report = build_report(bundle, teacher_scores, child, retain_fraction, checks, attempts=list(attempts or []),
-                          teacher_floor=teacher_floor, prompts=prompts)
+                          teacher_floor=teacher_floor, prompts=prompts, contracts=contracts, variances=variances)
+    if scoring is not None:
+        report["judge_spend_usd"] = round(scoring.judge_spent_usd, 6)
     report["attempts"].append({"attempt": len(report["attempts"]) + 1, "stage": "bundle_verify",
                                "retention": report["retention"], "passed": report["passed"]})
     (bundle / "verify_report.json").write_text(json.dumps(report, indent=2, sort_keys=True))

@@ -18,11 +18,12 @@ app = typer.Typer(help="Evaluate models: generate on tasks, judge outputs, build
 LAB = typer.Option(Path("."), "--lab", help="Lab folder.")
 JSON = typer.Option(False, "--json", help="Print one JSON object on stdout.")
 TASKS = typer.Option("reasoning,science,chemistry", "--tasks", help="Comma-separated built-in capabilities or dataset ID[@vN].")
-BUDGET = typer.Option(None, "--budget-usd", min=0.0, help="Most USD new API-teacher calls may spend (URL#MODEL models).")
+BUDGET = typer.Option(None, "--budget-usd", min=0.0, help="Most USD new API-teacher (URL#MODEL) or judge calls may spend.")
 JUDGES = typer.Option("exact", "--judges", help=f"Comma-separated judges from {list(ev.JUDGES)}.")
 
 
-def _llm_judge(judges: list[str], url: Optional[str], model: Optional[str], rubric: Optional[Path], lab: Optional[Lab] = None):
+def _llm_judge(judges: list[str], url: Optional[str], model: Optional[str], rubric: Optional[Path], lab: Lab,
+               budget_usd: Optional[float] = None):
     if not {"llm", "pairwise"} & set(judges):
         return None
     if not (url and model and rubric):
@@ -31,13 +32,12 @@ def _llm_judge(judges: list[str], url: Optional[str], model: Optional[str], rubr
     from nexa.infra.cost import PriceTable, UnknownPriceError
 
     price = None
-    if lab is not None:
-        try:
-            price = PriceTable.from_lab(lab).model_price(model)
-        except UnknownPriceError:
-            console.print(f"[yellow]note:[/yellow] judge model {model!r} has no price in nexa.yaml: its calls are "
-                          "counted as free (self-hosted); price it to see judge spend in the cost column")
-    return LLMJudge(url, model, load_rubric(rubric), price=price)
+    try:
+        price = PriceTable.from_lab(lab).model_price(model)
+    except UnknownPriceError:
+        console.print(f"[yellow]note:[/yellow] judge model {model!r} has no price in nexa.yaml: its calls are "
+                      "counted as free (self-hosted); price it to see judge spend in the cost column")
+    return LLMJudge(url, model, load_rubric(rubric), lab, price=price, budget_usd=budget_usd)
 
 
 def _models(lab: Lab, refs: list[str], run_id: Optional[str], role: Optional[str]) -> list[ev.ModelSpec]:
@@ -63,6 +63,8 @@ def _generate(*step_args) -> tuple[list[dict], dict]:
 def _judge(run, work, items, judges, llm, against=None) -> list[dict]:
     from nexa.eval.llm_judge import JudgeError
 
+    if llm is not None:
+        llm.run_id = run.run_id  # cached verdicts name the run that paid for them
     try:
         scored = ev.judge_items(items, judges, llm, against=against)
     except (ValueError, JudgeError) as exc:
@@ -101,11 +103,12 @@ def judge(generations: str = typer.Option(..., "--generations", help="Run id of 
           judge_model: Optional[str] = typer.Option(None, help="Model name the LLM judge serves."),
           rubric: Optional[Path] = typer.Option(None, help="Rubric file (rubrics/*.yaml) for the LLM judge."),
           against: Optional[str] = typer.Option(None, help="For --judges pairwise: the model every other model is compared with."),
-          lab_dir: Path = LAB, json_out: bool = JSON) -> None:
+          budget_usd: Optional[float] = BUDGET, lab_dir: Path = LAB, json_out: bool = JSON) -> None:
     """Score every generation with each judge; each score records judge_model_id and judge_prompt_hash."""
     lab = Lab.find(lab_dir)
     names = [j.strip() for j in judges.split(",") if j.strip()]
-    items, llm = read_step(lab, generations, "generations.jsonl"), _llm_judge(names, judge_url, judge_model, rubric, lab)
+    items = read_step(lab, generations, "generations.jsonl")
+    llm = _llm_judge(names, judge_url, judge_model, rubric, lab, budget_usd)
     with start_run(lab, "eval_judge", config={"generations": generations, "judges": names, "judge_model": judge_model,
                                               "rubric": str(rubric) if rubric else None}) as run:
         console.print(f"run [bold]{run.run_id}[/bold]")
@@ -142,7 +145,7 @@ def run_all(model: list[str] = typer.Option([], "--model", help="Checkpoint fold
     """Generate, judge and analyze in one run; a rerun with nothing changed generates nothing."""
     lab = Lab.find(lab_dir)
     names = [j.strip() for j in judges.split(",") if j.strip()]
-    llm = _llm_judge(names, judge_url, judge_model, rubric, lab)
+    llm = _llm_judge(names, judge_url, judge_model, rubric, lab, budget_usd)
     with start_run(lab, "eval", config={"model": model, "run_id": run_id, "tasks": tasks, "n": n, "judges": names,
                                         "max_new_tokens": max_new_tokens, "judge_model": judge_model}) as run:
         console.print(f"run [bold]{run.run_id}[/bold]")

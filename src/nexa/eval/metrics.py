@@ -2,8 +2,8 @@
 registry gives them (``configs/teacher_registry.json``: each capability's ``metric``).
 
 Gates score the teacher and the student with the same function, so retention compares like with like.
-A metric that is not a per-item rule (an LLM judge's score, an lm-eval task) is refused by name rather than
-silently replaced by exact match.
+The gates' other metrics (``judge:RUBRIC``, an LLM judge's score; ``lm_eval:METRIC``, an lm-eval task) are
+computed in :mod:`nexa.eval.gate_metrics`; any other name is refused rather than silently replaced by exact match.
 """
 
 from __future__ import annotations
@@ -25,5 +25,6 @@ def item_scorer(metric: str) -> ItemScorer:
     try:
         return ITEM_METRICS[metric]
     except KeyError:
-        raise ValueError(f"metric {metric!r} is not a per-item rule the gate can compute; known: {sorted(ITEM_METRICS)} "
-                         "(score judge metrics with `nexa eval judge` and lm-eval tasks with `nexa eval lm-eval`)") from None
+        raise ValueError(f"metric {metric!r} is not one the gate can compute; known: {sorted(ITEM_METRICS)}, "
+                         "judge:RUBRIC (an LLM judge with rubrics/RUBRIC.yaml) and lm_eval:METRIC (the lm-eval task "
+                         "the capability's benchmark names)") from None

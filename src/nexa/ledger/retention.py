@@ -37,7 +37,8 @@ def gate_failures(kept: Mapping[str, float], retain: Mapping[str, float] | float
     return dict(sorted(reasons.items()))
 
 def retention_interval(student_score: float, teacher_score: float, student_n: int, teacher_n: int,
-                       level: float = 0.95) -> tuple[float, float]:
+                       level: float = 0.95, student_var: float | None = None,
+                       teacher_var: float | None = None) -> tuple[float, float]:
     """A ``level`` confidence interval for student score / teacher score (Katz's log-ratio delta method).
 
     Scores are exact-match proportions over ``student_n`` and ``teacher_n`` prompts. The log of the
@@ -45,6 +46,12 @@ def retention_interval(student_score: float, teacher_score: float, student_n: in
     failure are added to each count (Haldane) so a perfect or a zero score still gets a finite width.
     The samples are treated as independent, which is conservative when both models saw the same prompts
     (their errors are positively correlated). Deterministic: no seed, no thread dependence.
+
+    For a continuous per-item score in [0, 1] (an LLM judge's score mapped onto [0, 1]) pass the per-item
+    variances: the same delta method then uses Var(log ratio of means) = s_s²/(n_s·m_s²) + s_t²/(n_t·m_t²),
+    with the means shrunk by the same half item (the bound below in place of both variances is Katz's formula). A variance not
+    known (the teacher's, when only its mean travelled) is bounded by m(1 - m), the largest variance a
+    [0, 1] score with mean m can have, so the interval errs wide.
     """
     from statistics import NormalDist
 
@@ -54,15 +61,27 @@ def retention_interval(student_score: float, teacher_score: float, student_n: in
     xt, nt = teacher_score * teacher_n + 0.5, teacher_n + 1.0
     z = NormalDist().inv_cdf(0.5 + level / 2)
     centre = math.log((xs / ns) / (xt / nt))
-    half = z * math.sqrt(max(1 / xs - 1 / ns + 1 / xt - 1 / nt, 0.0))
+    if student_var is None and teacher_var is None:
+        variance = 1 / xs - 1 / ns + 1 / xt - 1 / nt
+    else:
+        ms, mt = xs / ns, xt / nt
+        vs = student_var if student_var is not None else ms * (1 - ms)
+        vt = teacher_var if teacher_var is not None else mt * (1 - mt)
+        variance = vs / (ns * ms * ms) + vt / (nt * mt * mt)
+    half = z * math.sqrt(max(variance, 0.0))
     return math.exp(centre - half), math.exp(centre + half)
 
 
 def retention_intervals(student_scores: Mapping[str, float], teacher_scores: Mapping[str, float],
-                        prompts: Mapping[str, int], level: float = 0.95) -> dict[str, list[float]]:
+                        prompts: Mapping[str, int], level: float = 0.95,
+                        variances: Mapping[str, tuple[float | None, float | None]] | None = None) -> dict[str, list[float]]:
     """Per capability of the teacher: [lo, hi] of retention, both scored on ``prompts[c]`` held-out prompts.
 
-    A teacher scoring 0 has retention 1.0 by the rule above, so its interval is [1.0, 1.0].
+    ``variances[c]`` = (student, teacher) per-item variance for a continuous metric (see
+    :func:`retention_interval`); capabilities not in it are proportions. A teacher scoring 0 has
+    retention 1.0 by the rule above, so its interval is [1.0, 1.0].
     """
-    return {c: ([round(v, 6) for v in retention_interval(student_scores.get(c, 0.0), t, prompts[c], prompts[c], level)]
+    variances = variances or {}
+    return {c: ([round(v, 6) for v in retention_interval(student_scores.get(c, 0.0), t, prompts[c], prompts[c], level,
+                                                         *variances.get(c, (None, None)))]
                 if t > 0 else [1.0, 1.0]) for c, t in sorted(teacher_scores.items())}

@@ -121,15 +121,19 @@ def gate_command(
     student: Path = typer.Option(..., help="Output of `nexa niwt distill` (its model/ runs under nexus)."),
     profile: Path = typer.Option(..., help="Output of `nexa niwt profile` (teacher scores and retain fractions)."),
     data: Path = typer.Option(..., help="Data stage output whose eval split is the benchmark."),
+    gate_scoring: Optional[Path] = typer.Option(None, help="JSON/YAML {judge: {url, model}, include_path} for judge:/lm_eval: metrics."),
     lab_dir: Path = LAB, json_out: bool = JSON,
 ) -> None:
     """Stage 5 alone: benchmark the student through the nexus runtime (no teacher, no nexa model code) and gate it."""
+    from nexa.eval.gate_metrics import load_gate_scoring
     from nexa.niwt.gate import runtime_gate
 
     lab = Lab.find(lab_dir)
     require_paths(student=student / "model", profile=profile, data=data / "datasets.json")
+    scoring = load_gate_scoring(lab, gate_scoring)  # a bad file is refused before a run starts
     with start_run(lab, "niwt-gate", config={"student": str(student), "profile": str(profile)}) as run:
-        report = runtime_gate(lab, student / "model", profile, data / "datasets.json")
+        scoring.run_id = run.run_id
+        report = runtime_gate(lab, student / "model", profile, data / "datasets.json", scoring=scoring)
         run.update(eval_status="done", eval_summary={f"retention/{c}": r for c, r in report["retention"].items()})
     if not json_out:
         console.print(retention_table("NIWT gate", report))

@@ -50,6 +50,8 @@ class DistillConfig(BaseModel):
     max_alpha: float = Field(2.0, ge=0)
     max_new_tokens: int = Field(8, ge=1)
     teacher_floor: float = Field(0.1, ge=0, le=1, description="A teacher scoring below this fails the gate (nexa.ledger.retention).")
+    judge: dict | None = Field(None, description="{url, model[, rubric_dir, budget_usd]}: the judge of judge:RUBRIC metrics.")
+    include_path: str | None = Field(None, description="Folder of lm-eval task YAMLs for lm_eval:METRIC metrics.")
 
 
 @dataclass
@@ -224,24 +226,26 @@ class AnchoredDistiller:
 
 
 def gate_scores(model, tokenizer, eval_rows: list[dict], route: Callable[[str], str], max_new_tokens: int,
-                metrics: dict[str, str] | None = None) -> dict[str, float]:
-    """The registry's metric (default exact match) per capability on the full benchmark, each prompt answered
-    by the adapter the router picks."""
+                contracts: dict[str, dict] | None = None, scoring=None) -> dict[str, float]:
+    """The registry's metric and benchmark per capability ({capability: {"metric", "benchmark"}}; default exact
+    match on the full benchmark; judge scores and lm-eval tasks with ``scoring``), each prompt or lm-eval request
+    answered by the adapter the router picks."""
+    from nexa.eval.gate_metrics import capability_items, summarize, torch_answerers
     from nexa.eval.generate import greedy_generate
-    from nexa.eval.metrics import item_scorer
 
     chosen = [route(r["prompt"]) for r in eval_rows]
-    correct: dict[str, list[float]] = {}
+    rows, outputs = [], []
     for adapter in sorted(set(chosen)):
         items = [r for r, c in zip(eval_rows, chosen) if c == adapter]
         model.set_adapter(adapter)
         model.eval()
-        outputs = greedy_generate(model, tokenizer, [r["prompt"] for r in items], max_new_tokens=max_new_tokens)
-        for item, output in zip(items, outputs):
-            score = item_scorer((metrics or {}).get(item["capability"], "exact_match"))
-            correct.setdefault(item["capability"], []).append(score(output.output, item["answer"]))
-    model.train()
-    return {c: sum(v) / len(v) for c, v in sorted(correct.items())}
+        outputs += [g.output for g in greedy_generate(model, tokenizer, [r["prompt"] for r in items], max_new_tokens=max_new_tokens)]
+        rows += items
+    try:
+        values = capability_items(rows, outputs, contracts or {}, scoring, lambda: torch_answerers(model, tokenizer, route))
+    finally:
+        model.train()
+    return summarize(values)[0]
 
 
 def export_adapters(model, plan: dict, folder: Path) -> dict[str, str]:

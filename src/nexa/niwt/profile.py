@@ -259,19 +259,22 @@ def write_jsonl(path: Path, rows: list[dict]) -> None:
 
 
 def teacher_scores(model, tokenizer: Tokenizer, eval_rows: list[dict], max_new_tokens: int,
-                   metrics: dict[str, str] | None = None) -> dict[str, float]:
-    """The teacher's score per capability on the held-out benchmark, by the registry's metric (default exact
-    match): the gate's reference."""
+                   contracts: dict[str, dict] | None = None, scoring=None) -> dict[str, float]:
+    """The teacher's score per capability by the registry's metric and benchmark ({capability: {"metric",
+    "benchmark"}}, default exact match on the held-out rows; a judge score or an lm-eval task with ``scoring``):
+    the gate's reference."""
+    from nexa.eval.gate_metrics import capability_items, check_scoring, summarize, torch_answerers
     from nexa.eval.generate import greedy_generate
-    from nexa.eval.metrics import item_scorer
 
-    scores = {}
-    for capability in sorted({r["capability"] for r in eval_rows}):
-        items = [r for r in eval_rows if r["capability"] == capability]
-        outputs = greedy_generate(model, tokenizer, [r["prompt"] for r in items], max_new_tokens=max_new_tokens)
-        score = item_scorer((metrics or {}).get(capability, "exact_match"))
-        scores[capability] = sum(score(o.output, r["answer"]) for o, r in zip(outputs, items)) / len(items)
-    return scores
+    contracts = contracts or {}
+    check_scoring({c: k["metric"] for c, k in contracts.items()}, scoring)
+    rows = [r for capability in sorted({r["capability"] for r in eval_rows}) for r in eval_rows if r["capability"] == capability]
+    outputs = []
+    for capability in sorted({r["capability"] for r in rows}):  # one capability per batch, as the gate generates
+        prompts = [r["prompt"] for r in rows if r["capability"] == capability]
+        outputs += [g.output for g in greedy_generate(model, tokenizer, prompts, max_new_tokens=max_new_tokens)]
+    values = capability_items(rows, outputs, contracts, scoring, lambda: torch_answerers(model, tokenizer))
+    return summarize(values)[0]
 
 
 def profile_capability(model, tokenizer, teacher: str, capability: str, samples: list[dict], raw: list[dict],

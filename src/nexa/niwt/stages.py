@@ -50,8 +50,12 @@ def teacher_registry(ctx, teachers: list[dict], default_retain: float | None = N
 # -- stage 2 ----------------------------------------------------------------------------------------
 def profile(ctx, teacher: str = "teacher", distill: str = "distill", data: str = "data",
             registry: str | None = "teacher_registry", teacher_name: str = "golden-teacher",
-            config: dict | None = None, max_new_tokens: int = 8) -> dict:
-    """Profile the teacher per capability into ``profiles/<teacher>/<capability>/`` (no raw activations)."""
+            config: dict | None = None, max_new_tokens: int = 8, judge: dict | None = None,
+            include_path: str | None = None) -> dict:
+    """Profile the teacher per capability into ``profiles/<teacher>/<capability>/`` (no raw activations).
+
+    The teacher is scored by each capability's registry metric; ``judge`` ({url, model[, rubric_dir,
+    budget_usd]}) and ``include_path`` (lm-eval task YAMLs) serve ``judge:RUBRIC`` and ``lm_eval:METRIC``."""
     from tokenizers import Tokenizer
 
     from nexa.niwt.profile import (ProfileConfig, assert_no_token_tensors, batches, folder_bytes, load_teacher,
@@ -63,7 +67,10 @@ def profile(ctx, teacher: str = "teacher", distill: str = "distill", data: str =
     contracts = _contracts(ctx, registry, teacher_name, sorted({r["capability"] for r in eval_rows}))
     model, precision = load_teacher(ctx.input(teacher) / "model", settings.quantize)
     tokenizer = Tokenizer.from_file(str(ctx.input(teacher) / "model" / "tokenizer.json"))
-    scores = teacher_scores(model, tokenizer, eval_rows, max_new_tokens, {c: k["metric"] for c, k in contracts.items()})
+    from nexa.eval.gate_metrics import gate_scoring
+
+    scoring = gate_scoring(ctx, judge, include_path)
+    scores = teacher_scores(model, tokenizer, eval_rows, max_new_tokens, contracts, scoring)
     out = ctx.out / "profiles" / teacher_name
     manifests, everything = {}, []
     for capability in sorted(contracts):

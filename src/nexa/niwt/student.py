@@ -77,9 +77,9 @@ def make_distiller(student, tokenizer, profiles, basis, plan, paired, config: Di
 
 
 def run_gate(distiller: AnchoredDistiller, eval_rows, route, teacher_scores, retain: dict[str, float], steps: int,
-             retried: list[str], max_new_tokens: int, metrics: dict[str, str] | None = None,
-             teacher_floor: float = DEFAULT_TEACHER_FLOOR) -> dict:
-    student_scores = gate_scores(distiller.model, distiller.tokenizer, eval_rows, route, max_new_tokens, metrics)
+             retried: list[str], max_new_tokens: int, contracts: dict[str, dict] | None = None,
+             teacher_floor: float = DEFAULT_TEACHER_FLOOR, scoring=None) -> dict:
+    student_scores = gate_scores(distiller.model, distiller.tokenizer, eval_rows, route, max_new_tokens, contracts, scoring)
     kept = retention(student_scores, teacher_scores)
     reasons = gate_failures(kept, retain, teacher_scores, teacher_floor)
     return {"student_scores": student_scores, "teacher_scores": teacher_scores, "retention": kept, "failing": sorted(reasons),
@@ -98,7 +98,11 @@ def gated_distillation(ctx, profile, synthesize, distill, data, router, config: 
     route = Router.load(ctx.input(router) / "router" / "router.safetensors").choose
     teacher_scores = ctx.summary_of(profile)["teacher_scores"]
     retain = {c: p[0]["retain_fraction"] for c, p in profiles.items()}
-    metrics = {c: p[0].get("metric", "exact_match") for c, p in profiles.items()}
+    from nexa.eval.gate_metrics import check_scoring, gate_scoring
+
+    contracts = {c: {"metric": p[0].get("metric", "exact_match"), "benchmark": p[0].get("benchmark", c)} for c, p in profiles.items()}
+    scoring = gate_scoring(ctx, settings.judge, settings.include_path)
+    check_scoring({c: k["metric"] for c, k in contracts.items()}, scoring)  # before any training step
     bar = progress(True, TextColumn("loss {task.fields[loss]:.4f}"))
     with bar:
         task = bar.add_task("NIWT phase 1 (adapters)", total=settings.phase1_steps, loss=float("nan"))
@@ -106,7 +110,7 @@ def gated_distillation(ctx, profile, synthesize, distill, data, router, config: 
         task = bar.add_task("NIWT phase 2 (joint)", total=settings.phase2_steps, loss=float("nan"))
         distiller.run_phase(settings.phase2_steps, backbone=True, progress=bar, task=task)
     attempts = [{"attempt": 1, **run_gate(distiller, eval_rows, route, teacher_scores, retain, distiller.state.step, [],
-                                          settings.max_new_tokens, metrics, settings.teacher_floor)}]
+                                          settings.max_new_tokens, contracts, settings.teacher_floor, scoring)}]
     while not attempts[-1]["passed"] and len(attempts) < max_attempts:
         failing = attempts[-1]["failing"]
         for capability in failing:  # stronger anchoring for the capability that failed, its adapter only
@@ -114,7 +118,7 @@ def gated_distillation(ctx, profile, synthesize, distill, data, router, config: 
         distiller.run_phase(retry_steps, backbone=False, capabilities=failing)
         attempts.append({"attempt": len(attempts) + 1, **run_gate(distiller, eval_rows, route, teacher_scores, retain,
                                                                    distiller.state.step, failing, settings.max_new_tokens,
-                                                                   metrics, settings.teacher_floor)})
+                                                                   contracts, settings.teacher_floor, scoring)})
     write_outputs(ctx, distiller, plan, tokenizer, attempts, ctx.input(router))
     final = attempts[-1]
     _show(attempts)
@@ -127,7 +131,8 @@ def gated_distillation(ctx, profile, synthesize, distill, data, router, config: 
             "parameters": sum(p.numel() for p in distiller.model.parameters()),
             "steps": distiller.state.step, "gate": final, "gate_attempts": attempts, "alpha": distiller.state.alpha,
             "recoveries": distiller.state.recoveries, "checks": distiller.state.checks, "loss_curve": distiller.state.losses,
-            "adapters": {c: a["rank"] for c, a in plan["adapters"].items()}}
+            "adapters": {c: a["rank"] for c, a in plan["adapters"].items()},
+            "metrics": contracts}  # the registry's metric and benchmark per capability: the bundle's gate uses them
 
 
 def write_outputs(ctx, distiller: AnchoredDistiller, plan: dict, tokenizer: Tokenizer, attempts: list[dict],

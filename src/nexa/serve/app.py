@@ -244,7 +244,8 @@ async def _answer(engine: Engine, metrics: ServeMetrics, batcher: Batcher, body,
     job, counts = _make_job(engine, body, prompts)
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return await _stream(engine, metrics, job, counts[0], chat, include_usage)
+        logprobs = body.top_count() if body.wants_logprobs() else None
+        return await _stream(engine, metrics, job, counts[0], chat, include_usage, logprobs)
     try:
         if job.max_tokens == 0:
             generations = await run_in_threadpool(engine.prompt_only, job, [c for c in counts for _ in range(body.n)])
@@ -307,7 +308,7 @@ def _new_id(chat: bool) -> str:
 
 # ---------------------------------------------------------------------------------------- streaming
 async def _stream(engine: Engine, metrics: ServeMetrics, job: Job, prompt_tokens: int, chat: bool,
-                  include_usage: bool) -> Response:
+                  include_usage: bool, logprobs: int | None = None) -> Response:
     """Start generating in a worker thread; errors before the first event become a 4xx, then SSE chunks follow."""
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
@@ -318,7 +319,7 @@ async def _stream(engine: Engine, metrics: ServeMetrics, job: Job, prompt_tokens
 
     def work() -> None:
         try:
-            put("end", engine.stream(job, lambda piece: put("piece", piece), cancelled))
+            put("end", engine.stream(job, lambda piece, scores: put("piece", (piece, scores)), cancelled, logprobs))
         except (SafetyError, BundleError, ValueError) as exc:
             put("error", exc)
         except Exception as exc:  # a server fault: reported to the client below and logged, not swallowed
@@ -332,24 +333,42 @@ async def _stream(engine: Engine, metrics: ServeMetrics, job: Job, prompt_tokens
         raise _runtime_error(first[1])
     if first[0] == "fault":
         raise first[1]
-    chunks = _sse(engine, metrics, queue, first, cancelled, _ChunkShape(engine, capability, chat), prompt_tokens,
-                  include_usage)
+    shape = _ChunkShape(engine, capability, chat, logprobs, len(_echo_text(engine, job.prompts[0])))
+    chunks = _sse(engine, metrics, queue, first, cancelled, shape, prompt_tokens, include_usage)
     return StreamingResponse(chunks, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
 
 class _ChunkShape:
     """How one streamed chunk looks for the completions or the chat API."""
 
-    def __init__(self, engine: Engine, capability: str | None, chat: bool):
+    def __init__(self, engine: Engine, capability: str | None, chat: bool, top: int | None = None, offset: int = 0):
+        """``top``: None without ``logprobs``, else the alternatives per token; ``offset``: where the completion's
+        text starts (the prompt's length), for the completions API's ``text_offset``."""
         self.id, self.chat, self.capability = _new_id(chat), chat, capability
         self.model, self.created = _model_id(engine, capability), int(time.time())
+        self.engine, self.top, self.offset = engine, top, offset
 
-    def chunk(self, text: str | None, finish_reason: str | None, usage: dict | None = None) -> str:
+    def logprobs(self, scores: list) -> dict | None:
+        """OpenAI's ``logprobs`` for the tokens one chunk releases (chat lists only tokens that spell content)."""
+        if self.top is None:
+            return None
+        if self.chat:
+            spelled = [s for s in scores if s.token_id != self.engine.model.spec.eos_token_id]
+            return chat_logprobs(self.engine.token_text, [s.token_id for s in spelled], spelled, self.top)
+        shown = completion_logprobs(self.engine.token_text, [0], [s.token_id for s in scores], scores, self.top,
+                                    False, self.offset)
+        self.offset += sum(len(token) for token in shown["tokens"])
+        return shown
+
+    def chunk(self, text: str | None, finish_reason: str | None, usage: dict | None = None, scores: list = ()) -> str:
         if self.chat:
             delta = {} if text is None else {"content": text}
             choice = {"index": 0, "delta": delta, "finish_reason": finish_reason}
+            if self.top is not None:
+                choice["logprobs"] = self.logprobs(list(scores)) if text is not None else None
         else:
-            choice = {"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish_reason}
+            choice = {"index": 0, "text": text or "", "logprobs": self.logprobs(list(scores)) if text is not None else None,
+                      "finish_reason": finish_reason}
         body = {"id": self.id, "object": "chat.completion.chunk" if self.chat else "text_completion",
                 "created": self.created, "model": self.model, "choices": [] if usage else [choice]}
         if usage:
@@ -365,7 +384,7 @@ async def _sse(engine: Engine, metrics: ServeMetrics, queue: asyncio.Queue, firs
         if shape.chat:
             yield f"data: {json.dumps(_role_chunk(shape))}\n\n"
         while event[0] == "piece":
-            yield shape.chunk(event[1], None)
+            yield shape.chunk(event[1][0], None, scores=event[1][1])
             event = await queue.get()
         if event[0] != "end":
             yield f"data: {json.dumps({'error': {'message': str(event[1]), 'type': 'server_error', 'code': 500}})}\n\n"

@@ -145,41 +145,56 @@ class Engine:
             return job.capability
         return self.model.route(job.prompts[0], job.enable_uncensored)
 
-    def stream(self, job: Job, emit: Callable[[str], None], cancelled: threading.Event) -> tuple[str, str]:
-        """Blocking; feeds text pieces to ``emit`` as tokens come, honouring ``job.stop``.
+    def stream(self, job: Job, emit: Callable[[str, list], None], cancelled: threading.Event,
+               logprobs: int | None = None) -> tuple[str, str]:
+        """Blocking; feeds text pieces to ``emit`` as tokens come, honouring ``job.stop``, each with the
+        :class:`~nexus.model.TokenScore` of the tokens it releases when ``logprobs`` is not None (what streamed
+        ``logprobs`` report, with that many alternatives per token).
 
         Returns (full text, finish_reason). Text that could still grow into a stop string is held back
-        until it is clear, so a streamed answer never shows a stop string or what follows it.
+        until it is clear, so a streamed answer never shows a stop string or what follows it; a token's
+        score goes out with the chunk that shows its first character (the end-of-sequence token's with the last).
         """
         with self.lock:
-            pieces = self.model.stream(job.prompts[0], job.capability, job.max_tokens, job.temperature, job.top_p,
-                                       job.seed, job.enable_uncensored)
-            return _stream_with_stops(pieces, job.stop, emit, cancelled, self.count_tokens, job.max_tokens)
+            pieces = self.model.stream_scored(job.prompts[0], job.capability, job.max_tokens, job.temperature, job.top_p,
+                                              job.seed, job.enable_uncensored, logprobs or 0)
+            return _stream_with_stops(pieces, job.stop, emit, cancelled, self.count_tokens, job.max_tokens,
+                                      logprobs is not None)
 
     def count_tokens(self, text: str) -> int:
         """Tokens in a streamed completion (streaming yields text, so usage is counted by re-encoding it)."""
         return len(self.model.tokenizer.encode(text, add_special_tokens=False).ids)
 
 
-def _stream_with_stops(pieces: Iterator[str], stops: list[str], emit: Callable[[str], None],
-                       cancelled: threading.Event, count_tokens: Callable[[str], int], max_tokens: int) -> tuple[str, str]:
+def _stream_with_stops(pieces: Iterator[tuple[str, TokenScore]], stops: list[str], emit: Callable[[str, list], None],
+                       cancelled: threading.Event, count_tokens: Callable[[str], int], max_tokens: int,
+                       scored: bool = False) -> tuple[str, str]:
     text, sent = "", 0
     stops = [s for s in stops if s]
-    for piece in pieces:
+    pending: list[tuple[int, TokenScore]] = []  # (where the token's text starts, its score), not yet sent
+
+    def release(upto: int, final: bool = False) -> list[TokenScore]:
+        nonlocal pending
+        out = [score for start, score in pending if final or start < upto]
+        pending = [] if final else [(start, score) for start, score in pending if start >= upto]
+        return out
+
+    for piece, score in pieces:
         if cancelled.is_set():
             return text, "cancelled"
+        pending.append((len(text), score))
         text += piece
         cut = _first_stop(text, stops)
         if cut is not None:
             if cut > sent:
-                emit(text[sent:cut])
+                emit(text[sent:cut], release(cut))
             return text[:cut], "stop"
         safe = len(text) - _held_back(text, stops)
         if safe > sent:
-            emit(text[sent:safe])
+            emit(text[sent:safe], release(safe))
             sent = safe
-    if len(text) > sent:
-        emit(text[sent:])
+    if len(text) > sent or (scored and pending):  # the end-of-sequence token's score goes out on its own
+        emit(text[sent:], release(len(text), final=True))
     return text, "length" if count_tokens(text) >= max_tokens else "stop"
 
 

@@ -63,8 +63,6 @@ class _GenerationFields(BaseModel):
             raise ValueError("stream_options is only allowed with stream: true")
         if self.stream and self.n != 1:
             raise ValueError("stream: true takes n = 1")
-        if self.stream and self.wants_logprobs():
-            raise ValueError("logprobs are not streamed by nexa serve; ask without stream: true")
         if None not in (self.max_tokens, self.max_completion_tokens) and self.max_tokens != self.max_completion_tokens:
             raise ValueError("max_tokens and max_completion_tokens disagree; give one")
         return self

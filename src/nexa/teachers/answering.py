@@ -24,6 +24,7 @@ class Answers:
     entries: list[CacheEntry | None]
     failures: dict[int, str] = field(default_factory=dict)
     rejected: set[int] = field(default_factory=set)  # failures that are the teacher refusing the prompt itself
+    fresh: set[int] = field(default_factory=set)  # answered by a new (paid) call in this ask, not from the cache
     hits: int = 0
     misses: int = 0
     spent_usd: float = 0.0  # new calls only: what this ask cost
@@ -54,5 +55,6 @@ def ask(lab: Lab, teacher: Teacher, requests: list[TeacherRequest], prices: Pric
     return Answers(entries=[found.get(k) for k in keys],
                    failures={i: outcome.failures.get(k, "no answer") for i, k in enumerate(keys) if k not in found},
                    rejected={i for i, k in enumerate(keys) if k in outcome.rejected},
+                   fresh={i for i, k in enumerate(keys) if k in outcome.answers and k not in hits},
                    hits=len(hits), misses=len(unique) - len(hits), spent_usd=outcome.spent_usd, stopped=outcome.stopped,
                    error=outcome.error)

@@ -64,7 +64,7 @@ def test_unpriced_api_teacher_is_refused_before_any_call(lab):
     assert "no price for model 'gpt-test'" in " ".join(result.output.split())
 
 
-def test_judge_spend_is_in_the_cost_column(tmp_path):
+def test_judge_spend_is_in_the_cost_column(lab):
     """A priced judge: each verdict carries what its call cost, added to the score record's cost_usd."""
     from pathlib import Path
 
@@ -76,7 +76,7 @@ def test_judge_spend_is_in_the_cost_column(tmp_path):
     item = {"model": "m", "role": "student", "capability": "science", "dataset": "d", "prompt": "p", "reference": "r",
             "output": "o", "latency_ms": 1.0, "new_tokens": 1, "cost_usd": 0.5}
     with LocalOpenAI(lambda prompt, calls: '{"score": 4, "reason": "ok"}') as server:
-        judge = LLMJudge(server.url, "gpt-test", rubric, price=ModelPrice(**PRICE))
+        judge = LLMJudge(server.url, "gpt-test", rubric, lab, price=ModelPrice(**PRICE))
         scored = judge_items([item], ["llm"], judge)
         judge.close()
     judge_cost = (50 * 3.0 + 10 * 7.0) / 1e6

@@ -5,7 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from nexa.eval.llm_judge import JudgeError, LLMJudge, RubricError, load_rubric
+from nexa.eval.llm_judge import JudgeBudgetError, JudgeError, LLMJudge, RubricError, load_rubric
+from nexa.infra.cost import ModelPrice
+from nexa.teachers.faults import RetryPolicy
 from judge_server import JudgeServer
 
 RUBRICS = Path(__file__).resolve().parents[3] / "rubrics"
@@ -17,9 +19,9 @@ def server():
         yield running
 
 
-def test_pointwise_records_judge_model_and_prompt_hash(server):
+def test_pointwise_records_judge_model_and_prompt_hash(server, lab):
     rubric = load_rubric(RUBRICS / "hypothesis_quality.yaml")
-    judge = LLMJudge(server.url, "judge-7b", rubric)
+    judge = LLMJudge(server.url, "judge-7b", rubric, lab)
     verdict = judge.score("Propose a hypothesis.", "X increases Y.", "X increases Y monotonically.")
     assert verdict.score == 4.0
     assert verdict.judge_model_id == "judge-7b"
@@ -41,8 +43,8 @@ def test_editing_a_rubric_changes_the_hash(tmp_path):
     assert load_rubric(RUBRICS / "hypothesis_quality.yaml").prompt_hash("pointwise") == before.prompt_hash("pointwise")
 
 
-def test_position_swap_cancels_a_position_biased_judge(server):
-    judge = LLMJudge(server.url, "judge-7b", load_rubric(RUBRICS / "hypothesis_quality.yaml"))
+def test_position_swap_cancels_a_position_biased_judge(server, lab):
+    judge = LLMJudge(server.url, "judge-7b", load_rubric(RUBRICS / "hypothesis_quality.yaml"), lab)
     verdict = judge.compare("Q?", "answer one", "answer two")
     pair_requests = [r for r in server.requests if "ANSWER A:" in r["messages"][1]["content"]]
     assert len(pair_requests) == 2
@@ -52,16 +54,16 @@ def test_position_swap_cancels_a_position_biased_judge(server):
     assert verdict.winner == "tie" and not verdict.consistent
 
 
-def test_position_swap_keeps_a_consistent_winner(server):
-    judge = LLMJudge(server.url, "judge-7b", load_rubric(RUBRICS / "hypothesis_quality.yaml"))
+def test_position_swap_keeps_a_consistent_winner(server, lab):
+    judge = LLMJudge(server.url, "judge-7b", load_rubric(RUBRICS / "hypothesis_quality.yaml"), lab)
     verdict = judge.compare("Q?", "plain", "PREFERRED answer")
     assert verdict.winner == "b" and verdict.consistent
     assert verdict.judge_prompt_hash == judge.rubric.prompt_hash("pairwise")
 
 
-def test_out_of_scale_score_is_an_error_naming_the_rubric():
+def test_out_of_scale_score_is_an_error_naming_the_rubric(lab):
     with JudgeServer(score=9) as server:
-        judge = LLMJudge(server.url, "judge-7b", load_rubric(RUBRICS / "hypothesis_quality.yaml"))
+        judge = LLMJudge(server.url, "judge-7b", load_rubric(RUBRICS / "hypothesis_quality.yaml"), lab)
         with pytest.raises(JudgeError, match="outside 1..5.*hypothesis_quality@v1"):
             judge.score("Q?", "A", "R")
 
@@ -73,8 +75,9 @@ def test_bad_rubric_file_names_the_field(tmp_path):
         load_rubric(bad)
 
 
-def test_unreachable_endpoint_is_a_clear_error():
-    judge = LLMJudge("http://127.0.0.1:9/v1", "judge", load_rubric(RUBRICS / "exact_answer.yaml"), timeout_s=2)
+def test_unreachable_endpoint_is_a_clear_error(lab):
+    judge = LLMJudge("http://127.0.0.1:9/v1", "judge", load_rubric(RUBRICS / "exact_answer.yaml"), lab, timeout_s=2,
+                     retry=RetryPolicy(max_attempts=1))
     with pytest.raises(JudgeError, match="unreachable"):
         judge.score("1+1=", "2", "2")
 
@@ -103,4 +106,27 @@ def test_eval_run_with_llm_and_pairwise_judges_records_them_in_the_leaderboard(s
     assert pair["score"] == 0.5 and pair["n"] == 3  # the position-biased judge is cancelled into ties
     assert pair["judge_prompt_hash"] == rubric.prompt_hash("pairwise")
     assert ("student_x", "pairwise:hypothesis_quality@v1:vs:student_x") not in rows
-    assert len([r for r in server.requests if "ANSWER A:" in r["messages"][1]["content"]]) == 6
+    # student_y is a copy of student_x: both orders show the same two texts, so the swapped ask is the same
+    # request again, a cache hit (3 prompts, 3 calls, not 6)
+    assert len([r for r in server.requests if "ANSWER A:" in r["messages"][1]["content"]]) == 3
+
+
+def test_a_repeated_judge_call_is_a_cache_hit_that_costs_nothing(server, lab):
+    """Judge calls go through the teachers layer: the second identical verdict comes from the lab's cache."""
+    rubric = load_rubric(RUBRICS / "hypothesis_quality.yaml")
+    price = ModelPrice(input_per_mtok=3.0, output_per_mtok=7.0)
+    first = LLMJudge(server.url, "judge-7b", rubric, lab, price=price).score("Q?", "X increases Y.", "R")
+    again = LLMJudge(server.url, "judge-7b", rubric, lab, price=price)
+    second = again.score("Q?", "X increases Y.", "R")
+    assert len(server.requests) == 1 and again.cache_hits == 1 and again.spent_usd == 0.0
+    assert first.cost_usd == pytest.approx((50 * 3.0 + 10 * 7.0) / 1e6) and second.cost_usd == 0.0
+    assert second.score == first.score == 4.0
+
+
+def test_a_judge_over_budget_stops_with_a_clear_error(server, lab):
+    rubric = load_rubric(RUBRICS / "hypothesis_quality.yaml")
+    judge = LLMJudge(server.url, "judge-7b", rubric, lab, price=ModelPrice(input_per_mtok=3.0, output_per_mtok=7.0),
+                     budget_usd=1e-6)
+    with pytest.raises(JudgeBudgetError, match="budget-usd 1e-06 would be exceeded"):
+        judge.score("Q?", "an answer", "R")
+    assert server.requests == [] and judge.spent_usd == 0.0

@@ -51,7 +51,7 @@ def test_gates_score_with_the_registry_metric(metric, output, reference, expecte
 
 
 def test_a_metric_the_gate_cannot_compute_is_refused_by_name():
-    with pytest.raises(ValueError, match="'pass@1' is not a per-item rule"):
+    with pytest.raises(ValueError, match="'pass@1' is not one the gate can compute.*judge:RUBRIC.*lm_eval:METRIC"):
         item_scorer("pass@1")
 
 
@@ -69,3 +69,17 @@ def test_the_retention_interval_covers_the_ratio_and_narrows_with_more_prompts()
     assert retention_intervals({}, {"d": 0.9}, {"d": 1000})["d"][1] < 0.01  # an unscored capability is near 0
     with pytest.raises(ValueError, match="prompts on both sides"):
         retention_interval(0.9, 0.9, 0, 10)
+
+
+def test_a_continuous_score_interval_uses_item_variances_and_bounds_an_unknown_one():
+    """Delta method on the log ratio of means: the Bernoulli bound m(1 - m) for both sides is Katz's interval;
+    a judge whose scores barely vary gets a narrower one; an unknown teacher variance is bounded (wider)."""
+    from nexa.ledger.retention import retention_interval
+
+    katz = retention_interval(0.6, 0.75, 40, 40)
+    ms, mt = (0.6 * 40 + 0.5) / 41, (0.75 * 40 + 0.5) / 41
+    assert retention_interval(0.6, 0.75, 40, 40, student_var=ms * (1 - ms), teacher_var=mt * (1 - mt)) == pytest.approx(katz)
+    tight = retention_interval(0.6, 0.75, 40, 40, student_var=0.01, teacher_var=0.01)
+    bounded = retention_interval(0.6, 0.75, 40, 40, student_var=0.01)
+    assert katz[0] < tight[0] < 0.8 < tight[1] < katz[1]
+    assert bounded[0] < tight[0] and tight[1] < bounded[1]

@@ -10,6 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pyarrow.parquet as pq
 import pytest
+from gate_tasks import MC_DOCS, write_mc_task
 from typer.testing import CliRunner
 
 from nexa.cli import app
@@ -18,8 +19,6 @@ from nexa.eval.generate import Generator
 from nexus import NexusModel
 
 GEN_DOCS = [{"prompt": f"max({a},{b})=", "answer": str(max(a, b))} for a, b in [(1, 7), (3, 0), (9, 14), (2, 2), (5, 21), (8, 7)]]
-MC_DOCS = [{"question": f"max({a},{b})=", "choices": [str(max(a, b)), str(min(a, b)), "99"], "label": 0}
-           for a, b in [(4, 28), (6, 1), (0, 35), (7, 7)]]
 TASK_HEAD = """task: {name}
 dataset_path: json
 dataset_kwargs: {{data_files: {{test: {data}}}}}
@@ -39,24 +38,15 @@ metric_list:
   - {{metric: exact_match, aggregation: mean, higher_is_better: true}}
 metadata: {{version: 2.0}}
 """
-MC_TASK = """output_type: multiple_choice
-doc_to_text: "{{{{question}}}}"
-doc_to_choice: "{{{{choices}}}}"
-doc_to_target: label
-target_delimiter: ""
-metric_list:
-  - {{metric: acc, aggregation: mean, higher_is_better: true}}
-metadata: {{version: 1.0}}
-"""
 
 
 @pytest.fixture(scope="module")
 def tasks(tmp_path_factory):
     folder = tmp_path_factory.mktemp("lm_eval_tasks")
-    for name, docs, template in (("tiny_gen", GEN_DOCS, GEN_TASK), ("tiny_mc", MC_DOCS, MC_TASK)):
-        data = folder / f"{name}.jsonl"
-        data.write_text("".join(json.dumps(d) + "\n" for d in docs))
-        (folder / f"{name}.yaml").write_text((TASK_HEAD + template).format(name=name, data=data))
+    data = folder / "tiny_gen.jsonl"
+    data.write_text("".join(json.dumps(d) + "\n" for d in GEN_DOCS))
+    (folder / "tiny_gen.yaml").write_text((TASK_HEAD + GEN_TASK).format(name="tiny_gen", data=data))
+    write_mc_task(folder, "tiny_mc")
     return folder
 
 
@@ -156,6 +146,6 @@ def test_lm_eval_on_an_hf_checkpoint_folder(bundle, tasks, lab, tmp_path):
                    "--lab", lab.root, "--json")
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout.strip().splitlines()[-1])
-    assert out["model"] == "checkpoint" and {t: s["n"] for t, s in out["tasks"].items()} == {"tiny_gen": 6, "tiny_mc": 4}
+    assert out["model"] == "checkpoint" and {t: s["n"] for t, s in out["tasks"].items()} == {"tiny_gen": len(GEN_DOCS), "tiny_mc": len(MC_DOCS)}
     assert 0.0 <= out["tasks"]["tiny_mc"]["score"] <= 1.0
     assert {r["role"] for r in pq.read_table(out["leaderboard"]).to_pylist()} == {"baseline"}
