@@ -30,6 +30,8 @@ def build_command(
     quantize: Optional[str] = typer.Option(None, help="'int8' for row-wise int8 backbone and adapters."),
     allow_uncensored: bool = typer.Option(False, "--allow-uncensored", help="Explicit opt-in to bundle an 'uncensored' capability."),
     max_new_tokens: int = typer.Option(8, min=1, help="Default generation length recorded in the manifest."),
+    registry: Optional[Path] = typer.Option(None, help="teacher_registry.json: the gate measures each capability by its metric."),
+    teacher_name: Optional[str] = typer.Option(None, help="The registry's teacher (when it lists several)."),
     lab_dir: Path = LAB, json_out: bool = JSON,
 ) -> None:
     """Build a bundle from a student checkpoint outside a pipeline."""
@@ -42,7 +44,11 @@ def build_command(
     if quantize not in (None, "int8"):
         raise typer.BadParameter("only 'int8' is supported", param_hint="--quantize")
     lab = Lab.find(lab_dir)
-    require_paths(model=model / "model.safetensors", router=router, teacher_scores=teacher_scores, adapters=adapters)
+    require_paths(model=model / "model.safetensors", router=router, teacher_scores=teacher_scores, adapters=adapters,
+                  registry=registry)
+    from nexa.ledger.listings import registry_metrics
+
+    metrics = registry_metrics(registry, teacher_name) if registry else None
     items = benchmark_items(read_dataset_rows(lab, benchmark), max_new_tokens)
     with start_run(lab, "bundle", config={"model": str(model), "benchmark": benchmark, "quantize": quantize,
                                           "allow_uncensored": allow_uncensored}) as run:
@@ -51,7 +57,7 @@ def build_command(
                 out, name=name or out.name, model_dir=model, tokenizer_file=model / "tokenizer.json", router_dir=router,
                 adapters_dir=adapters, items=items, teacher_scores=json.loads(teacher_scores.read_text()), student_scores={},
                 lineage={"run_id": run.run_id, "model_sha256": sha256_file(model / "model.safetensors"), "pipeline": "cli"},
-                max_new_tokens=max_new_tokens, allow_uncensored=allow_uncensored, built_by=run.run_id,
+                max_new_tokens=max_new_tokens, allow_uncensored=allow_uncensored, built_by=run.run_id, metrics=metrics,
             )
         except UnsafeBundleError as error:
             shutil.rmtree(out, ignore_errors=True)

@@ -14,8 +14,15 @@ from nexa.ledger.retention import DEFAULT_TEACHER_FLOOR
 
 def build(ctx, name: str = "nexus_bundle_v1", student: str = "student_kd", router: str = "router",
           tokenizer: str = "tokenizer", eval: str = "eval", data: str = "data", max_new_tokens: int = 8,
-          allow_uncensored: bool = False) -> dict:
-    """Assemble backbone, the student's adapters, router, tokenizer and the benchmark with a manifest and a model card."""
+          allow_uncensored: bool = False, registry: str | None = None, teacher_name: str | None = None) -> dict:
+    """Assemble backbone, the student's adapters, router, tokenizer and the benchmark with a manifest and a model card.
+
+    The gate measures each capability by the registry's metric: a NIWT student carries them from its profile;
+    any other student gets them from ``registry`` (a teacher-registry stage; ``teacher_name`` when it lists
+    several), else exact match.
+    """
+    from nexa.ledger.listings import registry_metrics
+
     bundle = ctx.out / name
     scores = ctx.summary_of(eval)["scores"]
     items = benchmark_items(read_split(ctx.lab, ctx.input(data) / "datasets.json", "eval"), max_new_tokens)
@@ -27,7 +34,8 @@ def build(ctx, name: str = "nexus_bundle_v1", student: str = "student_kd", route
         lineage={"model_sha256": summary["model_sha256"], "run_id": ctx.run.run_id, "pipeline": ctx.pipeline},
         max_new_tokens=max_new_tokens, allow_uncensored=allow_uncensored, built_by=ctx.run.run_id,
         training_gate_attempts=[{"stage": student, **a} for a in summary.get("gate_attempts", [])],
-        metrics=summary.get("metrics"),  # NIWT's registry metrics; absent (exact match) for other students
+        metrics=summary.get("metrics") or (registry_metrics(ctx.input(registry) / "teacher_registry.json", teacher_name)
+                                           if registry else None),
     )
     ctx.run.update(student_model=f"{name}:{summary['model_sha256'][:12]}", best_checkpoint=f"{name}/backbone/model.safetensors")
     return {"bundle": name, "files": len(manifest["files"]), "size_bytes": bundle_size_bytes(bundle),

@@ -1,8 +1,10 @@
-"""Files stages pass to each other, as versioned contracts: ``datasets.json``, ``dataset.json``, ``profile.json``.
+"""Files stages pass to each other, as versioned contracts: ``datasets.json``, ``dataset.json``, ``profile.json``,
+``teacher_registry.json``.
 
 A data stage writes a :class:`DatasetListing` (capability → dataset version); a materialize stage writes a
 :class:`PairedDataset` (the dataset of teacher answers and the one it answered); the NIWT profile stage writes
-a :class:`CapabilityProfile` per capability and a :class:`TeacherProfile` over them. Every reader validates
+a :class:`CapabilityProfile` per capability and a :class:`TeacherProfile` over them; NIWT's registry stage writes
+the :class:`TeacherRegistry` (per capability: benchmark, metric, retain fraction) every gate reads. Every reader validates
 through these models, so a stage fed the wrong folder fails naming the file and the field. Listings written
 before the contract had a version still load (``schema_version`` defaults to 1).
 """
@@ -11,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from nexa.ledger.manifests import load_manifest
 
@@ -120,6 +122,68 @@ def read_capability_profile(file: Path | str) -> CapabilityProfile:
     """A capability's ``profile.json``, validated (naming the file and field when it does not fit)."""
     path = Path(file)
     return load_manifest(CapabilityProfile, path.read_bytes(), str(path))
+
+
+REGISTRY_VERSION = 1
+
+
+class CapabilityContract(BaseModel):
+    """How one capability of one teacher is measured, and how much of it the student must keep."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    benchmark: str
+    metric: str
+    retain_fraction: float = Field(0.97, gt=0, le=1)
+
+
+class TeacherEntry(BaseModel):
+    """One teacher of the registry (one CSV row)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1)
+    parameters: int = Field(ge=1, description="Parameter count, parsed from e.g. '7B' or '350M'.")
+    category: str
+    best_feature: str
+    capabilities: list[CapabilityContract] = Field(min_length=1)
+
+    @field_validator("capabilities")
+    @classmethod
+    def _unique(cls, value: list[CapabilityContract]) -> list[CapabilityContract]:
+        names = [c.name for c in value]
+        if len(names) != len(set(names)):
+            raise ValueError(f"capabilities repeat: {names}")
+        return value
+
+
+class TeacherRegistry(BaseModel):
+    """``teacher_registry.json``: every teacher and its per-capability contracts (benchmark, metric, retain
+    fraction), built by NIWT's registry stage and read by every gate, the bundle's included."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    schema_version: int = REGISTRY_VERSION
+    source: str = Field(description="The CSV this registry was generated from.")
+    teachers: list[TeacherEntry]
+
+    def teacher(self, name: str) -> TeacherEntry:
+        for entry in self.teachers:
+            if entry.name == name:
+                return entry
+        raise KeyError(f"teacher {name!r} is not in the registry; it has {[t.name for t in self.teachers]}")
+
+
+def registry_metrics(file: Path, teacher: str | None = None) -> dict[str, dict[str, str]]:
+    """``{capability: {"metric", "benchmark"}}`` of one teacher of a ``teacher_registry.json`` (the only one when
+    ``teacher`` is not named): what a gate measures each capability with."""
+    registry = load_manifest(TeacherRegistry, Path(file).read_bytes(), str(file))
+    if teacher is None and len(registry.teachers) != 1:
+        raise ValueError(f"{file} lists {len(registry.teachers)} teachers {[t.name for t in registry.teachers]}; name the one "
+                         "whose capabilities the bundle carries")
+    entry = registry.teachers[0] if teacher is None else registry.teacher(teacher)
+    return {c.name: {"metric": c.metric, "benchmark": c.benchmark} for c in entry.capabilities}
 
 
 def write_contract(file: Path, contract: BaseModel) -> Path:

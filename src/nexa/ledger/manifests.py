@@ -159,10 +159,10 @@ CONTRACTS: dict[str, type[BaseModel]] = {
 
 def all_contracts() -> dict[str, type[BaseModel]]:
     """Every contract exported to docs/schemas: the manifests above and the files stages pass each other."""
-    from nexa.ledger.listings import CapabilityProfile, DatasetListing, PairedDataset, TeacherProfile
+    from nexa.ledger.listings import CapabilityProfile, DatasetListing, PairedDataset, TeacherProfile, TeacherRegistry
 
     return {**CONTRACTS, "DatasetListing": DatasetListing, "PairedDataset": PairedDataset,
-            "CapabilityProfile": CapabilityProfile, "TeacherProfile": TeacherProfile}
+            "CapabilityProfile": CapabilityProfile, "TeacherProfile": TeacherProfile, "TeacherRegistry": TeacherRegistry}
 
 
 def load_manifest(model: type[ModelT], data: bytes | str | dict, location: str) -> ModelT:

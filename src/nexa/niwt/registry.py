@@ -13,9 +13,8 @@ import json
 import re
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from nexa.ledger.listings import REGISTRY_VERSION, CapabilityContract, TeacherEntry, TeacherRegistry  # the contract later stages read
 
-REGISTRY_VERSION = 1
 REQUIRED_COLUMNS = ("ModelName", "Parameters", "Category", "BestFeature")
 # What measures a capability when the CSV does not say: (benchmark, metric).
 DEFAULT_BENCHMARKS = {
@@ -29,53 +28,6 @@ DEFAULT_BENCHMARKS = {
     "voice": ("librispeech", "wer"),
 }
 _SUFFIXES = {"": 1, "K": 10**3, "M": 10**6, "B": 10**9, "T": 10**12}
-
-
-class CapabilityContract(BaseModel):
-    """How one capability of one teacher is measured, and how much of it the student must keep."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    name: str
-    benchmark: str
-    metric: str
-    retain_fraction: float = Field(0.97, gt=0, le=1)
-
-
-class TeacherEntry(BaseModel):
-    """One teacher of the registry (one CSV row)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    name: str = Field(min_length=1)
-    parameters: int = Field(ge=1, description="Parameter count, parsed from e.g. '7B' or '350M'.")
-    category: str
-    best_feature: str
-    capabilities: list[CapabilityContract] = Field(min_length=1)
-
-    @field_validator("capabilities")
-    @classmethod
-    def _unique(cls, value: list[CapabilityContract]) -> list[CapabilityContract]:
-        names = [c.name for c in value]
-        if len(names) != len(set(names)):
-            raise ValueError(f"capabilities repeat: {names}")
-        return value
-
-
-class TeacherRegistry(BaseModel):
-    """``configs/teacher_registry.json``: every teacher and its per-capability contracts."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    schema_version: int = REGISTRY_VERSION
-    source: str = Field(description="The CSV this registry was generated from.")
-    teachers: list[TeacherEntry]
-
-    def teacher(self, name: str) -> TeacherEntry:
-        for entry in self.teachers:
-            if entry.name == name:
-                return entry
-        raise KeyError(f"teacher {name!r} is not in the registry; it has {[t.name for t in self.teachers]}")
 
 
 class RegistryError(ValueError):

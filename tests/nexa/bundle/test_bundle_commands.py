@@ -80,3 +80,19 @@ def test_an_uncensored_capability_needs_the_explicit_opt_in(parts):
     manifest = json.loads((tmp_path / "unc" / "manifest.json").read_text())
     assert manifest["safety"] == {"uncensored": True}
     assert "enable_uncensored=True" in (tmp_path / "unc" / "README.md").read_text()
+
+
+def test_the_registry_names_the_metric_the_bundle_gate_measures_with(parts):
+    """A student without a NIWT profile gets each capability's metric and benchmark from the teacher registry."""
+    from nexa.niwt.registry import build_registry
+
+    lab, tmp_path, ref = parts
+    (tmp_path / "teachers.csv").write_text("ModelName,Parameters,Category,BestFeature,Benchmark,Metric\n"
+                                           "t1,1M,text,reasoning,max-eval,numeric_match\n")
+    build_registry(tmp_path / "teachers.csv", tmp_path / "teacher_registry.json")
+    result = _build(lab, tmp_path, ref, _router(tmp_path, ["reasoning"]), "reg", "--registry", str(tmp_path / "teacher_registry.json"))
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "reg" / "benchmark" / "metrics.json").read_text())
+    assert metrics == {"reasoning": {"metric": "numeric_match", "benchmark": "max-eval"}}
+    wrong = _build(lab, tmp_path, ref, _router(tmp_path, ["reasoning"]), "bad", "--registry", str(tmp_path / "teachers.csv"))
+    assert wrong.exit_code == 2 and "teachers.csv" in wrong.output and not (tmp_path / "bad").exists()
