@@ -10,6 +10,7 @@ finds every finished batch here. A lookup reads the teacher's shards once, in on
 
 from __future__ import annotations
 
+import re
 import threading
 from datetime import datetime
 from typing import Any
@@ -103,5 +104,28 @@ class ResponseCache:
                     for entry in load_manifest(CacheShard, data, self.store.location(key)).entries:
                         if entry.key not in entries or entry.created_at < entries[entry.key].created_at:
                             entries[entry.key] = entry
+                for entry in self._migrate_legacy(entries):
+                    entries.setdefault(entry.key, entry)
                 self._entries = entries
             return self._entries
+
+    def _migrate_legacy(self, known: dict[str, CacheEntry]) -> list[CacheEntry]:
+        """This teacher's answers from the per-answer layout (``teacher-cache/<k[:2]>/<k>.json``, before shards).
+
+        They were paid for, so they are read (hash-checked), written into one shard and only then removed;
+        a lab without them pays one listing.
+        """
+        legacy = [key for key in self.store.list(CACHE_PREFIX) if _LEGACY_NAME.fullmatch(key)]
+        found = [load_manifest(CacheEntry, self.store.get_bytes(key), self.store.location(key)) for key in legacy]
+        mine = [(key, entry) for key, entry in zip(legacy, found) if entry.teacher_id == self.teacher_id]
+        if not mine:
+            return []
+        new = [entry for _, entry in mine if entry.key not in known]
+        if new:
+            self.store.put_blob(self.prefix, dump_manifest(CacheShard(teacher_id=self.teacher_id, entries=new)))
+        for key, _ in mine:
+            self.store.delete(key)
+        return [entry for _, entry in mine]
+
+
+_LEGACY_NAME = re.compile(rf"{CACHE_PREFIX}/[0-9a-f]{{2}}/[0-9a-f]{{64}}\.json")

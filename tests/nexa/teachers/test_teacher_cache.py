@@ -62,3 +62,25 @@ def test_a_batch_is_one_shard_and_a_fresh_reader_finds_every_answer(cache):
     found = reader.lookup([cache.key(r) for r in requests] + ["0" * 64])
     assert [found[cache.key(r)].response.text for r in requests] == [f"a{i}" for i in range(5)]
     assert ResponseCache(cache.store, "other-teacher").lookup(found) == {}
+
+
+def test_answers_bought_under_the_per_answer_layout_are_moved_into_a_shard_not_bought_again(cache):
+    """A lab cached before shards keeps what it paid for: read once, written as a shard, then the old files go."""
+    from nexa.ledger.manifests import dump_manifest
+    from nexa.teachers.cache import CacheEntry
+
+    request = TeacherRequest.from_prompt("old", GenerationParams())
+    key = cache.key(request)
+    mine = CacheEntry(key=key, teacher_id=cache.teacher_id, request=request.key_material(), response=_answer("paid"),
+                      cost_usd=0.25, created_by="r0")
+    other = ResponseCache(cache.store, "another-teacher")
+    theirs = CacheEntry(key=other.key(request), teacher_id="another-teacher", request=request.key_material(),
+                        response=_answer("theirs"), cost_usd=0.1)
+    for entry in (mine, theirs):
+        cache.store.put_bytes(f"teacher-cache/{entry.key[:2]}/{entry.key}.json", dump_manifest(entry))
+    assert cache.get(key).response.text == "paid" and cache.get(key).cost_usd == 0.25
+    assert not cache.store.exists(f"teacher-cache/{key[:2]}/{key}.json")  # moved, not copied
+    assert cache.store.exists(f"teacher-cache/{theirs.key[:2]}/{theirs.key}.json")  # another teacher's stays for it
+    fresh = ResponseCache(cache.store, cache.teacher_id)
+    assert fresh.get(key).response.text == "paid"  # from the shard now
+    assert other.get(theirs.key).response.text == "theirs"
