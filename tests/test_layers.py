@@ -24,7 +24,7 @@ MAY_IMPORT: dict[str, set[str]] = {
     "niwt": {"ledger", "eval", "bundle", "models", "train"},
     "feedback": {"ledger", "infra", "data", "eval", "teachers"},  # infra: the prices a teacher's answers are costed at
     "serve": {"ledger"},
-    "ui": {"ledger", "feedback"},  # the dashboard's review queue records decisions through nexa.feedback.review
+    "ui": {"ledger", "feedback", "serve"},  # the review queue records decisions through nexa.feedback.review; the dashboard runs on serve's loopback runner
     "pipeline": {"ledger", "infra"},
 }
 # What a layer's commands may use beyond its own layer's edges (the command composes, the layer does not).

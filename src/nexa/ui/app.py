@@ -166,25 +166,7 @@ def running(lab_root: str | Path, timeout_s: float = 30.0) -> Iterator[str]:
 
     For the browser tests and the screenshot script, which drive the real HTTP server.
     """
-    import socket
-    import threading
-    import time
+    from nexa.serve.background import on_loopback
 
-    import uvicorn
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(lab_root), host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + timeout_s
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError(f"the dashboard did not start on port {port} within {timeout_s:.0f} s")
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    with on_loopback(create_app(lab_root), "the dashboard", timeout_s) as url:
+        yield url
