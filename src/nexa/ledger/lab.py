@@ -16,6 +16,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from nexa.ledger.errors import ArtifactNotFoundError, ManifestValidationError
 from nexa.ledger.store import DurableStore, atomic_write_bytes
 
+# libyaml's safe loader/dumper when PyYAML has it (~10x the pure-Python one): the lab's config and registry are
+# read by every command, and the registry grows with every version.
+YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+YAML_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
 LAB_FILE = "nexa.yaml"
 LAB_CONFIG_VERSION = 1
 
@@ -81,7 +86,7 @@ class Lab:
         if not path.exists():
             raise ArtifactNotFoundError(f"{path} does not exist; run `nexa init {self.root}`")
         try:
-            return LabConfig.model_validate(yaml.safe_load(path.read_text()) or {})
+            return LabConfig.model_validate(yaml.load(path.read_text(), Loader=YAML_LOADER) or {})
         except ValidationError as exc:
             problems = [f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
             raise ManifestValidationError(str(path), problems) from exc

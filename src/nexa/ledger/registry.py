@@ -16,6 +16,7 @@ from filelock import FileLock
 from pydantic import BaseModel, ConfigDict, Field
 
 from nexa.ledger.errors import ArtifactNotFoundError
+from nexa.ledger.lab import YAML_DUMPER, YAML_LOADER
 from nexa.ledger.store import atomic_write_bytes
 
 REGISTRY_VERSION = 1
@@ -88,10 +89,10 @@ class DatasetRegistry:
     def _read(self) -> dict[str, Any]:
         if not self.path.exists():
             return {"schema_version": REGISTRY_VERSION, "datasets": {}}
-        data = yaml.safe_load(self.path.read_text()) or {}
+        data = yaml.load(self.path.read_text(), Loader=YAML_LOADER) or {}
         data.setdefault("schema_version", REGISTRY_VERSION)
         data.setdefault("datasets", {})
         return data
 
     def _write(self, data: dict[str, Any]) -> None:
-        atomic_write_bytes(self.path, yaml.safe_dump(data, sort_keys=True).encode())
+        atomic_write_bytes(self.path, yaml.dump(data, Dumper=YAML_DUMPER, sort_keys=True).encode())
