@@ -18,6 +18,8 @@ from typing import Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from nexa.train.sources import SUPPORTED_FAMILIES
+
 ARCH_VERSION = 1
 
 
@@ -97,9 +99,6 @@ def rank_heads(head_importance: list[list[list[float]]], layer: int, keep: int) 
     return sorted(sorted(range(heads), key=lambda h: -total[h])[:keep])
 
 
-NIWT_FAMILIES = ("llama", "qwen2", "mistral", "gemma")
-
-
 def head_dim_of(config) -> int:
     """Per-head width: the config's own ``head_dim`` (Gemma sets it freely) else hidden / heads."""
     return getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
@@ -117,8 +116,8 @@ def student_config(teacher, size: BackboneSize, head_dim: int | None = None):
     Every student head gets its own key/value head (``num_key_value_heads`` = heads): a transferred student
     keeps whole teacher query heads, each paired with the key/value head of its teacher group.
     """
-    if teacher.model_type not in NIWT_FAMILIES:
-        raise ValueError(f"NIWT synthesis supports the families {', '.join(NIWT_FAMILIES)}; the teacher is "
+    if teacher.model_type not in SUPPORTED_FAMILIES:
+        raise ValueError(f"NIWT synthesis supports the families {', '.join(SUPPORTED_FAMILIES)}; the teacher is "
                          f"{teacher.model_type!r}")
     values = teacher.to_dict()
     for derived in ("layer_types", "architectures", "transformers_version", "_name_or_path", "torch_dtype", "dtype"):

@@ -55,6 +55,8 @@ def test_full_width_transfer_reproduces_the_teacher_in_every_family(family):
 
 
 def test_student_config_keeps_the_family_specifics():
+    from transformers import AutoConfig
+
     mistral = student_config(tiny_config("mistral", bpe_tokenizer("mistral"), sliding_window=16), BackboneSize(hidden_size=16, num_attention_heads=2))
     gemma = student_config(tiny_config("gemma", bpe_tokenizer("gemma")), BackboneSize(hidden_size=16, num_attention_heads=2), 8)
     assert mistral.model_type == "mistral" and mistral.sliding_window == 16
@@ -63,7 +65,7 @@ def test_student_config_keeps_the_family_specifics():
                       num_attention_heads=2, intermediate_size=32), init="scratch", max_param_ratio=0.9), {}, torch.eye(32), 42)[0]
     assert qwen.config.model_type == "qwen2" and qwen.model.layers[0].self_attn.q_proj.bias is not None
     with pytest.raises(ValueError, match="supports the families"):
-        student_config(tiny_config("mistral", bpe_tokenizer("mistral")).__class__.from_dict({"model_type": "phi3"}), BackboneSize())
+        student_config(AutoConfig.for_model("phi3", hidden_size=32, num_attention_heads=4), BackboneSize())
 
 
 @pytest.fixture(scope="module", params=FAMILIES)
@@ -126,3 +128,12 @@ def test_niwt_student_is_synthesized_in_the_teachers_family_and_bundles(niwt_fam
         runtime.decoder.set_active_adapter("reasoning")
         assert (runtime.decoder(ids) - peft(ids).logits).abs().max().item() <= 1e-4
     assert isinstance(runtime.generate("max(3,9)=", capability="reasoning", max_new_tokens=3), str)
+
+
+def test_profile_refuses_an_unsupported_family(tmp_path):
+    from nexa.niwt.profile import load_teacher
+    from nexa.train.sources import ModelSourceError
+
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "phi3"}))
+    with pytest.raises(ModelSourceError, match="llama, qwen2, mistral, gemma"):
+        load_teacher(tmp_path)
