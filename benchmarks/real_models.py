@@ -205,7 +205,8 @@ def niwt_run(family: str, lab, teacher: Path, rows: list[dict], work: Path, step
                                                "num_attention_heads": heads, "intermediate_size": STUDENT["hidden"] * 2},
                                   "max_param_ratio": 0.5},
                          distill={"phase1_steps": steps // 4, "phase2_steps": steps - steps // 4, "check_every": steps,
-                                  "batch_size": BATCH, "anchor_batch": 16, "max_new_tokens": 6, "warmup_steps": max(1, steps // 10)})
+                                  "batch_size": BATCH, "anchor_batch": 16, "max_new_tokens": 6,
+                                  "warmup_steps": max(1, steps // 10)})
     spec = work / family / "niwt.yaml"
     spec.write_text(yaml.safe_dump({"schema_version": 1, "name": f"niwt-{family}", "seed": 42, "stages": stages}))
     try:
@@ -215,7 +216,8 @@ def niwt_run(family: str, lab, teacher: Path, rows: list[dict], work: Path, step
         if error.stage != "student_niwt":
             raise
         student, passed = sorted((lab.root / ".nexa" / "scratch" / "work").glob("student_niwt-*"))[-1], False
-    bundle = bundle_student(student / "model", student / "adapters" / f"{CAP}.safetensors", work / family / f"{family}-niwt-bundle")
+    bundle = bundle_student(student / "model", student / "adapters" / f"{CAP}.safetensors",
+                            work / family / f"{family}-niwt-bundle")
     checks = check_bundle(bundle, rows, family)
     return {"score": checks["score"], "gate_passed": passed, "nexus_max_abs_logit_diff": checks["nexus_max_abs_logit_diff"],
             "hf_loadable": checks["hf_loadable"], "peft_loadable": checks["peft_loadable"]}

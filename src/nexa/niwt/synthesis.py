@@ -143,8 +143,9 @@ def transfer_weights(teacher, student, basis: torch.Tensor, layers: list[int], h
     folded into the linear maps that read them, and the student's norms scale by sqrt(D/d) so a projected
     vector keeps the teacher's normalised magnitude. Gemma scales embeddings by sqrt(width): the student's
     embedding carries sqrt(D/d) so its residual stream starts at the projected teacher's, and with tied
-    weights the final norm drops that factor again (untied, the final norm folds into the head). Query heads are kept whole with their key/value group's
-    rows (and biases, as in Qwen2). MLP neurons are kept by |gate|·|up|·|down| weight norms.
+    weights the final norm drops that factor again (untied, the final norm folds into the head exactly).
+    Query heads are kept whole with their key/value group's rows (and biases, as in Qwen2). MLP neurons are
+    kept by |gate|·|up|·|down| weight norms.
     """
     t, s = teacher.state_dict(), {}
     d_t, d_s = basis.shape[1], basis.shape[0]
@@ -199,7 +200,8 @@ def synthesize(teacher, arch: StudentArch, profiles: dict[str, dict], basis: tor
     t_head_dim = head_dim_of(teacher.config)
     if arch.init == "transfer":
         if size.num_attention_heads > teacher.config.num_attention_heads:
-            raise ValueError(f"student has {size.num_attention_heads} heads, the teacher only {teacher.config.num_attention_heads}")
+            raise ValueError(f"student has {size.num_attention_heads} heads, the teacher only "
+                             f"{teacher.config.num_attention_heads}")
         if basis.shape[0] < size.hidden_size:
             raise ValueError(f"the profile's residual basis has {basis.shape[0]} directions; the student needs "
                              f"{size.hidden_size} (raise profile residual_components)")

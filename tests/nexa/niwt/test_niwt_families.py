@@ -32,7 +32,8 @@ def _random_teacher(family: str, **overrides):
                                                          **overrides)).eval()
     with torch.no_grad():
         for name, param in model.named_parameters():
-            if name.endswith("bias") or "layernorm" in name or (name == "model.norm.weight" and not model.config.tie_word_embeddings):
+            untied_final = name == "model.norm.weight" and not model.config.tie_word_embeddings
+            if name.endswith("bias") or "layernorm" in name or untied_final:
                 param.add_(torch.randn_like(param) * 0.2)
     return model
 
@@ -57,12 +58,13 @@ def test_full_width_transfer_reproduces_the_teacher_in_every_family(family):
 def test_student_config_keeps_the_family_specifics():
     from transformers import AutoConfig
 
-    mistral = student_config(tiny_config("mistral", bpe_tokenizer("mistral"), sliding_window=16), BackboneSize(hidden_size=16, num_attention_heads=2))
-    gemma = student_config(tiny_config("gemma", bpe_tokenizer("gemma")), BackboneSize(hidden_size=16, num_attention_heads=2), 8)
+    size = BackboneSize(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
+    mistral = student_config(tiny_config("mistral", bpe_tokenizer("mistral"), sliding_window=16), size)
+    gemma = student_config(tiny_config("gemma", bpe_tokenizer("gemma")), size, 8)
     assert mistral.model_type == "mistral" and mistral.sliding_window == 16
     assert gemma.hidden_activation == "gelu_pytorch_tanh" and gemma.head_dim == 8 and gemma.tie_word_embeddings
-    qwen = synthesize(_random_teacher("qwen2"), StudentArch(backbone=BackboneSize(hidden_size=16, num_hidden_layers=1,
-                      num_attention_heads=2, intermediate_size=32), init="scratch", max_param_ratio=0.9), {}, torch.eye(32), 42)[0]
+    qwen, _ = synthesize(_random_teacher("qwen2"), StudentArch(backbone=size, init="scratch", max_param_ratio=0.9), {},
+                         torch.eye(32), 42)
     assert qwen.config.model_type == "qwen2" and qwen.model.layers[0].self_attn.q_proj.bias is not None
     with pytest.raises(ValueError, match="supports the families"):
         student_config(AutoConfig.for_model("phi3", hidden_size=32, num_attention_heads=4), BackboneSize())
