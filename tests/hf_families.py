@@ -86,3 +86,37 @@ def make_family_model(family: str, folder: Path, seed: int = 42, **overrides) ->
     model.save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)
     return Path(folder)
+
+
+def padded_family_model(family: str, folder: Path, seed: int = 42, **overrides) -> Path:
+    """``make_family_model`` given a PAD the way ``nexa train`` gives one (appended ``<|pad|>``, embeddings grown)."""
+    from nexa.train.build import fit_to_tokenizer
+    from nexa.train.tokenizer import load_hf_tokenizer
+
+    make_family_model(family, folder, seed, **overrides)
+    tokenizer = load_hf_tokenizer(folder)
+    model = fit_to_tokenizer(AutoModelForCausalLM.from_pretrained(folder), tokenizer, str(folder))
+    model.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    return Path(folder)
+
+
+def niwt_stages(teacher: Path, train_rows: int, eval_rows: int, profile: dict, student: dict, distill: dict,
+                capabilities: tuple[str, ...] = ("reasoning",)) -> list[dict]:
+    """A NIWT pipeline around a local HF teacher of any family: data, materialized answers, registry, router,
+    profile, synthesis (student in the teacher's family), anchored distillation and its gate."""
+    return [
+        {"name": "data", "uses": "nexa.data.stages:capability_datasets",
+         "with": {"capabilities": {c: {"train": train_rows} for c in capabilities}, "eval_rows": eval_rows, "hypotheses": 0}},
+        {"name": "teacher", "uses": "nexa.teachers.stages:local_checkpoint", "with": {"path": str(teacher)}},
+        {"name": "distill", "uses": "nexa.teachers.stages:materialize_local", "needs": ["teacher", "data"]},
+        {"name": "teacher_registry", "uses": "nexa.niwt.stages:teacher_registry",
+         "with": {"teachers": [{"ModelName": "family-teacher", "Parameters": "0.1M", "Category": "text",
+                                "BestFeature": ";".join(capabilities), "RetainFraction": "0.5"}]}},
+        {"name": "router", "uses": "nexa.niwt.stages:router", "needs": ["data"], "with": {"epochs": 30}},
+        {"name": "profile", "uses": "nexa.niwt.stages:profile", "needs": ["teacher", "distill", "data", "teacher_registry"],
+         "with": {"teacher_name": "family-teacher", "config": profile}},
+        {"name": "synthesize", "uses": "nexa.niwt.stages:synthesize", "needs": ["teacher", "profile"], "with": {"arch": student}},
+        {"name": "student_niwt", "uses": "nexa.niwt.stages:student_niwt",
+         "needs": ["profile", "synthesize", "distill", "data", "router"], "with": {"config": distill, "max_attempts": 1}},
+    ]

@@ -266,7 +266,7 @@ def export_adapters(model, plan: dict, folder: Path) -> dict[str, str]:
 
 
 def backbone_state(model) -> dict[str, torch.Tensor]:
-    """The student's own weights without any adapter, under HF LlamaForCausalLM names."""
+    """The student's own weights without any adapter, under its HF family's names."""
     state = {}
     for key, value in model.state_dict().items():
         if "lora_" in key:

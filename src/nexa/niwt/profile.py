@@ -76,8 +76,18 @@ def batches(tokenizer, pairs, eos_id, pad_id, size) -> list[Batch]:
 
 
 def load_teacher(model_dir: Path, quantize: str = "auto"):
-    """The teacher with eager attention (so attention maps are visible); NF4/INT8 only where a GPU allows."""
+    """The teacher with eager attention (so attention maps are visible); NF4/INT8 only where a GPU allows.
+
+    Any supported family (its decoder layers, attention heads and o_proj are what the pilot ablates);
+    anything else is refused with the supported list before loading."""
     from transformers import AutoModelForCausalLM
+
+    from nexa.train.sources import SUPPORTED_FAMILIES, ModelSourceError
+
+    model_type = json.loads((Path(model_dir) / "config.json").read_text()).get("model_type")
+    if model_type not in SUPPORTED_FAMILIES:
+        raise ModelSourceError(f"NIWT profile: teacher {model_dir} is a {model_type!r} model; NIWT supports "
+                               f"{', '.join(SUPPORTED_FAMILIES)}")
 
     gpu = torch.cuda.is_available()
     if quantize == "auto":

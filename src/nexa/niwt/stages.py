@@ -121,7 +121,7 @@ def _contracts(ctx, registry: str | None, teacher_name: str, capabilities: list[
 # -- stage 3 ----------------------------------------------------------------------------------------
 def synthesize(ctx, teacher: str = "teacher", profile: str = "profile", arch: dict | None = None) -> dict:
     """Build the student backbone (transferred or fresh) and its adapter plan from the profile."""
-    from transformers import LlamaForCausalLM
+    from transformers import AutoModelForCausalLM
 
     from nexa.niwt.profile import read_profile_manifest
     from nexa.niwt.synthesis import StudentArch, synthesize as build
@@ -131,7 +131,7 @@ def synthesize(ctx, teacher: str = "teacher", profile: str = "profile", arch: di
     folder = ctx.input(profile) / "profiles" / teacher_name
     profiles = {c: read_profile_manifest(folder / c).model_dump(mode="json") for c in ctx.summary_of(profile)["capabilities"]}
     basis = load_file(str(folder / "residual.safetensors"))["basis"].float()
-    teacher_model = LlamaForCausalLM.from_pretrained(ctx.input(teacher) / "model")
+    teacher_model = AutoModelForCausalLM.from_pretrained(ctx.input(teacher) / "model")  # its own family
     student, plan = build(teacher_model, settings, profiles, basis, ctx.seed)
     student.save_pretrained(ctx.out / "model", safe_serialization=True)
     copy_tokenizer_files(ctx.input(teacher) / "model", ctx.out / "model")  # with its special tokens and chat template

@@ -16,7 +16,7 @@ from pathlib import Path
 from rich.progress import TextColumn
 from safetensors.torch import load_file
 from tokenizers import Tokenizer
-from transformers import LlamaForCausalLM
+from transformers import AutoModelForCausalLM
 
 from nexa.ledger.console import console, progress, table
 from nexa.ledger.datasets import read_dataset_rows, read_split
@@ -92,7 +92,7 @@ def gated_distillation(ctx, profile, synthesize, distill, data, router, config: 
 
     settings = DistillConfig.model_validate(config)
     teacher_name, profiles, basis, plan, paired, eval_rows = load_inputs(ctx, profile, synthesize, distill, data)
-    student = LlamaForCausalLM.from_pretrained(ctx.input(synthesize) / "model", attn_implementation="eager")
+    student = AutoModelForCausalLM.from_pretrained(ctx.input(synthesize) / "model", attn_implementation="eager")
     tokenizer = Tokenizer.from_file(str(ctx.input(synthesize) / "model" / "tokenizer.json"))
     distiller = make_distiller(student, tokenizer, profiles, basis, plan, paired, settings, ctx.seed)
     route = Router.load(ctx.input(router) / "router" / "router.safetensors").choose
@@ -139,7 +139,7 @@ def write_outputs(ctx, distiller: AnchoredDistiller, plan: dict, tokenizer: Toke
                   router_dir: Path) -> None:
     """Backbone (HF), adapters (bundle format), the runnable nexus layout of both, and the gate report."""
     base = distiller.model.get_base_model()
-    clean = LlamaForCausalLM(base.config)
+    clean = AutoModelForCausalLM.from_config(base.config)
     clean.load_state_dict(backbone_state(distiller.model), strict=False)
     clean.tie_weights()
     model_dir = ctx.out / "model"

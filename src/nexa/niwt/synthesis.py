@@ -17,7 +17,8 @@ from typing import Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from transformers import LlamaConfig, LlamaForCausalLM
+
+from nexa.train.sources import SUPPORTED_FAMILIES
 
 ARCH_VERSION = 1
 
@@ -98,80 +99,121 @@ def rank_heads(head_importance: list[list[list[float]]], layer: int, keep: int) 
     return sorted(sorted(range(heads), key=lambda h: -total[h])[:keep])
 
 
-def student_config(teacher: LlamaConfig, size: BackboneSize) -> LlamaConfig:
-    """The student's HF config: the teacher's vocabulary, special tokens and context; the arch's widths."""
-    return LlamaConfig(
-        vocab_size=teacher.vocab_size, hidden_size=size.hidden_size, intermediate_size=size.intermediate_size,
-        num_hidden_layers=size.num_hidden_layers, num_attention_heads=size.num_attention_heads,
-        num_key_value_heads=size.num_attention_heads, max_position_embeddings=teacher.max_position_embeddings,
-        pad_token_id=teacher.pad_token_id, bos_token_id=teacher.bos_token_id, eos_token_id=teacher.eos_token_id,
-        tie_word_embeddings=True, rms_norm_eps=teacher.rms_norm_eps,
-    )
+def head_dim_of(config) -> int:
+    """Per-head width: the config's own ``head_dim`` (Gemma sets it freely) else hidden / heads."""
+    return getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
 
 
-def transfer_weights(teacher: LlamaForCausalLM, student: LlamaForCausalLM, basis: torch.Tensor,
-                     layers: list[int], heads: dict[int, list[int]]) -> dict:
-    """Fill ``student`` from ``teacher`` projected onto ``basis`` [student_hidden, teacher_hidden].
+def norm_offset(config) -> float:
+    """Gemma's RMSNorm multiplies by ``1 + weight``; the others by ``weight``."""
+    return 1.0 if config.model_type == "gemma" else 0.0
 
-    The student's residual stream is ``basis @ teacher residual``. RMSNorm gains are folded into the
-    linear maps that read them, and the student's norms scale by sqrt(D/d) so a projected vector keeps
-    the teacher's normalised magnitude. MLP neurons are kept by |gate|·|up|·|down| weight norms.
+
+def student_config(teacher, size: BackboneSize, head_dim: int | None = None):
+    """The student's HF config in the teacher's family: everything the teacher's config says (vocabulary,
+    special tokens, context, RoPE, activation, sliding window, qkv bias, tied embeddings), the arch's widths.
+
+    Every student head gets its own key/value head (``num_key_value_heads`` = heads): a transferred student
+    keeps whole teacher query heads, each paired with the key/value head of its teacher group.
+    """
+    if teacher.model_type not in SUPPORTED_FAMILIES:
+        raise ValueError(f"NIWT synthesis supports the families {', '.join(SUPPORTED_FAMILIES)}; the teacher is "
+                         f"{teacher.model_type!r}")
+    values = teacher.to_dict()
+    for derived in ("layer_types", "architectures", "transformers_version", "_name_or_path", "torch_dtype", "dtype"):
+        values.pop(derived, None)  # recomputed for the student's depth, or about the teacher's checkpoint only
+    values.update(hidden_size=size.hidden_size, intermediate_size=size.intermediate_size,
+                  num_hidden_layers=size.num_hidden_layers, num_attention_heads=size.num_attention_heads,
+                  num_key_value_heads=size.num_attention_heads,
+                  head_dim=head_dim or size.hidden_size // size.num_attention_heads)
+    return type(teacher)(**values)
+
+
+def _kv_rows(head: int, head_dim: int, config) -> torch.Tensor:
+    """Rows of k_proj/v_proj serving query head ``head`` (its grouped-query key/value head)."""
+    group = config.num_attention_heads // (config.num_key_value_heads or config.num_attention_heads)
+    kv = head // group
+    return torch.arange(kv * head_dim, (kv + 1) * head_dim)
+
+
+def transfer_weights(teacher, student, basis: torch.Tensor, layers: list[int], heads: dict[int, list[int]]) -> dict:
+    """Fill ``student`` from ``teacher`` (same family) projected onto ``basis`` [student_hidden, teacher_hidden].
+
+    The student's residual stream is ``basis @ teacher residual``. RMSNorm gains (``1 + w`` in Gemma) are
+    folded into the linear maps that read them, and the student's norms scale by sqrt(D/d) so a projected
+    vector keeps the teacher's normalised magnitude. Gemma scales embeddings by sqrt(width): the student's
+    embedding carries sqrt(D/d) so its residual stream starts at the projected teacher's, and with tied
+    weights the final norm drops that factor again (untied, the final norm folds into the head exactly).
+    Query heads are kept whole with their key/value group's rows (and biases, as in Qwen2). MLP neurons are
+    kept by |gate|·|up|·|down| weight norms.
     """
     t, s = teacher.state_dict(), {}
     d_t, d_s = basis.shape[1], basis.shape[0]
     gain = math.sqrt(d_t / d_s)
-    head_dim = teacher.config.hidden_size // teacher.config.num_attention_heads
+    offset = norm_offset(teacher.config)
+    scaled = teacher.config.model_type == "gemma"
+    tied = bool(teacher.config.tie_word_embeddings)
+    head_dim = head_dim_of(teacher.config)
     U = basis.float()
-    s["model.embed_tokens.weight"] = t["model.embed_tokens.weight"] @ U.T
-    final = t["model.norm.weight"]
-    s["model.norm.weight"] = gain * torch.einsum("ij,j,ij->i", U, final, U)
-    neurons = {}
+    s["model.embed_tokens.weight"] = t["model.embed_tokens.weight"] @ U.T * (gain if scaled else 1.0)
+    final = t["model.norm.weight"].float() + offset
+    if tied:  # the head is the embedding: the final norm's gain can only be approximated in the new basis
+        s["model.norm.weight"] = (1.0 if scaled else gain) * torch.einsum("ij,j,ij->i", U, final, U) - offset
+    else:  # folded into the head exactly
+        s["lm_head.weight"] = t["lm_head.weight"] * final @ U.T
+        s["model.norm.weight"] = torch.full((d_s,), gain - offset)
     for new, old in enumerate(layers):
         p, q = f"model.layers.{old}.", f"model.layers.{new}."
-        g1, g2 = t[p + "input_layernorm.weight"], t[p + "post_attention_layernorm.weight"]
-        rows = torch.cat([torch.arange(h * head_dim, (h + 1) * head_dim) for h in heads[old]])
-        for name in ("q_proj", "k_proj", "v_proj"):
-            s[q + f"self_attn.{name}.weight"] = t[p + f"self_attn.{name}.weight"][rows] * g1 @ U.T
-        s[q + "self_attn.o_proj.weight"] = U @ t[p + "self_attn.o_proj.weight"][:, rows]
+        g1 = t[p + "input_layernorm.weight"].float() + offset
+        g2 = t[p + "post_attention_layernorm.weight"].float() + offset
+        rows = {"q_proj": torch.cat([torch.arange(h * head_dim, (h + 1) * head_dim) for h in heads[old]])}
+        rows["k_proj"] = rows["v_proj"] = torch.cat([_kv_rows(h, head_dim, teacher.config) for h in heads[old]])
+        for name, kept in rows.items():
+            s[q + f"self_attn.{name}.weight"] = t[p + f"self_attn.{name}.weight"][kept] * g1 @ U.T
+            if p + f"self_attn.{name}.bias" in t:
+                s[q + f"self_attn.{name}.bias"] = t[p + f"self_attn.{name}.bias"][kept]
+        s[q + "self_attn.o_proj.weight"] = U @ t[p + "self_attn.o_proj.weight"][:, rows["q_proj"]]
+        if p + "self_attn.o_proj.bias" in t:
+            s[q + "self_attn.o_proj.bias"] = U @ t[p + "self_attn.o_proj.bias"]
         gate, up, down = (t[p + f"mlp.{n}_proj.weight"] for n in ("gate", "up", "down"))
         score = gate.norm(dim=1) * up.norm(dim=1) * down.norm(dim=0)
         keep = score.argsort(descending=True)[:student.config.intermediate_size].sort().values
-        neurons[old] = keep.tolist()
         s[q + "mlp.gate_proj.weight"] = gate[keep] * g2 @ U.T
         s[q + "mlp.up_proj.weight"] = up[keep] * g2 @ U.T
         s[q + "mlp.down_proj.weight"] = U @ down[:, keep]
-        s[q + "input_layernorm.weight"] = torch.full((d_s,), gain)
-        s[q + "post_attention_layernorm.weight"] = torch.full((d_s,), gain)
+        s[q + "input_layernorm.weight"] = torch.full((d_s,), gain - offset)
+        s[q + "post_attention_layernorm.weight"] = torch.full((d_s,), gain - offset)
     missing, unexpected = student.load_state_dict({k: v.contiguous() for k, v in s.items()}, strict=False)
-    missing = [m for m in missing if m != "lm_head.weight"]
+    missing = [m for m in missing if m != "lm_head.weight" or not tied]
     if missing or unexpected:
         raise RuntimeError(f"transfer left student tensors unset {missing[:5]} / unknown {unexpected[:5]}")
     student.tie_weights()
     return {"layers": layers, "heads": {str(k): v for k, v in heads.items()}, "norm_gain": gain,
-            "mlp_neurons_kept": student.config.intermediate_size}
+            "mlp_neurons_kept": student.config.intermediate_size, "family": teacher.config.model_type}
 
 
-def synthesize(teacher: LlamaForCausalLM, arch: StudentArch, profiles: dict[str, dict], basis: torch.Tensor,
-               seed: int) -> tuple[LlamaForCausalLM, dict]:
-    """The student backbone and the resolved plan (adapter ranks, layer/head maps) to write as student_arch.json."""
+def synthesize(teacher, arch: StudentArch, profiles: dict[str, dict], basis: torch.Tensor, seed: int) -> tuple[object, dict]:
+    """The student backbone (in the teacher's family) and the resolved plan (adapter ranks, layer/head maps)."""
+    from transformers import AutoModelForCausalLM
+
     size = arch.backbone
-    config = student_config(teacher.config, size)
-    t_head_dim = teacher.config.hidden_size // teacher.config.num_attention_heads
+    t_head_dim = head_dim_of(teacher.config)
     if arch.init == "transfer":
-        if size.hidden_size // size.num_attention_heads != t_head_dim:
-            raise ValueError(f"init=transfer keeps whole teacher heads: student head_dim "
-                             f"{size.hidden_size // size.num_attention_heads} must equal the teacher's {t_head_dim}")
+        if size.num_attention_heads > teacher.config.num_attention_heads:
+            raise ValueError(f"student has {size.num_attention_heads} heads, the teacher only "
+                             f"{teacher.config.num_attention_heads}")
         if basis.shape[0] < size.hidden_size:
             raise ValueError(f"the profile's residual basis has {basis.shape[0]} directions; the student needs "
                              f"{size.hidden_size} (raise profile residual_components)")
         if size.num_hidden_layers > teacher.config.num_hidden_layers:
             raise ValueError(f"student has {size.num_hidden_layers} layers, the teacher only {teacher.config.num_hidden_layers}")
+    config = student_config(teacher.config, size, t_head_dim if arch.init == "transfer" else None)  # whole teacher heads
     torch.manual_seed(seed)
-    student = LlamaForCausalLM(config)
+    student = AutoModelForCausalLM.from_config(config)
     ratio = sum(p.numel() for p in student.parameters()) / sum(p.numel() for p in teacher.parameters())
     if ratio > arch.max_param_ratio:
         raise ValueError(f"student backbone is {ratio:.3f}× the teacher; student_arch max_param_ratio is {arch.max_param_ratio}")
-    plan: dict = {"init": arch.init, "param_ratio": round(ratio, 6)}
+    plan: dict = {"init": arch.init, "param_ratio": round(ratio, 6), "family": config.model_type}
     if arch.init == "transfer":
         layers = rank_layers([p["layer_drop"] for p in profiles.values()], size.num_hidden_layers)
         heads = {l: rank_heads([p["head_importance"] for p in profiles.values()], l, size.num_attention_heads) for l in layers}

@@ -49,11 +49,17 @@ def test_synthesized_student_is_smaller_and_copies_no_teacher_tensor(teacher):
         assert not any(tensor.shape == t.shape and torch.equal(tensor, t) for t in teacher_tensors)
 
 
-def test_head_dim_mismatch_is_refused_for_transfer(teacher):
+def test_transfer_keeps_whole_teacher_heads_at_any_student_width(teacher):
+    """4 heads in a 16-wide student still have the teacher's head_dim 8 (the config says so explicitly)."""
     arch = StudentArch(backbone=BackboneSize(hidden_size=16, num_hidden_layers=2, num_attention_heads=4, intermediate_size=32),
                        max_param_ratio=0.9)
-    with pytest.raises(ValueError, match="head_dim"):
-        synthesize(teacher, arch, {}, torch.eye(32)[:16], seed=42)
+    profiles = {"reasoning": {"layer_drop": {"0": 0.5, "1": 0.1, "2": 0.9}, "head_importance": [[1, 0, 0.5, 0.2]] * 3,
+                              "key_layers": [2], "explained_variance": {"2": [0.6, 0.4]}}}
+    student, _ = synthesize(teacher, arch, profiles, torch.eye(32)[:16], seed=42)
+    assert student.config.head_dim == 8 and student.model.layers[0].self_attn.q_proj.weight.shape == (32, 16)
+    with pytest.raises(ValueError, match="heads"):
+        synthesize(teacher, arch.model_copy(update={"backbone": BackboneSize(hidden_size=16, num_attention_heads=8)}),
+                   profiles, torch.eye(32)[:16], seed=42)
 
 
 def test_shipped_student_arch_validates():
