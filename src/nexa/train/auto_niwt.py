@@ -21,6 +21,7 @@ from nexa.ledger.datasets import read_dataset_rows
 from nexa.ledger.hashing import sha256_json
 from nexa.ledger.listings import NIWT_VERIFICATION_ROWS, split_by_capability
 from nexa.ledger.store import atomic_write_bytes
+from nexa.train.sources import SUPPORTED_FAMILIES
 
 NIWT_STAGES = ("data", "teacher", "distill", "teacher_registry", "router", "profile", "synthesize", "student_niwt")
 
@@ -45,13 +46,13 @@ class NiwtPlan(BaseModel):
 def plan_niwt(lab: Lab, name: str, dataset: str, teacher, steps: int, batch_size: int) -> NiwtPlan:
     """The NIWT pipeline for ``teacher`` (a :class:`nexa.train.auto.ModelInfo`) on ``dataset``, sized to both.
 
-    Raises ValueError when the teacher is not a Llama-family model (the student is synthesized from its layers)
+    Raises ValueError when the teacher is not of a supported family (the student is synthesized from its layers)
     or the dataset is not QA rows with a train and a held-out split per capability.
     """
     config = json.loads((teacher.path / "config.json").read_text())
-    if config.get("model_type") != "llama":
-        raise ValueError(f"{teacher.path}: NIWT synthesizes its student from a Llama-family teacher (model_type llama); "
-                         f"this one is {config.get('model_type')!r}; use kd for other families")
+    if config.get("model_type") not in SUPPORTED_FAMILIES:
+        raise ValueError(f"{teacher.path}: NIWT synthesizes its student in the teacher's family, one of "
+                         f"{', '.join(SUPPORTED_FAMILIES)}; this one is {config.get('model_type')!r}; use kd for other models")
     grouped = split_by_capability(read_dataset_rows(lab, dataset), dataset)
     counts = {c: {s: sum(r["split"] == s for r in rows) for s in ("train", "eval")} for c, rows in grouped.items()}
     smallest = min(c["train"] for c in counts.values())

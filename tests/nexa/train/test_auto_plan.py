@@ -117,8 +117,8 @@ def test_niwt_plans_the_niwt_stages_sized_to_the_teacher_and_refuses_unusable_da
     assert path.name.startswith("niwt-n-") and path.read_text() == niwt.yaml()
     other = tmp_path / "qwen"
     shutil.copytree(model.path, other)
-    (other / "config.json").write_text(json.dumps({**json.loads((other / "config.json").read_text()), "model_type": "qwen2"}))
-    with pytest.raises(ValueError, match="NIWT synthesizes its student from a Llama-family teacher.*'qwen2'"):
+    (other / "config.json").write_text(json.dumps({**json.loads((other / "config.json").read_text()), "model_type": "phi3"}))
+    with pytest.raises(ValueError, match="NIWT synthesizes its student in the teacher's family, one of llama, qwen2.*'phi3'"):
         auto_niwt.plan_niwt(lab, "n", "niwt-ok@v1", plan.inspect_model(str(other)), steps=9, batch_size=4)
     write_dataset_version(lab, "niwt-train-only", [{**r, "split": "train"} for r in rows], row_schema="qa")
     with pytest.raises(ValueError, match="'reasoning' has no eval/val/test rows; NIWT needs both"):
