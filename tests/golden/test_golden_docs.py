@@ -65,7 +65,7 @@ NOT_RUN = {
     "nexa serve path/to/bundle --port 8000 --token \"$NEXA_SERVE_TOKEN\"": "serves until stopped: tests/nexa/serve/",
     "nexa session add hf": "reads a secret from a terminal: tests/nexa/session/",
     "nexa ui": PROSE, "nexa report": PROSE,
-    **{line: PROSE for line in ("nexa auto", "nexa bundle build", "nexa cost", "nexa cost report", "nexa data prepare",
+    **{line: PROSE for line in ("nexa auto", "nexa bundle build", "nexa bundle verify", "nexa niwt gate", "nexa cost", "nexa cost report", "nexa data prepare",
                                 "nexa distill materialize", "nexa eval", "nexa eval lm-eval", "nexa eval run", "nexa feedback",
                                 "nexa feedback review", "nexa infra", "nexa infra status", "nexa infra status --remove-orphans",
                                 "nexa init", "nexa pack", "nexa run", "nexa serve", "nexa session list", "nexa session start",
