@@ -12,6 +12,24 @@ for _var in ("NEXA_SCRATCH", "NEXA_DURABLE", "NEXA_RUN_ID", "NEXA_CHECKPOINT_DIR
     os.environ.pop(_var, None)
 
 
+def pytest_collection_modifyitems(session, config, items):
+    from golden_background import golden_last
+
+    golden_last(items)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def background_runs(request, tmp_path_factory):
+    """Start the golden runs the selected tests need as the session starts (see golden_background.py)."""
+    from golden_background import BackgroundRuns, RUNS, runs_needed
+
+    runs = BackgroundRuns(tmp_path_factory.mktemp("background"))
+    for name in runs_needed(request.session.items):
+        runs.start(name, RUNS[name])
+    yield runs
+    runs.stop()
+
+
 @pytest.fixture
 def lab(tmp_path):
     from nexa.ledger import Lab

@@ -36,12 +36,12 @@ def s3_server() -> Iterator[str]:
     endpoint = f"http://127.0.0.1:{port}"
     saved = {k: os.environ.get(k) for k in (*S3_ENV, "AWS_ENDPOINT_URL")}
     os.environ.update({**S3_ENV, "AWS_ENDPOINT_URL": endpoint})
-    _forget_s3_clients()
+    forget_s3_clients()
     try:
         yield endpoint
     finally:
         server.stop()
-        _forget_s3_clients()
+        forget_s3_clients()
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
@@ -49,7 +49,7 @@ def s3_server() -> Iterator[str]:
                 os.environ[key] = value
 
 
-def _forget_s3_clients() -> None:
+def forget_s3_clients() -> None:
     """fsspec reuses S3 filesystems (and their endpoint) across calls: drop them when the server changes."""
     import s3fs
 

@@ -1,27 +1,21 @@
 """The golden pipeline through `nexa infra launch --backend local`: node SIGKILLed midway, launched again, finished.
 
 The durable tier is a bucket on a real S3 API (moto's server on localhost, reached by s3fs over
-HTTP); scratch is the node's own folder. The artifact hashes are compared with the uninterrupted run
-the ``golden`` fixture already made (durable folder in its lab), so the pipeline runs once more here,
-not twice.
+HTTP); scratch is the node's own folder. The launches themselves are made in the background from the
+session's start (``launch_killed_then_relaunched`` in golden_background.py); this test asserts on what they
+observed. The artifact hashes are compared with the uninterrupted run the ``golden`` fixture made, so the
+pipeline runs once more for this test, not twice.
 """
 
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
-
-import boto3
-import yaml
 
 from nexa.ledger import Lab
 from nexa.ledger.runs import list_runs
 from nexa.ledger.store import DurableStore
-from nexa.pipeline.spec import install_builtin_pipelines
-from s3_server import new_bucket, s3  # noqa: F401 - s3 is a fixture
+from s3_server import S3_ENV, forget_s3_clients
 
 NEXA = [sys.executable, "-m", "nexa.cli"]
 LAUNCH_KEYS = {"cluster", "backend", "run_id", "status", "durable", "cost_usd", "teardown"}
@@ -33,44 +27,22 @@ DETERMINISTIC = ["data", "tokenizer", "teacher", "distill", "pack", "teacher_reg
                  "weak_data", "student_before", "weakness", "feedback_data", "student_after", "feedback"]
 
 
-def _launch(lab: Path, durable: str) -> subprocess.Popen:
-    return subprocess.Popen([*NEXA, "infra", "launch", "--pipeline", "pipelines/golden.yaml", "--backend", "local",
-                             "--durable", durable, "--budget", "50", "--json"],
-                            cwd=lab, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def test_golden_launch_killed_midway_resumes_from_s3_with_the_same_artifacts(golden, golden_relaunch, monkeypatch):
+    run = golden_relaunch
+    for key, value in {**S3_ENV, "AWS_ENDPOINT_URL": run["endpoint"]}.items():
+        monkeypatch.setenv(key, value)
+    forget_s3_clients()
+    lab, durable = Lab(run["lab"]), run["durable"]
+    killed, relaunched = run["killed"], run["relaunched"]
+    assert killed["returncode"] == 1, killed["stderr"][-2000:]
+    killed_result = json.loads(killed["stdout"])
+    assert killed_result["status"] == "failed" and killed_result["teardown"] is True and not killed["scratch_left"]
 
-
-def _committed(durable: str, stage: str) -> bool:
-    bucket, prefix = durable[len("s3://"):].split("/", 1)
-    listing = boto3.client("s3").list_objects_v2(Bucket=bucket, Prefix=f"{prefix}/stages/{stage}/")
-    return any(o["Key"].endswith("/stage.json.sha256") for o in listing.get("Contents", []))
-
-
-def test_golden_launch_killed_midway_resumes_from_s3_with_the_same_artifacts(golden, s3, tmp_path):
-    lab = Lab.init(tmp_path / "lab")
-    install_builtin_pipelines(lab)
-    config = yaml.safe_load((lab.root / "nexa.yaml").read_text())
-    config["prices"] = {"compute": {"local": {"cpu": 0.9}}}  # what an equivalent cloud CPU node would bill
-    (lab.root / "nexa.yaml").write_text(yaml.safe_dump(config))
-    durable = new_bucket() + "/lab"
-
-    first = _launch(lab.root, durable)
-    deadline = time.monotonic() + 600
-    while not _committed(durable, "tokenizer") and time.monotonic() < deadline and first.poll() is None:
-        time.sleep(0.5)
-    record = json.loads((lab.root / "runs" / "clusters" / "nexa-golden.json").read_text())
-    os.killpg(record["pid"], signal.SIGKILL)  # the node, inside the teacher stage (it follows tokenizer)
-    out, err = first.communicate(timeout=120)
-    killed = json.loads(out)
-    assert first.returncode == 1 and killed["status"] == "failed" and killed["teardown"] is True, err[-2000:]
-    assert not Path(record["scratch"]).parent.exists()
-
-    second = _launch(lab.root, durable)
-    out, err = second.communicate(timeout=1200)
-    assert second.returncode == 0, err[-3000:]
-    result = json.loads(out)
+    assert relaunched["returncode"] == 0, relaunched["stderr"][-3000:]
+    result = json.loads(relaunched["stdout"])
     assert set(result) == LAUNCH_KEYS and result["status"] == "succeeded" and result["teardown"] is True
     assert result["backend"] == "local" and result["durable"] == durable and result["cost_usd"] > 0
-    assert not Path(json.loads((lab.root / "runs" / "clusters" / "nexa-golden.json").read_text())["scratch"]).parent.exists()
+    assert not relaunched["scratch_left"]
 
     manifest = next(m for m in list_runs(lab) if m.run_id == result["run_id"])
     statuses = {s.name: s.status for s in manifest.stages}

@@ -1,0 +1,187 @@
+"""The suite's two full golden runs, made in the background while the rest of the suite runs.
+
+The golden tests need two complete runs of the golden pipeline: the shared ``nexa demo`` (then rerun, all
+cached) and the launch on the local backend that is SIGKILLed midway and launched again against an S3
+server. Made one after the other in the foreground they were 14 of the suite's 22 minutes on 2 cores, with
+one core mostly idle: each run is one process at one torch thread. So both start, in their own
+subprocesses, when the session starts; the golden tests are ordered last and wait for their results.
+
+Both runs use one torch thread explicitly, so their deterministic stages hash the same (what the kill/relaunch
+test compares) however the suite was started.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Callable
+
+import yaml
+from s3_server import S3_ENV
+
+NEXA = [sys.executable, "-m", "nexa.cli"]
+ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+GOLDEN_DIR = Path(__file__).parent / "golden"
+
+
+def golden_last(items) -> None:
+    """Order the golden tests after every other test, so the suite works while their runs are made."""
+    items.sort(key=_is_golden)  # stable: the order within each group is kept
+
+
+def _is_golden(item) -> bool:
+    return GOLDEN_DIR in Path(str(item.path)).parents
+
+
+class BackgroundRuns:
+    """Started runs by name; a test asks for a result and waits only if the run is still going."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.processes: list[subprocess.Popen] = []
+        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="golden")
+        self._runs: dict[str, Future] = {}
+
+    def start(self, name: str, run: Callable[["BackgroundRuns", Path], dict]) -> None:
+        workdir = self.root / name
+        workdir.mkdir(parents=True)
+        self._runs[name] = self._pool.submit(run, self, workdir)
+
+    def result(self, name: str) -> dict:
+        if name not in self._runs:  # a run nobody selected at session start (e.g. pytest -k): make it now
+            self.start(name, RUNS[name])
+        return self._runs[name].result()
+
+    def popen(self, args: list[str], **kwargs) -> subprocess.Popen:
+        """Start ``args`` in its own session; output is piped (read it with communicate) unless redirected."""
+        kwargs.setdefault("stdout", subprocess.PIPE)
+        kwargs.setdefault("stderr", subprocess.PIPE)
+        proc = subprocess.Popen(args, start_new_session=True, text=True, **kwargs)
+        self.processes.append(proc)
+        return proc
+
+    def stop(self) -> None:
+        """End whatever is still running (an aborted session), children included."""
+        for proc in self.processes:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def demo_twice(runs: BackgroundRuns, workdir: Path) -> dict:
+    """``nexa demo --json`` in a fresh lab, then again in the same lab (everything cached)."""
+    lab = workdir / "lab"
+    first, first_seconds = _demo(runs, lab)
+    second, second_seconds = _demo(runs, lab)
+    return {"lab": lab, "first": first, "second": second, "t1": first_seconds, "t2": second_seconds}
+
+
+def _demo(runs: BackgroundRuns, lab: Path) -> tuple[dict, float]:
+    started = time.perf_counter()
+    proc = runs.popen([*NEXA, "demo", "--lab", str(lab), "--json"], env={**os.environ, **ONE_THREAD})
+    out, err = proc.communicate(timeout=1800)
+    assert proc.returncode == 0, err[-3000:]
+    return json.loads(out), time.perf_counter() - started
+
+
+def launch_killed_then_relaunched(runs: BackgroundRuns, workdir: Path) -> dict:
+    """The golden pipeline on the local backend, durable tier on an S3 server: SIGKILL the node inside the
+    teacher stage, launch again, and hand every observation to the test that asserts on them."""
+    from nexa.ledger import Lab
+    from nexa.pipeline.spec import install_builtin_pipelines
+
+    endpoint = _s3_server(runs, workdir)
+    env = {**os.environ, **ONE_THREAD, **S3_ENV, "AWS_ENDPOINT_URL": endpoint}
+    bucket = _new_bucket(endpoint)
+    lab = Lab.init(workdir / "lab")
+    install_builtin_pipelines(lab)
+    config = yaml.safe_load((lab.root / "nexa.yaml").read_text())
+    config["prices"] = {"compute": {"local": {"cpu": 0.9}}}  # what an equivalent cloud CPU node would bill
+    (lab.root / "nexa.yaml").write_text(yaml.safe_dump(config))
+    durable = f"s3://{bucket}/lab"
+    launch = [*NEXA, "infra", "launch", "--pipeline", "pipelines/golden.yaml", "--backend", "local",
+              "--durable", durable, "--budget", "50", "--json"]
+
+    first = runs.popen(launch, cwd=lab.root, env=env)
+    deadline = time.monotonic() + 600
+    while not _committed(endpoint, bucket, "tokenizer") and time.monotonic() < deadline and first.poll() is None:
+        time.sleep(0.5)
+    node = json.loads((lab.root / "runs" / "clusters" / "nexa-golden.json").read_text())
+    os.killpg(node["pid"], signal.SIGKILL)  # the node, inside the teacher stage (it follows tokenizer)
+    killed_out, killed_err = first.communicate(timeout=120)
+    killed_scratch_left = Path(node["scratch"]).parent.exists()
+
+    second = runs.popen(launch, cwd=lab.root, env=env)
+    try:
+        out, err = second.communicate(timeout=1800)
+    finally:
+        if second.poll() is None:  # timed out or interrupted: the node (its own session) must not outlive the suite
+            _kill_node(lab.root)
+    record = json.loads((lab.root / "runs" / "clusters" / "nexa-golden.json").read_text())
+    return {"lab": lab.root, "endpoint": endpoint, "durable": durable,
+            "killed": {"returncode": first.returncode, "stdout": killed_out, "stderr": killed_err,
+                       "scratch_left": killed_scratch_left},
+            "relaunched": {"returncode": second.returncode, "stdout": out, "stderr": err,
+                           "scratch_left": Path(record["scratch"]).parent.exists()}}
+
+
+def _kill_node(lab: Path) -> None:
+    node = json.loads((lab / "runs" / "clusters" / "nexa-golden.json").read_text())
+    try:
+        os.killpg(node["pid"], signal.SIGKILL)
+    except ProcessLookupError:
+        pass  # it had already ended
+
+
+def _s3_server(runs: BackgroundRuns, workdir: Path) -> str:
+    """moto's S3 server in its own process (not a thread of this one, whose GIL the suite keeps busy); it logs
+    every request, so its output goes to a file (a pipe nobody reads would fill and stall every request)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    log = (workdir / "moto.log").open("w")
+    runs.popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return f"http://127.0.0.1:{port}"
+        time.sleep(0.2)
+    raise RuntimeError(f"moto's S3 server did not listen on port {port} within 60 s")
+
+
+def _s3_client(endpoint: str):
+    import boto3
+
+    return boto3.session.Session().client("s3", endpoint_url=endpoint, region_name=S3_ENV["AWS_DEFAULT_REGION"],
+                                         aws_access_key_id=S3_ENV["AWS_ACCESS_KEY_ID"],
+                                         aws_secret_access_key=S3_ENV["AWS_SECRET_ACCESS_KEY"])
+
+
+def _new_bucket(endpoint: str) -> str:
+    name = f"nexa-golden-{os.getpid()}"
+    _s3_client(endpoint).create_bucket(Bucket=name)
+    return name
+
+
+def _committed(endpoint: str, bucket: str, stage: str) -> bool:
+    listing = _s3_client(endpoint).list_objects_v2(Bucket=bucket, Prefix=f"lab/stages/{stage}/")
+    return any(o["Key"].endswith("/stage.json.sha256") for o in listing.get("Contents", []))
+
+
+RUNS: dict[str, Callable[[BackgroundRuns, Path], dict]] = {"demo": demo_twice, "infra_relaunch": launch_killed_then_relaunched}
+# The fixture through which tests receive each run; a session that selects no test using it does not start the run.
+FIXTURES = {"golden": "demo", "golden_relaunch": "infra_relaunch"}
+
+
+def runs_needed(items) -> list[str]:
+    used = {name for item in items for name in getattr(item, "fixturenames", ())}
+    return [run for fixture, run in FIXTURES.items() if fixture in used]
