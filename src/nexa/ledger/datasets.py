@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import io
 import hashlib
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import pyarrow as pa
@@ -103,17 +103,24 @@ def write_dataset_version(
     splits: dict[str, int] | None = None,
     created_by: str | None = None,
     notes: str = "",
+    content_hash: str | None = None,
+    encoded: Callable[[], bytes] | None = None,
 ) -> DatasetManifest:
-    """Write ``rows`` (dicts or an Arrow table) as the next version of ``dataset_id``, or return the version that already holds them."""
+    """Write ``rows`` (dicts or an Arrow table) as the next version of ``dataset_id``, or return the version that already holds them.
+
+    A caller that already has the table's :func:`table_content_hash` and its Parquet bytes (``encoded``:
+    called only when the version is new; ``prepare`` encodes on a worker thread beside its other work)
+    passes them so that neither is computed twice.
+    """
     table = rows if isinstance(rows, pa.Table) else rows_table(rows)
-    content_hash = table_content_hash(table)
+    content_hash = content_hash or table_content_hash(table)
     registry = DatasetRegistry(lab.registry_dir)
     existing = registry.find_hash(dataset_id, content_hash)
     store = lab.durable()
     prefix = f"datasets/{dataset_id}/{content_hash[:16]}"
     if existing is not None and store.exists(f"{prefix}/manifest.json"):
         return read_dataset_manifest(lab, f"{dataset_id}@v{existing.version}")
-    data_ref = store.put_bytes(f"{prefix}/data.parquet", _to_parquet(table))
+    data_ref = store.put_bytes(f"{prefix}/data.parquet", encoded() if encoded is not None else parquet_bytes(table))
     entry = registry.register(
         dataset_id,
         path=data_ref.path,
@@ -187,7 +194,8 @@ def read_dataset_table(lab: Lab, ref: str) -> pa.Table:
     return table
 
 
-def _to_parquet(table: pa.Table) -> bytes:
+def parquet_bytes(table: pa.Table) -> bytes:
+    """How a version's rows are stored: one Parquet file, zstd."""
     sink = io.BytesIO()
     pq.write_table(table, sink, compression="zstd")
     return sink.getvalue()
