@@ -191,7 +191,7 @@ def text_columns(table: pa.Table, schema: RowSchema) -> tuple[pa.Array, pa.Array
 
 def _text_piece(batch: pa.RecordBatch | pa.Table, schema: RowSchema) -> tuple[pa.Array, pa.Array]:
     parts = [pc.fill_null(_contiguous(batch.column(f)), "") for f in schema.text_fields]
-    raw = pc.binary_join_element_wise(*parts, " ") if len(parts) > 1 else parts[0]
+    raw = pc.binary_join_element_wise(*parts, pa.scalar(" ", pa.string())) if len(parts) > 1 else parts[0]
     if pa.types.is_large_string(raw.type):
         raw = raw.cast(pa.string())
     return raw, normalize(raw)
