@@ -35,7 +35,7 @@ def show(ref: str = typer.Argument(..., help="ID or ID@vN"), lab_dir: Path = LAB
                                      "(the file's SHA-256 is always checked)."), json_out: bool = JSON) -> None:
     """A version's schema, counts, filters, lineage and a few rows."""
     lab = Lab.find(lab_dir)
-    from nexa.data.runtime import arrow_without_pandas
+    from nexa.ledger.lean_arrow import arrow_without_pandas
     from nexa.ledger.datasets import read_dataset_head, read_dataset_manifest
 
     arrow_without_pandas()
@@ -79,7 +79,7 @@ def prepare_cmd(
     lab_dir: Path = LAB, json_out: bool = JSON,
 ) -> None:
     """Validate, filter, dedup and split inputs into a new immutable version ID@vN (same inputs → same version)."""
-    from nexa.data.runtime import arrow_without_pandas
+    from nexa.ledger.lean_arrow import arrow_without_pandas
 
     arrow_without_pandas()  # this process converts no pandas objects: spare it pandas' import
     from nexa.data.prepare import SPLIT_BY

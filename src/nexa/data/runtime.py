@@ -11,22 +11,18 @@
   :func:`use_engine_pool` makes jemalloc (or, when pyarrow lacks it, the system allocator) the
   default pool, which keeps freed pages for reuse. Set ``ARROW_DEFAULT_MEMORY_POOL`` to keep your
   own choice; ``NEXA_DATA_THREADS`` sets the number of worker threads.
-* Start-up: pyarrow imports pandas (≈ 0.25 s) the first time any Python or numpy value becomes an Arrow
-  array or scalar, only to ask whether it is a pandas object. :func:`arrow_without_pandas` answers that
-  question once, for processes that hold no pandas objects (the ``nexa data`` commands).
+* Start-up: see :func:`nexa.ledger.lean_arrow.arrow_without_pandas` (the data commands call it).
 """
 
 from __future__ import annotations
 
 import gc
 import os
-import sys
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any, Callable, Iterable, Iterator
 
-import numpy as np
 import pyarrow as pa
 
 WORKERS = int(os.environ.get("NEXA_DATA_THREADS") or min(4, os.cpu_count() or 1))
@@ -76,35 +72,3 @@ def gc_paused() -> Iterator[None]:
         if enabled:
             gc.enable()
 
-
-def arrow_without_pandas() -> bool:
-    """Let pyarrow's pandas check see "no pandas" in a process that holds no pandas objects; True when it took.
-
-    pyarrow asks its pandas shim, on every ``pa.array``/``pa.scalar`` (and so every compute call with a
-    Python literal), whether the value is a pandas object, importing pandas the first time (≈ 0.25 s of a
-    command's start-up). With pandas not importable for that one first check, the shim records "no
-    pandas" and stops asking; anything that really needs pandas later (``to_pandas``) imports it then,
-    as pyarrow retries on those paths. Only for the data commands: a process that builds Arrow arrays
-    *from* pandas objects must not call this. Does nothing when pandas is already imported or the shim
-    is not where this pyarrow keeps it.
-    """
-    shim = getattr(pa.lib, "_pandas_api", None)
-    if "pandas" in sys.modules or shim is None:
-        return False
-    sys.meta_path.insert(0, _NoPandas)  # `import pandas` fails, for the shim's first look only
-    try:
-        seen = shim.have_pandas
-        pa.array(np.zeros(1, dtype=np.int64)).to_numpy(zero_copy_only=False)  # the C++ side's one look
-    finally:
-        sys.meta_path.remove(_NoPandas)
-    return not seen
-
-
-class _NoPandas:
-    """A meta-path finder that refuses pandas (and only pandas)."""
-
-    @staticmethod
-    def find_spec(name: str, path: Any = None, target: Any = None) -> None:
-        if name == "pandas" or name.startswith("pandas."):
-            raise ImportError(f"{name} is kept out of this process's Arrow calls (nexa.data.runtime.arrow_without_pandas)")
-        return None
