@@ -30,13 +30,17 @@ def list_datasets(lab_dir: Path = LAB, json_out: bool = JSON) -> None:
 
 @app.command("show")
 def show(ref: str = typer.Argument(..., help="ID or ID@vN"), lab_dir: Path = LAB,
-         samples: int = typer.Option(3, help="Sample rows to print."), json_out: bool = JSON) -> None:
+         samples: int = typer.Option(3, help="Sample rows to print."),
+         verify: bool = typer.Option(False, "--verify", help="Also recompute the row content hash of the whole version "
+                                     "(the file's SHA-256 is always checked)."), json_out: bool = JSON) -> None:
     """A version's schema, counts, filters, lineage and a few rows."""
     lab = Lab.find(lab_dir)
+    from nexa.ledger.lean_arrow import arrow_without_pandas
     from nexa.ledger.datasets import read_dataset_head, read_dataset_manifest
 
+    arrow_without_pandas()
     manifest = read_dataset_manifest(lab, ref)
-    rows = read_dataset_head(lab, manifest.ref, samples)
+    rows = read_dataset_head(lab, manifest.ref, samples, verify_rows=verify)
     if json_out:
         emit_result({"manifest": json.loads(manifest.model_dump_json()), "samples": rows}, True)
         return
@@ -75,6 +79,9 @@ def prepare_cmd(
     lab_dir: Path = LAB, json_out: bool = JSON,
 ) -> None:
     """Validate, filter, dedup and split inputs into a new immutable version ID@vN (same inputs → same version)."""
+    from nexa.ledger.lean_arrow import arrow_without_pandas
+
+    arrow_without_pandas()  # this process converts no pandas objects: spare it pandas' import
     from nexa.data.prepare import SPLIT_BY
     from nexa.data.rules import RULES, load_rule
     from nexa.data.schema import load_schema

@@ -69,7 +69,7 @@ def normalize(text: pa.Array) -> pa.Array:
     picked = lower.filter(pa.array(messy))
     trimmed = pc.ascii_trim_whitespace(picked) if ascii else pc.utf8_trim_whitespace(picked)
     words = pc.ascii_split_whitespace(trimmed) if ascii else pc.utf8_split_whitespace(trimmed)
-    return pc.replace_with_mask(lower, pa.array(messy), pc.binary_join(words, " "))
+    return pc.replace_with_mask(lower, pa.array(messy), pc.binary_join(words, pa.scalar(" ", pa.string())))
 
 
 def _string_bytes(text: pa.Array) -> tuple[np.ndarray, np.ndarray]:

@@ -352,7 +352,7 @@ def _keep_columns(table: pa.Table, schema: RowSchema) -> pa.Table:
         if name not in result.column_names:
             markers[name] = table.column(name)
     for name, values in markers.items():
-        result = result.append_column(name, pc.if_else(pc.is_valid(values), True, pa.scalar(None, pa.bool_())))
+        result = result.append_column(name, pc.if_else(pc.is_valid(values), pa.scalar(True, pa.bool_()), pa.scalar(None, pa.bool_())))
     return result
 
 

@@ -9,6 +9,7 @@ reviewable ``flagged`` file). :class:`FileCounts` keeps that ledger per input fi
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -24,7 +25,7 @@ from nexa.data.schema import RowSchema
 from nexa.data.splits import DEFAULT_FRACTIONS, assign_splits
 from nexa.data.validate import Problems, check, conform
 from nexa.ledger import ArtifactRef, DatasetManifest, FilterRecord, Lab
-from nexa.ledger.datasets import table_content_hash, write_dataset_version
+from nexa.ledger.datasets import parquet_bytes, table_content_hash, write_dataset_version
 from nexa.ledger.hashing import sha256_bytes
 from nexa.ledger.registry import REF_PATTERN, DatasetRegistry
 
@@ -190,7 +191,7 @@ def text_columns(table: pa.Table, schema: RowSchema) -> tuple[pa.Array, pa.Array
 
 def _text_piece(batch: pa.RecordBatch | pa.Table, schema: RowSchema) -> tuple[pa.Array, pa.Array]:
     parts = [pc.fill_null(_contiguous(batch.column(f)), "") for f in schema.text_fields]
-    raw = pc.binary_join_element_wise(*parts, " ") if len(parts) > 1 else parts[0]
+    raw = pc.binary_join_element_wise(*parts, pa.scalar(" ", pa.string())) if len(parts) > 1 else parts[0]
     if pa.types.is_large_string(raw.type):
         raw = raw.cast(pa.string())
     return raw, normalize(raw)
@@ -278,11 +279,17 @@ def jsonl_bytes(records: list[dict[str, Any]]) -> bytes:
     return "".join(encode(r) + "\n" for r in records).encode("utf-8")
 
 
-def store_side_file(lab: Lab, prefix: str, stem: str, records: list[dict[str, Any]]) -> ArtifactRef | None:
-    """Write quarantine/flagged records beside the data, named by their own hash so no rerun overwrites them."""
+def side_file_bytes(records: list[dict[str, Any]]) -> bytes | None:
+    """Quarantine/flagged records as JSONL in file and row order (None when there are none)."""
     if not records:
         return None
-    data = jsonl_bytes(sorted(records, key=lambda r: (str(r.get("file")), r.get("row") or 0)))
+    return jsonl_bytes(sorted(records, key=lambda r: (str(r.get("file")), r.get("row") or 0)))
+
+
+def store_side_file(lab: Lab, prefix: str, stem: str, data: bytes | None) -> ArtifactRef | None:
+    """Write a side file's bytes (:func:`side_file_bytes`) beside the data, named by their own hash so no rerun overwrites them."""
+    if not data:
+        return None
     return lab.durable().put_bytes(f"{prefix}/{stem}-{sha256_bytes(data)[:12]}.jsonl", data)
 
 
@@ -367,16 +374,19 @@ def prepare(lab: Lab, inputs: list[str], schema: RowSchema, dataset_id: str, *, 
     """
     resolved, parents = resolve_inputs(lab, inputs)
     validated = validate_inputs(resolved, schema, on_rows)
-    filtered = apply_filters(validated, schema, build_filters(list(filters), **(filter_params or {})), on_filter)
-    removed = {r.name: r.removed for r in filtered.records}
-    problem = _refusal(filtered.table.num_rows, len(validated.quarantine), strict)
-    if problem is not None:
-        quarantine = store_side_file(lab, f"quarantine/{run_id or 'unversioned'}", "quarantine", validated.quarantine)
-        return PrepareResult(None, False, quarantine, None, validated.counts, removed, problem)
-    table = with_splits(filtered, schema, fractions or DEFAULT_FRACTIONS, cluster_threshold, split_by)
-    _count_written(validated, table)
-    manifest, created, quarantine, flagged = write_version(lab, dataset_id, schema, table, filtered, validated.quarantine,
-                                                           parents, run_id, notes)
+    with ThreadPoolExecutor(1, thread_name_prefix="nexa-quarantine") as pool:
+        # the quarantine's JSON is encoded beside the filters and the split, whose numpy and Arrow kernels let go of the GIL
+        quarantine_bytes = pool.submit(side_file_bytes, validated.quarantine).result
+        filtered = apply_filters(validated, schema, build_filters(list(filters), **(filter_params or {})), on_filter)
+        removed = {r.name: r.removed for r in filtered.records}
+        problem = _refusal(filtered.table.num_rows, len(validated.quarantine), strict)
+        if problem is not None:
+            quarantine = store_side_file(lab, f"quarantine/{run_id or 'unversioned'}", "quarantine", quarantine_bytes())
+            return PrepareResult(None, False, quarantine, None, validated.counts, removed, problem)
+        table = with_splits(filtered, schema, fractions or DEFAULT_FRACTIONS, cluster_threshold, split_by)
+        _count_written(validated, table)
+        manifest, created, quarantine, flagged = write_version(lab, dataset_id, schema, table, filtered, len(validated.quarantine),
+                                                               quarantine_bytes, parents, run_id, notes)
     return PrepareResult(manifest, created, quarantine, flagged, validated.counts, removed)
 
 
@@ -394,25 +404,38 @@ def _count_written(validated: Validated, table: pa.Table) -> None:
         validated.counts[label].written = int(n)
 
 
-def write_version(lab: Lab, dataset_id: str, schema: RowSchema, table: pa.Table, filtered: Filtered,
-                  quarantine: list[dict[str, Any]], parents: list[str], run_id: str | None,
+def write_version(lab: Lab, dataset_id: str, schema: RowSchema, table: pa.Table, filtered: Filtered, quarantined: int,
+                  quarantine_bytes: Callable[[], bytes | None], parents: list[str], run_id: str | None,
                   notes: str) -> tuple[DatasetManifest, bool, ArtifactRef | None, ArtifactRef | None]:
-    """The version (idempotent by content hash) with its quarantine and flagged files beside ``data.parquet``."""
+    """The version (idempotent by content hash) with its quarantine and flagged files beside ``data.parquet``.
+
+    The rows are encoded to Parquet once, on a worker thread (the encoder lets go of the GIL), while this
+    thread hashes the columns and writes the side files; the hash and the bytes are handed to the ledger.
+    """
     rows = user_table(table)
+    with ThreadPoolExecutor(1, thread_name_prefix="nexa-parquet") as pool:
+        encoded = pool.submit(parquet_bytes, rows)
+        return _write_version(lab, dataset_id, schema, rows, table, filtered, quarantined, quarantine_bytes, parents, run_id,
+                              notes, encoded.result)
+
+
+def _write_version(lab: Lab, dataset_id: str, schema: RowSchema, rows: pa.Table, table: pa.Table, filtered: Filtered,
+                   quarantined: int, quarantine_bytes: Callable[[], bytes | None], parents: list[str], run_id: str | None,
+                   notes: str, encoded: Callable[[], bytes]) -> tuple[DatasetManifest, bool, ArtifactRef | None, ArtifactRef | None]:
     content_hash = table_content_hash(rows)
     prefix = f"datasets/{dataset_id}/{content_hash[:16]}"
-    quarantine_ref = store_side_file(lab, prefix, "quarantine", quarantine)
-    flagged_ref = store_side_file(lab, prefix, "flagged", filtered.flagged)
+    quarantine_ref = store_side_file(lab, prefix, "quarantine", quarantine_bytes())
+    flagged_ref = store_side_file(lab, prefix, "flagged", side_file_bytes(filtered.flagged))
     quarantine_path, flagged_path = _path(quarantine_ref), _path(flagged_ref)
     flagged_by = {item["filter"] for item in filtered.flagged}
     records = [r.model_copy(update={"params": {**r.params, "flagged_file": flagged_path}}) if r.name in flagged_by else r
                for r in filtered.records]
-    validation = FilterRecord(name="schema_validation", version="1", removed=len(quarantine),
+    validation = FilterRecord(name="schema_validation", version="1", removed=quarantined,
                               params={"schema": schema.ref, "schema_source": schema.source, "quarantine_file": quarantine_path})
     splits = {d["values"]: d["counts"] for d in pc.value_counts(table.column("split").combine_chunks()).to_pylist()}
     created = DatasetRegistry(lab.registry_dir).find_hash(dataset_id, content_hash) is None
     manifest = write_dataset_version(
         lab, dataset_id, rows, row_schema=schema.name, parents=parents, filters=[validation, *records],
-        splits=dict(sorted(splits.items())), created_by=run_id, notes=notes,
+        splits=dict(sorted(splits.items())), created_by=run_id, notes=notes, content_hash=content_hash, encoded=encoded,
     )
     return manifest, created, quarantine_ref, flagged_ref

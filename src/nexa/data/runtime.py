@@ -11,6 +11,7 @@
   :func:`use_engine_pool` makes jemalloc (or, when pyarrow lacks it, the system allocator) the
   default pool, which keeps freed pages for reuse. Set ``ARROW_DEFAULT_MEMORY_POOL`` to keep your
   own choice; ``NEXA_DATA_THREADS`` sets the number of worker threads.
+* Start-up: see :func:`nexa.ledger.lean_arrow.arrow_without_pandas` (the data commands call it).
 """
 
 from __future__ import annotations
@@ -70,3 +71,4 @@ def gc_paused() -> Iterator[None]:
     finally:
         if enabled:
             gc.enable()
+

@@ -18,8 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import SchemaError
 
 from nexa.ledger.store import atomic_write_bytes
 
@@ -73,7 +71,9 @@ class RowSchema:
         return f"{self.name}@{self.version}"
 
     @cached_property
-    def validator(self) -> Draft202012Validator:
+    def validator(self) -> "Draft202012Validator":  # noqa: F821 - jsonschema is imported when a row needs it (start-up)
+        from jsonschema import Draft202012Validator
+
         return Draft202012Validator(self.document)
 
     @cached_property
@@ -133,12 +133,14 @@ def _only_supported(node: dict[str, Any]) -> bool:
     return node.get("additionalProperties", True) in (True, False)
 
 
-def parse_schema(document: dict[str, Any], source: str) -> RowSchema:
-    """Check a JSON Schema document and its ``x-nexa`` block; every problem names ``source``."""
-    try:
-        Draft202012Validator.check_schema(document)
-    except SchemaError as exc:
-        raise ValueError(f"{source}: not a valid JSON Schema: {exc.message}") from exc
+def parse_schema(document: dict[str, Any], source: str, *, shipped: bool = False) -> RowSchema:
+    """Check a JSON Schema document and its ``x-nexa`` block; every problem names ``source``.
+
+    ``shipped``: a schema file of this package, whose JSON Schema validity the test suite checks
+    (``test_shipped_schemas_are_valid_json_schema``), so commands skip importing ``jsonschema`` for it.
+    """
+    if not shipped:
+        check_json_schema(document, source)
     meta = document.get("x-nexa")
     if not isinstance(meta, dict) or not isinstance(meta.get("name"), str) or not isinstance(meta.get("version"), int):
         raise ValueError(f'{source}: needs an "x-nexa" object with "name" (string) and "version" (integer)')
@@ -151,12 +153,23 @@ def parse_schema(document: dict[str, Any], source: str) -> RowSchema:
     return RowSchema(meta["name"], meta["version"], document, text_fields, source)
 
 
+def check_json_schema(document: dict[str, Any], source: str) -> None:
+    """Raise ``ValueError`` naming ``source`` unless ``document`` is a valid JSON Schema (draft 2020-12)."""
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import SchemaError
+
+    try:
+        Draft202012Validator.check_schema(document)
+    except SchemaError as exc:
+        raise ValueError(f"{source}: not a valid JSON Schema: {exc.message}") from exc
+
+
 def builtin_schemas() -> dict[str, RowSchema]:
     """Every schema file shipped in ``nexa/data/schemas`` by name (the highest version wins)."""
     found: dict[str, RowSchema] = {}
     for entry in sorted(resources.files("nexa.data").joinpath(SCHEMA_DIR).iterdir(), key=lambda p: p.name):
         if entry.name.endswith(".json"):
-            schema = parse_schema(json.loads(entry.read_text()), f"nexa/data/schemas/{entry.name}")
+            schema = parse_schema(json.loads(entry.read_text()), f"nexa/data/schemas/{entry.name}", shipped=True)
             if schema.name not in found or found[schema.name].version < schema.version:
                 found[schema.name] = schema
     return found

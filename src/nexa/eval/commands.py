@@ -122,6 +122,9 @@ def judge(generations: str = typer.Option(..., "--generations", help="Run id of 
 def analyze(scores: str = typer.Option(..., "--scores", help="Run id of a `nexa eval judge` run."),
             lab_dir: Path = LAB, json_out: bool = JSON) -> None:
     """leaderboard.parquet, eval_report.json/.md, and eval_status/report/summary in the run manifest."""
+    from nexa.ledger.lean_arrow import arrow_without_pandas
+
+    arrow_without_pandas()  # this process converts no pandas objects: spare it pandas' import
     lab = Lab.find(lab_dir)
     scored = read_step(lab, scores, "scores.jsonl")
     with start_run(lab, "eval_analyze", config={"scores": scores}) as run:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import io
 import hashlib
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import pyarrow as pa
@@ -103,17 +103,24 @@ def write_dataset_version(
     splits: dict[str, int] | None = None,
     created_by: str | None = None,
     notes: str = "",
+    content_hash: str | None = None,
+    encoded: Callable[[], bytes] | None = None,
 ) -> DatasetManifest:
-    """Write ``rows`` (dicts or an Arrow table) as the next version of ``dataset_id``, or return the version that already holds them."""
+    """Write ``rows`` (dicts or an Arrow table) as the next version of ``dataset_id``, or return the version that already holds them.
+
+    A caller that already has the table's :func:`table_content_hash` and its Parquet bytes (``encoded``:
+    called only when the version is new; ``prepare`` encodes on a worker thread beside its other work)
+    passes them so that neither is computed twice.
+    """
     table = rows if isinstance(rows, pa.Table) else rows_table(rows)
-    content_hash = table_content_hash(table)
+    content_hash = content_hash or table_content_hash(table)
     registry = DatasetRegistry(lab.registry_dir)
     existing = registry.find_hash(dataset_id, content_hash)
     store = lab.durable()
     prefix = f"datasets/{dataset_id}/{content_hash[:16]}"
     if existing is not None and store.exists(f"{prefix}/manifest.json"):
         return read_dataset_manifest(lab, f"{dataset_id}@v{existing.version}")
-    data_ref = store.put_bytes(f"{prefix}/data.parquet", _to_parquet(table))
+    data_ref = store.put_bytes(f"{prefix}/data.parquet", encoded() if encoded is not None else parquet_bytes(table))
     entry = registry.register(
         dataset_id,
         path=data_ref.path,
@@ -153,15 +160,31 @@ def read_dataset_rows(lab: Lab, ref: str) -> list[dict[str, Any]]:
     return read_dataset_table(lab, ref).to_pylist()
 
 
-def read_dataset_head(lab: Lab, ref: str, n: int) -> list[dict[str, Any]]:
-    """The first ``n`` rows, hash-checked like the rest (the whole version is verified; only ``n`` become dicts)."""
-    return read_dataset_table(lab, ref).slice(0, n).to_pylist()
+def read_dataset_head(lab: Lab, ref: str, n: int, *, verify_rows: bool = False) -> list[dict[str, Any]]:
+    """The first ``n`` rows of a version, for a look at it (``nexa data show``).
+
+    The Parquet file's bytes are checked against their SHA-256 on every read, as every artifact's are; only
+    the rows printed are decoded. ``verify_rows`` also recomputes the row content hash of the whole version
+    (what :func:`read_dataset_table` does for every consumer of the rows), a second pass over every row.
+    """
+    if verify_rows:
+        return read_dataset_table(lab, ref).slice(0, n).to_pylist()
+    data = _version_bytes(lab, ref)[1]
+    if n <= 0:
+        return []
+    head = next(pq.ParquetFile(io.BytesIO(data)).iter_batches(batch_size=n), None)
+    return head.to_pylist() if head is not None else []
+
+
+def _version_bytes(lab: Lab, ref: str) -> tuple[tuple[str, Any], bytes]:
+    """The registry entry of ``ref`` and its Parquet bytes, checked against the file's SHA-256."""
+    dataset_id, entry = DatasetRegistry(lab.registry_dir).resolve(ref)
+    return (dataset_id, entry), lab.durable().get_bytes(f"datasets/{dataset_id}/{entry.hash[:16]}/data.parquet")
 
 
 def read_dataset_table(lab: Lab, ref: str) -> pa.Table:
     """A dataset version as an Arrow table; the Parquet bytes and the row content are both hash-checked."""
-    dataset_id, entry = DatasetRegistry(lab.registry_dir).resolve(ref)
-    data = lab.durable().get_bytes(f"datasets/{dataset_id}/{entry.hash[:16]}/data.parquet")
+    (dataset_id, entry), data = _version_bytes(lab, ref)
     table = pq.ParquetFile(io.BytesIO(data)).read()  # read_table goes through pyarrow.dataset: +0.6 s of imports (pandas)
     actual = table_content_hash(table)
     if actual != entry.hash and rows_content_hash(table.to_pylist()) != entry.hash:
@@ -171,7 +194,8 @@ def read_dataset_table(lab: Lab, ref: str) -> pa.Table:
     return table
 
 
-def _to_parquet(table: pa.Table) -> bytes:
+def parquet_bytes(table: pa.Table) -> bytes:
+    """How a version's rows are stored: one Parquet file, zstd."""
     sink = io.BytesIO()
     pq.write_table(table, sink, compression="zstd")
     return sink.getvalue()

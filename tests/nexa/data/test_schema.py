@@ -3,7 +3,7 @@ import json
 import pyarrow as pa
 import pytest
 
-from nexa.data.schema import SchemaNotFoundError, builtin_schemas, load_schema, register_schema
+from nexa.data.schema import SchemaNotFoundError, builtin_schemas, check_json_schema, load_schema, register_schema
 
 
 def test_builtin_schemas_load_with_arrow_types():
@@ -15,6 +15,15 @@ def test_builtin_schemas_load_with_arrow_types():
         [("hypothesis", pa.string()), ("methodology", pa.string()), ("risks", pa.string())])
     assert hyp.arrow_schema().field("quality_score").type == pa.float64()
     assert schemas["instruction"].text_fields == ("system", "prompt", "response")
+
+
+def test_shipped_schemas_are_valid_json_schema():
+    """Shipped schemas skip the JSON Schema meta-check at load (start-up); this is where they get it."""
+    schemas = builtin_schemas()
+    for schema in schemas.values():
+        check_json_schema(schema.document, schema.source)
+    with pytest.raises(ValueError, match="not a valid JSON Schema"):
+        check_json_schema({**schemas["qa"].document, "type": 5}, "broken.json")
 
 
 def test_first_error_names_field_and_reason():

@@ -69,3 +69,11 @@ def test_lsh_banding_is_datasketchs_choice(threshold, num_perm, weights):
     from nexa.data.dedup import optimal_banding
 
     assert optimal_banding(threshold, num_perm, weights) == _optimal_param(threshold, num_perm, *weights)
+
+
+def test_dedup_banding_table_matches_the_formula():
+    """The defaults' banding is looked up, not integrated, at every prepare: the table must equal the grid's answer."""
+    from nexa.data.dedup import KNOWN_BANDING, banding_grid
+
+    for (threshold, num_perm, weights), answer in KNOWN_BANDING.items():
+        assert banding_grid(threshold, num_perm, weights) == answer
