@@ -84,3 +84,16 @@ def test_answers_bought_under_the_per_answer_layout_are_moved_into_a_shard_not_b
     fresh = ResponseCache(cache.store, cache.teacher_id)
     assert fresh.get(key).response.text == "paid"  # from the shard now
     assert other.get(theirs.key).response.text == "theirs"
+
+
+def test_opening_a_cache_never_walks_the_shards_of_any_teacher(cache, monkeypatch):
+    """The legacy check lists ``teacher-cache/`` one level deep, not every shard below it (a paged listing on S3)."""
+    for i in range(3):
+        ResponseCache(cache.store, f"teacher-{i}").put(TeacherRequest.from_prompt("q", GenerationParams()), _answer("a"), 0.1, "r")
+    walked: list[str] = []
+    real_list = cache.store.list
+    monkeypatch.setattr(cache.store, "list", lambda prefix: walked.append(prefix) or real_list(prefix))
+    assert ResponseCache(cache.store, "teacher-1").get(cache.key(TeacherRequest.from_prompt("q", GenerationParams()))) is None
+    mine = ResponseCache(cache.store, "teacher-2")
+    assert mine.lookup([mine.key(TeacherRequest.from_prompt("q", GenerationParams()))])
+    assert "teacher-cache" not in walked and all(p.startswith("teacher-cache/") and len(p) > len("teacher-cache/xx") for p in walked)
