@@ -198,3 +198,15 @@ def test_the_skypilot_interpreter_is_found_in_order_and_a_bad_setting_is_one_err
     assert sky_process.find_sky_python() is None
     with pytest.raises(sky_process.SkyPilotNotFound, match="SkyPilot was not found; install SkyPilot in its own environment"):
         sky_process.require_sky_python()
+
+
+def test_a_dry_run_without_skypilot_says_only_the_vendored_schema_checked_it(golden_lab, tmp_path, monkeypatch):
+    from nexa.cli import app
+
+    monkeypatch.delenv(sky_process.PYTHON_ENV, raising=False)
+    monkeypatch.setattr(sky_process, "PROJECT_VENV", tmp_path / "no-venv-sky" / "python")
+    monkeypatch.setenv("PATH", str(tmp_path))
+    result = CliRunner().invoke(app, ["infra", "launch", "--pipeline", "pipelines/golden.yaml", "--backend", "skypilot",
+                                      "--gpus", "H100:1", "--provider", "aws", "--durable", "s3://b/x", "--dry-run"])
+    assert result.exit_code == 0 and "SkyPilot not found: checked against the vendored task schema only" in result.stderr
+    assert "autostop:" in result.stdout and "down: true" in result.stdout
