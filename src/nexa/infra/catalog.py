@@ -1,14 +1,15 @@
 """The GPU catalog: which providers sell which GPUs, at what on-demand and spot price per GPU-hour.
 
-Where SkyPilot is installed its catalog (fetched and cached by SkyPilot itself) is the source; offline
-the catalog file seeded in this package (``catalog.csv``) is. Both give the same shape, so cost
-estimates, budgets and ``--gpus`` validation work the same with and without SkyPilot.
+The source is the catalog file seeded in this package (``catalog.csv``; ``nexa.yaml`` ``prices`` override
+it), read in-process so cost estimates, budgets and ``--gpus`` validation cost no SkyPilot start-up and work
+offline. SkyPilot runs in its own environment (``nexa.infra.sky_process``); its dry-run check
+(``validate_with_skypilot(..., check_catalog=True)``) reports the instance types and $/h of SkyPilot's own
+catalog for a task, and the same rows seed SkyPilot's catalog cache where it cannot fetch one (offline tests).
 """
 
 from __future__ import annotations
 
 import csv
-import importlib.util
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -43,14 +44,14 @@ class UnknownGpuError(LookupError):
 
 
 def catalog_source() -> str:
-    """``skypilot`` when SkyPilot's catalog is used, else the seeded file's path."""
-    return "skypilot" if _sky_available() else str(CATALOG_FILE)
+    """The seeded catalog file's path (the one source of prices in-process)."""
+    return str(CATALOG_FILE)
 
 
 @lru_cache(maxsize=1)
 def offers() -> tuple[Offer, ...]:
-    """Every offer, from SkyPilot's catalog when installed, else from the seeded file."""
-    return _sky_offers() if _sky_available() else _file_offers(CATALOG_FILE)
+    """Every offer in the seeded file."""
+    return _file_offers(CATALOG_FILE)
 
 
 def providers() -> list[str]:
@@ -88,31 +89,13 @@ def _has_spot(provider: str, gpu: str) -> bool:
     return any(o.provider == provider and o.gpu == gpu and o.spot_usd_per_hour is not None for o in offers())
 
 
-def _file_offers(path: Path) -> tuple[Offer, ...]:
+def catalog_rows(path: Path = CATALOG_FILE) -> list[dict[str, str]]:
+    """The seeded file's rows as dicts (provider, gpu, usd_per_hour, spot_usd_per_hour, memory_gb)."""
     lines = [line for line in path.read_text().splitlines() if line and not line.startswith("#")]
-    rows = csv.DictReader(lines)
+    return list(csv.DictReader(lines))
+
+
+def _file_offers(path: Path) -> tuple[Offer, ...]:
+    rows = catalog_rows(path)
     return tuple(Offer(r["provider"], r["gpu"], float(r["usd_per_hour"]),
                        float(r["spot_usd_per_hour"]) if r["spot_usd_per_hour"] else None) for r in rows)
-
-
-def _sky_available() -> bool:
-    return importlib.util.find_spec("sky") is not None
-
-
-def _sky_offers() -> tuple[Offer, ...]:
-    """The cheapest single-GPU-normalized price per (provider, GPU) from SkyPilot's own catalog."""
-    from sky import catalog as sky_catalog
-
-    found: dict[tuple[str, str], Offer] = {}
-    for provider, cloud in SKY_CLOUDS.items():
-        listing = sky_catalog.list_accelerators(gpus_only=True, clouds=cloud, case_sensitive=False)
-        for gpu, infos in listing.items():
-            for info in infos:
-                if not info.accelerator_count or info.price is None:
-                    continue
-                spot = info.spot_price / info.accelerator_count if info.spot_price else None
-                candidate = Offer(provider, gpu, info.price / info.accelerator_count, spot)
-                best = found.get((provider, gpu))
-                if best is None or candidate.usd_per_hour < best.usd_per_hour:
-                    found[(provider, gpu)] = candidate
-    return tuple(found.values())

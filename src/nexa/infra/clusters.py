@@ -39,7 +39,7 @@ class ClusterRecord(BaseModel):
     usd_per_hour: float = 0.0
     budget_usd: float | None = None
     pid: int | None = Field(None, description="Local backend: the node's process (group leader).")
-    launcher_pid: int | None = Field(None, description="Local backend: the `nexa infra launch` that tears it down.")
+    launcher_pid: int | None = Field(None, description="The `nexa infra launch` process that tears it down.")
     scratch: str | None = Field(None, description="Local backend: the node's own scratch folder.")
     log: str | None = None
     run_id: str | None = None

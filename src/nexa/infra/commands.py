@@ -71,11 +71,18 @@ def launch(pipeline: Optional[Path] = typer.Option(None, "--pipeline", help="Pip
 
 
 def _launch_skypilot(request, use_tailscale: bool, dry_run: bool):
-    """Dry run: the validated task YAML on stdout. Otherwise a real (opt-in) launch."""
-    from nexa.infra.skypilot import build_task, launch_skypilot, task_yaml
+    """Dry run: the task YAML, checked by the real SkyPilot where one is found, on stdout. Otherwise a real (opt-in) launch."""
+    from nexa.infra.sky_process import find_sky_python
+    from nexa.infra.skypilot import build_task, launch_skypilot, task_yaml, validate_with_skypilot
 
     if dry_run:
-        sys.stdout.write(task_yaml(build_task(request, use_tailscale)))
+        task = build_task(request, use_tailscale)
+        python = find_sky_python()
+        if python is None:
+            console.print("[yellow]SkyPilot not found: checked against the vendored task schema only[/yellow]")
+        else:
+            validate_with_skypilot([task], python=python)
+        sys.stdout.write(task_yaml(task))
         return None
     return launch_skypilot(request, use_tailscale)
 
@@ -93,6 +100,8 @@ def status(remove_orphans: bool = typer.Option(False, "--remove-orphans", help="
         return
     console.print(table("clusters", ["cluster", "backend", "status", "run_id", "cost $", "torn down"],
                         [list(r.values()) for r in result["clusters"]]))
+    if not result["skypilot_checked"]:
+        console.print("SkyPilot not found: the lab's SkyPilot clusters could not be checked for orphans")
     if result["orphans"] and not remove_orphans:
         console.print(f"orphaned: {', '.join(result['orphans'])}; remove them with `nexa infra status --remove-orphans`")
 

@@ -1,24 +1,27 @@
 """The SkyPilot backend: a launch request rendered as a SkyPilot task, validated, and launched with autodown.
 
-Tasks are built as SkyPilot task YAML (a dict) and validated against SkyPilot's task schema
-(``sky_task.schema.json``, copied from SkyPilot 0.14.1), so they are checked with no cloud and
-without SkyPilot installed. Launching for real needs SkyPilot (the ``skypilot`` extra), the
-provider's credentials and the explicit opt-in ``NEXA_ALLOW_CLOUD=1``; every cluster is launched
-with ``down=True`` and an idle timeout (autodown: Lambda and RunPod cannot stop, only tear down),
-and any failure after provisioning started tears the cluster down.
+Tasks are built as SkyPilot task YAML (a dict). SkyPilot itself runs in its own environment and is
+driven as a separate process (``nexa.infra.sky_process`` runs ``sky_driver.py`` in SkyPilot's
+interpreter): it validates tasks (``sky.Task.from_yaml_config``; offline, with a seeded catalog, also
+the optimizer's per-cloud instance lookup), launches, lists and tears down clusters. A cheap first
+check against a *vendored copy* of SkyPilot 0.14.1's task schema (``sky_task.schema.json``) runs
+in-process on every task; it is the only check where no SkyPilot interpreter is found, and the
+dry run says so. Launching for real needs SkyPilot, the provider's credentials and the explicit
+opt-in ``NEXA_ALLOW_CLOUD=1``; every cluster is launched with ``down=True`` and an idle timeout
+(autodown: Lambda and RunPod cannot stop, only tear down), and every way out of a launch tears the
+cluster down.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 from pathlib import Path
 from typing import Any
 
-from nexa.infra import tailscale
+from nexa.infra import sky_process, tailscale
 from nexa.infra.catalog import SKY_CLOUDS, parse_gpus
-from nexa.infra.clusters import ClusterRecord, list_records, save_record
+from nexa.infra.clusters import ClusterRecord, list_records, process_alive, save_record
 from nexa.infra.launch import LaunchRefused, LaunchRequest, LaunchResult, estimate_usd, hourly_price
 
 SCHEMA_FILE = Path(__file__).with_name("sky_task.schema.json")
@@ -99,7 +102,11 @@ def build_task(request: LaunchRequest, use_tailscale: bool = False) -> dict[str,
 
 
 def validate_task(task: dict[str, Any]) -> None:
-    """Check ``task`` against SkyPilot's task schema; a bad field raises naming its path."""
+    """Check ``task`` against the VENDORED copy of SkyPilot 0.14.1's task schema (no SkyPilot needed).
+
+    A fast first check on every task and the fallback where no SkyPilot interpreter is found; the real
+    check is :func:`validate_with_skypilot`. A bad field raises naming its path.
+    """
     import jsonschema
 
     schema = json.loads(SCHEMA_FILE.read_text())
@@ -133,8 +140,13 @@ def source_root() -> Path:
     return root
 
 
-def sky_installed() -> bool:
-    return importlib.util.find_spec("sky") is not None
+def validate_with_skypilot(tasks: list[dict[str, Any]], check_catalog: bool = False, python: Path | None = None,
+                           secrets: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """The tasks as the real SkyPilot reads them (cloud, accelerators, spot, autostop, secret names, the
+    ``secret_refs`` still without a value; with ``check_catalog`` the instance types its catalog offers);
+    ``secrets`` values are applied as ``sky launch --secret`` does. A task SkyPilot rejects raises SkyDriverError."""
+    payload = {"tasks": tasks, "check_catalog": check_catalog, "secrets": secrets or {}}
+    return sky_process.call("validate", payload, python=python)["tasks"]
 
 
 def launch_skypilot(request: LaunchRequest, use_tailscale: bool = False) -> LaunchResult:
@@ -145,29 +157,25 @@ def launch_skypilot(request: LaunchRequest, use_tailscale: bool = False) -> Laun
     task_config = build_task(request, use_tailscale)
     if os.environ.get(OPT_IN) != "1":
         raise LaunchRefused(f"real cloud launches are opt-in: set {OPT_IN}=1 (use --dry-run to see the task)")
-    if not sky_installed():
-        raise LaunchRefused("SkyPilot is not installed; pip install 'nexacompute[skypilot]'")
-    import sky
-
+    python = sky_process.require_sky_python()
+    validate_with_skypilot([task_config], python=python)
     record = ClusterRecord(cluster=request.cluster_name, backend="skypilot", target=str(request.target), target_kind=request.target_kind,
                            durable=request.durable_url, provider=request.provider or "", gpus=request.gpus or "", spot=request.spot,
-                           usd_per_hour=hourly_price(request), budget_usd=request.budget_usd, status="launching")
+                           usd_per_hour=hourly_price(request), budget_usd=request.budget_usd, status="launching",
+                           launcher_pid=os.getpid())
     save_record(request.lab, record)
-    task = sky.Task.from_yaml_config(task_config)
-    task.update_secrets(secret_values)
     try:
-        request_id = sky.launch(task, cluster_name=record.cluster, idle_minutes_to_autostop=request.idle_minutes, down=True)
-        job_id, _ = sky.stream_and_get(request_id)
-        record.status = "running"
-        save_record(request.lab, record)
-        exit_code = sky.tail_logs(record.cluster, job_id, follow=True)
-        record.status = "succeeded" if exit_code == 0 else "failed"
+        answer = sky_process.call("launch", {"task": task_config, "secrets": secret_values, "cluster": record.cluster,
+                                             "idle_minutes": request.idle_minutes}, python=python, timeout=None)
+        record.status = "succeeded" if answer["exit_code"] == 0 else "failed"
+        record.teardown = answer["teardown"]
     except BaseException as exc:
         record.status, record.error = "failed", f"{type(exc).__name__}: {exc}"
         raise
     finally:
-        sky.stream_and_get(sky.down(record.cluster))
-        record.teardown = True
+        if not record.teardown:  # the driver died or was interrupted before its own `sky down`
+            sky_process.call("down", {"cluster": record.cluster}, python=python)
+            record.teardown = True
         save_record(request.lab, record)
     return LaunchResult(record.cluster, "skypilot", record.run_id, record.status, record.durable, estimate_usd(request), True)
 
@@ -185,18 +193,24 @@ def _secret_values(request: LaunchRequest, use_tailscale: bool) -> dict[str, str
     return values
 
 
-def orphaned_sky_clusters(lab) -> list[str]:
-    """SkyPilot clusters named ``nexa-*`` that this lab has no live record of (left behind by a crash)."""
-    if not sky_installed():
+def orphaned_sky_clusters(lab) -> list[str] | None:
+    """SkyPilot clusters named ``nexa-*`` that this lab has no live record of (left behind by a crash).
+
+    SkyPilot is asked only when the lab has launched on it (a record is written before every launch), so
+    a local-only lab never starts SkyPilot's API server. ``None``: the lab has SkyPilot records but no
+    SkyPilot interpreter is found, so nothing could be checked (``status`` says so).
+    """
+    records = [r for r in list_records(lab) if r.backend == "skypilot"]
+    if not records:
         return []
-    import sky
+    python = sky_process.find_sky_python()
+    if python is None:
+        return None
+    live = {r.cluster for r in records if r.status in ("launching", "running") and process_alive(r.launcher_pid)}
+    clusters = sky_process.call("status", {"prefix": CLUSTER_PREFIX}, python=python)["clusters"]
+    return sorted(c["name"] for c in clusters if c["name"] not in live)
 
-    live = {r.cluster for r in list_records(lab) if r.backend == "skypilot" and r.status in ("launching", "running")}
-    clusters = sky.stream_and_get(sky.status())
-    return sorted(c["name"] for c in clusters if c["name"].startswith(CLUSTER_PREFIX) and c["name"] not in live)
 
-
-def down_sky_cluster(name: str) -> None:
-    import sky
-
-    sky.stream_and_get(sky.down(name))
+def down_sky_cluster(name: str) -> bool:
+    """``sky down NAME`` through the driver; False when SkyPilot has no such cluster (already gone)."""
+    return sky_process.call("down", {"cluster": name})["down"]

@@ -11,24 +11,35 @@ from nexa.ledger import Lab
 
 
 def cluster_status(lab: Lab, remove_orphans: bool = False) -> dict:
-    """``{"clusters": rows, "orphans": names, "removed": bool}``; with ``remove_orphans`` every orphan is torn down first."""
+    """``{"clusters": rows, "orphans": names, "removed": bool, "skypilot_checked": bool}``.
+
+    With ``remove_orphans`` every orphan is torn down first. SkyPilot is asked (through its driver
+    process) only when the lab has SkyPilot records; ``skypilot_checked`` is False when it has them but
+    no SkyPilot interpreter was found, so its cloud orphans could not be looked for.
+    """
     from nexa.infra.local import down as down_local
     from nexa.infra.skypilot import down_sky_cluster, orphaned_sky_clusters
 
     records = list_records(lab)
     orphans = [r.cluster for r in records if is_orphaned(r)]
-    sky_orphans = orphaned_sky_clusters(lab)
+    found = orphaned_sky_clusters(lab)
+    sky_orphans = found or []
     if remove_orphans:
         for record in records:
             if record.cluster in orphans:
                 down_local(lab, record)
         for name in sky_orphans:
             down_sky_cluster(name)
-    rows = [{"cluster": r.cluster, "backend": r.backend, "status": "orphaned" if r.cluster in orphans else r.status,
+            record = next((r for r in records if r.cluster == name), None)
+            if record is not None:
+                record.status, record.teardown = "down", True
+                save_record(lab, record)
+    known = {r.cluster for r in records}
+    rows = [{"cluster": r.cluster, "backend": r.backend, "status": "orphaned" if r.cluster in orphans + sky_orphans else r.status,
              "run_id": r.run_id, "cost_usd": round(r.cost_usd, 6), "teardown": r.teardown} for r in records]
     rows += [{"cluster": n, "backend": "skypilot", "status": "orphaned", "run_id": None, "cost_usd": None, "teardown": False}
-             for n in sky_orphans]
-    return {"clusters": rows, "orphans": orphans + sky_orphans, "removed": remove_orphans}
+             for n in sky_orphans if n not in known]
+    return {"clusters": rows, "orphans": orphans + sky_orphans, "removed": remove_orphans, "skypilot_checked": found is not None}
 
 
 def tear_down(lab: Lab, record: ClusterRecord) -> ClusterRecord:

@@ -303,6 +303,20 @@ class DurableStore:
         if self.fs.exists(path + SIDECAR):
             self.fs.rm(path + SIDECAR)
 
+    def children(self, prefix: str) -> list[str]:
+        """The keys directly under ``prefix`` (files and folders): one non-recursive listing, one request on S3.
+
+        For looking at a folder's layout without walking everything below it (:meth:`list` is recursive).
+        """
+        path = self._path(prefix).rstrip("/")
+        try:
+            found = self.fs.ls(path, detail=False)
+        except FileNotFoundError:
+            return []
+        base = self._path("")
+        relative = (os.path.relpath if self.is_local else posixpath.relpath)
+        return sorted(relative(p.rstrip("/"), base) for p in found if p.rstrip("/") != path and not p.endswith(SIDECAR))
+
     def list(self, prefix: str) -> list[str]:
         path = self._path(prefix)
         if not self.fs.exists(path):

@@ -112,10 +112,12 @@ class ResponseCache:
     def _migrate_legacy(self, known: dict[str, CacheEntry]) -> list[CacheEntry]:
         """This teacher's answers from the per-answer layout (``teacher-cache/<k[:2]>/<k>.json``, before shards).
 
-        They were paid for, so they are read (hash-checked), written into one shard and only then removed;
-        a lab without them pays one listing.
+        They were paid for, so they are read (hash-checked), written into one shard and only then removed.
+        Only ``teacher-cache/`` itself is listed (non-recursively: one request on S3, however many shards
+        there are) and then only its two-hex-digit legacy folders, so a lab without them pays one small listing.
         """
-        legacy = [key for key in self.store.list(CACHE_PREFIX) if _LEGACY_NAME.fullmatch(key)]
+        folders = [key for key in self.store.children(CACHE_PREFIX) if _LEGACY_FOLDER.fullmatch(key)]
+        legacy = [key for folder in folders for key in self.store.list(folder) if _LEGACY_NAME.fullmatch(key)]
         found = [load_manifest(CacheEntry, self.store.get_bytes(key), self.store.location(key)) for key in legacy]
         mine = [(key, entry) for key, entry in zip(legacy, found) if entry.teacher_id == self.teacher_id]
         if not mine:
@@ -128,4 +130,5 @@ class ResponseCache:
         return [entry for _, entry in mine]
 
 
+_LEGACY_FOLDER = re.compile(rf"{CACHE_PREFIX}/[0-9a-f]{{2}}")
 _LEGACY_NAME = re.compile(rf"{CACHE_PREFIX}/[0-9a-f]{{2}}/[0-9a-f]{{64}}\.json")

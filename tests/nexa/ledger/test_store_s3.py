@@ -70,3 +70,11 @@ def test_a_directory_is_fetched_whole_or_not_at_all(s3, tmp_path):
     boto3.client("s3").delete_object(Bucket=bucket, Key=f"{prefix}/out/f5.txt")
     with pytest.raises(ArtifactNotFoundError):
         store.verify_dir("out")
+
+
+def test_children_lists_one_level_in_one_request_and_a_missing_prefix_is_empty(s3):
+    store = DurableStore(new_bucket() + "/durable")
+    for key in ("c/t1/x.json", "c/t1/y.json", "c/t2/z.json", "c/top.json"):
+        store.put_bytes(key, b"{}")
+    assert store.children("c") == ["c/t1", "c/t2", "c/top.json"]  # no sidecars, nothing below t1/t2
+    assert store.children("missing") == []

@@ -7,6 +7,7 @@ import pytest
 from nexa.ledger import CorruptArtifactError, Lab
 from nexa.teachers.cache import ResponseCache
 from nexa.teachers.protocol import GenerationParams, TeacherRequest, TeacherResponse
+from s3_server import new_bucket, s3  # noqa: F401 - s3 is a fixture
 
 
 @pytest.fixture
@@ -84,3 +85,36 @@ def test_answers_bought_under_the_per_answer_layout_are_moved_into_a_shard_not_b
     fresh = ResponseCache(cache.store, cache.teacher_id)
     assert fresh.get(key).response.text == "paid"  # from the shard now
     assert other.get(theirs.key).response.text == "theirs"
+
+
+def test_opening_a_cache_never_walks_the_shards_of_any_teacher(cache, monkeypatch):
+    """The legacy check lists ``teacher-cache/`` one level deep, not every shard below it (a paged listing on S3)."""
+    for i in range(3):
+        ResponseCache(cache.store, f"teacher-{i}").put(TeacherRequest.from_prompt("q", GenerationParams()), _answer("a"), 0.1, "r")
+    walked: list[str] = []
+    real_list = cache.store.list
+    monkeypatch.setattr(cache.store, "list", lambda prefix: walked.append(prefix) or real_list(prefix))
+    assert ResponseCache(cache.store, "teacher-1").get(cache.key(TeacherRequest.from_prompt("q", GenerationParams()))) is None
+    mine = ResponseCache(cache.store, "teacher-2")
+    assert mine.lookup([mine.key(TeacherRequest.from_prompt("q", GenerationParams()))])
+    assert "teacher-cache" not in walked and all(p.startswith("teacher-cache/") and len(p) > len("teacher-cache/xx") for p in walked)
+
+
+def test_legacy_answers_on_s3_move_into_a_shard_and_the_next_open_lists_one_level(s3):
+    """On a real S3 API: the migration still finds per-answer files, and once they are gone an open lists no shard."""
+    from nexa.ledger.manifests import dump_manifest
+    from nexa.ledger.store import DurableStore
+    from nexa.teachers.cache import CacheEntry
+
+    store = DurableStore(new_bucket() + "/durable")
+    cache = ResponseCache(store, "openai-compatible:chat:http://h/v1#m")
+    request = TeacherRequest.from_prompt("old", GenerationParams())
+    key = cache.key(request)
+    entry = CacheEntry(key=key, teacher_id=cache.teacher_id, request=request.key_material(), response=_answer("paid"), cost_usd=0.5)
+    store.put_bytes(f"teacher-cache/{key[:2]}/{key}.json", dump_manifest(entry))
+    assert cache.get(key).response.text == "paid" and not store.exists(f"teacher-cache/{key[:2]}/{key}.json")
+    fresh = ResponseCache(store, cache.teacher_id)
+    walked: list[str] = []
+    real_list = store.list
+    store.list = lambda prefix: walked.append(prefix) or real_list(prefix)
+    assert fresh.get(key).cost_usd == 0.5 and walked == [fresh.prefix]  # only its own shards; no legacy folder is left
