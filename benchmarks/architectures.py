@@ -168,21 +168,130 @@ def energy(model, rows: list[dict], n: int) -> dict:
     return {"before": round(before, 4), "after": round(after, 4)}
 
 
+# Per-architecture schedule: the defaults were found to learn the golden tasks at one thread; a fixed-point
+# model wants a gentler rate and a longer warm-up than attention (its solver must stay contractive while the
+# weights move), the SSM tolerates a higher one. Steps are what the architecture needs, not one number for all.
+STUDENT_OPTIM = {
+    "transformer": {"max_steps": 600, "learning_rate": 3e-3, "warmup_steps": 30},
+    "ssm": {"max_steps": 700, "learning_rate": 4e-3, "warmup_steps": 50},
+    "deq": {"max_steps": 600, "learning_rate": 2e-3, "warmup_steps": 60},
+}
+
+
+def wall_clock_cap(minutes: float):
+    """A Trainer callback that stops the run after ``minutes`` of wall time (a shared machine's safety net)."""
+    from transformers import TrainerCallback
+
+    class WallClockCap(TrainerCallback):
+        def __init__(self):
+            self.deadline, self.stopped_at = time.perf_counter() + 60 * minutes, None
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if time.perf_counter() > self.deadline:
+                control.should_training_stop, self.stopped_at = True, state.global_step
+            return control
+
+    return WallClockCap()
+
+
+class Lab:
+    """The benchmark's shared inputs, rebuilt identically by every process from ``work`` (data is seeded)."""
+
+    def __init__(self, args: argparse.Namespace):
+        from nexa.train.pack import pack_examples
+        from nexa.train.tokenizer import (char_special_ids, encode_example, load_hf_tokenizer, save_char_tokenizer,
+                                          train_char_tokenizer)
+        from tokenizers import Tokenizer
+
+        self.work = args.work
+        self.splits = make_data(args.train_rows, args.eval_rows, args.calib_rows)
+        self.tokenizer_file = self.work / "tokenizer" / "tokenizer.json"
+        if self.tokenizer_file.exists():
+            tokenizer = Tokenizer.from_file(str(self.tokenizer_file))
+        else:
+            tokenizer = train_char_tokenizer(r["prompt"] + r["answer"] for rows in self.splits.values() for r in rows)
+            self.tokenizer_file = save_char_tokenizer(tokenizer, self.work / "tokenizer")
+        self.specials, self.hf_tokenizer = char_special_ids(tokenizer), load_hf_tokenizer(self.tokenizer_file)
+        self.vocab = tokenizer.get_vocab_size()
+        self.encode = lambda prompt, answer: encode_example(self.hf_tokenizer, prompt, answer)
+        self.packed, _ = pack_examples([self.encode(r["prompt"], r["answer"]) for r in self.splits["train"]],
+                                       args.seq_len, self.specials.pad_token_id)
+
+    def saved(self, name: str):
+        from transformers import AutoModelForCausalLM
+
+        import nexa.models  # noqa: F401  registers the DEQ with the Auto classes
+        return AutoModelForCausalLM.from_pretrained(self.work / name / "model").eval()
+
+
+def train_teacher(lab: Lab, args: argparse.Namespace) -> None:
+    from nexa.train.models import DecoderSize, build_model
+    from nexa.train.trainer import OptimConfig, train_on_pack
+
+    if (lab.work / "teacher" / "train.json").exists():
+        print("teacher: reusing the one in", lab.work, flush=True)
+        return
+    teacher = build_model(DecoderSize(**TEACHER), lab.vocab, 42, lab.specials)
+    run = train_on_pack(teacher, lab.packed, OptimConfig(max_steps=args.teacher_steps, batch_size=16, learning_rate=0.002,
+                                                         warmup_steps=min(30, args.teacher_steps // 10)),
+                        lab.work / "teacher-trainer", 42, "teacher SFT")
+    bundle_of(teacher.eval(), lab.tokenizer_file, lab.work / "teacher")
+    (lab.work / "teacher" / "train.json").write_text(json.dumps({k: run[k] for k in ("steps", "final_loss", "seconds")}))
+
+
+def train_student(lab: Lab, args: argparse.Namespace, name: str) -> None:
+    """One student, KD from the saved teacher, saved with its bundle and a ``train.json`` (steps, time, DEQ stats)."""
+    from nexa.train.trainer import KDConfig, OptimConfig, train_on_pack
+
+    if (lab.work / name / "train.json").exists():
+        print(f"{name}: reusing the one in {lab.work}", flush=True)
+        return
+    student = build_student(name, lab.vocab, lab.specials)
+    optim = {**STUDENT_OPTIM[name], **({"max_steps": args.student_steps} if args.student_steps else {})}
+    cap = wall_clock_cap(args.student_minutes)
+    run = train_on_pack(student, lab.packed, OptimConfig(batch_size=args.student_batch, **optim), lab.work / f"{name}-trainer",
+                        42, f"{name} KD", teacher=lab.saved("teacher"), kd=KDConfig(loss="forward_kl", temperature=1.0, alpha=0.5),
+                        callbacks=[cap])
+    record = {"steps": run["steps"], "planned_steps": optim["max_steps"], "learning_rate": optim["learning_rate"],
+              "final_loss": run["final_loss"], "seconds": round(run["seconds"], 1), "stopped_by_wall_clock": cap.stopped_at is not None,
+              "loss_curve": run["loss_curve"][::max(1, len(run["loss_curve"]) // 20)]}
+    if name == "deq":
+        record["solver"] = student.solver_summary()
+    bundle_of(student.eval(), lab.tokenizer_file, lab.work / name)
+    (lab.work / name / "train.json").write_text(json.dumps(record))
+    print(f"{name}: {record['steps']} steps in {record['seconds']}s, final loss {record['final_loss']:.3f}", flush=True)
+
+
+def train_students(args: argparse.Namespace, names: list[str]) -> None:
+    """Each student in its own process (one torch thread each), all at once, so the cores share the work."""
+    import subprocess
+    import sys
+
+    command = [sys.executable, __file__, *sys.argv[1:], "--work", str(args.work), "--only-student"]
+    children = {name: subprocess.Popen([*command, name]) for name in names}
+    failed = [name for name, child in children.items() if child.wait() != 0]
+    if failed:
+        raise SystemExit(f"error: training failed for {failed}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--train-rows", type=int, default=1500, help="per capability")
-    parser.add_argument("--eval-rows", type=int, default=100, help="per capability (held out)")
-    parser.add_argument("--calib-rows", type=int, default=100, help="per capability (gate calibration)")
-    parser.add_argument("--teacher-steps", type=int, default=300)
-    parser.add_argument("--student-steps", type=int, default=600)
+    parser.add_argument("--work", type=Path, default=None, help="keeps trained models; a rerun reuses what is there")
+    parser.add_argument("--train-rows", type=int, default=3000, help="per capability (the golden pipeline's)")
+    parser.add_argument("--eval-rows", type=int, default=150, help="per capability (held out)")
+    parser.add_argument("--calib-rows", type=int, default=150, help="per capability (gate calibration)")
+    parser.add_argument("--teacher-steps", type=int, default=600)
+    parser.add_argument("--student-steps", type=int, default=None, help="all students (default: STUDENT_OPTIM's per architecture)")
+    parser.add_argument("--student-minutes", type=float, default=40.0, help="wall-clock cap per student")
     parser.add_argument("--student-batch", type=int, default=16)
-    parser.add_argument("--deq-steps", type=int, default=None, help="default: --student-steps")
+    parser.add_argument("--serial", action="store_true", help="train the students one after another in this process")
+    parser.add_argument("--only-student", choices=sorted(STUDENTS), help=argparse.SUPPRESS)
     parser.add_argument("--alpha", type=float, default=0.1)
     parser.add_argument("--energy-n", type=int, default=8)
     parser.add_argument("--energy-rows", type=int, default=60, help="held-out prompts refined (all capabilities)")
     parser.add_argument("--gate-student", default="ssm", choices=sorted(STUDENTS))
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seq-len", type=int, default=64, help="packed block length (a golden example is ~20 tokens)")
     parser.add_argument("--lengths", type=int, nargs="+", default=LENGTHS, help="forward-time lengths (all four for the JSON)")
     args = parser.parse_args()
@@ -191,78 +300,65 @@ def main() -> None:
     os.environ.setdefault("WANDB_MODE", "disabled")
     import torch
 
-    torch.set_num_threads(args.threads)
+    args.work = args.work or Path(tempfile.mkdtemp(prefix="nexa-architectures-"))
+    args.work.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(1 if args.only_student else args.threads)
+    lab = Lab(args)
+    if args.only_student:
+        train_student(lab, args, args.only_student)
+        return
+    train_teacher(lab, args)
+    if args.serial:
+        for name in STUDENTS:
+            train_student(lab, args, name)
+    else:
+        train_students(args, list(STUDENTS))
+    results = evaluate(lab, args)
+    print_table(results)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2))
+
+
+def evaluate(lab: Lab, args: argparse.Namespace) -> dict:
+    """Scores, retention, DEQ stats, the gate, energy refinement and forward time, from the saved models."""
     from nexa.ledger.retention import retention
-    from nexa.train.models import DecoderSize, build_model, count_parameters
-    from nexa.train.pack import pack_examples
-    from nexa.train.tokenizer import char_special_ids, encode_example, load_hf_tokenizer, save_char_tokenizer, train_char_tokenizer
-    from nexa.train.trainer import KDConfig, OptimConfig, train_on_pack
+    from nexa.train.models import count_parameters
     from nexus import NexusModel
 
-    work = Path(tempfile.mkdtemp(prefix="nexa-architectures-"))
-    splits = make_data(args.train_rows, args.eval_rows, args.calib_rows)
-    tokenizer = train_char_tokenizer(r["prompt"] + r["answer"] for rows in splits.values() for r in rows)
-    tokenizer_file = save_char_tokenizer(tokenizer, work / "tokenizer")
-    specials, hf_tokenizer = char_special_ids(tokenizer), load_hf_tokenizer(tokenizer_file)
-    vocab = tokenizer.get_vocab_size()
-
-    def encode(prompt: str, answer: str):
-        return encode_example(hf_tokenizer, prompt, answer)
-
-    packed, _ = pack_examples([encode(r["prompt"], r["answer"]) for r in splits["train"]], args.seq_len, specials.pad_token_id)
-
-    began = time.perf_counter()
-    teacher = build_model(DecoderSize(**TEACHER), vocab, 42, specials)
-    train_on_pack(teacher, packed, OptimConfig(max_steps=args.teacher_steps, batch_size=16, learning_rate=0.002,
-                                               warmup_steps=min(30, args.teacher_steps // 10)),
-                  work / "teacher-trainer", 42, "teacher SFT")
-    teacher.eval()
-    teacher_scores = scores_by_capability(NexusModel.load(bundle_of(teacher, tokenizer_file, work / "teacher")), splits["eval"])
-    print(f"teacher ({count_parameters(teacher):,} params, {time.perf_counter() - began:.0f}s): {teacher_scores}", flush=True)
-
+    teacher_scores = scores_by_capability(NexusModel.load(lab.work / "teacher" / "bundle"), lab.splits["eval"])
+    print(f"teacher: scores {teacher_scores}; {json.loads((lab.work / 'teacher' / 'train.json').read_text())}", flush=True)
     results: dict = {"students": {}}
-    models, bundles = {}, {}
+    models, bundles, training = {}, {}, {}
     for name in STUDENTS:
-        began = time.perf_counter()
-        student = build_student(name, vocab, specials)
-        steps = args.deq_steps if name == "deq" and args.deq_steps else args.student_steps
-        train_on_pack(student, packed, OptimConfig(max_steps=steps, batch_size=args.student_batch, learning_rate=0.003,
-                                                   warmup_steps=min(30, steps // 10)),
-                      work / f"{name}-trainer", 42, f"{name} KD", teacher=teacher,
-                      kd=KDConfig(loss="forward_kl", temperature=1.0, alpha=0.5))
-        student.eval()
-        bundles[name] = bundle_of(student, tokenizer_file, work / name)
-        models[name] = student
-        scores = scores_by_capability(NexusModel.load(bundles[name]), splits["eval"])
+        models[name], bundles[name] = lab.saved(name), lab.work / name / "bundle"
+        training[name] = json.loads((lab.work / name / "train.json").read_text())
+        scores = scores_by_capability(NexusModel.load(bundles[name]), lab.splits["eval"])
         kept = retention(scores, teacher_scores)
-        print(f"{name}: {count_parameters(student):,} params, {steps} steps in {time.perf_counter() - began:.0f}s; "
-              f"scores {scores}; retention {kept}", flush=True)
-        results["students"][name] = {"params": count_parameters(student), "retention": {c: round(r, 4) for c, r in kept.items()}}
+        print(f"{name}: {count_parameters(models[name]):,} params, {training[name]['steps']} steps in "
+              f"{training[name]['seconds']}s (lr {training[name]['learning_rate']}); scores {scores}; retention {kept}", flush=True)
+        results["students"][name] = {"params": count_parameters(models[name]), "retention": {c: round(r, 4) for c, r in kept.items()}}
 
-    deq_training = models["deq"].solver_summary()
-    grad_fraction = nonzero_grad_fraction(models["deq"], packed)
+    deq_training = training["deq"]["solver"]
+    grad_fraction = nonzero_grad_fraction(models["deq"], lab.packed)
     results["deq"] = {"mean_iters": round(deq_training["mean_iters"], 3), "mean_residual": round(deq_training["mean_residual"], 6),
                       "nonzero_grad_fraction": round(grad_fraction, 6)}
     print(f"deq solver over {deq_training['forwards']} training forwards: {results['deq']}, "
           f"fallback fraction {deq_training['fallback_fraction']:.3f}", flush=True)
 
     gate_model = NexusModel.load(bundles[args.gate_student])
-    results["abstention"] = abstention(gate_model, models[args.gate_student], encode, splits, args.alpha)
+    results["abstention"] = abstention(gate_model, models[args.gate_student], lab.encode, lab.splits, args.alpha)
     gate_model.gate = None
-    step = max(1, len(splits["eval"]) // args.energy_rows)
-    results["energy"] = energy(gate_model, splits["eval"][::step][:args.energy_rows], args.energy_n)
+    step = max(1, len(lab.splits["eval"]) // args.energy_rows)
+    results["energy"] = energy(gate_model, lab.splits["eval"][::step][:args.energy_rows], args.energy_n)
     print(f"abstention ({args.gate_student}): {results['abstention']}; energy refinement: {results['energy']}", flush=True)
 
     for name in STUDENTS:
         print(f"  forward time, {name}:", flush=True)
-        results["students"][name]["seconds_by_len"] = forward_seconds(timing_forward(name, models[name], bundles[name]), vocab)
+        results["students"][name]["seconds_by_len"] = forward_seconds(timing_forward(name, models[name], bundles[name]), lab.vocab)
     ssm = results["students"]["ssm"]["seconds_by_len"]
     results["ssm_len_ratio_16k_1k"] = round(ssm["16384"] / ssm["1024"], 3) if {"1024", "16384"} <= set(ssm) else None
-    ordered = {"students": results["students"], "ssm_len_ratio_16k_1k": results["ssm_len_ratio_16k_1k"],
-               "deq": results["deq"], "abstention": results["abstention"], "energy": results["energy"]}
-    print_table(ordered)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(ordered, indent=2))
+    return {"students": results["students"], "ssm_len_ratio_16k_1k": results["ssm_len_ratio_16k_1k"],
+            "deq": results["deq"], "abstention": results["abstention"], "energy": results["energy"]}
 
 
 def print_table(results: dict) -> None:
