@@ -141,22 +141,25 @@ def verifier_penalty(prompt: str, answer: str) -> float:
     return 0.0
 
 
-def abstention(model, hf_model, encode, splits: dict, alpha: float) -> dict:
-    from nexa.models.gate import calibrate_threshold, fit_temperature, risk_coverage, selective_error
-    from nexus.gate import UncertaintyGate
+def abstention(bundle: Path, splits: dict, alpha: float, work: Path) -> dict:
+    """``nexa bundle calibrate-gate``'s function on the calibration split (a copy of the bundle), then the gated
+    bundle on the held-out split: its coverage and the error rate among the prompts it answered."""
+    import shutil
 
-    temperature = fit_temperature(hf_model, [encode(r["prompt"], r["answer"]) for r in splits["calibration"]])
-    model.gate = UncertaintyGate(temperature=temperature, threshold=0.0)
-    calib = model.complete_batch([r["prompt"] for r in splits["calibration"]], max_new_tokens=8)
-    threshold = calibrate_threshold([g.confidence for g in calib],
-                                    [g.text.strip() == r["answer"] for g, r in zip(calib, splits["calibration"])], alpha)
-    held = model.complete_batch([r["prompt"] for r in splits["eval"]], max_new_tokens=8)
-    confidences = [g.confidence for g in held]
+    from nexa.bundle.uncertainty import calibrate_gate
+    from nexa.models.gate import risk_coverage
+    from nexus import NexusModel
+
+    gated = shutil.copytree(bundle, work / "gated-bundle", dirs_exist_ok=True)
+    fitted = calibrate_gate(gated, splits["calibration"], alpha, max_new_tokens=8)
+    held = NexusModel.load(gated).complete_batch([r["prompt"] for r in splits["eval"]], max_new_tokens=8)
     right = [g.text.strip() == r["answer"] for g, r in zip(held, splits["eval"])]
-    error, coverage = selective_error(confidences, right, threshold)
-    print(f"  gate: temperature {temperature}, threshold {threshold:.4f}; held-out risk-coverage "
-          f"{[(round(p['coverage'], 2), round(p['error'], 3)) for p in risk_coverage(confidences, right, 5)]}")
-    return {"alpha": alpha, "error_answered": round(error, 4), "coverage": round(coverage, 4)}
+    answered = [ok for g, ok in zip(held, right) if not g.abstained]
+    error = sum(not ok for ok in answered) / len(answered) if answered else 0.0
+    print(f"  gate: temperature {fitted['temperature']}, threshold {fitted['threshold']}; calibration accuracy "
+          f"{fitted['calibration_accuracy']:.3f}; held-out accuracy {sum(right) / len(right):.3f}, risk-coverage "
+          f"{[(round(p['coverage'], 2), round(p['error'], 3)) for p in risk_coverage([g.confidence for g in held], right, 5)]}")
+    return {"alpha": alpha, "error_answered": round(error, 4), "coverage": round(len(answered) / len(held), 4)}
 
 
 def energy(model, rows: list[dict], n: int) -> dict:
@@ -345,9 +348,8 @@ def evaluate(lab: Lab, args: argparse.Namespace) -> dict:
     print(f"deq solver over {deq_training['forwards']} training forwards: {results['deq']}, "
           f"fallback fraction {deq_training['fallback_fraction']:.3f}", flush=True)
 
-    gate_model = NexusModel.load(bundles[args.gate_student])
-    results["abstention"] = abstention(gate_model, models[args.gate_student], lab.encode, lab.splits, args.alpha)
-    gate_model.gate = None
+    results["abstention"] = abstention(bundles[args.gate_student], lab.splits, args.alpha, lab.work / f"gate-{args.gate_student}")
+    gate_model = NexusModel.load(bundles[args.gate_student])  # ungated: refinement sees every prompt
     step = max(1, len(lab.splits["eval"]) // args.energy_rows)
     results["energy"] = energy(gate_model, lab.splits["eval"][::step][:args.energy_rows], args.energy_n)
     print(f"abstention ({args.gate_student}): {results['abstention']}; energy refinement: {results['energy']}", flush=True)
