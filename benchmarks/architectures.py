@@ -1,15 +1,22 @@
 """Transformer vs selective SSM vs fixed-point (DEQ) students at about equal parameter count, KD from one teacher.
 
-The golden tasks (reasoning, science, chemistry from ``nexa.data.generators``), a char tokenizer and a Llama
-teacher trained the way the golden pipeline trains it (128 wide, 4 layers, 300 SFT steps); each student is
-distilled from that teacher (logit KD, forward KL, alpha 0.5, the golden ``student_kd`` settings), bundled and
-scored by ``nexus`` on the held-out split. Also: forward time by sequence length (ssm and deq through the
-``nexus`` runtime, the transformer through HF's Llama with the causal SDPA kernel: ``nexus``' Llama builds an
-explicit length² mask), the DEQ's solver statistics over training and the fraction of its parameters with a
-non-zero gradient, the uncertainty gate (temperature + Learn-then-Test threshold on a calibration split,
-measured on the held-out split) and energy refinement (N samples, lowest -log p + w · verifier penalty).
+The golden tasks (reasoning, science, chemistry from ``nexa.data.generators``, 3,000 training rows each as in
+the golden pipeline), a char tokenizer and a Llama teacher (128 wide, 4 layers, SFT); each student is distilled
+from that teacher (logit KD, forward KL, alpha 0.5), bundled and scored by ``nexus`` on the held-out split. Also:
+forward time by sequence length (ssm and deq through the ``nexus`` runtime, the transformer through HF's Llama
+with the causal SDPA kernel: ``nexus``' Llama builds an explicit length² mask), the DEQ's solver statistics over
+training and the fraction of its parameters with a non-zero gradient, the uncertainty gate (fitted by ``nexa
+bundle calibrate-gate``'s function on a calibration split, measured on the held-out split) and energy
+refinement (N samples, lowest -log p + w · verifier penalty).
 
-    PYTHONPATH=src python benchmarks/architectures.py --out benchmarks/results/architectures.json
+Where the time goes, and how it is spent: the teacher trains once; the three students then train at the same
+time, each in its own process with one torch thread (tiny models gain nothing from intra-op threads, and
+three processes share two cores better than one process with three threads), each with its own learning rate
+and a schedule that decays over a wall-clock budget (``--student-minutes``), so a loaded machine shortens
+training but never cuts it off at a high rate. Forward timing runs in a separate process while scoring runs.
+Everything is kept in ``--work``: a rerun with the same folder reuses the teacher and finished students.
+
+    PYTHONPATH=src python benchmarks/architectures.py --out benchmarks/results/architectures.json --work /tmp/arch
 """
 
 from __future__ import annotations
@@ -97,7 +104,7 @@ def forward_seconds(forward, vocab: int) -> dict[str, float]:
         with torch.no_grad():
             forward(ids)
         seconds[str(length)] = round(time.perf_counter() - began, 4)
-        print(f"    {length:>6} tokens: {seconds[str(length)]:.3f} s", flush=True)
+        print(f"    forward, {length:>6} tokens: {seconds[str(length)]:.3f} s", flush=True)
     return seconds
 
 
@@ -310,6 +317,7 @@ def main() -> None:
     parser.add_argument("--student-batch", type=int, default=16)
     parser.add_argument("--serial", action="store_true", help="train the students one after another in this process")
     parser.add_argument("--only-student", choices=sorted(STUDENTS), help=argparse.SUPPRESS)
+    parser.add_argument("--only-timing", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--alpha", type=float, default=0.1)
     parser.add_argument("--energy-n", type=int, default=8)
     parser.add_argument("--energy-rows", type=int, default=60, help="held-out prompts refined (all capabilities)")
@@ -330,6 +338,10 @@ def main() -> None:
     if args.only_student:
         train_student(lab, args, args.only_student)
         return
+    if args.only_timing:
+        (lab.work / "timing.json").write_text(json.dumps(
+            {name: forward_seconds(timing_forward(name, lab.saved(name), lab.work / name / "bundle"), lab.vocab) for name in STUDENTS}))
+        return
     train_teacher(lab, args)
     if args.serial:
         for name in STUDENTS:
@@ -346,8 +358,13 @@ def evaluate(lab: Lab, args: argparse.Namespace) -> dict:
     """Scores, retention, DEQ stats, the gate, energy refinement and forward time, from the saved models."""
     from nexa.ledger.retention import retention
     from nexa.train.models import count_parameters
+    import subprocess
+    import sys
+
     from nexus import NexusModel
 
+    # Forward time by length runs in its own process (one thread) while this one scores: the two share the cores.
+    timing = subprocess.Popen([sys.executable, __file__, *sys.argv[1:], "--work", str(args.work), "--only-timing"])
     teacher_scores = scores_by_capability(NexusModel.load(lab.work / "teacher" / "bundle"), lab.splits["eval"])
     print(f"teacher: scores {teacher_scores}; {json.loads((lab.work / 'teacher' / 'train.json').read_text())}", flush=True)
     results: dict = {"students": {}}
@@ -374,9 +391,10 @@ def evaluate(lab: Lab, args: argparse.Namespace) -> dict:
     results["energy"] = energy(gate_model, lab.splits["eval"][::step][:args.energy_rows], args.energy_n)
     print(f"abstention ({args.gate_student}): {results['abstention']}; energy refinement: {results['energy']}", flush=True)
 
-    for name in STUDENTS:
-        print(f"  forward time, {name}:", flush=True)
-        results["students"][name]["seconds_by_len"] = forward_seconds(timing_forward(name, models[name], bundles[name]), lab.vocab)
+    if timing.wait() != 0:
+        raise SystemExit("error: the forward-time process failed")
+    for name, seconds in json.loads((lab.work / "timing.json").read_text()).items():
+        results["students"][name]["seconds_by_len"] = seconds
     ssm = results["students"]["ssm"]["seconds_by_len"]
     results["ssm_len_ratio_16k_1k"] = round(ssm["16384"] / ssm["1024"], 3) if {"1024", "16384"} <= set(ssm) else None
     return {"students": results["students"], "ssm_len_ratio_16k_1k": results["ssm_len_ratio_16k_1k"],
