@@ -119,8 +119,6 @@ def timing_forward(name: str, model, bundle: Path):
 
 
 def nonzero_grad_fraction(model, packed) -> float:
-    import torch
-
     model.train()
     model.zero_grad()
     batch = packed.input_ids[:8].long()
@@ -321,7 +319,8 @@ def main() -> None:
     parser.add_argument("--alpha", type=float, default=0.1)
     parser.add_argument("--energy-n", type=int, default=8)
     parser.add_argument("--energy-rows", type=int, default=60, help="held-out prompts refined (all capabilities)")
-    parser.add_argument("--gate-student", default="ssm", choices=sorted(STUDENTS))
+    parser.add_argument("--gate-student", default="best", choices=["best", *sorted(STUDENTS)],
+                        help="student the gate and refinement run on (best: the highest mean held-out score)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seq-len", type=int, default=64, help="packed block length (a golden example is ~20 tokens)")
     parser.add_argument("--lengths", type=int, nargs="+", default=LENGTHS, help="forward-time lengths (all four for the JSON)")
@@ -368,7 +367,7 @@ def evaluate(lab: Lab, args: argparse.Namespace) -> dict:
     teacher_scores = scores_by_capability(NexusModel.load(lab.work / "teacher" / "bundle"), lab.splits["eval"])
     print(f"teacher: scores {teacher_scores}; {json.loads((lab.work / 'teacher' / 'train.json').read_text())}", flush=True)
     results: dict = {"students": {}}
-    models, bundles, training = {}, {}, {}
+    models, bundles, training, mean_scores = {}, {}, {}, {}
     for name in STUDENTS:
         models[name], bundles[name] = lab.saved(name), lab.work / name / "bundle"
         training[name] = json.loads((lab.work / name / "train.json").read_text())
@@ -377,6 +376,8 @@ def evaluate(lab: Lab, args: argparse.Namespace) -> dict:
         print(f"{name}: {count_parameters(models[name]):,} params, {training[name]['steps']} steps in "
               f"{training[name]['seconds']}s (lr {training[name]['learning_rate']}); scores {scores}; retention {kept}", flush=True)
         results["students"][name] = {"params": count_parameters(models[name]), "retention": {c: round(r, 4) for c, r in kept.items()}}
+        mean_scores[name] = sum(scores.values()) / len(scores)
+    gate_student = max(mean_scores, key=mean_scores.get) if args.gate_student == "best" else args.gate_student
 
     deq_training = training["deq"]["solver"]
     grad_fraction = nonzero_grad_fraction(models["deq"], lab.packed)
@@ -385,11 +386,11 @@ def evaluate(lab: Lab, args: argparse.Namespace) -> dict:
     print(f"deq solver over {deq_training['forwards']} training forwards: {results['deq']}, "
           f"fallback fraction {deq_training['fallback_fraction']:.3f}", flush=True)
 
-    results["abstention"] = abstention(bundles[args.gate_student], lab.splits, args.alpha, lab.work / f"gate-{args.gate_student}")
-    gate_model = NexusModel.load(bundles[args.gate_student])  # ungated: refinement sees every prompt
+    results["abstention"] = abstention(bundles[gate_student], lab.splits, args.alpha, lab.work / f"gate-{gate_student}")
+    gate_model = NexusModel.load(bundles[gate_student])  # ungated: refinement sees every prompt
     step = max(1, len(lab.splits["eval"]) // args.energy_rows)
     results["energy"] = energy(gate_model, lab.splits["eval"][::step][:args.energy_rows], args.energy_n)
-    print(f"abstention ({args.gate_student}): {results['abstention']}; energy refinement: {results['energy']}", flush=True)
+    print(f"abstention ({gate_student}): {results['abstention']}; energy refinement ({gate_student}): {results['energy']}", flush=True)
 
     if timing.wait() != 0:
         raise SystemExit("error: the forward-time process failed")
