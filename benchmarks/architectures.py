@@ -346,7 +346,7 @@ def main() -> None:
         for name in STUDENTS:
             train_student(lab, args, name)
     else:
-        train_students(args, list(STUDENTS))
+        train_students(args, [name for name in STUDENTS if not (args.work / name / "train.json").exists()])
     results = evaluate(lab, args)
     print_table(results)
     args.out.parent.mkdir(parents=True, exist_ok=True)
