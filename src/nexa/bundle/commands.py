@@ -98,3 +98,49 @@ def verify_command(
                 json_out)
     if not report["passed"]:
         raise typer.Exit(1)
+
+
+@app.command("calibrate-gate")
+def calibrate_gate_command(
+    bundle: Path = typer.Argument(..., help="Bundle folder."),
+    rows: Path = typer.Option(..., help="JSONL of held-out {prompt, answer[, capability]} rows not used in training."),
+    alpha: float = typer.Option(0.1, help="Largest error rate tolerated among answered prompts."),
+    delta: float = typer.Option(0.1, help="Risk that the certified error bound is wrong (Learn-then-Test level)."),
+    fallback_url: Optional[str] = typer.Option(None, help="OpenAI-style /v1/completions URL abstained prompts escalate to."),
+    json_out: bool = JSON,
+) -> None:
+    """Fit the bundle's uncertainty gate (temperature, then a threshold keeping answered error ≤ alpha) into its manifest."""
+    from nexa.bundle.uncertainty import calibrate_gate
+
+    if not (bundle / "manifest.json").exists():
+        raise typer.BadParameter(f"{bundle} has no manifest.json; is it a bundle folder?", param_hint="BUNDLE")
+    for name, value in (("--alpha", alpha), ("--delta", delta)):
+        if not 0 < value < 1:
+            raise typer.BadParameter(f"must be between 0 and 1 (exclusive), got {value}", param_hint=name)
+    if fallback_url and not fallback_url.startswith(("http://", "https://")):
+        raise typer.BadParameter(f"must be an http(s) URL, got {fallback_url!r}", param_hint="--fallback-url")
+    require_paths(rows=rows)
+    fitted = calibrate_gate(bundle, _calibration_rows(rows), alpha, delta, fallback_url)
+    if not json_out:
+        console.print(f"gate: temperature {fitted['temperature']}, threshold {fitted['threshold']} "
+                      f"(None: abstain always); on {fitted['calibration_rows']} calibration rows coverage "
+                      f"{fitted['calibration_coverage']:.3f}, error among answered {fitted['calibration_error_answered']:.3f}")
+    emit_result({"status": "succeeded", "bundle": str(bundle), **fitted}, json_out)
+
+
+def _calibration_rows(path: Path) -> list[dict]:
+    """The JSONL rows, each with string ``prompt`` and ``answer``; the first bad line is the user's error."""
+    rows = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise typer.BadParameter(f"{path}:{number} is not JSON: {error}", param_hint="--rows") from error
+        if not isinstance(row, dict) or not all(isinstance(row.get(k), str) for k in ("prompt", "answer")):
+            raise typer.BadParameter(f"{path}:{number} needs string 'prompt' and 'answer' fields", param_hint="--rows")
+        rows.append(row)
+    if not rows:
+        raise typer.BadParameter(f"{path} has no rows", param_hint="--rows")
+    return rows

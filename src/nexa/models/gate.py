@@ -33,7 +33,11 @@ def fit_temperature(model, examples: list[tuple[list[int], list[int]]]) -> float
             keep = target != -100
             logits_all.append(logits[keep])
             labels_all.append(target[keep])
-    logits, labels = torch.cat(logits_all), torch.cat(labels_all)
+    return temperature_by_nll(torch.cat(logits_all), torch.cat(labels_all))
+
+
+def temperature_by_nll(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """The grid temperature minimising the cross-entropy of ``labels`` under ``logits`` [tokens, vocab]."""
     losses = {t: float(torch.nn.functional.cross_entropy(logits / t, labels)) for t in TEMPERATURES}
     return min(losses, key=losses.get)
 

@@ -46,13 +46,14 @@ _STATUS_KINDS = {400: "invalid_json", 401: "authentication_error", 403: "safety_
 
 def create_app(bundle_path: str | Path, token: str | None = None, max_tokens_cap: int = DEFAULT_MAX_TOKENS_CAP,
                max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, max_batch: int = DEFAULT_MAX_BATCH,
-               device: str = "cpu") -> FastAPI:
+               device: str = "cpu", fallback_url: str | None = None) -> FastAPI:
     """Load the bundle (hash-checked by nexus) and return the app serving it; ``token`` turns on bearer auth;
-    ``max_batch`` prompts at most are answered together (1 = no dynamic batching)."""
+    ``max_batch`` prompts at most are answered together (1 = no dynamic batching); ``fallback_url`` is where the
+    bundle's uncertainty gate escalates abstained prompts (overriding the manifest's)."""
     if min(max_tokens_cap, max_body_bytes, max_batch) < 1:
         raise ValueError(f"max_tokens_cap, max_body_bytes and max_batch must be positive, got {max_tokens_cap}, "
                          f"{max_body_bytes}, {max_batch}")
-    engine = Engine.load(Path(bundle_path), max_tokens_cap, device=device)
+    engine = Engine.load(Path(bundle_path), max_tokens_cap, device=device, fallback_url=fallback_url)
     metrics = ServeMetrics()
     batcher = Batcher(engine, max_batch, on_batch=metrics.batch_size.observe)
     app = FastAPI(title=f"nexa serve: {engine.name}", docs_url=None, redoc_url=None, openapi_url=None)

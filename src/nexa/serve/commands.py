@@ -33,6 +33,9 @@ def serve(bundle: Path = typer.Argument(..., help="Bundle folder (manifest.json 
                                            "contention for matrices this small (measured 126 ms vs 2.1 s per request "
                                            "on a loaded 2-core machine)."),
           device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+          fallback_url: Optional[str] = typer.Option(None, "--fallback-url",
+                                                     help="OpenAI-style /v1/completions URL that prompts the bundle's "
+                                                          "uncertainty gate abstains on are escalated to."),
           log_level: str = typer.Option("warning", "--log-level", help="uvicorn log level.")) -> None:
     """Serve a bundle over an OpenAI-compatible HTTP API (completions, chat, models, healthz, status, metrics).
 
@@ -49,13 +52,15 @@ def serve(bundle: Path = typer.Argument(..., help="Bundle folder (manifest.json 
     if not (bundle / "manifest.json").is_file():
         raise typer.BadParameter(f"{bundle} is not a bundle (no manifest.json); build one with `nexa bundle build`",
                                  param_hint="BUNDLE")
+    if fallback_url and not fallback_url.startswith(("http://", "https://")):
+        raise typer.BadParameter(f"must be an http(s) URL, got {fallback_url!r}", param_hint="--fallback-url")
     if not token and not _is_loopback(host):
         console.print(f"[yellow]warning:[/yellow] serving on {host} without a token: anyone who can reach it can use "
                       "it; pass --token or set NEXA_SERVE_TOKEN")
     torch.set_num_threads(threads)
     try:
         app = create_app(bundle, token=token, max_tokens_cap=max_tokens_cap, max_body_bytes=max_body_bytes,
-                         max_batch=max_batch, device=device)
+                         max_batch=max_batch, device=device, fallback_url=fallback_url)
     except BundleError as exc:
         fail(f"cannot load bundle: {exc}")
     _show(app, host, port, bool(token), max_batch)

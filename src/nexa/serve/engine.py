@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from nexus import NexusModel
+from nexus import BundleError, NexusModel
 from nexus.model import Generation, Prompt, TokenScore
 
 
@@ -48,8 +48,15 @@ class Engine:
         self.lock = threading.Lock()
 
     @classmethod
-    def load(cls, bundle: Path, max_tokens_cap: int, device: str = "cpu") -> Engine:
-        return cls(NexusModel.load(bundle, device=device), max_tokens_cap)
+    def load(cls, bundle: Path, max_tokens_cap: int, device: str = "cpu", fallback_url: str | None = None) -> Engine:
+        """``fallback_url`` (an OpenAI-style /v1/completions URL) overrides the gate's: abstained prompts go there."""
+        model = NexusModel.load(bundle, device=device)
+        if fallback_url:
+            if model.gate is None:
+                raise BundleError(f"{bundle} has no uncertainty gate to escalate from; fit one with "
+                                  "`nexa bundle calibrate-gate` first")
+            model.gate = replace(model.gate, fallback_url=fallback_url)
+        return cls(model, max_tokens_cap)
 
     # ---------------------------------------------------------------- names
     def model_ids(self) -> list[str]:
