@@ -70,8 +70,11 @@ def reserve_stdout_for_json() -> None:
         os.dup2(2, 1)
 
 
-def emit_result(result: dict[str, Any], as_json: bool) -> None:
-    """Print a command's result: the JSON object on stdout, or a compact summary for people."""
+def emit_result(result: dict[str, Any], as_json: bool, *tables: Any) -> None:
+    """Print a command's result: the JSON object on stdout, or its tables (if any) and a compact summary for people."""
+    if not as_json:
+        for shown in tables:
+            console.print(shown)
     if as_json:
         data = (json.dumps(result, default=str) + "\n").encode()
         if _json_fd is None:
