@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import json
-import shutil
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
 from nexa.ledger import Lab
-from nexa.ledger.console import JSON, LAB, console, emit_result, retention_table
+from nexa.ledger.console import JSON, LAB, emit_result, retention_table
 from nexa.ledger.hashing import sha256_file
 from nexa.ledger.runs import start_run
 from nexa.pipeline.standalone import require_paths
@@ -35,9 +33,9 @@ def build_command(
     lab_dir: Path = LAB, json_out: bool = JSON,
 ) -> None:
     """Build a bundle from a student checkpoint outside a pipeline."""
-    from nexa.bundle.build import (UnsafeBundleError, assemble_bundle, benchmark_items, bundle_size_bytes, quantize_int8,
-                                   write_manifest)
+    from nexa.bundle.build import UnsafeBundleError, benchmark_items, build_from_checkpoint
     from nexa.ledger.datasets import read_dataset_rows
+    from nexa.ledger.listings import registry_metrics
 
     if out.exists():
         raise typer.BadParameter(f"{out} exists; bundles are immutable, choose a new folder", param_hint="--out")
@@ -46,26 +44,17 @@ def build_command(
     lab = Lab.find(lab_dir)
     require_paths(model=model / "model.safetensors", router=router, teacher_scores=teacher_scores, adapters=adapters,
                   registry=registry)
-    from nexa.ledger.listings import registry_metrics
-
     metrics = registry_metrics(registry, teacher_name) if registry else None
     items = benchmark_items(read_dataset_rows(lab, benchmark), max_new_tokens)
     with start_run(lab, "bundle", config={"model": str(model), "benchmark": benchmark, "quantize": quantize,
                                           "allow_uncensored": allow_uncensored}) as run:
         try:
-            manifest = assemble_bundle(
-                out, name=name or out.name, model_dir=model, tokenizer_file=model / "tokenizer.json", router_dir=router,
-                adapters_dir=adapters, items=items, teacher_scores=json.loads(teacher_scores.read_text()), student_scores={},
-                lineage={"run_id": run.run_id, "model_sha256": sha256_file(model / "model.safetensors"), "pipeline": "cli"},
-                max_new_tokens=max_new_tokens, allow_uncensored=allow_uncensored, built_by=run.run_id, metrics=metrics,
-            )
+            result = build_from_checkpoint(run, out, model=model, router=router, items=items, teacher_scores=teacher_scores,
+                                           adapters=adapters, name=name, quantize=quantize, allow_uncensored=allow_uncensored,
+                                           max_new_tokens=max_new_tokens, metrics=metrics)
         except UnsafeBundleError as error:
-            shutil.rmtree(out, ignore_errors=True)
             raise typer.BadParameter(str(error), param_hint="--allow-uncensored") from error
-        sizes = quantize_int8(out) if quantize else {}
-        manifest = write_manifest(out, quantization="int8-rowwise") if quantize else manifest
-    emit_result({"run_id": run.run_id, "status": "succeeded", "bundle": str(out), "size_bytes": bundle_size_bytes(out), **sizes,
-                 "outputs": [{"path": str(out / rel), "sha256": digest} for rel, digest in manifest["files"].items()]}, json_out)
+    emit_result(result, json_out)
 
 
 @app.command("verify")
@@ -90,11 +79,9 @@ def verify_command(
         report = verify_bundle(bundle, retain_fraction, forbidden=[str(p) for p in teacher], scoring=scoring)
         run.update(eval_status="done", eval_report=str(bundle / "verify_report.json"),
                    eval_summary={f"retention/{c}": r for c, r in report["retention"].items()})
-    if not json_out:
-        console.print(retention_table(f"verify {bundle.name}", report))
     emit_result({"run_id": run.run_id, "status": "succeeded" if report["passed"] else "failed", "passed": report["passed"],
                  "retention": report["retention"], "verify_report": str(bundle / "verify_report.json"),
                  "outputs": [{"path": str(bundle / "verify_report.json"), "sha256": sha256_file(bundle / "verify_report.json")}]},
-                json_out)
+                json_out, retention_table(f"verify {bundle.name}", report))
     if not report["passed"]:
         raise typer.Exit(1)
