@@ -38,13 +38,11 @@ def registry_command(
         registry, quarantined = build_registry(csv_file, out, retain_fraction if retain_fraction is not None else default_retain_fraction(lab_dir))
     except RegistryError as error:
         raise typer.BadParameter(str(error), param_hint="--csv") from error
-    if not json_out:
-        console.print(table(f"teacher registry ({out})", ["teacher", "parameters", "capabilities"],
-                            [(t.name, f"{t.parameters:,}", ", ".join(c.name for c in t.capabilities)) for t in registry.teachers]))
-        for q in quarantined:
-            console.print(f"[yellow]quarantined[/yellow] {q['reason']}")
     emit_result({"run_id": None, "status": "succeeded", "teachers": [t.name for t in registry.teachers],
-                 "quarantined": len(quarantined), "outputs": [{"path": str(out), "sha256": sha256_file(out)}]}, json_out)
+                 "quarantined": len(quarantined), "outputs": [{"path": str(out), "sha256": sha256_file(out)}]}, json_out,
+                table(f"teacher registry ({out})", ["teacher", "parameters", "capabilities"],
+                      [(t.name, f"{t.parameters:,}", ", ".join(c.name for c in t.capabilities)) for t in registry.teachers]),
+                *(f"[yellow]quarantined[/yellow] {q['reason']}" for q in quarantined))
 
 
 @app.command("profile")
@@ -135,8 +133,7 @@ def gate_command(
         scoring.run_id = run.run_id
         report = runtime_gate(lab, student / "model", profile, data / "datasets.json", scoring=scoring)
         run.update(eval_status="done", eval_summary={f"retention/{c}": r for c, r in report["retention"].items()})
-    if not json_out:
-        console.print(retention_table("NIWT gate", report))
-    emit_result({"run_id": run.run_id, "status": "succeeded" if report["passed"] else "failed", **report, "outputs": []}, json_out)
+    emit_result({"run_id": run.run_id, "status": "succeeded" if report["passed"] else "failed", **report, "outputs": []}, json_out,
+                retention_table("NIWT gate", report))
     if not report["passed"]:
         raise typer.Exit(1)
