@@ -9,7 +9,7 @@ from typing import Any, Optional
 import typer
 
 from nexa.ledger import Lab
-from nexa.ledger.console import JSON, LAB, console, emit_result, fail, progress, table, with_options
+from nexa.ledger.console import JSON, LAB, command_run, console, emit_result, fail, progress, table, with_options
 from nexa.ledger.registry import DatasetRegistry
 from nexa.teachers.options import TEACHER_CALL
 
@@ -79,14 +79,12 @@ def prepare_cmd(
 ) -> None:
     """Validate, filter, dedup and split inputs into a new immutable version ID@vN (same inputs → same version)."""
     from nexa.data.stages import prepare_in_run, prepare_options
-    from nexa.ledger.runs import start_run
 
     lab = Lab.find(lab_dir)
     schema, options = prepare_options(lab, schema_name, filters, splits, split_by, rule, **thresholds)
     config = {"inputs": inputs, "schema": schema_name, "dataset": dataset, "filters": options["filters"],
               **options["filter_params"], "rules": rule, "splits": splits, "strict": strict}
-    with start_run(lab, "data.prepare", config=config) as run, progress(transient=True) as bar:
-        console.print(f"run [bold]{run.run_id}[/bold]")
+    with command_run(lab, "data.prepare", config=config) as run, progress(transient=True) as bar:
         task = bar.add_task("validate", total=None)
         result = prepare_in_run(lab, run, inputs, schema, dataset, **options, strict=strict, notes=notes,
                                 on_rows=lambda n: bar.advance(task, n), on_filter=lambda name: bar.update(task, description=name))
@@ -177,10 +175,8 @@ def augment_cmd(base: str = typer.Option(..., "--from", help="Base version ID@vN
 
 def _prepare_generated(lab, rows, schema_name, dataset, run_type, config, splits, bases, notes, json_out) -> None:
     from nexa.data.stages import generated_version
-    from nexa.ledger.runs import start_run
 
-    with start_run(lab, run_type, config=config, seed=config.get("seed")) as run:
-        console.print(f"run [bold]{run.run_id}[/bold]")
+    with command_run(lab, run_type, config=config, seed=config.get("seed")) as run:
         result = generated_version(lab, run, rows, schema_name, dataset, splits, bases, notes)
     _finish(run.run_id, result, json_out)
 

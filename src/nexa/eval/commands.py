@@ -10,8 +10,7 @@ import typer
 from nexa.eval import evaluate as ev
 from nexa.eval import stages
 from nexa.ledger import Lab
-from nexa.ledger.console import JSON, LAB, console, emit_result, failing_on, table, with_options
-from nexa.ledger.runs import start_run
+from nexa.ledger.console import JSON, LAB, command_run, console, emit_result, failing_on, table, with_options
 
 app = typer.Typer(help="Evaluate models: generate on tasks, judge outputs, build leaderboards.", no_args_is_help=True)
 
@@ -61,8 +60,7 @@ def generate(budget_usd: Optional[float] = BUDGET, lab_dir: Path = LAB, json_out
     """Generate on each task's eval prompts; outputs are cached by (model hash, prompt hash, params)."""
     lab = Lab.find(lab_dir)
     config = {k: models[k] for k in ("model", "run_id", "tasks", "n", "max_new_tokens")}
-    with start_run(lab, "eval_generate", config=config) as run:
-        console.print(f"run [bold]{run.run_id}[/bold]")
+    with command_run(lab, "eval_generate", config=config) as run:
         work = stages.step_folder(lab, run.run_id)
         items, counts = _generate(lab, run, work, **models, budget_usd=budget_usd)
         outputs = stages.publish_step(lab, run, work, "generations")
@@ -78,9 +76,8 @@ def judge(generations: str = typer.Option(..., "--generations", help="Run id of 
     names = _names(how["judges"])
     items = stages.read_step(lab, generations, "generations.jsonl")
     llm = stages.open_llm_judge(lab, names, how["judge_url"], how["judge_model"], how["rubric"], budget_usd)
-    with start_run(lab, "eval_judge", config={"generations": generations, "judges": names, "judge_model": how["judge_model"],
+    with command_run(lab, "eval_judge", config={"generations": generations, "judges": names, "judge_model": how["judge_model"],
                                               "rubric": str(how["rubric"]) if how["rubric"] else None}) as run:
-        console.print(f"run [bold]{run.run_id}[/bold]")
         work = stages.step_folder(lab, run.run_id)
         scored = _judge(run, work, items, names, llm, how["against"])
         outputs = stages.publish_step(lab, run, work, "scores")
@@ -93,8 +90,7 @@ def analyze(scores: str = typer.Option(..., "--scores", help="Run id of a `nexa 
     """leaderboard.parquet, eval_report.json/.md, and eval_status/report/summary in the run manifest."""
     lab = Lab.find(lab_dir)
     scored = stages.read_step(lab, scores, "scores.jsonl")
-    with start_run(lab, "eval_analyze", config={"scores": scores}) as run:
-        console.print(f"run [bold]{run.run_id}[/bold]")
+    with command_run(lab, "eval_analyze", config={"scores": scores}) as run:
         work = stages.step_folder(lab, run.run_id)
         summary = stages.analyze_step(lab, run, work, scored)
         outputs = stages.publish_step(lab, run, work, "eval_report")
@@ -110,9 +106,8 @@ def run_all(budget_usd: Optional[float] = BUDGET, lab_dir: Path = LAB, json_out:
     names = _names(how["judges"])
     llm = stages.open_llm_judge(lab, names, how["judge_url"], how["judge_model"], how["rubric"], budget_usd)
     config = {k: models[k] for k in ("model", "run_id", "tasks", "n")}
-    with start_run(lab, "eval", config={**config, "judges": names, "max_new_tokens": models["max_new_tokens"],
+    with command_run(lab, "eval", config={**config, "judges": names, "max_new_tokens": models["max_new_tokens"],
                                         "judge_model": how["judge_model"]}) as run:
-        console.print(f"run [bold]{run.run_id}[/bold]")
         work = stages.step_folder(lab, run.run_id)
         items, counts = _generate(lab, run, work, **models, budget_usd=budget_usd)
         summary = stages.analyze_step(lab, run, work, _judge(run, work, items, names, llm, how["against"]))

@@ -10,7 +10,7 @@ from nexa.eval.exact import JUDGE_ID, JUDGE_PROMPT_HASH
 from nexa.eval.leaderboard import ROLES, aggregate, nested_scores, write_leaderboard
 from nexa.eval.tasks import Task
 from nexa.ledger import ArtifactRef, Lab
-from nexa.ledger.console import console, table
+from nexa.ledger.console import command_run, console, table
 from nexa.ledger.datasets import read_dataset_rows, read_listing
 from nexa.ledger.stage import StageContext
 
@@ -167,13 +167,11 @@ def lm_eval_step(lab: Lab, model: str, tasks: list[str], include_path: Path | No
     """lm-evaluation-harness tasks on a bundle (served on a loopback port), a checkpoint or an endpoint, in one
     run whose leaderboard records each task's version, n-shot and hashes: (model name, scores, leaderboard)."""
     from nexa.eval import harness
-    from nexa.ledger.runs import start_run
 
     with harness.target(model, lab.scratch / "lm-eval" / "tokenizers" / Path(model).name) as target:
         plan = harness.check(target, tasks, include_path)
-        with start_run(lab, "eval_lm_eval", config={"model": model, "tasks": tasks, "limit": limit,
+        with command_run(lab, "eval_lm_eval", config={"model": model, "tasks": tasks, "limit": limit,
                                                     "num_fewshot": num_fewshot}) as run:
-            console.print(f"run [bold]{run.run_id}[/bold]")
             work = step_folder(lab, run.run_id)
             summary = harness.evaluate(plan, work, role, limit, num_fewshot)
             outputs = publish_step(lab, run, work, "eval_report")

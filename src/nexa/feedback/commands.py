@@ -12,8 +12,7 @@ from nexa.feedback.loop import ROWS_PER_WEAKNESS, feedback_round, latest_report
 from nexa.feedback.rules import DEFAULT_RULES
 from nexa.feedback.stages import weakness_table
 from nexa.ledger import Lab
-from nexa.ledger.console import JSON, LAB, console, emit_result, fail, failing_on, table
-from nexa.ledger.runs import start_run
+from nexa.ledger.console import JSON, LAB, command_run, console, emit_result, fail, failing_on, table
 from nexa.teachers.errors import TeacherError
 
 app = typer.Typer(help="Turn weak spots in an eval report into new data; review outputs by hand.",
@@ -40,9 +39,8 @@ def feedback(ctx: typer.Context, report: Optional[Path] = typer.Option(None, hel
     from nexa.teachers.opening import open_teacher  # a URL without --teacher-model is a user's mistake, before any run
 
     teacher = open_teacher(teacher_url, teacher_model) if teacher_url else None
-    with start_run(lab, "feedback", config={"report": str(report_path), "rules": rule, "datasets": targets, "rows": rows,
+    with command_run(lab, "feedback", config={"report": str(report_path), "rules": rule, "datasets": targets, "rows": rows,
                                           "teacher_url": teacher_url, "teacher_model": teacher_model}, seed=seed) as run:
-        console.print(f"run [bold]{run.run_id}[/bold]")
         with failing_on(TeacherError):  # a missing file or dataset, an unpriced teacher model: the root's `error:` line
             result = feedback_round(lab, report_path, rule, targets, rows, seed, run.run_id, teacher=teacher)
         outputs = result.record(lab, run)

@@ -96,6 +96,15 @@ def fail(message: str, code: int = 2) -> NoReturn:
     raise SystemExit(code)
 
 
+def command_run(lab: Any, run_type: str, **fields: Any) -> Any:
+    """``start_run`` for a command: the run's id is printed first, so a user can follow it (``nexa runs show ID``)."""
+    from nexa.ledger.runs import start_run
+
+    run = start_run(lab, run_type, **fields)
+    console.print(f"run [bold]{run.run_id}[/bold]")
+    return run
+
+
 @contextmanager
 def failing_on(*errors: type[BaseException]) -> Iterator[None]:
     """Let a failure the user must act on (a teacher or judge that fails, a refused sweep) end the command as

@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from nexa.ledger import Lab, LedgerError
-from nexa.ledger.console import JSON, LAB, console, emit_result, fail, failing_on, table
+from nexa.ledger.console import JSON, LAB, command_run, console, emit_result, fail, failing_on, table
 
 sweep_app = typer.Typer(help="Hyper-parameter sweeps on Optuna: launch trials, analyze the best into a config.",
                         no_args_is_help=True)
@@ -31,7 +31,6 @@ def pack(dataset: list[str] = typer.Option(..., "--dataset", help="Dataset ID or
     from dataclasses import asdict
 
     from nexa.ledger.datasets import read_dataset_manifest
-    from nexa.ledger.runs import start_run
     from nexa.pipeline.standalone import require_paths
     from nexa.train.packs import PackRequest, build_pack
 
@@ -40,8 +39,7 @@ def pack(dataset: list[str] = typer.Option(..., "--dataset", help="Dataset ID or
     for ref in dataset:
         read_dataset_manifest(lab, ref)
     request = PackRequest(datasets=dataset, tokenizer=tokenizer, seq_len=seq_len, split=split or None, topk_field=topk_field)
-    with start_run(lab, "pack", config={**asdict(request), "tokenizer": str(tokenizer)}) as run:
-        console.print(f"run [bold]{run.run_id}[/bold]")
+    with command_run(lab, "pack", config={**asdict(request), "tokenizer": str(tokenizer)}) as run:
         pid, ref, manifest = build_pack(lab, request, created_by=run.run_id)
         run.add_output(ref)
         run.update(dataset_id=",".join(dataset), metrics={"efficiency": manifest.efficiency, "blocks": manifest.blocks})
