@@ -9,14 +9,12 @@ import typer
 from pydantic import ValidationError
 
 from nexa.infra.cost import PriceTable, UnknownPriceError
-from nexa.ledger import Lab, LedgerError, RunManifest
-from nexa.ledger.console import JSON, LAB, SpendProgress, console, emit_result, fail, fields_table, with_options
-from nexa.ledger.runs import detect_gpu_type, start_run
-from nexa.teachers.errors import TeacherError
-from nexa.teachers.materialize import MaterializeConfig, MaterializeError, MaterializeReport, materialize
+from nexa.ledger import Lab, LedgerError
+from nexa.ledger.console import JSON, LAB, console, emit_result, fail, fields_table, with_options
+from nexa.ledger.runs import detect_gpu_type
+from nexa.teachers.materialize import MaterializeConfig, materialize_run
 from nexa.teachers.opening import TeacherSpecError, open_teacher
 from nexa.teachers.options import TEACHER_CALL
-from nexa.teachers.protocol import Teacher
 
 app = typer.Typer(help="Distillation data: ask a teacher once, keep every answer (cached, costed, resumable).",
                   no_args_is_help=True)
@@ -79,9 +77,12 @@ def materialize_command(
     else:
         config = config.model_copy(update={"concurrency": 1})  # one model in memory: batches, not threads
     try:
-        report, manifest = _run(lab, model, config, prices, json_out)
+        report, manifest, failure = materialize_run(lab, model, config, prices)
     finally:
         model.close()
+    if failure is not None:
+        message, code, fields = failure
+        _fail(message, json_out, code, run_id=manifest.run_id, **fields)
     result = {"run_id": report.run_id, "status": manifest.status, **report.summary(),
               "outputs": [{"kind": o.kind, "ref": o.ref, "path": o.path, "sha256": o.sha256} for o in manifest.outputs]}
     if not json_out:
@@ -90,28 +91,6 @@ def materialize_command(
             console.print(f"[yellow]{report.failed} prompt(s) unanswered[/yellow] ({report.stopped or 'errors'}); "
                           f"reasons in {report.quarantine}. Rerun the same command to retry them.")
     emit_result(result, json_out)
-
-
-def _run(lab: Lab, model: Teacher, config: MaterializeConfig, prices: PriceTable,
-         json_out: bool) -> tuple[MaterializeReport, RunManifest]:
-    """Open the run, materialize with a progress bar; a failure is recorded in the run, printed, and exits non-zero."""
-    failure: tuple[str, int, dict] | None = None
-    with start_run(lab, "distill", config=config.model_dump(mode="json"), seed=config.seed,
-                   teacher_model=model.teacher_id, gpu_type=config.gpu_type) as run:
-        console.print(f"[bold]run_id[/bold] {run.run_id}  teacher {model.teacher_id}")
-        try:
-            with SpendProgress("teacher", "prompts") as bar:
-                report = materialize(lab, model, config, run, prices, progress=bar)
-        except MaterializeError as exc:
-            run.fail(exc)
-            failure = (str(exc), 1, exc.report.summary())
-        except (TeacherError, UnknownPriceError, LedgerError, ValueError, FileExistsError) as exc:
-            run.fail(exc)
-            failure = (str(exc), 2, {})
-    if failure is not None:
-        message, code, fields = failure
-        _fail(message, json_out, code, run_id=run.run_id, **fields)
-    return report, run.manifest
 
 
 def _lab_and_prices(lab_dir: Path, model: str | None, price_input: float | None, price_output: float | None,
