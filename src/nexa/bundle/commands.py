@@ -8,7 +8,7 @@ from typing import List, Optional
 import typer
 
 from nexa.ledger import Lab
-from nexa.ledger.console import JSON, LAB, emit_result, retention_table
+from nexa.ledger.console import JSON, LAB, emit_gate, emit_result
 from nexa.ledger.hashing import sha256_file
 from nexa.ledger.runs import start_run
 from nexa.pipeline.standalone import require_paths
@@ -67,21 +67,15 @@ def verify_command(
 ) -> None:
     """Check every hash, that no teacher is reachable or inside, and re-run the per-capability gate in a fresh process."""
     from nexa.bundle.verify import verify_bundle
-    from nexa.eval.gate_metrics import load_gate_scoring
+    from nexa.eval.gate_metrics import gated_run
 
     if not (bundle / "manifest.json").exists():
         raise typer.BadParameter(f"{bundle} has no manifest.json; is it a bundle folder?", param_hint="BUNDLE")
     lab = Lab.find(lab_dir)
     retain_fraction = lab.config.retain_fraction if retain_fraction is None else retain_fraction
-    scoring = load_gate_scoring(lab, gate_scoring)  # a bad file is refused before a run starts
-    with start_run(lab, "verify", config={"bundle": str(bundle), "retain_fraction": retain_fraction}) as run:
-        scoring.run_id = run.run_id
-        report = verify_bundle(bundle, retain_fraction, forbidden=[str(p) for p in teacher], scoring=scoring)
-        run.update(eval_status="done", eval_report=str(bundle / "verify_report.json"),
-                   eval_summary={f"retention/{c}": r for c, r in report["retention"].items()})
-    emit_result({"run_id": run.run_id, "status": "succeeded" if report["passed"] else "failed", "passed": report["passed"],
-                 "retention": report["retention"], "verify_report": str(bundle / "verify_report.json"),
-                 "outputs": [{"path": str(bundle / "verify_report.json"), "sha256": sha256_file(bundle / "verify_report.json")}]},
-                json_out, retention_table(f"verify {bundle.name}", report))
-    if not report["passed"]:
-        raise typer.Exit(1)
+    report_file = bundle / "verify_report.json"
+    run_id, report = gated_run(lab, "verify", {"bundle": str(bundle), "retain_fraction": retain_fraction}, gate_scoring,
+                               lambda scoring: verify_bundle(bundle, retain_fraction, forbidden=[str(p) for p in teacher], scoring=scoring),
+                               eval_report=str(report_file))
+    emit_gate(run_id, report, {"passed": report["passed"], "retention": report["retention"], "verify_report": str(report_file),
+                               "outputs": [{"path": str(report_file), "sha256": sha256_file(report_file)}]}, json_out, f"verify {bundle.name}")

@@ -87,6 +87,15 @@ def emit_result(result: dict[str, Any], as_json: bool, *tables: Any) -> None:
         console.print(f"[bold]run_id[/bold] {result['run_id']}  [bold]status[/bold] {result.get('status', '?')}")
 
 
+def emit_gate(run_id: str, report: dict[str, Any], fields: dict[str, Any], as_json: bool, title: str) -> None:
+    """A retention gate's result (bundle verify, NIWT gate) with its table: the status follows the gate, and a failed
+    gate exits 1 (README exit codes)."""
+    emit_result({"run_id": run_id, "status": "succeeded" if report["passed"] else "failed", **fields}, as_json,
+                retention_table(title, report))
+    if not report["passed"]:
+        raise typer.Exit(1)
+
+
 def fail(message: str, code: int = 2) -> NoReturn:
     """End a command on a user's mistake: one unwrapped ``error: ...`` line on stderr, then exit ``code``.
 
