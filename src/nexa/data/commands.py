@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+from contextlib import closing
 from pathlib import Path
 from typing import Any, Optional
 
 import typer
 
 from nexa.ledger import Lab
-from nexa.ledger.console import JSON, LAB, command_run, console, emit_result, fail, progress, table, with_options
+from nexa.ledger.console import JSON, LAB, command_run, console, emit_result, fail, failing_on, progress, table, with_options
 from nexa.ledger.registry import DatasetRegistry
 from nexa.teachers.options import TEACHER_CALL
 
@@ -156,17 +157,11 @@ def augment_cmd(base: str = typer.Option(..., "--from", help="Base version ID@vN
         from nexa.teachers.prompting import open_prompt_teacher
 
         prompts = prompts_for(capability, n, seed, existing)  # an unknown capability fails here, before any call
-        params = dict(max_tokens=call["max_tokens"], temperature=call["temperature"], seed=seed if call["temperature"] > 0 else None)
-        asker = open_prompt_teacher(teacher, call["teacher_model"], call["api"], call["api_key_env"], call["system"],
-                                    call["timeout_s"], max_attempts, params, lab, budget_usd)
-        config.update(teacher=asker.teacher_id, teacher_model=asker.model_name, max_tokens=params["max_tokens"],
-                      temperature=params["temperature"])
-        try:
+        asker = open_prompt_teacher(teacher, lab, seed=seed, max_attempts=max_attempts, budget_usd=budget_usd, **call)
+        config.update(teacher=asker.teacher_id, teacher_model=asker.model_name, max_tokens=call["max_tokens"],
+                      temperature=call["temperature"])
+        with closing(asker), failing_on(TeacherError, prefix="teacher failed: "):
             new = from_teacher(asker, prompts, capability, batch_size=batch_size)
-        except TeacherError as exc:
-            fail(f"teacher failed: {exc}")
-        finally:
-            asker.close()
         source = f"{n} {capability!r} prompts answered by teacher {asker.teacher_id}"
     _prepare_generated(lab, new.rows + new.rejected, manifest.row_schema, dataset or manifest.id, "data.augment",
                        {**config, "from": manifest.ref}, "train=0.8,val=0.1,test=0.1",

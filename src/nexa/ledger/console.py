@@ -115,13 +115,13 @@ def command_run(lab: Any, run_type: str, **fields: Any) -> Any:
 
 
 @contextmanager
-def failing_on(*errors: type[BaseException]) -> Iterator[None]:
+def failing_on(*errors: type[BaseException], prefix: str = "") -> Iterator[None]:
     """Let a failure the user must act on (a teacher or judge that fails, a refused sweep) end the command as
-    one ``error: ...`` line and exit 2, like every other user-facing mistake."""
+    one ``error: <prefix><message>`` line and exit 2, like every other user-facing mistake."""
     try:
         yield
     except errors as exc:
-        fail(str(exc))
+        fail(f"{prefix}{exc}")
 
 
 def progress(transient: bool = False, *extra_columns) -> Progress:
