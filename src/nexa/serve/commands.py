@@ -12,10 +12,6 @@ from nexa.ledger.console import console, fail, table
 from nexa.serve.limits import DEFAULT_MAX_BATCH, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_TOKENS_CAP
 
 
-def register(app: typer.Typer) -> None:
-    app.command("serve")(serve)
-
-
 def serve(bundle: Path = typer.Argument(..., help="Bundle folder (manifest.json inside), e.g. the verify stage's bundle/."),
           port: int = typer.Option(8000, "--port", min=1, max=65535, help="TCP port."),
           host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on."),

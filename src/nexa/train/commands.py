@@ -15,12 +15,6 @@ sweep_app = typer.Typer(help="Hyper-parameter sweeps on Optuna: launch trials, a
                         no_args_is_help=True)
 
 
-def register(app: typer.Typer) -> None:
-    app.command("pack")(pack)
-    app.command("train")(train)
-    app.add_typer(sweep_app, name="sweep")
-
-
 def pack(dataset: list[str] = typer.Option(..., "--dataset", help="Dataset ID or ID@vN (repeat for several)."),
          tokenizer: Path = typer.Option(..., "--tokenizer", help="tokenizer.json or a folder holding one."),
          seq_len: int = typer.Option(128, "--seq-len", min=8, help="Block length in tokens."),

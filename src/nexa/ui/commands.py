@@ -17,11 +17,6 @@ from nexa.ledger.console import JSON, console, emit_result, fail, failing_on
 LAB = typer.Option(Path("."), "--lab", help="Lab folder (nexa.yaml inside, or a folder below it).")
 
 
-def register(app: typer.Typer) -> None:
-    app.command("ui")(ui)
-    app.command("report")(report)
-
-
 def ui(lab_dir: Path = LAB, port: int = typer.Option(8050, "--port", min=1, max=65535, help="TCP port."),
        host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on.")) -> None:
     """Browse the lab: leaderboard and plots, runs and lineage, verify reports, feedback rounds, the review queue."""
