@@ -19,30 +19,27 @@ import typer.main
 from typer import _click as click  # typer vendors click: its exceptions and classes are these, not the `click` package's
 
 
-# Command groups owned by a layer: (module holding a Typer ``app`` — or ``module:attribute`` for another Typer —,
-# group name, one-line help for `nexa --help`).
+# Commands owned by a layer: (``module:attribute`` — a Typer becomes a command group, a function one command —,
+# command name, one-line help for `nexa --help`).
 LAYER_COMMANDS: list[tuple[str, str, str]] = [
-    ("nexa.data.commands", "data", "Datasets: list, show, prepare, generate, augment, diff."),
-    ("nexa.teachers.commands", "distill", "Distillation data: ask a teacher once, keep every answer."),
-    ("nexa.bundle.commands", "bundle", "Bundles: build the Nexus layout, verify it teacher-free."),
-    ("nexa.niwt.commands", "niwt", "NIWT: teacher registry, profiling, synthesis, anchored distillation, gate."),
-    ("nexa.eval.commands", "eval", "Evaluate models: generate on tasks, judge outputs, build leaderboards."),
-    ("nexa.feedback.commands", "feedback", "Turn weak spots in an eval report into new data; review outputs by hand."),
-    ("nexa.session.commands", "session", "An in-memory token session: start, add NAME, list, remove NAME, stop."),
-    ("nexa.infra.commands", "infra", "Compute: launch on a local or SkyPilot node, status, logs, sync, down."),
+    ("nexa.data.commands:app", "data", "Datasets: list, show, prepare, generate, augment, diff."),
+    ("nexa.teachers.commands:app", "distill", "Distillation data: ask a teacher once, keep every answer."),
+    ("nexa.bundle.commands:app", "bundle", "Bundles: build the Nexus layout, verify it teacher-free."),
+    ("nexa.niwt.commands:app", "niwt", "NIWT: teacher registry, profiling, synthesis, anchored distillation, gate."),
+    ("nexa.eval.commands:app", "eval", "Evaluate models: generate on tasks, judge outputs, build leaderboards."),
+    ("nexa.feedback.commands:app", "feedback", "Turn weak spots in an eval report into new data; review outputs by hand."),
+    ("nexa.session.commands:app", "session", "An in-memory token session: start, add NAME, list, remove NAME, stop."),
+    ("nexa.infra.commands:app", "infra", "Compute: launch on a local or SkyPilot node, status, logs, sync, down."),
     ("nexa.infra.commands:cost_app", "cost", "Cost: what runs and stages spent, by run, stage, provider or day."),
-]
-# Top-level commands (``nexa run``, ``nexa train``): (module whose ``register(app)`` adds it, command name, help).
-TOP_LEVEL_COMMANDS: list[tuple[str, str, str]] = [
-    ("nexa.pipeline.commands", "run", "Run a pipeline; unchanged stages are reused."),
-    ("nexa.pipeline.commands", "demo", "Create a lab and run the golden pipeline in it (CPU, no network, minutes)."),
-    ("nexa.train.commands", "pack", "Tokenize datasets and pack them into fixed-length blocks."),
-    ("nexa.train.commands", "train", "Train (SFT, LoRA, KD) on the HF Trainer; checkpoints sync to durable storage."),
-    ("nexa.train.commands", "sweep", "Hyper-parameter sweeps: launch trials, analyze the best into a config."),
-    ("nexa.serve.commands", "serve", "Serve a bundle over an OpenAI-compatible HTTP API."),
-    ("nexa.train.auto_commands", "auto", "Nexa Auto: an interactive fine-tuning assistant (every question also a flag)."),
-    ("nexa.ui.commands", "ui", "The dashboard: leaderboard, plots, runs and lineage, verify, feedback, review queue."),
-    ("nexa.ui.commands", "report", "Export one run's report as self-contained HTML or a PDF (headless Chromium)."),
+    ("nexa.pipeline.commands:run", "run", "Run a pipeline; unchanged stages are reused."),
+    ("nexa.pipeline.commands:demo", "demo", "Create a lab and run the golden pipeline in it (CPU, no network, minutes)."),
+    ("nexa.train.commands:pack", "pack", "Tokenize datasets and pack them into fixed-length blocks."),
+    ("nexa.train.commands:train", "train", "Train (SFT, LoRA, KD) on the HF Trainer; checkpoints sync to durable storage."),
+    ("nexa.train.commands:sweep_app", "sweep", "Hyper-parameter sweeps: launch trials, analyze the best into a config."),
+    ("nexa.serve.commands:serve", "serve", "Serve a bundle over an OpenAI-compatible HTTP API."),
+    ("nexa.train.auto_commands:auto", "auto", "Nexa Auto: an interactive fine-tuning assistant (every question also a flag)."),
+    ("nexa.ui.commands:ui", "ui", "The dashboard: leaderboard, plots, runs and lineage, verify, feedback, review queue."),
+    ("nexa.ui.commands:report", "report", "Export one run's report as self-contained HTML or a PDF (headless Chromium)."),
 ]
 # Modules of the optional extras in pyproject.toml: a command that needs a missing one says which to install.
 OPTIONAL_EXTRAS: dict[str, str] = {
@@ -59,15 +56,16 @@ def user_errors() -> tuple[type[BaseException], ...]:
     return (LedgerError, FileNotFoundError, NotADirectoryError, ValueError, LookupError)
 
 
-def _load_command(module_name: str, name: str) -> click.Command:
-    """Import a layer's command module and return its click command (a group for LAYER_COMMANDS)."""
-    if any(entry[:2] == (module_name, name) for entry in LAYER_COMMANDS):
-        path, _, attribute = module_name.partition(":")
-        group = typer.main.get_group(getattr(importlib.import_module(path), attribute or "app"))
+def _load_command(target: str, name: str) -> click.Command:
+    """Import a layer's command module and return its click command: a group for a Typer, one command for a function."""
+    path, _, attribute = target.partition(":")
+    found = getattr(importlib.import_module(path), attribute)
+    if isinstance(found, typer.Typer):
+        group = typer.main.get_group(found)
         group.name = name
         return group
     holder = typer.Typer()
-    importlib.import_module(module_name).register(holder)
+    holder.command(name)(found)
     return typer.main.get_group(holder).commands[name]
 
 
@@ -78,13 +76,13 @@ class LazyNexaGroup(typer.core.TyperGroup):
     _listing = False
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        lazy = [name for _, name, _ in LAYER_COMMANDS] + [name for _, name, _ in TOP_LEVEL_COMMANDS]
+        lazy = [name for _, name, _ in LAYER_COMMANDS]
         return sorted(set(super().list_commands(ctx)) | set(lazy))
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> Optional[click.Command]:
         if cmd_name in self.commands:
             return self.commands[cmd_name]
-        for module_name, name, help_text in LAYER_COMMANDS + TOP_LEVEL_COMMANDS:
+        for module_name, name, help_text in LAYER_COMMANDS:
             if name == cmd_name:
                 if self._listing:  # `nexa --help` shows the one-line help without importing the layer
                     return typer.core.TyperCommand(name, help=help_text, short_help=help_text)

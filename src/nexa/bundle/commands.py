@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import json
-import shutil
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
 from nexa.ledger import Lab
-from nexa.ledger.console import JSON, LAB, console, emit_result, retention_table
+from nexa.ledger.console import JSON, LAB, console, emit_gate, emit_result, failing_on
 from nexa.ledger.hashing import sha256_file
 from nexa.ledger.runs import start_run
 from nexa.pipeline.standalone import require_paths
@@ -35,9 +33,9 @@ def build_command(
     lab_dir: Path = LAB, json_out: bool = JSON,
 ) -> None:
     """Build a bundle from a student checkpoint outside a pipeline."""
-    from nexa.bundle.build import (UnsafeBundleError, assemble_bundle, benchmark_items, bundle_size_bytes, quantize_int8,
-                                   write_manifest)
+    from nexa.bundle.build import UnsafeBundleError, benchmark_items, build_from_checkpoint
     from nexa.ledger.datasets import read_dataset_rows
+    from nexa.ledger.listings import registry_metrics
 
     if out.exists():
         raise typer.BadParameter(f"{out} exists; bundles are immutable, choose a new folder", param_hint="--out")
@@ -46,26 +44,17 @@ def build_command(
     lab = Lab.find(lab_dir)
     require_paths(model=model / "model.safetensors", router=router, teacher_scores=teacher_scores, adapters=adapters,
                   registry=registry)
-    from nexa.ledger.listings import registry_metrics
-
     metrics = registry_metrics(registry, teacher_name) if registry else None
     items = benchmark_items(read_dataset_rows(lab, benchmark), max_new_tokens)
     with start_run(lab, "bundle", config={"model": str(model), "benchmark": benchmark, "quantize": quantize,
                                           "allow_uncensored": allow_uncensored}) as run:
         try:
-            manifest = assemble_bundle(
-                out, name=name or out.name, model_dir=model, tokenizer_file=model / "tokenizer.json", router_dir=router,
-                adapters_dir=adapters, items=items, teacher_scores=json.loads(teacher_scores.read_text()), student_scores={},
-                lineage={"run_id": run.run_id, "model_sha256": sha256_file(model / "model.safetensors"), "pipeline": "cli"},
-                max_new_tokens=max_new_tokens, allow_uncensored=allow_uncensored, built_by=run.run_id, metrics=metrics,
-            )
+            result = build_from_checkpoint(run, out, model=model, router=router, items=items, teacher_scores=teacher_scores,
+                                           adapters=adapters, name=name, quantize=quantize, allow_uncensored=allow_uncensored,
+                                           max_new_tokens=max_new_tokens, metrics=metrics)
         except UnsafeBundleError as error:
-            shutil.rmtree(out, ignore_errors=True)
             raise typer.BadParameter(str(error), param_hint="--allow-uncensored") from error
-        sizes = quantize_int8(out) if quantize else {}
-        manifest = write_manifest(out, quantization="int8-rowwise") if quantize else manifest
-    emit_result({"run_id": run.run_id, "status": "succeeded", "bundle": str(out), "size_bytes": bundle_size_bytes(out), **sizes,
-                 "outputs": [{"path": str(out / rel), "sha256": digest} for rel, digest in manifest["files"].items()]}, json_out)
+    emit_result(result, json_out)
 
 
 @app.command("verify")
@@ -78,26 +67,18 @@ def verify_command(
 ) -> None:
     """Check every hash, that no teacher is reachable or inside, and re-run the per-capability gate in a fresh process."""
     from nexa.bundle.verify import verify_bundle
-    from nexa.eval.gate_metrics import load_gate_scoring
+    from nexa.eval.gate_metrics import gated_run
 
     if not (bundle / "manifest.json").exists():
         raise typer.BadParameter(f"{bundle} has no manifest.json; is it a bundle folder?", param_hint="BUNDLE")
     lab = Lab.find(lab_dir)
     retain_fraction = lab.config.retain_fraction if retain_fraction is None else retain_fraction
-    scoring = load_gate_scoring(lab, gate_scoring)  # a bad file is refused before a run starts
-    with start_run(lab, "verify", config={"bundle": str(bundle), "retain_fraction": retain_fraction}) as run:
-        scoring.run_id = run.run_id
-        report = verify_bundle(bundle, retain_fraction, forbidden=[str(p) for p in teacher], scoring=scoring)
-        run.update(eval_status="done", eval_report=str(bundle / "verify_report.json"),
-                   eval_summary={f"retention/{c}": r for c, r in report["retention"].items()})
-    if not json_out:
-        console.print(retention_table(f"verify {bundle.name}", report))
-    emit_result({"run_id": run.run_id, "status": "succeeded" if report["passed"] else "failed", "passed": report["passed"],
-                 "retention": report["retention"], "verify_report": str(bundle / "verify_report.json"),
-                 "outputs": [{"path": str(bundle / "verify_report.json"), "sha256": sha256_file(bundle / "verify_report.json")}]},
-                json_out)
-    if not report["passed"]:
-        raise typer.Exit(1)
+    report_file = bundle / "verify_report.json"
+    run_id, report = gated_run(lab, "verify", {"bundle": str(bundle), "retain_fraction": retain_fraction}, gate_scoring,
+                               lambda scoring: verify_bundle(bundle, retain_fraction, forbidden=[str(p) for p in teacher], scoring=scoring),
+                               eval_report=str(report_file))
+    emit_gate(run_id, report, {"passed": report["passed"], "retention": report["retention"], "verify_report": str(report_file),
+                               "outputs": [{"path": str(report_file), "sha256": sha256_file(report_file)}]}, json_out, f"verify {bundle.name}")
 
 
 @app.command("calibrate-gate")
@@ -110,7 +91,7 @@ def calibrate_gate_command(
     json_out: bool = JSON,
 ) -> None:
     """Fit the bundle's uncertainty gate (temperature, then a threshold keeping answered error ≤ alpha) into its manifest."""
-    from nexa.bundle.uncertainty import calibrate_gate
+    from nexa.bundle.uncertainty import calibrate_gate, read_calibration_rows
 
     if not (bundle / "manifest.json").exists():
         raise typer.BadParameter(f"{bundle} has no manifest.json; is it a bundle folder?", param_hint="BUNDLE")
@@ -120,27 +101,11 @@ def calibrate_gate_command(
     if fallback_url and not fallback_url.startswith(("http://", "https://")):
         raise typer.BadParameter(f"must be an http(s) URL, got {fallback_url!r}", param_hint="--fallback-url")
     require_paths(rows=rows)
-    fitted = calibrate_gate(bundle, _calibration_rows(rows), alpha, delta, fallback_url)
+    with failing_on(ValueError):
+        calibration = read_calibration_rows(rows)
+    fitted = calibrate_gate(bundle, calibration, alpha, delta, fallback_url)
     if not json_out:
         console.print(f"gate: temperature {fitted['temperature']}, threshold {fitted['threshold']} "
                       f"(None: abstain always); on {fitted['calibration_rows']} calibration rows coverage "
                       f"{fitted['calibration_coverage']:.3f}, error among answered {fitted['calibration_error_answered']:.3f}")
     emit_result({"status": "succeeded", "bundle": str(bundle), **fitted}, json_out)
-
-
-def _calibration_rows(path: Path) -> list[dict]:
-    """The JSONL rows, each with string ``prompt`` and ``answer``; the first bad line is the user's error."""
-    rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise typer.BadParameter(f"{path}:{number} is not JSON: {error}", param_hint="--rows") from error
-        if not isinstance(row, dict) or not all(isinstance(row.get(k), str) for k in ("prompt", "answer")):
-            raise typer.BadParameter(f"{path}:{number} needs string 'prompt' and 'answer' fields", param_hint="--rows")
-        rows.append(row)
-    if not rows:
-        raise typer.BadParameter(f"{path} has no rows", param_hint="--rows")
-    return rows

@@ -60,3 +60,23 @@ def calibrate_gate(bundle: Path, rows: list[dict], alpha: float, delta: float = 
             "delta": delta, "calibration_rows": len(rows), "calibration_accuracy": sum(correct) / len(correct),
             "calibration_coverage": coverage, "calibration_error_answered": error,
             "risk_coverage": risk_coverage(confidences, correct, 5)}
+
+
+def read_calibration_rows(path: Path) -> list[dict]:
+    """The JSONL rows, each with string ``prompt`` and ``answer``; the first bad line is named (file:line) in the error."""
+    import json
+
+    rows = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path}:{number} is not JSON: {error}") from error
+        if not isinstance(row, dict) or not all(isinstance(row.get(k), str) for k in ("prompt", "answer")):
+            raise ValueError(f"{path}:{number} needs string 'prompt' and 'answer' fields")
+        rows.append(row)
+    if not rows:
+        raise ValueError(f"{path} has no rows")
+    return rows

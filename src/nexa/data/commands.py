@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+from contextlib import closing
 from pathlib import Path
 from typing import Any, Optional
 
 import typer
 
 from nexa.ledger import Lab
-from nexa.ledger.console import JSON, LAB, console, emit_result, fail, progress, table
+from nexa.ledger.console import JSON, LAB, command_run, console, emit_result, fail, failing_on, progress, table, with_options
 from nexa.ledger.registry import DatasetRegistry
+from nexa.teachers.options import TEACHER_CALL
 
 app = typer.Typer(help="Datasets: list, show, prepare, generate, augment, diff.", no_args_is_help=True)
 schema_app = typer.Typer(help="Row schemas: list the known ones, register your own JSON Schema file.", no_args_is_help=True)
@@ -21,11 +23,9 @@ app.add_typer(schema_app, name="schema")
 def list_datasets(lab_dir: Path = LAB, json_out: bool = JSON) -> None:
     """Every dataset in the registry with its versions, rows and hash."""
     entries = DatasetRegistry(Lab.find(lab_dir).registry_dir).all()
-    if json_out:
-        emit_result({"datasets": {k: [v.model_dump() for v in vs] for k, vs in entries.items()}}, True)
-        return
     rows = [(k, f"v{v.version}", v.rows, v.hash[:12], ",".join(v.parents), v.created_by or "") for k, vs in entries.items() for v in vs]
-    console.print(table("datasets", ["id", "version", "rows", "hash", "parents", "created_by"], rows))
+    emit_result({"datasets": {k: [v.model_dump() for v in vs] for k, vs in entries.items()}}, json_out,
+                table("datasets", ["id", "version", "rows", "hash", "parents", "created_by"], rows))
 
 
 @app.command("show")
@@ -41,71 +41,60 @@ def show(ref: str = typer.Argument(..., help="ID or ID@vN"), lab_dir: Path = LAB
     arrow_without_pandas()
     manifest = read_dataset_manifest(lab, ref)
     rows = read_dataset_head(lab, manifest.ref, samples, verify_rows=verify)
-    if json_out:
-        emit_result({"manifest": json.loads(manifest.model_dump_json()), "samples": rows}, True)
-        return
-    console.print(table(f"{manifest.ref}", ["field", "value"], [
+    columns = list(rows[0]) if rows else []
+    emit_result({"manifest": json.loads(manifest.model_dump_json()), "samples": rows}, json_out, table(f"{manifest.ref}", ["field", "value"], [
         ("schema", f"{manifest.row_schema} v{manifest.row_schema_version}"), ("rows", manifest.rows),
         ("content hash", manifest.content_hash), ("path", manifest.path), ("created by", manifest.created_by or ""),
         ("created at", manifest.created_at.isoformat(timespec="seconds")), ("parents (lineage)", ", ".join(manifest.parents) or "none"),
-        ("splits", ", ".join(f"{k}={v}" for k, v in manifest.splits.items()) or "none"), ("notes", manifest.notes)]))
-    console.print(table("filters", ["name", "version", "removed", "params"],
-                        [(f.name, f.version, f.removed, json.dumps(f.params, sort_keys=True)[:120]) for f in manifest.filters]))
-    columns = list(rows[0]) if rows else []
-    console.print(table("sample rows", columns, [[json.dumps(r[c])[:60] if not isinstance(r[c], str) else r[c][:60] for c in columns] for r in rows]))
+        ("splits", ", ".join(f"{k}={v}" for k, v in manifest.splits.items()) or "none"), ("notes", manifest.notes)]),
+                table("filters", ["name", "version", "removed", "params"],
+                      [(f.name, f.version, f.removed, json.dumps(f.params, sort_keys=True)[:120]) for f in manifest.filters]),
+                table("sample rows", columns, [[json.dumps(r[c])[:60] if not isinstance(r[c], str) else r[c][:60] for c in columns] for r in rows]))
 
 
 # -- prepare -------------------------------------------------------------------------------------
+THRESHOLDS = {  # the filters' settings, as prepare_options hands them to the filters
+    "near_threshold": (float, typer.Option(0.8, min=0.05, max=1.0, help="Jaccard threshold of near-duplicate dedup (MinHash LSH).")),
+    "semantic_threshold": (float, typer.Option(0.95, min=0.5, max=1.0, help="Cosine threshold of semantic dedup (MiniLM).")),
+    "min_chars": (int, typer.Option(1, min=0, help="Quality: shortest text kept (characters of the schema's text fields).")),
+    "max_chars": (int, typer.Option(20_000, min=1, help="Quality: longest text kept.")),
+    "max_repetition": (float, typer.Option(0.5, min=0.0, max=1.0, help="Quality: highest share of repeated words (texts of 8+ words).")),
+    "min_quality": (float, typer.Option(0.5, min=0.0, max=1.0, help="Quality: lowest quality_score kept (rows that have one).")),
+    "max_red_flags": (int, typer.Option(1, min=1, help="Safety: rows with this many hazard-pattern hits leave the version for review.")),
+}
+DATASET = typer.Option(..., "--dataset", help="Dataset ID to write the new version of.")
+SPLITS = typer.Option("train=0.8,val=0.1,test=0.1", help="Split fractions by content hash.")
+
+
 @app.command("prepare")
+@with_options(THRESHOLDS)
 def prepare_cmd(
     inputs: list[str] = typer.Option(..., "--input", help="JSONL/CSV/Parquet file, saved HF dataset folder, or ID@vN (repeat for several)."),
     schema_name: str = typer.Option(..., "--schema", help="Row schema: qa, instruction, hypothesis, a registered one, or a .json file."),
-    dataset: str = typer.Option(..., "--dataset", help="Dataset ID to write the new version of."),
+    dataset: str = DATASET,
     filters: str = typer.Option("exact,near,quality,safety,unphysical", "--filters",
                                 help="Comma-separated, applied in order: exact, near, semantic, quality, safety, unphysical ('' for none)."),
-    near_threshold: float = typer.Option(0.8, min=0.05, max=1.0, help="Jaccard threshold of near-duplicate dedup (MinHash LSH)."),
-    semantic_threshold: float = typer.Option(0.95, min=0.5, max=1.0, help="Cosine threshold of semantic dedup (MiniLM)."),
-    min_chars: int = typer.Option(1, min=0, help="Quality: shortest text kept (characters of the schema's text fields)."),
-    max_chars: int = typer.Option(20_000, min=1, help="Quality: longest text kept."),
-    max_repetition: float = typer.Option(0.5, min=0.0, max=1.0, help="Quality: highest share of repeated words (texts of 8+ words)."),
-    min_quality: float = typer.Option(0.5, min=0.0, max=1.0, help="Quality: lowest quality_score kept (rows that have one)."),
-    max_red_flags: int = typer.Option(1, min=1, help="Safety: rows with this many hazard-pattern hits leave the version for review."),
     rule: list[str] = typer.Option([], "--rule", help="Extra unphysical rule as module:function (repeatable)."),
-    splits: str = typer.Option("train=0.8,val=0.1,test=0.1", help="Split fractions by content hash."),
+    splits: str = SPLITS,
     split_by: str = typer.Option("near", "--split-by", help="Keep together in one split: 'near' (near-duplicate clusters, "
                                  "so no near-duplicate straddles train and eval) or 'exact' (identical texts only; faster)."),
     strict: bool = typer.Option(False, "--strict", help="Write nothing and exit 1 if any row fails validation."),
     notes: str = typer.Option("", help="Free text stored in the manifest."),
-    lab_dir: Path = LAB, json_out: bool = JSON,
+    lab_dir: Path = LAB, json_out: bool = JSON, **thresholds,
 ) -> None:
     """Validate, filter, dedup and split inputs into a new immutable version ID@vN (same inputs → same version)."""
     from nexa.ledger.lean_arrow import arrow_without_pandas
 
     arrow_without_pandas()  # this process converts no pandas objects: spare it pandas' import
-    from nexa.data.prepare import SPLIT_BY
-    from nexa.data.rules import RULES, load_rule
-    from nexa.data.schema import load_schema
-    from nexa.data.splits import parse_fractions
-    from nexa.data.stages import prepare_in_run
-    from nexa.ledger.runs import start_run
+    from nexa.data.stages import prepare_in_run, prepare_options
 
     lab = Lab.find(lab_dir)
-    names = [f.strip() for f in filters.split(",") if f.strip()]
-    schema, fractions = load_schema(schema_name, lab.registry_dir), parse_fractions(splits)
-    if split_by not in SPLIT_BY:
-        raise ValueError(f"--split-by {split_by!r}: choose from {', '.join(SPLIT_BY)}")
-    extra_rules = [load_rule(spec) for spec in rule]
-    params = {"near_threshold": near_threshold, "semantic_threshold": semantic_threshold, "min_chars": min_chars,
-              "max_chars": max_chars, "max_repetition": max_repetition, "min_quality": min_quality,
-              "max_red_flags": max_red_flags, "rules": sorted(set(RULES) | set(extra_rules)) if extra_rules else None,
-              "split_by": split_by}
-    config = {"inputs": inputs, "schema": schema_name, "dataset": dataset, "filters": names, **params, "rules": rule,
-              "splits": splits, "strict": strict}
-    with start_run(lab, "data.prepare", config=config) as run, progress(transient=True) as bar:
-        console.print(f"run [bold]{run.run_id}[/bold]")
+    schema, options = prepare_options(lab, schema_name, filters, splits, split_by, rule, **thresholds)
+    config = {"inputs": inputs, "schema": schema_name, "dataset": dataset, "filters": options["filters"],
+              **options["filter_params"], "rules": rule, "splits": splits, "strict": strict}
+    with command_run(lab, "data.prepare", config=config) as run, progress(transient=True) as bar:
         task = bar.add_task("validate", total=None)
-        result = prepare_in_run(lab, run, inputs, schema, dataset, filters=names, filter_params=params, fractions=fractions,
-                                cluster_threshold=near_threshold, split_by=split_by, strict=strict, notes=notes,
+        result = prepare_in_run(lab, run, inputs, schema, dataset, **options, strict=strict, notes=notes,
                                 on_rows=lambda n: bar.advance(task, n), on_filter=lambda name: bar.update(task, description=name))
     _finish(run.run_id, result, json_out)
 
@@ -125,11 +114,9 @@ def _finish(run_id: str, result, json_out: bool) -> None:
 # -- generate and augment ------------------------------------------------------------------------
 @app.command("generate")
 def generate_cmd(task: str = typer.Option(..., "--task", help="Built-in capability (reasoning, science, chemistry) or 'hypothesis'."),
-                 n: int = typer.Option(..., "--n", min=1, help="Rows to generate."),
-                 dataset: str = typer.Option(..., "--dataset", help="Dataset ID to write the new version of."),
+                 n: int = typer.Option(..., "--n", min=1, help="Rows to generate."), dataset: str = DATASET,
                  seed: int = typer.Option(42, help="Generator seed (same seed → same rows → same version)."),
-                 splits: str = typer.Option("train=0.8,val=0.1,test=0.1", help="Split fractions by content hash."),
-                 lab_dir: Path = LAB, json_out: bool = JSON) -> None:
+                 splits: str = SPLITS, lab_dir: Path = LAB, json_out: bool = JSON) -> None:
     """Generate rows with exact answers from a built-in generator and write them through prepare (validated, deduped, split)."""
     from nexa.data.generators import generate, generate_hypotheses
 
@@ -144,6 +131,7 @@ def generate_cmd(task: str = typer.Option(..., "--task", help="Built-in capabili
 
 
 @app.command("augment")
+@with_options(TEACHER_CALL)
 def augment_cmd(base: str = typer.Option(..., "--from", help="Base version ID@vN; the new version lists it as parent."),
                 capability: str = typer.Option(..., "--capability", help="Built-in capability whose generator makes the new rows "
                                                "(or, with --teacher, the prompts the teacher answers)."),
@@ -153,29 +141,20 @@ def augment_cmd(base: str = typer.Option(..., "--from", help="Base version ID@vN
                 teacher: Optional[str] = typer.Option(None, "--teacher", help="Answer the new prompts with this teacher: an "
                                                       "OpenAI-compatible API root (http://127.0.0.1:8000/v1) or a local HF "
                                                       "checkpoint folder (default: the built-in generator's exact answers)."),
-                teacher_model: Optional[str] = typer.Option(None, "--teacher-model", help="Model name at the API (required for a URL)."),
-                api: str = typer.Option("chat", "--api", help="chat (/chat/completions) or completions (/completions)."),
-                api_key_env: Optional[str] = typer.Option(None, "--api-key-env", help="Environment variable holding the API key "
-                                                          "(default OPENAI_API_KEY, optional)."),
-                system: Optional[str] = typer.Option(None, "--system", help="System message (chat API only)."),
-                max_tokens: int = typer.Option(256, "--max-tokens", min=1),
-                temperature: float = typer.Option(0.0, "--temperature", min=0.0),
-                timeout_s: float = typer.Option(60.0, "--timeout-s", min=0.01, help="Seconds before a silent call counts as failed."),
                 max_attempts: int = typer.Option(4, "--max-attempts", min=1, help="Calls per prompt, retries included."),
                 batch_size: int = typer.Option(32, "--batch-size", min=1, help="Prompts per teacher batch."),
                 budget_usd: Optional[float] = typer.Option(None, "--budget-usd", min=0.0, help="Most USD new teacher calls may spend."),
-                lab_dir: Path = LAB, json_out: bool = JSON) -> None:
+                lab_dir: Path = LAB, json_out: bool = JSON, **call) -> None:
     """Add new rows to a version: exact answers from the built-in generator, or a teacher's answers (--teacher).
 
     Either way the rows go through prepare with the base version (validated, deduplicated against
     it, split); a prompt the teacher answered with nothing is quarantined with its reason, not dropped.
     """
     from nexa.data.augment import from_generator, from_teacher, prompts_for
+    from nexa.ledger.datasets import read_dataset_manifest, read_dataset_rows
 
     lab = Lab.find(lab_dir)
     config: dict[str, Any] = {"from": base, "capability": capability, "n": n, "seed": seed}
-    from nexa.ledger.datasets import read_dataset_manifest, read_dataset_rows
-
     manifest = read_dataset_manifest(lab, base)
     existing = {r["prompt"] for r in read_dataset_rows(lab, manifest.ref) if "prompt" in r}
     if teacher is None:
@@ -185,17 +164,11 @@ def augment_cmd(base: str = typer.Option(..., "--from", help="Base version ID@vN
         from nexa.teachers.prompting import open_prompt_teacher
 
         prompts = prompts_for(capability, n, seed, existing)  # an unknown capability fails here, before any call
-        asker = open_prompt_teacher(teacher, teacher_model, api, api_key_env, system, timeout_s, max_attempts,
-                                    dict(max_tokens=max_tokens, temperature=temperature, seed=seed if temperature > 0 else None),
-                                    lab, budget_usd)
-        config.update(teacher=asker.teacher_id, teacher_model=asker.model_name, max_tokens=max_tokens, temperature=temperature)
-
-        try:
+        asker = open_prompt_teacher(teacher, lab, seed=seed, max_attempts=max_attempts, budget_usd=budget_usd, **call)
+        config.update(teacher=asker.teacher_id, teacher_model=asker.model_name, max_tokens=call["max_tokens"],
+                      temperature=call["temperature"])
+        with closing(asker), failing_on(TeacherError, prefix="teacher failed: "):
             new = from_teacher(asker, prompts, capability, batch_size=batch_size)
-        except TeacherError as exc:
-            fail(f"teacher failed: {exc}")
-        finally:
-            asker.close()
         source = f"{n} {capability!r} prompts answered by teacher {asker.teacher_id}"
     _prepare_generated(lab, new.rows + new.rejected, manifest.row_schema, dataset or manifest.id, "data.augment",
                        {**config, "from": manifest.ref}, "train=0.8,val=0.1,test=0.1",
@@ -204,10 +177,8 @@ def augment_cmd(base: str = typer.Option(..., "--from", help="Base version ID@vN
 
 def _prepare_generated(lab, rows, schema_name, dataset, run_type, config, splits, bases, notes, json_out) -> None:
     from nexa.data.stages import generated_version
-    from nexa.ledger.runs import start_run
 
-    with start_run(lab, run_type, config=config, seed=config.get("seed")) as run:
-        console.print(f"run [bold]{run.run_id}[/bold]")
+    with command_run(lab, run_type, config=config, seed=config.get("seed")) as run:
         result = generated_version(lab, run, rows, schema_name, dataset, splits, bases, notes)
     _finish(run.run_id, result, json_out)
 
@@ -220,14 +191,10 @@ def diff_cmd(old: str = typer.Argument(..., help="ID@vA"), new: str = typer.Argu
     from nexa.data.diff import diff_versions
 
     summary = diff_versions(Lab.find(lab_dir), old, new).summary(samples)
-    if json_out:
-        emit_result(summary, True)
-        return
-    console.print(table(f"{summary['old']} → {summary['new']}", ["added", "removed", "unchanged"],
-                        [(summary["added"], summary["removed"], summary["unchanged"])]))
-    for sign, key in (("+", "added_samples"), ("-", "removed_samples")):
-        for row in summary[key]:
-            console.print(f"{sign} {json.dumps(row, sort_keys=True)[:200]}")
+    changed = [f"{sign} {json.dumps(row, sort_keys=True)[:200]}" for sign, key in (("+", "added_samples"), ("-", "removed_samples"))
+               for row in summary[key]]
+    emit_result(summary, json_out, table(f"{summary['old']} → {summary['new']}", ["added", "removed", "unchanged"],
+                                         [(summary["added"], summary["removed"], summary["unchanged"])]), *changed)
 
 
 @schema_app.command("list")
@@ -238,11 +205,9 @@ def schema_list(lab_dir: Path = LAB, json_out: bool = JSON) -> None:
     lab = Lab.find(lab_dir)
     found = list(builtin_schemas().values())
     found += [parse_schema(json.loads(p.read_text()), str(p)) for p in sorted(lab_schema_dir(lab.registry_dir).glob("*.json"))]
-    if json_out:
-        emit_result({"schemas": [{"name": s.name, "version": s.version, "source": s.source, "exact": s.exact} for s in found]}, True)
-        return
-    console.print(table("row schemas", ["name", "version", "required", "text fields", "source"],
-                        [(s.name, s.version, ",".join(s.document.get("required", [])), ",".join(s.text_fields), s.source) for s in found]))
+    emit_result({"schemas": [{"name": s.name, "version": s.version, "source": s.source, "exact": s.exact} for s in found]}, json_out,
+                table("row schemas", ["name", "version", "required", "text fields", "source"],
+                      [(s.name, s.version, ",".join(s.document.get("required", [])), ",".join(s.text_fields), s.source) for s in found]))
 
 
 @schema_app.command("register")

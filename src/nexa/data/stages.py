@@ -56,6 +56,24 @@ def prepare_in_run(lab, run, inputs: list[str], schema, dataset: str, **options)
     return result
 
 
+def prepare_options(lab, schema_name: str, filters: str, splits: str, split_by: str, rules: list[str], **thresholds):
+    """What ``nexa data prepare`` hands :func:`prepare_in_run`, checked before a run opens: the row schema, and the
+    filters (with their thresholds and extra unphysical rules), split fractions and split grouping."""
+    from nexa.data.prepare import SPLIT_BY
+    from nexa.data.rules import RULES, load_rule
+    from nexa.data.schema import load_schema
+    from nexa.data.splits import parse_fractions
+
+    names = [f.strip() for f in filters.split(",") if f.strip()]
+    schema, fractions = load_schema(schema_name, lab.registry_dir), parse_fractions(splits)
+    if split_by not in SPLIT_BY:
+        raise ValueError(f"--split-by {split_by!r}: choose from {', '.join(SPLIT_BY)}")
+    extra_rules = [load_rule(spec) for spec in rules]
+    params = {**thresholds, "rules": sorted(set(RULES) | set(extra_rules)) if extra_rules else None, "split_by": split_by}
+    return schema, dict(filters=names, filter_params=params, fractions=fractions, cluster_threshold=thresholds["near_threshold"],
+                        split_by=split_by)
+
+
 def generated_version(lab, run, rows: list[dict], schema_name: str, dataset: str, splits: str, bases: list[str], notes: str):
     """New rows (generated or a teacher's) written through prepare with their base versions: validated, exact-deduplicated
     against the bases, split."""

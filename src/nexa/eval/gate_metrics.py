@@ -299,3 +299,17 @@ def _lm_class():
 
 def _CallableLM(loglikelihood: Loglikelihood, generate: Generate):  # noqa: N802 (a class, made lazily)
     return _lm_class()(loglikelihood, generate)
+
+
+def gated_run(lab, run_type: str, config: dict, scoring_file: Path | None, gate: Callable[[GateScoring], dict],
+              **fields: Any) -> tuple[str, dict]:
+    """A retention gate (``nexa bundle verify``, ``nexa niwt gate``) in a run of its own: the ``--gate-scoring`` file is
+    read before the run opens (a bad one leaves no failed run), and the manifest records each capability's retention."""
+    from nexa.ledger.runs import start_run
+
+    scoring = load_gate_scoring(lab, scoring_file)
+    with start_run(lab, run_type, config=config) as run:
+        scoring.run_id = run.run_id
+        report = gate(scoring)
+        run.update(eval_status="done", **fields, eval_summary={f"retention/{c}": r for c, r in report["retention"].items()})
+    return run.run_id, report

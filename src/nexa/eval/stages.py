@@ -5,12 +5,12 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from nexa.eval.evaluate import ModelSpec, generate_items, judge_items, write_jsonl
+from nexa.eval.evaluate import ModelSpec, generate_items, judge_items, resolve_models, write_jsonl
 from nexa.eval.exact import JUDGE_ID, JUDGE_PROMPT_HASH
-from nexa.eval.leaderboard import aggregate, nested_scores, write_leaderboard
+from nexa.eval.leaderboard import ROLES, aggregate, nested_scores, write_leaderboard
 from nexa.eval.tasks import Task
 from nexa.ledger import ArtifactRef, Lab
-from nexa.ledger.console import console, table
+from nexa.ledger.console import command_run, console, table
 from nexa.ledger.datasets import read_dataset_rows, read_listing
 from nexa.ledger.stage import StageContext
 
@@ -112,3 +112,67 @@ def analyze_step(lab: Lab, run, work: Path, scored: list[dict]) -> dict:
                eval_summary={f"{r['model']}/{r['capability']}/{r['metric']}": r["score"] for r in rows})
     console.print(leaderboard_table(rows))
     return {"scores": nested_scores(rows, metric), "rows": len(rows)}
+
+
+def check_role(role: str | None) -> None:
+    """A ``--role`` must be one the leaderboard knows."""
+    if role and role not in ROLES:
+        raise ValueError(f"--role must be teacher, student or baseline, not {role!r}")
+
+
+def resolve_specs(lab: Lab, refs: list[str], run_id: str | None, role: str | None) -> list[ModelSpec]:
+    """The models ``--model`` (paths, bundles, URL#MODEL, run ids) and ``--run-id`` name, under one role."""
+    if not refs and not run_id:
+        raise ValueError("pass --model PATH (checkpoint folder or bundle; repeatable) or --run-id RUN "
+                         "(evaluate the models that run made)")
+    specs = [s for ref in refs for s in resolve_models(lab, ref, role)]
+    specs += resolve_models(lab, run_id, role) if run_id else []
+    check_role(role)
+    return specs
+
+
+def open_llm_judge(lab: Lab, judges: list[str], url: str | None, model: str | None, rubric: Path | None,
+                   budget_usd: float | None = None):
+    """The LLM judge ``--judges llm``/``pairwise`` need (None for the others), priced from the lab's table."""
+    if not {"llm", "pairwise"} & set(judges):
+        return None
+    if not (url and model and rubric):
+        raise ValueError("--judges llm/pairwise needs --judge-url (OpenAI-compatible, e.g. http://127.0.0.1:8000/v1), "
+                         "--judge-model and --rubric rubrics/NAME.yaml")
+    from nexa.eval.llm_judge import LLMJudge, load_rubric
+    from nexa.infra.cost import PriceTable, UnknownPriceError
+
+    price = None
+    try:
+        price = PriceTable.from_lab(lab).model_price(model)
+    except UnknownPriceError:
+        console.print(f"[yellow]note:[/yellow] judge model {model!r} has no price in nexa.yaml: its calls are "
+                      "counted as free (self-hosted); price it to see judge spend in the cost column")
+    return LLMJudge(url, model, load_rubric(rubric), lab, price=price, budget_usd=budget_usd)
+
+
+def judge_step(run, work: Path, items: list[dict], judges: list[str], llm, against: str | None = None) -> list[dict]:
+    """Score generations with each judge into ``scores.jsonl``; the run records which judges (model, prompt hash)."""
+    if llm is not None:
+        llm.run_id = run.run_id  # cached verdicts name the run that paid for them
+    scored = judge_items(items, judges, llm, against=against)
+    write_jsonl(work / "scores.jsonl", scored)
+    ids = sorted({(s["judge_model_id"], s["judge_prompt_hash"]) for s in scored})
+    run.update(judge_model_id=";".join(i for i, _ in ids), judge_prompt_hash=";".join(h for _, h in ids))
+    return scored
+
+
+def lm_eval_step(lab: Lab, model: str, tasks: list[str], include_path: Path | None, role: str, limit: int | None,
+                 num_fewshot: int | None) -> tuple[str, dict, str]:
+    """lm-evaluation-harness tasks on a bundle (served on a loopback port), a checkpoint or an endpoint, in one
+    run whose leaderboard records each task's version, n-shot and hashes: (model name, scores, leaderboard)."""
+    from nexa.eval import harness
+
+    with harness.target(model, lab.scratch / "lm-eval" / "tokenizers" / Path(model).name) as target:
+        plan = harness.check(target, tasks, include_path)
+        with command_run(lab, "eval_lm_eval", config={"model": model, "tasks": tasks, "limit": limit,
+                                                    "num_fewshot": num_fewshot}) as run:
+            work = step_folder(lab, run.run_id)
+            summary = harness.evaluate(plan, work, role, limit, num_fewshot)
+            outputs = publish_step(lab, run, work, "eval_report")
+    return target.name, summary, next(o["path"] for o in outputs if o["path"].endswith("leaderboard.parquet"))

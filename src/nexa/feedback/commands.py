@@ -11,9 +11,8 @@ from nexa.feedback import review as rv
 from nexa.feedback.loop import ROWS_PER_WEAKNESS, feedback_round, latest_report
 from nexa.feedback.rules import DEFAULT_RULES
 from nexa.feedback.stages import weakness_table
-from nexa.ledger import ArtifactNotFoundError, Lab
-from nexa.ledger.console import JSON, LAB, console, emit_result, fail, table
-from nexa.ledger.runs import start_run
+from nexa.ledger import Lab
+from nexa.ledger.console import JSON, LAB, command_run, console, emit_result, fail, failing_on, table
 from nexa.teachers.errors import TeacherError
 
 app = typer.Typer(help="Turn weak spots in an eval report into new data; review outputs by hand.",
@@ -40,23 +39,17 @@ def feedback(ctx: typer.Context, report: Optional[Path] = typer.Option(None, hel
     from nexa.teachers.opening import open_teacher  # a URL without --teacher-model is a user's mistake, before any run
 
     teacher = open_teacher(teacher_url, teacher_model) if teacher_url else None
-    with start_run(lab, "feedback", config={"report": str(report_path), "rules": rule, "datasets": targets, "rows": rows,
+    with command_run(lab, "feedback", config={"report": str(report_path), "rules": rule, "datasets": targets, "rows": rows,
                                           "teacher_url": teacher_url, "teacher_model": teacher_model}, seed=seed) as run:
-        console.print(f"run [bold]{run.run_id}[/bold]")
-        try:
-            result = feedback_round(lab, report_path, rule, targets, rows, seed, run.run_id,
-                                    teacher=teacher)
-        except (ValueError, ArtifactNotFoundError, FileNotFoundError, TeacherError, LookupError) as exc:
-            fail(str(exc))  # LookupError: an unpriced teacher model (nexa.infra.cost.UnknownPriceError)
+        with failing_on(TeacherError):  # a missing file or dataset, an unpriced teacher model: the root's `error:` line
+            result = feedback_round(lab, report_path, rule, targets, rows, seed, run.run_id, teacher=teacher)
         outputs = result.record(lab, run)
     console.print(weakness_table(result.weaknesses))
     console.print(table("new dataset versions", ["capability", "version", "parent", "added", "quarantined"],
                         [(c, m.manifest.ref, ",".join(m.manifest.parents), m.added, len(m.quarantined)) for c, m in result.merged.items()]))
     for capability, reason in result.skipped.items():
         console.print(f"[yellow]skipped[/yellow] {capability}: {reason}")
-    emit_result({"run_id": run.run_id, "status": "succeeded", "outputs": outputs, "report": str(report_path),
-                 "weaknesses": [w.model_dump() for w in result.weaknesses], "skipped": result.skipped,
-                 "new_versions": {c: m.manifest.ref for c, m in result.merged.items()}}, json_out)
+    emit_result(result.payload(run.run_id, outputs, report_path), json_out)
 
 
 def _pair(text: str) -> tuple[str, str]:
@@ -73,11 +66,10 @@ def review_sample(run_id: str = typer.Option(..., "--run", help="Run whose outpu
     """Sample N outputs of a run into a new review queue in the ledger."""
     lab = Lab.find(lab_dir)
     queue = rv.sample_queue(lab, run_id, n, seed)
-    if not json_out:
-        console.print(table(f"review queue {queue.queue_id}", ["item", "capability", "prompt", "output"],
-                            [(i.item_id, i.capability, i.prompt[:40], i.output[:40]) for i in queue.items]))
     emit_result({"run_id": None, "status": "succeeded", "queue_id": queue.queue_id, "items": len(queue.items),
-                 "outputs": [{"path": str(lab.registry_dir / "review" / f"{queue.queue_id}.json")}]}, json_out)
+                 "outputs": [{"path": str(lab.registry_dir / "review" / f"{queue.queue_id}.json")}]}, json_out,
+                table(f"review queue {queue.queue_id}", ["item", "capability", "prompt", "output"],
+                      [(i.item_id, i.capability, i.prompt[:40], i.output[:40]) for i in queue.items]))
 
 
 @review_app.command("decide")
@@ -99,6 +91,5 @@ def review_list(lab_dir: Path = LAB, json_out: bool = JSON) -> None:
     queues = rv.list_queues(Lab.find(lab_dir))
     counts = [{"queue_id": q.queue_id, "source_run": q.source_run,
                **{d: sum(i.decision == d for i in q.items) for d in ("pending", "accept", "exclude")}} for q in queues]
-    if not json_out:
-        console.print(table("review queues", ["queue", "source run", "pending", "accept", "exclude"], [tuple(c.values()) for c in counts]))
-    emit_result({"run_id": None, "status": "succeeded", "queues": counts}, json_out)
+    emit_result({"run_id": None, "status": "succeeded", "queues": counts}, json_out,
+                table("review queues", ["queue", "source run", "pending", "accept", "exclude"], [tuple(c.values()) for c in counts]))

@@ -54,6 +54,12 @@ class RoundResult:
             run.add_output(ArtifactRef(kind="quarantine", ref=f"feedback:{run.run_id}", path=ref.path, sha256=ref.sha256))
         return outputs
 
+    def payload(self, run_id: str, outputs: list[dict], report: Path) -> dict:
+        """The ``--json`` result of ``nexa feedback``: the weaknesses found, what was skipped and why, the new versions."""
+        return {"run_id": run_id, "status": "succeeded", "outputs": outputs, "report": str(report),
+                "weaknesses": [w.model_dump() for w in self.weaknesses], "skipped": self.skipped,
+                "new_versions": {c: m.manifest.ref for c, m in self.merged.items()}}
+
 
 def latest_report(lab: Lab) -> Path:
     """The newest eval report of the lab: from ``nexa eval`` runs or from pipeline eval stages.

@@ -8,10 +8,12 @@ from typing import Optional
 
 import typer
 
-from nexa.ledger.console import console, emit_result, fail, table
+from nexa.infra.clusters import load_record  # an unknown cluster is a user's mistake: `error: ...`, exit 2
+from nexa.ledger.console import JSON, console, emit_result, fail, table
 
 app = typer.Typer(help="Ephemeral compute: launch a pipeline or training config on a node, sync, tear down.", no_args_is_help=True)
 cost_app = typer.Typer(help="What the lab's runs cost, from their manifests.", no_args_is_help=True)
+LAB = typer.Option(None, "--lab", help="Lab folder (default: the one holding the file, else the current folder's).")
 
 
 def _lab(lab_dir: Optional[Path], near: Optional[Path] = None):
@@ -19,12 +21,6 @@ def _lab(lab_dir: Optional[Path], near: Optional[Path] = None):
     from nexa.ledger import Lab
 
     return Lab.find(lab_dir or (near.resolve().parent if near is not None else Path(".")))
-
-
-def _record(lab, cluster: str):
-    from nexa.infra.clusters import load_record
-
-    return load_record(lab, cluster)  # an unknown cluster is a user's mistake: `error: ...`, exit 2
 
 
 @app.command("launch")
@@ -42,8 +38,7 @@ def launch(pipeline: Optional[Path] = typer.Option(None, "--pipeline", help="Pip
            cluster: Optional[str] = typer.Option(None, "--cluster", help="Cluster name (default nexa-<file stem>)."),
            use_tailscale: bool = typer.Option(False, "--tailscale", help="Join the tailnet with the key in $TS_AUTHKEY (skypilot)."),
            dry_run: bool = typer.Option(False, "--dry-run", help="skypilot: print the validated task YAML, launch nothing."),
-           lab_dir: Optional[Path] = typer.Option(None, "--lab", help="Lab folder (default: the one holding the file)."),
-           json_out: bool = typer.Option(False, "--json", help="Print one JSON object on stdout.")) -> None:
+           lab_dir: Optional[Path] = LAB, json_out: bool = JSON) -> None:
     """Launch a pipeline or a training config on a node; it syncs to durable storage and is torn down at the end."""
     from nexa.infra.launch import LaunchRequest, check_budget, validate_request
 
@@ -89,65 +84,57 @@ def _launch_skypilot(request, use_tailscale: bool, dry_run: bool):
 
 @app.command("status")
 def status(remove_orphans: bool = typer.Option(False, "--remove-orphans", help="Tear down clusters no launcher looks after."),
-           lab_dir: Optional[Path] = typer.Option(None, "--lab"),
-           json_out: bool = typer.Option(False, "--json")) -> None:
+           lab_dir: Optional[Path] = LAB, json_out: bool = JSON) -> None:
     """List the lab's clusters; find orphans (launcher gone, or a SkyPilot cluster with no record) and offer to remove them."""
     from nexa.infra.status import cluster_status
 
     result = cluster_status(_lab(lab_dir), remove_orphans)
-    if json_out:
-        emit_result(result, True)
-        return
-    console.print(table("clusters", ["cluster", "backend", "status", "run_id", "cost $", "torn down"],
-                        [list(r.values()) for r in result["clusters"]]))
-    if not result["skypilot_checked"]:
+    emit_result(result, json_out, table("clusters", ["cluster", "backend", "status", "run_id", "cost $", "torn down"],
+                                        [list(r.values()) for r in result["clusters"]]))
+    if not result["skypilot_checked"] and not json_out:
         console.print("SkyPilot not found: the lab's SkyPilot clusters could not be checked for orphans")
-    if result["orphans"] and not remove_orphans:
+    if result["orphans"] and not remove_orphans and not json_out:
         console.print(f"orphaned: {', '.join(result['orphans'])}; remove them with `nexa infra status --remove-orphans`")
 
 
 @app.command("logs")
-def logs(cluster: str, lines: int = typer.Option(200, "--lines", min=1), lab_dir: Optional[Path] = typer.Option(None, "--lab")) -> None:
+def logs(cluster: str, lines: int = typer.Option(200, "--lines", min=1), lab_dir: Optional[Path] = LAB) -> None:
     """Print the end of a cluster's node log (from the lab, or from durable storage once synced)."""
     lab = _lab(lab_dir)
-    record = _record(lab, cluster)
+    record = load_record(lab, cluster)
     text = Path(record.log).read_text(errors="replace") if record.log and Path(record.log).exists() else ""
     sys.stdout.write("\n".join(text.splitlines()[-lines:]) + ("\n" if text else ""))
 
 
 @app.command("sync")
-def sync(cluster: str, lab_dir: Optional[Path] = typer.Option(None, "--lab"), json_out: bool = typer.Option(False, "--json")) -> None:
+def sync(cluster: str, lab_dir: Optional[Path] = LAB, json_out: bool = JSON) -> None:
     """Copy a cluster's node log and its runs' logs to durable storage now (stage outputs sync as they commit)."""
     from nexa.infra.local import sync as sync_local
 
     lab = _lab(lab_dir)
-    record = _record(lab, cluster)
+    record = load_record(lab, cluster)
     written = sync_local(lab, record)
     emit_result({"cluster": cluster, "durable": record.durable, "synced": written}, json_out)
 
 
 @app.command("down")
-def down(cluster: str, lab_dir: Optional[Path] = typer.Option(None, "--lab"), json_out: bool = typer.Option(False, "--json")) -> None:
+def down(cluster: str, lab_dir: Optional[Path] = LAB, json_out: bool = JSON) -> None:
     """Tear a cluster down: stop its node, sync its log, remove its scratch (SkyPilot: `sky down`)."""
     from nexa.infra.status import tear_down
 
     lab = _lab(lab_dir)
-    record = tear_down(lab, _record(lab, cluster))
+    record = tear_down(lab, load_record(lab, cluster))
     emit_result({"cluster": cluster, "status": record.status, "teardown": record.teardown}, json_out)
 
 
 @cost_app.command("report")
 def report(by: str = typer.Option("stage", "--by", help="stage | run | provider | day"),
-           lab_dir: Optional[Path] = typer.Option(None, "--lab"),
-           json_out: bool = typer.Option(False, "--json")) -> None:
+           lab_dir: Optional[Path] = LAB, json_out: bool = JSON) -> None:
     """What the lab's runs cost (compute hours x price + API tokens x price), grouped by stage, run, provider or day."""
     from nexa.infra.report import GROUPINGS, cost_report
 
     if by not in GROUPINGS:
         fail(f"--by {by!r} is not one of {', '.join(GROUPINGS)}")
     result = cost_report(_lab(lab_dir), by=by)
-    if json_out:
-        emit_result(result, True)
-        return
-    console.print(table(f"cost by {by} (total ${result['total_usd']:.4f})", ["run_id", "stage", "provider", "hours", "usd"],
-                        [list(r.values()) for r in result["rows"]]))
+    emit_result(result, json_out, table(f"cost by {by} (total ${result['total_usd']:.4f})", ["run_id", "stage", "provider", "hours", "usd"],
+                                        [list(r.values()) for r in result["rows"]]))

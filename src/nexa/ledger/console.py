@@ -6,11 +6,14 @@ parses; tables, progress bars and messages go to stderr either way.
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import sys
+import typing
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable, NoReturn
+from typing import Any, Callable, Iterable, Iterator, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
@@ -32,6 +35,25 @@ console = Console(stderr=True)
 LAB = typer.Option(Path("."), "--lab", help="Lab folder.")
 JSON = typer.Option(False, "--json", help="Print one JSON object on stdout.")
 _json_fd: int | None = None
+Command = TypeVar("Command", bound=Callable[..., Any])
+# An option set: parameter name -> (type, typer.Option(...)), shared by several commands (see with_options).
+OptionSet = dict[str, tuple[Any, Any]]
+
+
+def with_options(*option_sets: OptionSet) -> Callable[[Command], Command]:
+    """Give a command the options of shared option sets, declared once so their flags, defaults and help
+    never drift apart between the commands that take them; the command receives them as ``**keyword``
+    arguments. They are listed before ``--lab``/``--json``."""
+    def add(command: Command) -> Command:
+        own = [p.replace(kind=p.KEYWORD_ONLY) for p in inspect.signature(command, eval_str=True).parameters.values()
+               if p.kind is not p.VAR_KEYWORD]  # Typer passes every parameter by keyword
+        shared = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=kind)
+                  for options in option_sets for name, (kind, option) in options.items()]
+        tail = [p for p in own if p.name in ("lab_dir", "json_out")]
+        command.__signature__ = inspect.Signature([p for p in own if p not in tail] + shared + tail)
+        command.__annotations__ = {**typing.get_type_hints(command), **{p.name: p.annotation for p in shared}}
+        return command
+    return add
 
 
 def reserve_stdout_for_json() -> None:
@@ -48,8 +70,11 @@ def reserve_stdout_for_json() -> None:
         os.dup2(2, 1)
 
 
-def emit_result(result: dict[str, Any], as_json: bool) -> None:
-    """Print a command's result: the JSON object on stdout, or a compact summary for people."""
+def emit_result(result: dict[str, Any], as_json: bool, *tables: Any) -> None:
+    """Print a command's result: the JSON object on stdout, or its tables (if any) and a compact summary for people."""
+    if not as_json:
+        for shown in tables:
+            console.print(shown)
     if as_json:
         data = (json.dumps(result, default=str) + "\n").encode()
         if _json_fd is None:
@@ -62,6 +87,15 @@ def emit_result(result: dict[str, Any], as_json: bool) -> None:
         console.print(f"[bold]run_id[/bold] {result['run_id']}  [bold]status[/bold] {result.get('status', '?')}")
 
 
+def emit_gate(run_id: str, report: dict[str, Any], fields: dict[str, Any], as_json: bool, title: str) -> None:
+    """A retention gate's result (bundle verify, NIWT gate) with its table: the status follows the gate, and a failed
+    gate exits 1 (README exit codes)."""
+    emit_result({"run_id": run_id, "status": "succeeded" if report["passed"] else "failed", **fields}, as_json,
+                retention_table(title, report))
+    if not report["passed"]:
+        raise typer.Exit(1)
+
+
 def fail(message: str, code: int = 2) -> NoReturn:
     """End a command on a user's mistake: one unwrapped ``error: ...`` line on stderr, then exit ``code``.
 
@@ -69,6 +103,25 @@ def fail(message: str, code: int = 2) -> NoReturn:
     """
     console.print(f"[red]error:[/red] {escape(message.strip())}", soft_wrap=True)
     raise SystemExit(code)
+
+
+def command_run(lab: Any, run_type: str, **fields: Any) -> Any:
+    """``start_run`` for a command: the run's id is printed first, so a user can follow it (``nexa runs show ID``)."""
+    from nexa.ledger.runs import start_run
+
+    run = start_run(lab, run_type, **fields)
+    console.print(f"run [bold]{run.run_id}[/bold]")
+    return run
+
+
+@contextmanager
+def failing_on(*errors: type[BaseException], prefix: str = "") -> Iterator[None]:
+    """Let a failure the user must act on (a teacher or judge that fails, a refused sweep) end the command as
+    one ``error: <prefix><message>`` line and exit 2, like every other user-facing mistake."""
+    try:
+        yield
+    except errors as exc:
+        fail(f"{prefix}{exc}")
 
 
 def progress(transient: bool = False, *extra_columns) -> Progress:

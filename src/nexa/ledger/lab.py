@@ -25,6 +25,11 @@ LAB_FILE = "nexa.yaml"
 LAB_CONFIG_VERSION = 1
 
 
+# The retention gate's default, the one literal: a lab's nexa.yaml overrides it, and every gate, registry and
+# contract that is not told otherwise uses the lab's value (or this one outside a lab).
+DEFAULT_RETAIN_FRACTION = 0.97
+
+
 class LabConfig(BaseModel):
     """``nexa.yaml``: a lab's name, its defaults, and prices that extend the built-in table."""
 
@@ -32,7 +37,7 @@ class LabConfig(BaseModel):
 
     schema_version: int = LAB_CONFIG_VERSION
     name: str = "nexa-lab"
-    retain_fraction: float = Field(0.97, gt=0, le=1, description="Default retention gate per capability.")
+    retain_fraction: float = Field(DEFAULT_RETAIN_FRACTION, gt=0, le=1, description="Default retention gate per capability.")
     provider: str = Field("local", description="Where compute runs; selects the hourly price.")
     prices: dict[str, Any] = Field(
         default_factory=dict,

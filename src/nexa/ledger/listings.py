@@ -15,6 +15,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from nexa.ledger.lab import DEFAULT_RETAIN_FRACTION
 from nexa.ledger.manifests import load_manifest
 
 LISTING_VERSION = 1
@@ -135,7 +136,7 @@ class CapabilityContract(BaseModel):
     name: str
     benchmark: str
     metric: str
-    retain_fraction: float = Field(0.97, gt=0, le=1)
+    retain_fraction: float = Field(DEFAULT_RETAIN_FRACTION, gt=0, le=1)
 
 
 class TeacherEntry(BaseModel):

@@ -14,10 +14,9 @@ from typing import Optional
 import typer
 
 from nexa.ledger import Lab
-from nexa.ledger.lab import default_retain_fraction
-from nexa.ledger.console import JSON, LAB, console, emit_result, retention_table, table
+from nexa.ledger.console import JSON, LAB, console, emit_gate, emit_result, table
 from nexa.ledger.hashing import sha256_file
-from nexa.ledger.runs import start_run
+from nexa.ledger.lab import default_retain_fraction
 from nexa.pipeline.standalone import outputs, require_paths, run_stage
 
 app = typer.Typer(help="NIWT: teacher registry, profiling, student synthesis, anchored distillation, retention gate.",
@@ -38,13 +37,11 @@ def registry_command(
         registry, quarantined = build_registry(csv_file, out, retain_fraction if retain_fraction is not None else default_retain_fraction(lab_dir))
     except RegistryError as error:
         raise typer.BadParameter(str(error), param_hint="--csv") from error
-    if not json_out:
-        console.print(table(f"teacher registry ({out})", ["teacher", "parameters", "capabilities"],
-                            [(t.name, f"{t.parameters:,}", ", ".join(c.name for c in t.capabilities)) for t in registry.teachers]))
-        for q in quarantined:
-            console.print(f"[yellow]quarantined[/yellow] {q['reason']}")
     emit_result({"run_id": None, "status": "succeeded", "teachers": [t.name for t in registry.teachers],
-                 "quarantined": len(quarantined), "outputs": [{"path": str(out), "sha256": sha256_file(out)}]}, json_out)
+                 "quarantined": len(quarantined), "outputs": [{"path": str(out), "sha256": sha256_file(out)}]}, json_out,
+                table(f"teacher registry ({out})", ["teacher", "parameters", "capabilities"],
+                      [(t.name, f"{t.parameters:,}", ", ".join(c.name for c in t.capabilities)) for t in registry.teachers]),
+                *(f"[yellow]quarantined[/yellow] {q['reason']}" for q in quarantined))
 
 
 @app.command("profile")
@@ -125,18 +122,11 @@ def gate_command(
     lab_dir: Path = LAB, json_out: bool = JSON,
 ) -> None:
     """Stage 5 alone: benchmark the student through the nexus runtime (no teacher, no nexa model code) and gate it."""
-    from nexa.eval.gate_metrics import load_gate_scoring
+    from nexa.eval.gate_metrics import gated_run
     from nexa.niwt.gate import runtime_gate
 
     lab = Lab.find(lab_dir)
     require_paths(student=student / "model", profile=profile, data=data / "datasets.json")
-    scoring = load_gate_scoring(lab, gate_scoring)  # a bad file is refused before a run starts
-    with start_run(lab, "niwt-gate", config={"student": str(student), "profile": str(profile)}) as run:
-        scoring.run_id = run.run_id
-        report = runtime_gate(lab, student / "model", profile, data / "datasets.json", scoring=scoring)
-        run.update(eval_status="done", eval_summary={f"retention/{c}": r for c, r in report["retention"].items()})
-    if not json_out:
-        console.print(retention_table("NIWT gate", report))
-    emit_result({"run_id": run.run_id, "status": "succeeded" if report["passed"] else "failed", **report, "outputs": []}, json_out)
-    if not report["passed"]:
-        raise typer.Exit(1)
+    run_id, report = gated_run(lab, "niwt-gate", {"student": str(student), "profile": str(profile)}, gate_scoring,
+                               lambda scoring: runtime_gate(lab, student / "model", profile, data / "datasets.json", scoring=scoring))
+    emit_gate(run_id, report, {**report, "outputs": []}, json_out, "NIWT gate")

@@ -13,6 +13,7 @@ import json
 import re
 from pathlib import Path
 
+from nexa.ledger.lab import DEFAULT_RETAIN_FRACTION
 from nexa.ledger.listings import REGISTRY_VERSION, CapabilityContract, TeacherEntry, TeacherRegistry  # the contract later stages read
 
 REQUIRED_COLUMNS = ("ModelName", "Parameters", "Category", "BestFeature")
@@ -62,7 +63,7 @@ def row_to_entry(row: dict[str, str], default_retain: float) -> TeacherEntry:
                         category=row["Category"].strip(), best_feature=row["BestFeature"].strip(), capabilities=capabilities)
 
 
-def read_teacher_csv(path: Path, default_retain: float = 0.97) -> tuple[list[TeacherEntry], list[dict]]:
+def read_teacher_csv(path: Path, default_retain: float = DEFAULT_RETAIN_FRACTION) -> tuple[list[TeacherEntry], list[dict]]:
     """Entries of every good row, and the quarantined ones as {line, row, reason}."""
     path = Path(path)
     try:
@@ -88,7 +89,7 @@ def read_teacher_csv(path: Path, default_retain: float = 0.97) -> tuple[list[Tea
     return entries, quarantined
 
 
-def build_registry(csv_path: Path, out: Path, default_retain: float = 0.97) -> tuple[TeacherRegistry, list[dict]]:
+def build_registry(csv_path: Path, out: Path, default_retain: float = DEFAULT_RETAIN_FRACTION) -> tuple[TeacherRegistry, list[dict]]:
     """Write the validated registry JSON (and ``<out>.quarantine.jsonl`` when rows were refused)."""
     entries, quarantined = read_teacher_csv(csv_path, default_retain)
     if not entries:

@@ -12,12 +12,7 @@ from nexa.infra.cost import BudgetExceededError
 from nexa.ledger import Lab
 from nexa.ledger.console import JSON, console, emit_result, table
 from nexa.pipeline.runner import PipelineResult, StageFailedError, run_pipeline
-from nexa.pipeline.spec import builtin_pipeline_path, export_demo_tokenizer, install_builtin_pipelines, load_pipeline
-
-
-def register(app: typer.Typer) -> None:
-    app.command("run")(run)
-    app.command("demo")(demo)
+from nexa.pipeline.spec import export_demo_tokenizer, install_builtin_pipelines, load_pipeline
 
 
 def run(pipeline: Path = typer.Argument(..., help="Pipeline YAML file."),
@@ -54,6 +49,3 @@ def _execute(lab: Lab, pipeline: Path) -> PipelineResult:
     console.print(table(f"pipeline {spec.name} ({time.perf_counter() - started:.1f}s)", ["stage", "status", "seconds"],
                         [(s.name, s.status, round(s.seconds, 2)) for s in result.stages]))
     return result
-
-
-__all__ = ["register", "builtin_pipeline_path"]

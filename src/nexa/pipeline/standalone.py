@@ -14,9 +14,9 @@ from typing import Any, Callable, Optional
 import typer
 
 from nexa.ledger import Lab
-from nexa.ledger.console import console
+from nexa.ledger.console import command_run
 from nexa.ledger.hashing import sha256_file
-from nexa.ledger.runs import RunContext, start_run
+from nexa.ledger.runs import RunContext
 
 
 class FolderContext:
@@ -70,8 +70,7 @@ def run_stage(lab_dir: Path, run_type: str, out: Path, inputs: dict[str, Optiona
     given = {name: Path(path) for name, path in inputs.items() if path is not None}
     require_paths(**given)
     out = new_out(out)
-    with start_run(lab, run_type, config={k: str(v) for k, v in {**inputs, **params}.items()}, seed=seed) as run:
-        console.print(f"run [bold]{run.run_id}[/bold]")
+    with command_run(lab, run_type, config={k: str(v) for k, v in {**inputs, **params}.items()}, seed=seed) as run:
         summary = function(FolderContext(lab, run, out, given, seed), **params)
         (out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True, default=str))
     return run.run_id, summary

@@ -29,6 +29,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from nexa.serve.batching import Batcher
 from nexa.serve.engine import Engine, Job, RequestError
+from nexa.serve.limits import DEFAULT_MAX_BATCH, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_TOKENS_CAP
 from nexa.serve.metrics import ServeMetrics
 from nexa.serve.logprobs import chat_logprobs, completion_logprobs
 from nexa.serve.schemas import ChatRequest, CompletionRequest, DetokenizeRequest, TokenizeRequest
@@ -36,9 +37,6 @@ from nexus import BundleError, SafetyError
 from nexus.model import Generation
 
 log = logging.getLogger("nexa.serve")
-DEFAULT_MAX_TOKENS_CAP = 256
-DEFAULT_MAX_BODY_BYTES = 1 << 20
-DEFAULT_MAX_BATCH = 16
 DRAIN_LIMIT_BYTES = 64 << 20  # an oversized body up to this size is read and dropped so its 413 is heard
 _STATUS_KINDS = {400: "invalid_json", 401: "authentication_error", 403: "safety_error", 404: "not_found",
                  405: "method_not_allowed", 413: "request_too_large", 422: "invalid_request_error"}

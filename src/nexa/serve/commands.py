@@ -9,11 +9,7 @@ from typing import Optional
 import typer
 
 from nexa.ledger.console import console, fail, table
-from nexa.serve.app import DEFAULT_MAX_BATCH, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_TOKENS_CAP
-
-
-def register(app: typer.Typer) -> None:
-    app.command("serve")(serve)
+from nexa.serve.limits import DEFAULT_MAX_BATCH, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_TOKENS_CAP
 
 
 def serve(bundle: Path = typer.Argument(..., help="Bundle folder (manifest.json inside), e.g. the verify stage's bundle/."),

@@ -7,6 +7,7 @@ never changed and no token is ever put on a command line.
 
 from __future__ import annotations
 
+import getpass
 import os
 import socket
 import subprocess
@@ -92,6 +93,17 @@ def listing() -> list[dict[str, Any]]:
 
 def remove(name: str) -> None:
     request("remove", name=name)
+
+
+def read_secret(name: str) -> bytearray:
+    """A token as bytes: all of stdin when it is not a terminal (trailing newline and spaces removed), else a
+    prompt that does not echo. It never comes from the command line; ^C or ^D at the prompt propagate."""
+    if sys.stdin.isatty():
+        return bytearray(getpass.getpass(f"token for {name} (hidden): ").strip().encode())
+    data = bytearray(sys.stdin.buffer.read())
+    while data and data[-1:] in (b"\n", b"\r", b" "):
+        del data[-1]
+    return data
 
 
 def child_env(base: Mapping[str, str] | None = None) -> tuple[dict[str, str], list[str]]:

@@ -6,8 +6,6 @@ nowhere: ``list`` prints names, variables and time left only.
 
 from __future__ import annotations
 
-import getpass
-import sys
 from typing import Optional
 
 import typer
@@ -47,49 +45,36 @@ def add_cmd(name: str = typer.Argument(..., help="hf, wandb, openai, ... or an e
             json_out: bool = JSON) -> None:
     """Add a token, read from stdin when piped or from a hidden prompt (never from the command line)."""
     from nexa.session import client
-    from nexa.session.protocol import env_var_for, parse_ttl, wipe
+    from nexa.session.protocol import env_var_for, format_duration, parse_ttl, wipe
 
     variable = _call(env_var_for, name, env)
     seconds = _call(parse_ttl, ttl) if ttl else None
     if not client.is_running():
         fail("no nexa session is running; start one with `nexa session start`")
-    secret = _read_secret(name)
+    try:
+        secret = client.read_secret(name)
+    except (KeyboardInterrupt, EOFError):
+        console.print("\ncancelled: nothing was stored")
+        raise typer.Exit(130) from None
     try:
         if not secret:
             fail("empty token: nothing was stored")
         reply = _call(client.add, name, variable, secret, seconds)
     finally:
         wipe(secret)
-    console.print(f"stored {name} (jobs get it as {variable}; expires in {_duration(reply['expires_in_s'])})", highlight=False)
+    console.print(f"stored {name} (jobs get it as {variable}; expires in {format_duration(reply['expires_in_s'])})", highlight=False)
     emit_result({"status": "stored", "name": name, "env": variable, "expires_in_s": reply["expires_in_s"]}, json_out)
-
-
-def _read_secret(name: str) -> bytearray:
-    """The token as bytes: all of stdin when it is not a terminal, else a prompt that does not echo."""
-    if sys.stdin.isatty():
-        try:
-            text = getpass.getpass(f"token for {name} (hidden): ")
-        except (KeyboardInterrupt, EOFError):
-            console.print("\ncancelled: nothing was stored")
-            raise typer.Exit(130) from None
-        return bytearray(text.strip().encode())
-    data = bytearray(sys.stdin.buffer.read())
-    while data and data[-1:] in (b"\n", b"\r", b" "):
-        del data[-1]
-    return data
 
 
 @app.command("list")
 def list_cmd(json_out: bool = JSON) -> None:
     """Token names, their environment variable and time left; never their values."""
     from nexa.session import client
+    from nexa.session.protocol import format_duration
 
     tokens = _call(client.listing)
-    if json_out:
-        emit_result({"tokens": tokens}, True)
-        return
-    console.print(table("session tokens", ["name", "env", "expires in"],
-                        [(t["name"], t["env"], _duration(t["expires_in_s"])) for t in tokens]))
+    emit_result({"tokens": tokens}, json_out, table("session tokens", ["name", "env", "expires in"],
+                                                    [(t["name"], t["env"], format_duration(t["expires_in_s"])) for t in tokens]))
 
 
 @app.command("remove")
@@ -110,9 +95,3 @@ def stop_cmd(json_out: bool = JSON) -> None:
     _call(client.stop)
     console.print("session stopped; its tokens were wiped")
     emit_result({"status": "stopped"}, json_out)
-
-
-def _duration(seconds: float) -> str:
-    seconds = max(0, int(seconds))
-    hours, rest = divmod(seconds, 3600)
-    return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"

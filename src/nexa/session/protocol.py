@@ -92,6 +92,13 @@ def parse_ttl(text: str) -> float:
     return float(match[1]) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match[2]]
 
 
+def format_duration(seconds: float) -> str:
+    """A token's time left as people read it: ``7h59m``, or ``4m05s`` under an hour."""
+    seconds = max(0, int(seconds))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
+
+
 def wipe(buffer: bytearray) -> None:
     """Overwrite a secret in place (same length: no reallocation, the old bytes are gone)."""
     buffer[:] = bytes(len(buffer))

@@ -9,34 +9,27 @@ import typer
 from pydantic import ValidationError
 
 from nexa.infra.cost import PriceTable, UnknownPriceError
-from nexa.ledger import Lab, LedgerError, RunManifest
-from nexa.ledger.console import JSON, LAB, SpendProgress, console, emit_result, fail, fields_table
-from nexa.ledger.runs import detect_gpu_type, start_run
-from nexa.teachers.errors import TeacherError
-from nexa.teachers.materialize import MaterializeConfig, MaterializeError, MaterializeReport, materialize
-from nexa.teachers.opening import DEFAULT_KEY_ENV, TeacherSpecError, open_teacher
-from nexa.teachers.protocol import Teacher
+from nexa.ledger import Lab, LedgerError
+from nexa.ledger.console import JSON, LAB, console, emit_result, fail, fields_table, with_options
+from nexa.ledger.runs import detect_gpu_type
+from nexa.teachers.materialize import MaterializeConfig, materialize_run
+from nexa.teachers.opening import TeacherSpecError, open_teacher
+from nexa.teachers.options import TEACHER_CALL
 
 app = typer.Typer(help="Distillation data: ask a teacher once, keep every answer (cached, costed, resumable).",
                   no_args_is_help=True)
 
 
 @app.command("materialize")
+@with_options(TEACHER_CALL)
 def materialize_command(
     dataset: str = typer.Option(..., "--dataset", help="Input dataset, ID or ID@vN; its 'prompt' column is asked."),
     teacher: str = typer.Option(..., "--teacher", help="OpenAI-compatible API root (http://127.0.0.1:8000/v1) "
                                 "or a local HF checkpoint folder."),
     out: str = typer.Option(..., "--out", help="Id of the paired dataset to write a new version of."),
-    teacher_model: Optional[str] = typer.Option(None, "--teacher-model", help="Model name at the API (required for a URL)."),
     budget_usd: Optional[float] = typer.Option(None, "--budget-usd", min=0,
                                                help="Stop before this run's API spend would pass this; keeps what was done."),
-    api: str = typer.Option("chat", "--api", help="chat (/chat/completions) or completions (/completions)."),
-    api_key_env: Optional[str] = typer.Option(None, "--api-key-env", help="Environment variable holding the API key "
-                                              f"(default {DEFAULT_KEY_ENV}, optional)."),
-    system: Optional[str] = typer.Option(None, "--system", help="System message (chat API only)."),
     prompt_field: str = typer.Option("prompt", "--prompt-field", help="Column holding the prompt."),
-    max_tokens: int = typer.Option(256, "--max-tokens", min=1),
-    temperature: float = typer.Option(0.0, "--temperature", min=0.0),
     top_logprobs: int = typer.Option(0, "--top-logprobs", min=0, max=20,
                                      help="Keep the top-k log-probabilities per output token."),
     concurrency: int = typer.Option(8, "--concurrency", min=1, max=256,
@@ -46,7 +39,6 @@ def materialize_command(
     backoff_s: float = typer.Option(0.5, "--backoff-s", min=0.0,
                                     help="First retry delay; doubles each retry, with jitter."),
     max_backoff_s: float = typer.Option(30.0, "--max-backoff-s", min=0.0),
-    timeout_s: float = typer.Option(60.0, "--timeout-s", min=0.01, help="Seconds before a silent call counts as failed."),
     breaker: int = typer.Option(10, "--breaker", min=1, help="Consecutive failed calls that stop the run."),
     batch_size: int = typer.Option(32, "--batch-size", min=1, help="Prompts per generate() call (local teachers)."),
     price_input: Optional[float] = typer.Option(None, "--price-input", min=0.0,
@@ -56,7 +48,7 @@ def materialize_command(
     gpu_type: Optional[str] = typer.Option(None, "--gpu-type",
                                            help="This run's compute, for its hourly price (default: detected, e.g. H100x1)."),
     seed: int = typer.Option(42, "--seed"),
-    lab_dir: Path = LAB, json_out: bool = JSON,
+    lab_dir: Path = LAB, json_out: bool = JSON, **call,
 ) -> None:
     """Run a teacher over a dataset's prompts and write the answers as a paired dataset version.
 
@@ -65,19 +57,19 @@ def materialize_command(
     """
     from nexa.ledger.manifests import validation_problems
 
-    lab, prices = _lab_and_prices(lab_dir, teacher_model, price_input, price_output, json_out)
+    lab, prices = _lab_and_prices(lab_dir, call["teacher_model"], price_input, price_output, json_out)
     try:
         config = MaterializeConfig(
-            dataset=dataset, out=out, prompt_field=prompt_field, system=system, concurrency=concurrency, rate_limit_rps=rps,
+            dataset=dataset, out=out, prompt_field=prompt_field, system=call["system"], concurrency=concurrency, rate_limit_rps=rps,
             breaker_threshold=breaker, budget_usd=budget_usd, provider=lab.config.provider, gpu_type=gpu_type or detect_gpu_type(),
-            seed=seed, params=dict(max_tokens=max_tokens, temperature=temperature, top_logprobs=top_logprobs,
-                                   seed=seed if temperature > 0 else None),
+            seed=seed, params=dict(max_tokens=call["max_tokens"], temperature=call["temperature"], top_logprobs=top_logprobs,
+                                   seed=seed if call["temperature"] > 0 else None),
             retry=dict(max_attempts=max_attempts, base_delay_s=backoff_s, max_delay_s=max_backoff_s))
     except ValidationError as exc:
         raise typer.BadParameter("; ".join(validation_problems(exc))) from None
     try:
-        model = open_teacher(teacher, teacher_model, api=api, key_env=api_key_env, system=system, timeout_s=timeout_s,
-                             batch_size=batch_size)
+        model = open_teacher(teacher, call["teacher_model"], api=call["api"], key_env=call["api_key_env"], system=call["system"],
+                             timeout_s=call["timeout_s"], batch_size=batch_size)
     except TeacherSpecError as exc:
         raise typer.BadParameter(str(exc), param_hint=exc.option) from None
     if model.bills_tokens:
@@ -85,9 +77,12 @@ def materialize_command(
     else:
         config = config.model_copy(update={"concurrency": 1})  # one model in memory: batches, not threads
     try:
-        report, manifest = _run(lab, model, config, prices, json_out)
+        report, manifest, failure = materialize_run(lab, model, config, prices)
     finally:
         model.close()
+    if failure is not None:
+        message, code, fields = failure
+        _fail(message, json_out, code, run_id=manifest.run_id, **fields)
     result = {"run_id": report.run_id, "status": manifest.status, **report.summary(),
               "outputs": [{"kind": o.kind, "ref": o.ref, "path": o.path, "sha256": o.sha256} for o in manifest.outputs]}
     if not json_out:
@@ -96,28 +91,6 @@ def materialize_command(
             console.print(f"[yellow]{report.failed} prompt(s) unanswered[/yellow] ({report.stopped or 'errors'}); "
                           f"reasons in {report.quarantine}. Rerun the same command to retry them.")
     emit_result(result, json_out)
-
-
-def _run(lab: Lab, model: Teacher, config: MaterializeConfig, prices: PriceTable,
-         json_out: bool) -> tuple[MaterializeReport, RunManifest]:
-    """Open the run, materialize with a progress bar; a failure is recorded in the run, printed, and exits non-zero."""
-    failure: tuple[str, int, dict] | None = None
-    with start_run(lab, "distill", config=config.model_dump(mode="json"), seed=config.seed,
-                   teacher_model=model.teacher_id, gpu_type=config.gpu_type) as run:
-        console.print(f"[bold]run_id[/bold] {run.run_id}  teacher {model.teacher_id}")
-        try:
-            with SpendProgress("teacher", "prompts") as bar:
-                report = materialize(lab, model, config, run, prices, progress=bar)
-        except MaterializeError as exc:
-            run.fail(exc)
-            failure = (str(exc), 1, exc.report.summary())
-        except (TeacherError, UnknownPriceError, LedgerError, ValueError, FileExistsError) as exc:
-            run.fail(exc)
-            failure = (str(exc), 2, {})
-    if failure is not None:
-        message, code, fields = failure
-        _fail(message, json_out, code, run_id=run.run_id, **fields)
-    return report, run.manifest
 
 
 def _lab_and_prices(lab_dir: Path, model: str | None, price_input: float | None, price_output: float | None,

@@ -19,7 +19,7 @@ from nexa.infra.cost import FREE, PriceTable
 from nexa.ledger import ArtifactRef, DatasetManifest, Lab
 from nexa.ledger.datasets import read_dataset_manifest, read_dataset_rows, write_dataset_version
 from nexa.ledger.manifests import dump_manifest
-from nexa.ledger.runs import RunContext
+from nexa.ledger.runs import RunContext, RunManifest
 from nexa.teachers.cache import CacheEntry, ResponseCache
 from nexa.teachers.dispatch import Dispatcher, DispatchSettings
 from nexa.teachers.errors import TeacherError
@@ -269,3 +269,30 @@ def _write_report(lab: Lab, run: RunContext, report: MaterializeReport) -> None:
     ref = lab.durable().put_bytes(f"distill/{run.run_id}/report.json", dump_manifest(report), overwrite=True)
     run.add_output(ref.model_copy(update={"kind": "distill_report"}))
     run.log("materialize_report", **report.model_dump(exclude={"run_id"}))
+
+
+def materialize_run(lab: Lab, teacher: Teacher, config: MaterializeConfig,
+                    prices: PriceTable) -> tuple[MaterializeReport | None, RunManifest, tuple[str, int, dict] | None]:
+    """:func:`materialize` in a run of its own (``nexa distill materialize``), with a progress bar of prompts done,
+    rate and USD spent. A failure is recorded in the run and returned as (message, exit code, fields of the ``--json``
+    result): 1 when prompts failed past their retries (what was answered stays cached), 2 for what the user must fix
+    (a dataset, price or output that is wrong)."""
+    from nexa.infra.cost import UnknownPriceError
+    from nexa.ledger import LedgerError
+    from nexa.ledger.console import SpendProgress, console
+    from nexa.ledger.runs import start_run
+
+    report, failure = None, None
+    with start_run(lab, "distill", config=config.model_dump(mode="json"), seed=config.seed,
+                   teacher_model=teacher.teacher_id, gpu_type=config.gpu_type) as run:
+        console.print(f"[bold]run_id[/bold] {run.run_id}  teacher {teacher.teacher_id}")
+        try:
+            with SpendProgress("teacher", "prompts") as bar:
+                report = materialize(lab, teacher, config, run, prices, progress=bar)
+        except MaterializeError as exc:
+            run.fail(exc)
+            failure = (str(exc), 1, exc.report.summary())
+        except (TeacherError, UnknownPriceError, LedgerError, ValueError, FileExistsError) as exc:
+            run.fail(exc)
+            failure = (str(exc), 2, {})
+    return report, run.manifest, failure

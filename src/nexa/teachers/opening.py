@@ -9,9 +9,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from nexa.teachers.options import DEFAULT_KEY_ENV
 from nexa.teachers.protocol import Teacher
-
-DEFAULT_KEY_ENV = "OPENAI_API_KEY"
 
 
 class TeacherSpecError(ValueError):

@@ -44,12 +44,15 @@ class PromptTeacher:
         self.client.close()
 
 
-def open_prompt_teacher(target: str, model: Optional[str], api: str, key_env: Optional[str], system: Optional[str],
-                        timeout_s: float, max_attempts: int, params: dict, lab,
-                        budget_usd: Optional[float] = None) -> PromptTeacher:
-    """The teacher as ``nexa distill materialize`` opens it (a TeacherSpecError is a ValueError: a user error here)."""
+def open_prompt_teacher(target: str, lab, *, teacher_model: Optional[str], api: str = "chat", api_key_env: Optional[str] = None,
+                        system: Optional[str] = None, timeout_s: float = 60.0, max_tokens: int = 256, temperature: float = 0.0,
+                        seed: Optional[int] = None, max_attempts: int = 4, budget_usd: Optional[float] = None) -> PromptTeacher:
+    """The teacher as ``nexa distill materialize`` opens it, from the options every teacher command shares
+    (:data:`nexa.teachers.options.TEACHER_CALL`); the seed applies when sampling (a TeacherSpecError is a ValueError:
+    a user error here)."""
     from nexa.teachers.opening import open_teacher
     from nexa.teachers.protocol import GenerationParams
 
-    client = open_teacher(target, model, api=api, key_env=key_env, system=system, timeout_s=timeout_s)
-    return PromptTeacher(client, GenerationParams(**params), system, max_attempts, lab, budget_usd)
+    client = open_teacher(target, teacher_model, api=api, key_env=api_key_env, system=system, timeout_s=timeout_s)
+    params = GenerationParams(max_tokens=max_tokens, temperature=temperature, seed=seed if temperature > 0 else None)
+    return PromptTeacher(client, params, system, max_attempts, lab, budget_usd)

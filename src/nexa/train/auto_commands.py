@@ -21,10 +21,6 @@ OTHER_MODEL = "__other__"
 PREPARE_FILE = "__prepare__"
 
 
-def register(app: typer.Typer) -> None:
-    app.command("auto")(auto)
-
-
 class MissingAnswer(Exception):
     """No terminal to ask on and no flag given."""
 

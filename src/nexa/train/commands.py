@@ -9,16 +9,10 @@ from typing import Optional
 import typer
 
 from nexa.ledger import Lab, LedgerError
-from nexa.ledger.console import JSON, LAB, console, emit_result, fail, table
+from nexa.ledger.console import JSON, LAB, command_run, console, emit_result, fail, failing_on, table
 
 sweep_app = typer.Typer(help="Hyper-parameter sweeps on Optuna: launch trials, analyze the best into a config.",
                         no_args_is_help=True)
-
-
-def register(app: typer.Typer) -> None:
-    app.command("pack")(pack)
-    app.command("train")(train)
-    app.add_typer(sweep_app, name="sweep")
 
 
 def pack(dataset: list[str] = typer.Option(..., "--dataset", help="Dataset ID or ID@vN (repeat for several)."),
@@ -31,7 +25,6 @@ def pack(dataset: list[str] = typer.Option(..., "--dataset", help="Dataset ID or
     from dataclasses import asdict
 
     from nexa.ledger.datasets import read_dataset_manifest
-    from nexa.ledger.runs import start_run
     from nexa.pipeline.standalone import require_paths
     from nexa.train.packs import PackRequest, build_pack
 
@@ -40,8 +33,7 @@ def pack(dataset: list[str] = typer.Option(..., "--dataset", help="Dataset ID or
     for ref in dataset:
         read_dataset_manifest(lab, ref)
     request = PackRequest(datasets=dataset, tokenizer=tokenizer, seq_len=seq_len, split=split or None, topk_field=topk_field)
-    with start_run(lab, "pack", config={**asdict(request), "tokenizer": str(tokenizer)}) as run:
-        console.print(f"run [bold]{run.run_id}[/bold]")
+    with command_run(lab, "pack", config={**asdict(request), "tokenizer": str(tokenizer)}) as run:
         pid, ref, manifest = build_pack(lab, request, created_by=run.run_id)
         run.add_output(ref)
         run.update(dataset_id=",".join(dataset), metrics={"efficiency": manifest.efficiency, "blocks": manifest.blocks})
@@ -64,10 +56,7 @@ def train(config: Path = typer.Option(..., "--config", help="Training config YAM
     lab = Lab.find(lab_dir)
     cfg = load_train_config(config)
     console.print(table("hardware", ["", ""], detect_hardware().rows()))
-    try:
-        check_model_inputs(lab, cfg)
-    except (LedgerError, FileNotFoundError, ValueError) as exc:
-        fail(str(exc))  # a bad model, tokenizer or KD pairing: exit 2, nothing written
+    check_model_inputs(lab, cfg)  # a bad model, tokenizer or KD pairing: the root's `error:` line, exit 2, nothing written
     try:
         outcome = run_training(lab, cfg, nproc=nproc, resume=resume,
                                on_start=lambda run: console.print(f"run [bold]{run.run_id}[/bold]"))
@@ -100,14 +89,12 @@ def sweep_launch(config: Path = typer.Option(..., "--config", help="Base trainin
     from nexa.train.sweep_wandb import launch_wandb_sweep
 
     lab = Lab.find(lab_dir)
-    try:
+    with failing_on(SweepError):
         if _backend(backend) == "wandb":
             result = launch_wandb_sweep(lab, config, space, trials, method=method, entity=entity, project=project,
                                         sweep_id=study)
         else:
             result = launch_sweep(lab, config, space, trials, storage=storage, study_name=study)
-    except (SweepError, LedgerError, FileNotFoundError) as exc:
-        fail(str(exc))
     console.print(table(f"sweep {result['study']}", ["trial", "state", "value", "params"],
                         [(t["number"], t["state"], t["value"], json.dumps(t["params"])) for t in result["trials"]]))
     emit_result(result, json_out)
@@ -130,13 +117,8 @@ def sweep_analyze(study: str = typer.Option(..., "--study", help="Optuna study n
     from nexa.train.sweep_wandb import analyze_wandb_sweep
 
     lab = Lab.find(lab_dir)
-    try:
-        if _backend(backend) == "wandb":
-            result = analyze_wandb_sweep(lab, study, out)
-        else:
-            result = analyze_sweep(lab, study, out, storage=storage)
-    except (SweepError, LedgerError) as exc:
-        fail(str(exc))
+    with failing_on(SweepError):
+        result = analyze_wandb_sweep(lab, study, out) if _backend(backend) == "wandb" else analyze_sweep(lab, study, out, storage=storage)
     console.print(table(f"best of {study}", ["trial", "value", "params"],
                         [(result["best_trial"], result["best_value"], json.dumps(result["best_params"]))]))
     emit_result(result, json_out)

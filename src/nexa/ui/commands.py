@@ -12,14 +12,9 @@ from typing import Optional
 import typer
 
 from nexa.ledger import Lab
-from nexa.ledger.console import JSON, console, emit_result, fail
+from nexa.ledger.console import JSON, console, emit_result, fail, failing_on
 
 LAB = typer.Option(Path("."), "--lab", help="Lab folder (nexa.yaml inside, or a folder below it).")
-
-
-def register(app: typer.Typer) -> None:
-    app.command("ui")(ui)
-    app.command("report")(report)
 
 
 def ui(lab_dir: Path = LAB, port: int = typer.Option(8050, "--port", min=1, max=65535, help="TCP port."),
@@ -44,11 +39,8 @@ def report(run_id: str = typer.Option(..., "--run", help="Run to report on (a pi
         fail(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
     lab = Lab.find(lab_dir)
     target = out or default_out(run_id, fmt)
-    try:
+    with failing_on(BrowserUnavailableError):  # a missing file or run is a user error the root command prints
         written = write_report(collect(lab.root, run_id), fmt, target)
-    except BrowserUnavailableError as exc:  # a missing file or run is a user error the root command prints
-        fail(str(exc))
-    if not json_out:
-        console.print(f"wrote [bold]{written}[/bold] ({written.stat().st_size} bytes)")
     emit_result({"run_id": run_id, "status": "succeeded", "format": fmt,
-                 "outputs": [{"path": str(written), "bytes": written.stat().st_size}]}, json_out)
+                 "outputs": [{"path": str(written), "bytes": written.stat().st_size}]}, json_out,
+                f"wrote [bold]{written}[/bold] ({written.stat().st_size} bytes)")

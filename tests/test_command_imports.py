@@ -1,0 +1,40 @@
+"""Start-up stays light (issue 19): ``nexa --help`` imports no layer, and importing every layer's ``commands.py``
+(what running one command costs before it does any work) pulls in none of the heavy libraries. Those are
+imported inside the command function that uses them, so ``nexa --help`` stays well under a second.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+HEAVY = {"torch", "transformers", "fastapi", "uvicorn", "starlette", "peft", "trl", "accelerate", "datasets", "optuna",
+         "wandb", "sentence_transformers", "playwright", "lm_eval"}
+COMMAND_MODULES = sorted(f"nexa.{path.parent.name}.commands" for path in (SRC / "nexa").glob("*/commands.py"))
+
+
+def _modules_after(code: str) -> set[str]:
+    """Every module a fresh interpreter holds after running ``code``."""
+    script = code + "\nimport json, sys\nprint(json.dumps(sorted(sys.modules)))"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return set(json.loads(done.stdout.splitlines()[-1]))
+
+
+def test_nexa_help_imports_no_layer():
+    loaded = _modules_after("from typer.testing import CliRunner\nfrom nexa.cli import app\n"
+                            "result = CliRunner().invoke(app, ['--help'])\nassert result.exit_code == 0, result.output\n"
+                            "assert 'data' in result.output and 'serve' in result.output")
+    assert sorted(m for m in loaded if m.startswith("nexa.") and m != "nexa.cli") == []
+    assert {m.split(".")[0] for m in loaded} & HEAVY == set()
+
+
+def test_no_commands_module_imports_a_heavy_library():
+    assert len(COMMAND_MODULES) >= 12
+    loaded = _modules_after("\n".join(f"import {module}" for module in COMMAND_MODULES))
+    assert sorted({m.split(".")[0] for m in loaded} & HEAVY) == []
