@@ -1,11 +1,9 @@
 """The uncertainty gate (calibration, abstention, escalation) and energy refinement on a real tiny bundle."""
 
-import json
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 import torch
+from local_openai import echoing_completions
 
 from nexa.bundle.build import write_manifest
 from nexa.models.gate import calibrate_threshold, gate_manifest_entry, selective_error
@@ -34,26 +32,10 @@ def test_a_gated_bundle_flags_abstentions_and_escalates_to_the_fallback(bundle):
     assert [g.text for g in gated] == [g.text for g in plain]  # the student's guess is kept, only flagged
     assert all(g.abstained and 0 < g.confidence <= 1 and not g.escalated for g in gated)
 
-    class Fallback(BaseHTTPRequestHandler):
-        def do_POST(self):
-            asked = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            body = json.dumps({"choices": [{"text": f"fallback:{asked['prompt']}"}]}).encode()
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Fallback)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
+    with echoing_completions() as fallback_url:
         escalating = NexusModel.load(bundle)
-        escalating.gate = UncertaintyGate(1.0, 2.0, 0.1, f"http://127.0.0.1:{server.server_port}/v1/completions")
+        escalating.gate = UncertaintyGate(1.0, 2.0, 0.1, fallback_url)
         answer = escalating.complete_batch(["max(3,9)="], max_new_tokens=4)[0]
-    finally:
-        server.shutdown()
     assert answer.text == "fallback:max(3,9)=" and answer.escalated and answer.abstained
 
 

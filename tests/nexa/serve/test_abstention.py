@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import json
 import shutil
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 from fastapi.testclient import TestClient
+from local_openai import echoing_completions
 from serve_token import TOKEN
 from typer.testing import CliRunner
 
@@ -68,26 +67,10 @@ def test_calibrate_gate_refuses_bad_rows_in_one_line(bundle, tmp_path):
 
 
 def test_serve_escalates_abstentions_to_the_fallback_url(bundle, tmp_path):
-    class Fallback(BaseHTTPRequestHandler):
-        def do_POST(self):
-            asked = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            body = json.dumps({"choices": [{"text": f"fallback:{asked['prompt']}"}]}).encode()
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
     with pytest.raises(BundleError, match="no uncertainty gate"):
         create_app(bundle, token=TOKEN, fallback_url="http://127.0.0.1:9/v1/completions")
     gated = shutil.copytree(bundle, tmp_path / "tiny")
     write_manifest(gated, uncertainty_gate=gate_manifest_entry(1.0, 2.0, 0.1, 0.1))  # abstains on everything
-    server = HTTPServer(("127.0.0.1", 0), Fallback)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        choice = _complete(gated, "max(3,9)=", f"http://127.0.0.1:{server.server_port}/v1/completions")
-    finally:
-        server.shutdown()
+    with echoing_completions() as fallback_url:
+        choice = _complete(gated, "max(3,9)=", fallback_url)
     assert choice["text"] == "fallback:max(3,9)=" and choice["abstained"] is True and choice["escalated"] is True
