@@ -1,6 +1,5 @@
 """The uncertainty gate (calibration, abstention, escalation) and energy refinement on a real tiny bundle."""
 
-
 import pytest
 import torch
 from local_openai import echoing_completions
