@@ -31,8 +31,12 @@ GOLDEN = ROOT / "src" / "nexa" / "pipeline" / "builtin" / "golden.yaml"
 SHARED = ["data", "tokenizer", "teacher", "distill", "pack", "teacher_registry", "router", "profile", "synthesize"]
 
 
-def prepare(lab_dir: Path, teacher_size: dict | None = None) -> dict:
-    """Run (or reuse) the golden stages every method shares; returns their output folders and summaries."""
+def prepare(lab_dir: Path, teacher_size: dict | None = None, teacher_steps: int | None = None,
+            eval_rows: int | None = None) -> dict:
+    """Run (or reuse) the golden stages every method shares; returns their output folders and summaries.
+
+    ``teacher_steps`` and ``eval_rows`` shrink the teacher's training and the held-out benchmark (what a larger
+    teacher costs on a small CPU); left unset, the golden pipeline's own values are used."""
     from nexa.ledger import Lab
     from nexa.pipeline.runner import run_pipeline
     from nexa.pipeline.spec import load_pipeline
@@ -42,6 +46,10 @@ def prepare(lab_dir: Path, teacher_size: dict | None = None) -> dict:
     for stage in stages:
         if stage["name"] == "teacher" and teacher_size:
             stage["with"]["size"] = teacher_size
+        if stage["name"] == "teacher" and teacher_steps:
+            stage["with"]["optim"]["max_steps"] = teacher_steps
+        if stage["name"] == "data" and eval_rows:
+            stage["with"]["eval_rows"] = eval_rows
     spec_file = lab_dir / "niwt_vs_kd.yaml"
     lab = Lab.init(lab_dir)
     spec_file.write_text(yaml.safe_dump({**golden, "name": "niwt-vs-kd", "stages": stages}))
@@ -98,7 +106,7 @@ def run_niwt(shared: dict, eval_every: int, max_steps: int, seed: int) -> dict:
     from transformers import LlamaForCausalLM
 
     from nexa.ledger import Lab
-    from nexa.niwt.commands import FolderContext
+    from nexa.pipeline.standalone import FolderContext
     from nexa.niwt.distill import DistillConfig, gate_scores
     from nexa.niwt.student import load_inputs, make_distiller
 
@@ -234,8 +242,10 @@ def main() -> None:
     parser.add_argument("--methods", default="niwt,kd,sft")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--teacher-size", type=json.loads, default=None, help="JSON size of the teacher (default: golden's).")
+    parser.add_argument("--teacher-steps", type=int, default=None, help="Teacher training steps (default: golden's).")
+    parser.add_argument("--eval-rows", type=int, default=None, help="Held-out prompts per capability (default: golden's).")
     args = parser.parse_args()
-    shared = prepare(args.lab, args.teacher_size)
+    shared = prepare(args.lab, args.teacher_size, args.teacher_steps, args.eval_rows)
     results = {}
     for method in args.methods.split(","):
         results[method] = measure(method, shared, args.eval_every, args.max_steps, args.seed)
@@ -246,7 +256,8 @@ def main() -> None:
     results["seconds_ratio_niwt_vs_kd"] = (round(niwt["seconds"] / kd["seconds"], 3)
                                            if niwt.get("steps_to_gate") and kd.get("steps_to_gate") else None)
     results.update(parameter_counts(shared, args.seed))
-    results["settings"] = {"eval_every": args.eval_every, "max_steps": args.max_steps, "seed": args.seed, "retain_fraction": 0.97}
+    results["settings"] = {"eval_every": args.eval_every, "max_steps": args.max_steps, "seed": args.seed, "retain_fraction": 0.97,
+                           "teacher_size": args.teacher_size, "teacher_steps": args.teacher_steps, "eval_rows": args.eval_rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2, sort_keys=True))
     print(json.dumps({"steps_ratio_niwt_vs_kd": ratio}))

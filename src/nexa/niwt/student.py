@@ -71,6 +71,10 @@ def make_distiller(student, tokenizer, profiles, basis, plan, paired, config: Di
     anchors = {cap: build_anchors(p, {k: v.float() for k, v in t.items()}, samples, raw, layer_map, head_map,
                                   student.config.num_attention_heads)
                for cap, (p, t, samples, raw) in profiles.items()}
+    import torch
+
+    torch.manual_seed(seed)  # LoRA's A matrices come from torch's global RNG, whose state otherwise depends on
+    # which stages ran (or were cached) earlier in this process: two runs of one lab diverged that way
     model = attach_adapters(student, plan["adapters"])
     projection = basis[: student.config.hidden_size]  # student hidden -> teacher hidden: h_s @ U
     return AnchoredDistiller(model, tokenizer, training_rows(paired, profiles), anchors, projection, config, seed)
