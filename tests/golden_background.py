@@ -1,13 +1,14 @@
-"""The suite's two full golden runs, made in the background while the rest of the suite runs.
+"""The suite's golden runs, made in the background while the rest of the suite runs.
 
 The golden tests need two complete runs of the golden pipeline: the shared ``nexa demo`` (then rerun, all
 cached) and the launch on the local backend that is SIGKILLed midway and launched again against an S3
-server. Made one after the other in the foreground they were 14 of the suite's 22 minutes on 2 cores, with
-one core mostly idle: each run is one process at one torch thread. So both start, in their own
-subprocesses, when the session starts; the golden tests are ordered last and wait for their results.
+server; and a tiny variant killed at three points. Made one after the other in the foreground they were 15
+of the suite's 22 minutes on 2 cores, with one core mostly idle: each run is one process at one torch
+thread. So they start, in their own subprocesses, when the session starts; the golden tests are ordered
+last and wait for their results (fresh clone: 22 min 7 s -> 15 min 10 s with the first two in the background).
 
-Both runs use one torch thread explicitly, so their deterministic stages hash the same (what the kill/relaunch
-test compares) however the suite was started.
+Every run uses one torch thread explicitly, so the deterministic stages hash the same (what the
+kill/relaunch test compares) however the suite was started.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from s3_server import S3_ENV
 NEXA = [sys.executable, "-m", "nexa.cli"]
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 GOLDEN_DIR = Path(__file__).parent / "golden"
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def golden_last(items) -> None:
@@ -46,7 +48,7 @@ class BackgroundRuns:
     def __init__(self, root: Path):
         self.root = root
         self.processes: list[subprocess.Popen] = []
-        self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="golden")
+        self._pool = ThreadPoolExecutor(max_workers=len(RUNS), thread_name_prefix="golden")
         self._runs: dict[str, Future] = {}
 
     def start(self, name: str, run: Callable[["BackgroundRuns", Path], dict]) -> None:
@@ -141,6 +143,49 @@ def _kill_node(lab: Path) -> None:
         pass  # it had already ended
 
 
+def killed_at_three_points_then_finished(runs: BackgroundRuns, workdir: Path) -> dict:
+    """A tiny variant of the golden pipeline SIGKILLed 4, 9 and 14 s into three runs, then run to the end."""
+    lab = workdir / "lab"
+    env = {**os.environ, **ONE_THREAD}
+    init = runs.popen([*NEXA, "init", str(lab)], env=env)
+    init.communicate(timeout=120)
+    assert init.returncode == 0, f"nexa init {lab} failed"
+    pipeline = _tiny_pipeline(lab)
+    for delay in (4.0, 9.0, 14.0):
+        proc = runs.popen([*NEXA, "run", str(pipeline), "--json"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(delay)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    final = runs.popen([*NEXA, "run", str(pipeline), "--json"], env=env)
+    out, err = final.communicate(timeout=900)
+    return {"lab": lab, "final": {"returncode": final.returncode, "stdout": out, "stderr": err}}
+
+
+def _tiny_pipeline(lab: Path) -> Path:
+    spec = yaml.safe_load((ROOT / "src" / "nexa" / "pipeline" / "builtin" / "golden.yaml").read_text())
+    for stage in spec["stages"]:
+        params = stage.get("with", {})
+        if "optim" in params:
+            params["optim"]["max_steps"] = 12
+        if stage["name"] == "data":
+            params["capabilities"] = {k: {"train": 120} for k in params["capabilities"]}
+            params["eval_rows"] = 20
+        if stage["name"] == "verify":
+            params["retain_fraction"] = 0.0  # crash safety is under test here, not quality
+            params["teacher_floor"] = 0.0  # a 12-step teacher knows nothing yet
+        if stage["name"] == "teacher_registry":
+            params["default_retain"] = 0.01
+        if stage["name"] == "profile":
+            params["config"] = {"samples": 48, "pilot_samples": 8, "components": 8}
+        if stage["name"] == "student_niwt":
+            params.update(config={"phase1_steps": 6, "phase2_steps": 6, "check_every": 5, "teacher_floor": 0.0}, retry_steps=4)
+    path = lab / "pipelines" / "tiny.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
 def _s3_server(runs: BackgroundRuns, workdir: Path) -> str:
     """moto's S3 server in its own process (not a thread of this one, whose GIL the suite keeps busy); it logs
     every request, so its output goes to a file (a pipe nobody reads would fill and stall every request)."""
@@ -177,9 +222,10 @@ def _committed(endpoint: str, bucket: str, stage: str) -> bool:
     return any(o["Key"].endswith("/stage.json.sha256") for o in listing.get("Contents", []))
 
 
-RUNS: dict[str, Callable[[BackgroundRuns, Path], dict]] = {"demo": demo_twice, "infra_relaunch": launch_killed_then_relaunched}
+RUNS: dict[str, Callable[[BackgroundRuns, Path], dict]] = {"demo": demo_twice, "infra_relaunch": launch_killed_then_relaunched,
+                                                          "sigkill": killed_at_three_points_then_finished}
 # The fixture through which tests receive each run; a session that selects no test using it does not start the run.
-FIXTURES = {"golden": "demo", "golden_relaunch": "infra_relaunch"}
+FIXTURES = {"golden": "demo", "golden_relaunch": "infra_relaunch", "golden_sigkill": "sigkill"}
 
 
 def runs_needed(items) -> list[str]:

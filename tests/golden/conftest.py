@@ -13,3 +13,9 @@ def golden(background_runs):
 def golden_relaunch(background_runs):
     """The golden pipeline launched on the local backend against S3, SIGKILLed midway and launched again."""
     return background_runs.result("infra_relaunch")
+
+
+@pytest.fixture(scope="session")
+def golden_sigkill(background_runs):
+    """A tiny golden variant SIGKILLed at three points, then run to the end."""
+    return background_runs.result("sigkill")

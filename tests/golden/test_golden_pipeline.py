@@ -1,23 +1,19 @@
 """The golden pipeline end to end, the way a user runs it: `nexa demo --json` in a fresh lab.
 
 One real run (about two minutes on 2 cores; the ``golden`` fixture in conftest.py) is shared by the assertions below; a second run must be
-all cache hits; a tiny variant is killed with SIGKILL at several points and must still finish.
+all cache hits; a tiny variant is killed with SIGKILL at several points and must still finish (the runs are made
+in the background from the session's start: golden_background.py).
 """
 
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-import yaml
 
 NEXA = [sys.executable, "-m", "nexa.cli"]
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_demo_json_has_the_documented_fields(golden):
@@ -115,48 +111,15 @@ def _stage_summary(lab: Path, name: str) -> dict:
     return json.loads(records[0].read_text())["summary"]
 
 
-def _tiny_pipeline(lab: Path) -> Path:
-    spec = yaml.safe_load((ROOT / "src" / "nexa" / "pipeline" / "builtin" / "golden.yaml").read_text())
-    for stage in spec["stages"]:
-        params = stage.get("with", {})
-        if "optim" in params:
-            params["optim"]["max_steps"] = 12
-        if stage["name"] == "data":
-            params["capabilities"] = {k: {"train": 120} for k in params["capabilities"]}
-            params["eval_rows"] = 20
-        if stage["name"] == "verify":
-            params["retain_fraction"] = 0.0  # crash safety is under test here, not quality
-            params["teacher_floor"] = 0.0  # a 12-step teacher knows nothing yet
-        if stage["name"] == "teacher_registry":
-            params["default_retain"] = 0.01
-        if stage["name"] == "profile":
-            params["config"] = {"samples": 48, "pilot_samples": 8, "components": 8}
-        if stage["name"] == "student_niwt":
-            params.update(config={"phase1_steps": 6, "phase2_steps": 6, "check_every": 5, "teacher_floor": 0.0}, retry_steps=4)
-    path = lab / "pipelines" / "tiny.yaml"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(spec, sort_keys=False))
-    return path
-
-
-def test_sigkill_at_any_point_then_rerun_finishes_with_no_corrupt_artifact(tmp_path):
-    lab = tmp_path / "lab"
-    subprocess.run([*NEXA, "init", str(lab)], check=True, capture_output=True, timeout=120)
-    pipeline = _tiny_pipeline(lab)
-    for delay in (4.0, 9.0, 14.0):
-        proc = subprocess.Popen([*NEXA, "run", str(pipeline), "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                start_new_session=True)
-        time.sleep(delay)
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    final = subprocess.run([*NEXA, "run", str(pipeline), "--json"], capture_output=True, text=True, timeout=900)
-    assert final.returncode == 0, final.stderr[-3000:]
-    result = json.loads(final.stdout)
+def test_sigkill_at_any_point_then_rerun_finishes_with_no_corrupt_artifact(golden_sigkill):
+    """A tiny golden variant killed at three points (made in the background: golden_background.py) then finished."""
+    final = golden_sigkill["final"]
+    assert final["returncode"] == 0, final["stderr"][-3000:]
+    result = json.loads(final["stdout"])
     assert result["status"] == "succeeded"
     from nexa.ledger import Lab
 
-    store = Lab(lab).durable()
+    store = Lab(golden_sigkill["lab"]).durable()
     for stage in result["outputs"]:
         prefix = Path(stage["path"]).relative_to(store.local_path("")).as_posix()
         pruned = set(json.loads(store.get_bytes(f"{prefix}/pruned.json"))) if store.exists(f"{prefix}/pruned.json") else set()
