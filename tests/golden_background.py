@@ -70,9 +70,15 @@ class BackgroundRuns:
         return proc
 
     def stop(self) -> None:
-        """End whatever is still running (an aborted session), children included."""
-        for proc in self.processes:
-            if proc.poll() is None:
+        """End whatever is still running (an aborted session): SIGTERM first, so a launcher tears its node down
+        (a node runs in a session of its own), then SIGKILL what is left."""
+        running = [proc for proc in self.processes if proc.poll() is None]
+        for proc in running:
+            os.killpg(proc.pid, signal.SIGTERM)
+        for proc in running:
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
         self._pool.shutdown(wait=False, cancel_futures=True)
