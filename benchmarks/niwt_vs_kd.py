@@ -151,7 +151,6 @@ def run_trainer(shared: dict, method: str, eval_every: int, max_steps: int, seed
 
     from nexa.ledger import Lab
     from nexa.ledger.datasets import read_split
-    from nexa.train.models import DecoderSize, build_model
     from nexa.train.pack import load_pack, pack_examples
     from nexa.train.tokenizer import encode_example
     from nexa.train.trainer import KDConfig, OptimConfig, train_on_pack
@@ -171,7 +170,7 @@ def run_trainer(shared: dict, method: str, eval_every: int, max_steps: int, seed
         rows = read_split(lab, out["data"] / "datasets.json", "train")
         packed, _ = pack_examples([encode_example(tokenizer, r["prompt"], r["answer"]) for r in rows], 128)
         teacher, kd = None, None
-    model = build_model(DecoderSize(**stage["size"]), tokenizer.get_vocab_size(), seed)
+    model = fresh_student(out["tokenizer"], stage["size"], seed)
     clock, state = Clock(), {"passed_at": None, "retention": {}, "curve": []}
 
     class GateEvery(TrainerCallback):
@@ -219,17 +218,24 @@ def measure(method: str, shared: dict, eval_every: int, max_steps: int, seed: in
     return result
 
 
+def fresh_student(tokenizer_dir: Path, size: dict, seed: int):
+    """A freshly initialised student of ``size`` with the lab tokenizer's vocabulary and special ids."""
+    from nexa.train.models import DecoderSize, build_model
+    from nexa.train.tokenizer import load_hf_tokenizer, special_ids
+
+    tokenizer = load_hf_tokenizer(tokenizer_dir / "tokenizer.json")
+    return build_model(DecoderSize(**size), len(tokenizer), seed, special_ids(tokenizer))
+
+
 def parameter_counts(shared: dict, seed: int) -> dict:
     """The teacher's parameters and the (KD/SFT/NIWT-sized) student's."""
-    from tokenizers import Tokenizer
     from transformers import LlamaForCausalLM
 
-    from nexa.train.models import DecoderSize, build_model, count_parameters
+    from nexa.train.models import count_parameters
 
     out = {k: Path(v) for k, v in shared["outputs"].items()}
-    vocab = Tokenizer.from_file(str(out["tokenizer"] / "tokenizer.json")).get_vocab_size()
     teacher = LlamaForCausalLM.from_pretrained(out["teacher"] / "model")
-    student = build_model(DecoderSize(**shared["kd_stage"]["size"]), vocab, seed)
+    student = fresh_student(out["tokenizer"], shared["kd_stage"]["size"], seed)
     return {"teacher_params": count_parameters(teacher), "student_params": count_parameters(student)}
 
 
