@@ -8,7 +8,7 @@ from typing import List, Optional
 import typer
 
 from nexa.ledger import Lab
-from nexa.ledger.console import JSON, LAB, console, emit_gate, emit_result, failing_on
+from nexa.ledger.console import FALLBACK_URL, JSON, LAB, console, emit_gate, emit_result, failing_on, require_bundle
 from nexa.ledger.hashing import sha256_file
 from nexa.ledger.runs import start_run
 from nexa.pipeline.standalone import require_paths
@@ -69,8 +69,7 @@ def verify_command(
     from nexa.bundle.verify import verify_bundle
     from nexa.eval.gate_metrics import gated_run
 
-    if not (bundle / "manifest.json").exists():
-        raise typer.BadParameter(f"{bundle} has no manifest.json; is it a bundle folder?", param_hint="BUNDLE")
+    require_bundle(bundle)
     lab = Lab.find(lab_dir)
     retain_fraction = lab.config.retain_fraction if retain_fraction is None else retain_fraction
     report_file = bundle / "verify_report.json"
@@ -87,19 +86,16 @@ def calibrate_gate_command(
     rows: Path = typer.Option(..., help="JSONL of held-out {prompt, answer[, capability]} rows not used in training."),
     alpha: float = typer.Option(0.1, help="Largest error rate tolerated among answered prompts."),
     delta: float = typer.Option(0.1, help="Risk that the certified error bound is wrong (Learn-then-Test level)."),
-    fallback_url: Optional[str] = typer.Option(None, help="OpenAI-style /v1/completions URL abstained prompts escalate to."),
+    fallback_url: Optional[str] = FALLBACK_URL,
     json_out: bool = JSON,
 ) -> None:
     """Fit the bundle's uncertainty gate (temperature, then a threshold keeping answered error ≤ alpha) into its manifest."""
     from nexa.bundle.uncertainty import calibrate_gate, read_calibration_rows
 
-    if not (bundle / "manifest.json").exists():
-        raise typer.BadParameter(f"{bundle} has no manifest.json; is it a bundle folder?", param_hint="BUNDLE")
+    require_bundle(bundle)
     for name, value in (("--alpha", alpha), ("--delta", delta)):
         if not 0 < value < 1:
             raise typer.BadParameter(f"must be between 0 and 1 (exclusive), got {value}", param_hint=name)
-    if fallback_url and not fallback_url.startswith(("http://", "https://")):
-        raise typer.BadParameter(f"must be an http(s) URL, got {fallback_url!r}", param_hint="--fallback-url")
     require_paths(rows=rows)
     with failing_on(ValueError):
         calibration = read_calibration_rows(rows)

@@ -35,6 +35,25 @@ console = Console(stderr=True)
 LAB = typer.Option(Path("."), "--lab", help="Lab folder.")
 JSON = typer.Option(False, "--json", help="Print one JSON object on stdout.")
 _json_fd: int | None = None
+
+
+def _http_url(value: str | None) -> str | None:
+    """An endpoint option must name an http(s) URL; checked as the flags are parsed, before any run opens."""
+    if value and not value.startswith(("http://", "https://")):
+        raise typer.BadParameter(f"must be an http(s) URL, got {value!r}")
+    return value
+
+
+FALLBACK_URL = typer.Option(None, "--fallback-url", callback=_http_url,
+                            help="OpenAI-style /v1/completions URL that prompts the bundle's uncertainty gate abstains on "
+                                 "are escalated to.")
+
+
+def require_bundle(bundle: Path) -> None:
+    """A command given a bundle folder checks it is one before doing anything else."""
+    if not (bundle / "manifest.json").is_file():
+        raise typer.BadParameter(f"{bundle} is not a bundle (no manifest.json); build one with `nexa bundle build`",
+                                 param_hint="BUNDLE")
 Command = TypeVar("Command", bound=Callable[..., Any])
 # An option set: parameter name -> (type, typer.Option(...)), shared by several commands (see with_options).
 OptionSet = dict[str, tuple[Any, Any]]

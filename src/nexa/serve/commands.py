@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from nexa.ledger.console import console, fail, table
+from nexa.ledger.console import FALLBACK_URL, console, fail, require_bundle, table
 from nexa.serve.limits import DEFAULT_MAX_BATCH, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_TOKENS_CAP
 
 
@@ -29,9 +29,7 @@ def serve(bundle: Path = typer.Argument(..., help="Bundle folder (manifest.json 
                                            "contention for matrices this small (measured 126 ms vs 2.1 s per request "
                                            "on a loaded 2-core machine)."),
           device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
-          fallback_url: Optional[str] = typer.Option(None, "--fallback-url",
-                                                     help="OpenAI-style /v1/completions URL that prompts the bundle's "
-                                                          "uncertainty gate abstains on are escalated to."),
+          fallback_url: Optional[str] = FALLBACK_URL,
           log_level: str = typer.Option("warning", "--log-level", help="uvicorn log level.")) -> None:
     """Serve a bundle over an OpenAI-compatible HTTP API (completions, chat, models, healthz, status, metrics).
 
@@ -45,11 +43,7 @@ def serve(bundle: Path = typer.Argument(..., help="Bundle folder (manifest.json 
     from nexa.serve.app import create_app
     from nexus import BundleError
 
-    if not (bundle / "manifest.json").is_file():
-        raise typer.BadParameter(f"{bundle} is not a bundle (no manifest.json); build one with `nexa bundle build`",
-                                 param_hint="BUNDLE")
-    if fallback_url and not fallback_url.startswith(("http://", "https://")):
-        raise typer.BadParameter(f"must be an http(s) URL, got {fallback_url!r}", param_hint="--fallback-url")
+    require_bundle(bundle)
     if not token and not _is_loopback(host):
         console.print(f"[yellow]warning:[/yellow] serving on {host} without a token: anyone who can reach it can use "
                       "it; pass --token or set NEXA_SERVE_TOKEN")
