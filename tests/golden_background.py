@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Callable
 
 import yaml
-from s3_server import S3_ENV
+from s3_server import S3_ENV, free_port
 
 NEXA = [sys.executable, "-m", "nexa.cli"]
 ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -108,7 +108,8 @@ def launch_killed_then_relaunched(runs: BackgroundRuns, workdir: Path) -> dict:
 
     endpoint = _s3_server(runs, workdir)
     env = {**os.environ, **ONE_THREAD, **S3_ENV, "AWS_ENDPOINT_URL": endpoint}
-    bucket = _new_bucket(endpoint)
+    s3 = _s3_client(endpoint)
+    bucket = _new_bucket(s3)
     lab = Lab.init(workdir / "lab")
     install_builtin_pipelines(lab)
     config = yaml.safe_load((lab.root / "nexa.yaml").read_text())
@@ -120,7 +121,7 @@ def launch_killed_then_relaunched(runs: BackgroundRuns, workdir: Path) -> dict:
 
     first = runs.popen(launch, cwd=lab.root, env=env)
     deadline = time.monotonic() + 600
-    while not _committed(endpoint, bucket, "tokenizer") and time.monotonic() < deadline and first.poll() is None:
+    while not _committed(s3, bucket, "tokenizer") and time.monotonic() < deadline and first.poll() is None:
         time.sleep(0.5)
     node = json.loads((lab.root / "runs" / "clusters" / "nexa-golden.json").read_text())
     os.killpg(node["pid"], signal.SIGKILL)  # the node, inside the teacher stage (it follows tokenizer)
@@ -195,11 +196,9 @@ def _tiny_pipeline(lab: Path) -> Path:
 def _s3_server(runs: BackgroundRuns, workdir: Path) -> str:
     """moto's S3 server in its own process (not a thread of this one, whose GIL the suite keeps busy); it logs
     every request, so its output goes to a file (a pipe nobody reads would fill and stall every request)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    log = (workdir / "moto.log").open("w")
-    runs.popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT)
+    port = free_port()
+    with (workdir / "moto.log").open("w") as log:  # the server keeps its own copy of the file
+        runs.popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         with socket.socket() as sock:
@@ -217,14 +216,14 @@ def _s3_client(endpoint: str):
                                          aws_secret_access_key=S3_ENV["AWS_SECRET_ACCESS_KEY"])
 
 
-def _new_bucket(endpoint: str) -> str:
+def _new_bucket(s3) -> str:
     name = f"nexa-golden-{os.getpid()}"
-    _s3_client(endpoint).create_bucket(Bucket=name)
+    s3.create_bucket(Bucket=name)
     return name
 
 
-def _committed(endpoint: str, bucket: str, stage: str) -> bool:
-    listing = _s3_client(endpoint).list_objects_v2(Bucket=bucket, Prefix=f"lab/stages/{stage}/")
+def _committed(s3, bucket: str, stage: str) -> bool:
+    listing = s3.list_objects_v2(Bucket=bucket, Prefix=f"lab/stages/{stage}/")
     return any(o["Key"].endswith("/stage.json.sha256") for o in listing.get("Contents", []))
 
 

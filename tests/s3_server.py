@@ -18,7 +18,7 @@ import pytest
 S3_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -29,7 +29,7 @@ def s3_server() -> Iterator[str]:
     """Start moto's S3 server, point the AWS environment at it, yield its endpoint URL; restore on exit."""
     from moto.server import ThreadedMotoServer
 
-    port = _free_port()
+    port = free_port()
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
