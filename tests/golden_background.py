@@ -5,7 +5,9 @@ cached) and the launch on the local backend that is SIGKILLed midway and launche
 server; and a tiny variant killed at three points. Made one after the other in the foreground they were 15
 of the suite's 22 minutes on 2 cores, with one core mostly idle: each run is one process at one torch
 thread. So they start, in their own subprocesses, when the session starts; the golden tests are ordered
-last and wait for their results (fresh clone: 22 min 7 s -> 15 min 10 s with the first two in the background).
+last and wait for their results (fresh clone: 22 min 7 s -> 15 min 10 s with the first two in the background). What the golden tests then
+run in the demo's lab (the documented commands, the bundle re-verified with 1 and 2 threads) is made here too, as
+soon as the demo is done, instead of alone on one core at the end of the suite.
 
 Every run uses one torch thread explicitly, so the deterministic stages hash the same (what the
 kill/relaunch test compares) however the suite was started.
@@ -15,6 +17,8 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -84,6 +88,21 @@ class BackgroundRuns:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
+# The documented commands run in the demo's lab (tests/golden/test_golden_docs.py asserts on them); long jobs with
+# their smallest settings: each preset trains 2 steps (its copy's optim.max_steps), a sweep runs 1 trial.
+DOCUMENTED_RUN = [
+    "nexa --help",
+    "nexa data list --lab nexa-demo",
+    "nexa runs list --lab nexa-demo",
+    "nexa pack --dataset golden-reasoning@v1 --tokenizer nexa-demo/tokenizer.json --seq-len 128 --lab nexa-demo",
+    "nexa train --config configs/sft_tiny.yaml --lab nexa-demo",
+    "nexa train --config configs/kd_sequence.yaml --lab nexa-demo",
+    "nexa sweep launch --config configs/sft_tiny.yaml --space configs/spaces/sft_tiny.yaml --trials 20 --lab nexa-demo",
+    "nexa sweep analyze --study sft-tiny --lab nexa-demo",
+]
+SMALLEST = {"--trials": "1"}  # options whose documented value starts a long job: replaced by these
+
+
 def demo_twice(runs: BackgroundRuns, workdir: Path) -> dict:
     """``nexa demo --json`` in a fresh lab, then again in the same lab (everything cached)."""
     lab = workdir / "lab"
@@ -98,6 +117,53 @@ def _demo(runs: BackgroundRuns, lab: Path) -> tuple[dict, float]:
     out, err = proc.communicate(timeout=1800)
     assert proc.returncode == 0, err[-3000:]
     return json.loads(out), time.perf_counter() - started
+
+
+def after_the_demo(runs: BackgroundRuns, workdir: Path) -> dict:
+    """What the golden tests run in the demo's lab once it is made: every documented command (one at a time, in
+    order: the sweep's analysis reads its launch), then the bundle re-verified with 1 and with 2 torch threads.
+    Made here, not in the tests, so that this work overlaps the rest of the suite instead of running alone on one
+    core at its end."""
+    from nexa.bundle.verify import verify_bundle
+
+    demo = runs.result("demo")
+    folder = _docs_folder(workdir, demo["lab"])
+    env = {**os.environ, **ONE_THREAD, "WANDB_MODE": "offline"}
+    commands = {}
+    for line in DOCUMENTED_RUN:
+        words = shlex.split(line)
+        words = [SMALLEST.get(words[i - 1], word) if i else word for i, word in enumerate(words)]
+        as_json = ["--json"] if "--lab" in words else []
+        proc = runs.popen([*NEXA, *words[1:], *as_json], cwd=folder, env=env)
+        out, err = proc.communicate(timeout=300)
+        commands[line] = {"returncode": proc.returncode, "stdout": out, "stderr": err, "json": bool(as_json)}
+    report = json.loads(Path(demo["first"]["verify_report"]).read_text())
+    verdicts = {}
+    for threads in (1, 2):
+        copy = workdir / f"bundle-{threads}"
+        shutil.copytree(demo["first"]["bundle"], copy)
+        verdicts[threads] = verify_bundle(copy, report["retain_fraction"], threads=threads)
+    return {"folder": folder, "commands": commands, "verdicts": verdicts}
+
+
+def _docs_folder(workdir: Path, lab: Path) -> Path:
+    """A fresh folder where ``nexa-demo`` is the golden lab and ``configs/`` the shipped presets, each cut to 2 steps."""
+    folder = workdir / "docs"
+    folder.mkdir()
+    (folder / "nexa-demo").symlink_to(lab, target_is_directory=True)
+    for source in (ROOT / "configs").rglob("*"):
+        target = folder / source.relative_to(ROOT)
+        if source.is_dir():
+            target.mkdir(parents=True, exist_ok=True)
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if source.suffix == ".yaml" and source.parent.name == "configs":
+            config = yaml.safe_load(source.read_text())
+            config["optim"] = {**config.get("optim", {}), "max_steps": 2, "warmup_steps": 0, "save_steps": 0}
+            target.write_text(yaml.safe_dump(config))
+        else:
+            target.write_bytes(source.read_bytes())
+    return folder
 
 
 def launch_killed_then_relaunched(runs: BackgroundRuns, workdir: Path) -> dict:
@@ -227,10 +293,12 @@ def _committed(s3, bucket: str, stage: str) -> bool:
     return any(o["Key"].endswith("/stage.json.sha256") for o in listing.get("Contents", []))
 
 
-RUNS: dict[str, Callable[[BackgroundRuns, Path], dict]] = {"demo": demo_twice, "infra_relaunch": launch_killed_then_relaunched,
+RUNS: dict[str, Callable[[BackgroundRuns, Path], dict]] = {"demo": demo_twice, "after_demo": after_the_demo,
+                                                          "infra_relaunch": launch_killed_then_relaunched,
                                                           "sigkill": killed_at_three_points_then_finished}
 # The fixture through which tests receive each run; a session that selects no test using it does not start the run.
-FIXTURES = {"golden": "demo", "golden_relaunch": "infra_relaunch", "golden_sigkill": "sigkill"}
+FIXTURES = {"golden": "demo", "golden_after_demo": "after_demo", "golden_relaunch": "infra_relaunch",
+            "golden_sigkill": "sigkill"}
 
 
 def runs_needed(items) -> list[str]:

@@ -10,6 +10,12 @@ def golden(background_runs):
 
 
 @pytest.fixture(scope="session")
+def golden_after_demo(background_runs):
+    """The documented commands run in the demo's lab and the bundle re-verified with 1 and 2 torch threads."""
+    return background_runs.result("after_demo")
+
+
+@pytest.fixture(scope="session")
 def golden_relaunch(background_runs):
     """The golden pipeline launched on the local backend against S3, SIGKILLed midway and launched again."""
     return background_runs.result("infra_relaunch")

@@ -10,28 +10,13 @@ both lists in step with the docs, so a new documented command is either run or e
 from __future__ import annotations
 
 import json
-import os
-import shlex
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
-import yaml
 
-from documented import ROOT, documented_lines
+from documented import documented_lines
+from golden_background import DOCUMENTED_RUN
 
-SMALLEST = {"--trials": "1"}  # options whose documented value starts a long job: replaced by these
-RUN = [
-    "nexa --help",
-    "nexa data list --lab nexa-demo",
-    "nexa runs list --lab nexa-demo",
-    "nexa pack --dataset golden-reasoning@v1 --tokenizer nexa-demo/tokenizer.json --seq-len 128 --lab nexa-demo",
-    "nexa train --config configs/sft_tiny.yaml --lab nexa-demo",
-    "nexa train --config configs/kd_sequence.yaml --lab nexa-demo",
-    "nexa sweep launch --config configs/sft_tiny.yaml --space configs/spaces/sft_tiny.yaml --trials 20 --lab nexa-demo",
-    "nexa sweep analyze --study sft-tiny --lab nexa-demo",
-]
+RUN = DOCUMENTED_RUN  # run in the background once the demo is made (tests/golden_background.py)
 RUN_BY_THE_GOLDEN_FIXTURE = ["nexa demo", "nexa demo --json"]  # tests/golden/conftest.py runs `nexa demo --json`
 TEACHER_DELETED = ("needs the teacher's weights, which the golden pipeline's verify stage deletes (that is what the demo "
                    "proves); point the preset at a teacher you keep")
@@ -80,40 +65,15 @@ def test_every_documented_command_is_run_or_its_reason_given():
     assert set(RUN) <= documented, f"RUN names commands the docs no longer show: {sorted(set(RUN) - documented)}"
 
 
-@pytest.fixture(scope="module")
-def demo_folder(golden, tmp_path_factory) -> Path:
-    """A fresh folder where ``nexa-demo`` is the golden lab and ``configs/`` the shipped presets, each cut to 2 steps."""
-    folder = tmp_path_factory.mktemp("docs")
-    (folder / "nexa-demo").symlink_to(golden["lab"], target_is_directory=True)
-    for source in (ROOT / "configs").rglob("*"):
-        target = folder / source.relative_to(ROOT)
-        if source.is_dir():
-            target.mkdir(parents=True, exist_ok=True)
-            continue
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if source.suffix == ".yaml" and source.parent.name == "configs":
-            config = yaml.safe_load(source.read_text())
-            config["optim"] = {**config.get("optim", {}), "max_steps": 2, "warmup_steps": 0, "save_steps": 0}
-            target.write_text(yaml.safe_dump(config))
-        else:
-            target.write_bytes(source.read_bytes())
-    return folder
-
-
 def test_the_demo_leaves_the_lab_tokenizer_the_presets_name(golden):
     assert (golden["lab"] / "tokenizer.json").is_file() and (golden["lab"] / "tokenizer_config.json").is_file()
     assert not any((golden["lab"] / "teacher").glob("**/*.safetensors"))  # the teacher stays deleted
 
 
 @pytest.mark.parametrize("line", RUN, ids=[line.split(" --lab")[0] for line in RUN])
-def test_a_documented_command_runs_as_written(line, demo_folder):
-    words = shlex.split(line)
-    words = [SMALLEST.get(words[i - 1], word) if i else word for i, word in enumerate(words)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"}
-    as_json = ["--json"] if "--lab" in words else []
-    proc = subprocess.run([sys.executable, "-m", "nexa.cli", *words[1:], *as_json], cwd=demo_folder, capture_output=True,
-                          text=True, timeout=300, env=env)
-    assert proc.returncode == 0, f"`{line}` failed:\n{proc.stderr[-2000:]}"
-    if as_json:
-        result = json.loads(proc.stdout)
+def test_a_documented_command_runs_as_written(line, golden_after_demo):
+    proc = golden_after_demo["commands"][line]
+    assert proc["returncode"] == 0, f"`{line}` failed:\n{proc['stderr'][-2000:]}"
+    if proc["json"]:
+        result = json.loads(proc["stdout"])
         assert result.get("status", "succeeded") == "succeeded", result

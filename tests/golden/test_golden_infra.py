@@ -10,7 +10,6 @@ pipeline runs once more for this test, not twice.
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 from nexa.ledger import Lab
 from nexa.ledger.runs import list_runs
