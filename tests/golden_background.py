@@ -5,9 +5,9 @@ cached) and the launch on the local backend that is SIGKILLed midway and launche
 server; and a tiny variant killed at three points. Made one after the other in the foreground they were 15
 of the suite's 22 minutes on 2 cores, with one core mostly idle: each run is one process at one torch
 thread. So they start, in their own subprocesses, when the session starts; the golden tests are ordered
-last and wait for their results (fresh clone: 22 min 7 s -> 15 min 10 s with the first two in the background). What the golden tests then
-run in the demo's lab (the documented commands, the bundle re-verified with 1 and 2 threads) is made here too, as
-soon as the demo is done, instead of alone on one core at the end of the suite.
+last and wait for their results (fresh clone: 22 min 7 s -> 15 min 10 s with the first two in the background).
+What the golden tests then run in the demo's lab (the documented commands, the bundle re-verified with 1 and 2
+threads) is made here too, as soon as the demo is done, instead of alone on one core at the suite's end.
 
 Every run uses one torch thread explicitly, so the deterministic stages hash the same (what the
 kill/relaunch test compares) however the suite was started.
