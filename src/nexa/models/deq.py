@@ -1,11 +1,15 @@
 """The ``deq`` student: one weight-tied block iterated to its fixed point z* = f(z*, x), trained by implicit differentiation.
 
 The model code is ``nexus.deq.DEQCore`` (the runtime's own), wrapped as an HF ``PreTrainedModel`` so the
-Trainer, ``save_pretrained`` and ``generate`` work unchanged. Training solves with ``torchdeq``'s Anderson
-and backpropagates through the equilibrium with the implicit function theorem (a backward fixed-point
-solve, so memory does not grow with iterations); every forward appends its solver iterations and residual
-to ``solver_log``. When the solver diverges the forward falls back to damped iteration and a one-step
-(Jacobian-free) gradient through f at the point it reached, and records ``fallback``.
+Trainer, ``save_pretrained`` and ``generate`` work unchanged. Training solves with ``torchdeq``'s Anderson and
+backpropagates through the equilibrium either with the implicit function theorem (a backward fixed-point solve,
+the default) or with a phantom gradient (``phantom_steps`` damped steps of f unrolled from the solver's z: exact
+IFT at an inexact fixed point gives a poor gradient, and the phantom one is cheaper); ``jacobian_weight`` adds
+torchdeq's Jacobian regulariser, which keeps f contractive so the solver keeps converging as the weights move
+(without it the golden-task DEQ drifted to a spectral radius of 2-4 at its fixed point, the solver ran at its
+cap and the fallback took over). Every forward appends its solver iterations and residual to ``solver_log``.
+When the solver diverges the forward falls back to damped iteration and a one-step (Jacobian-free) gradient
+through f at the point it reached, and records ``fallback``.
 """
 
 from __future__ import annotations
