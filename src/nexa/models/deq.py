@@ -1,11 +1,15 @@
 """The ``deq`` student: one weight-tied block iterated to its fixed point z* = f(z*, x), trained by implicit differentiation.
 
 The model code is ``nexus.deq.DEQCore`` (the runtime's own), wrapped as an HF ``PreTrainedModel`` so the
-Trainer, ``save_pretrained`` and ``generate`` work unchanged. Training solves with ``torchdeq``'s Anderson
-and backpropagates through the equilibrium with the implicit function theorem (a backward fixed-point
-solve, so memory does not grow with iterations); every forward appends its solver iterations and residual
-to ``solver_log``. When the solver diverges the forward falls back to damped iteration and a one-step
-(Jacobian-free) gradient through f at the point it reached, and records ``fallback``.
+Trainer, ``save_pretrained`` and ``generate`` work unchanged. Training solves with ``torchdeq``'s Anderson and
+backpropagates through the equilibrium either with the implicit function theorem (a backward fixed-point solve,
+the default) or with a phantom gradient (``phantom_steps`` damped steps of f unrolled from the solver's z: exact
+IFT at an inexact fixed point gives a poor gradient, and the phantom one is cheaper); ``jacobian_weight`` adds
+torchdeq's Jacobian regulariser, which keeps f contractive so the solver keeps converging as the weights move
+(without it the golden-task DEQ drifted to a spectral radius of 2-4 at its fixed point, the solver ran at its
+cap and the fallback took over). Every forward appends its solver iterations and residual to ``solver_log``.
+When the solver diverges the forward falls back to damped iteration and a one-step (Jacobian-free) gradient
+through f at the point it reached, and records ``fallback``.
 """
 
 from __future__ import annotations
@@ -29,7 +33,8 @@ class NexaDEQConfig(PretrainedConfig):
     def __init__(self, vocab_size: int = 64, hidden_size: int = 64, intermediate_size: int = 256,
                  num_attention_heads: int = 4, rms_norm_eps: float = 1e-6, rope_theta: float = 10000.0,
                  max_position_embeddings: int = 512, max_iters: int = 24, tol: float = 1e-3,
-                 backward_max_iters: int = 24, tie_word_embeddings: bool = True, bos_token_id: int | None = None,
+                 backward_max_iters: int = 24, phantom_steps: int = 0, phantom_tau: float = 0.5,
+                 train_max_iters: int | None = None, jacobian_weight: float = 0.0, tie_word_embeddings: bool = True, bos_token_id: int | None = None,
                  eos_token_id: int | None = None, pad_token_id: int | None = None, **kwargs):
         self.vocab_size, self.hidden_size, self.intermediate_size = vocab_size, hidden_size, intermediate_size
         # the tokenizer's own special ids: nexa.train.build sets them from the tokenizer after building
@@ -37,6 +42,12 @@ class NexaDEQConfig(PretrainedConfig):
         self.num_attention_heads, self.rms_norm_eps, self.rope_theta = num_attention_heads, rms_norm_eps, rope_theta
         self.max_position_embeddings, self.max_iters, self.tol = max_position_embeddings, max_iters, tol
         self.backward_max_iters = backward_max_iters
+        # phantom_steps > 0: phantom gradient (that many damped, unrolled steps of f from the solver's z, damping
+        # phantom_tau) instead of the exact IFT solve; train_max_iters: the forward solver's cap while training
+        self.phantom_steps, self.phantom_tau, self.train_max_iters = phantom_steps, phantom_tau, train_max_iters
+        # weight of torchdeq's Jacobian regulariser (Hutchinson estimate of |df/dz|_F² at the fixed point) in the
+        # training loss: it keeps f contractive, so the solver keeps converging as the weights move
+        self.jacobian_weight = jacobian_weight
         self.num_hidden_layers = 1  # one weight-tied block (what HF cache/generation utilities ask for)
         super().__init__(tie_word_embeddings=tie_word_embeddings, **kwargs)
 
@@ -94,6 +105,8 @@ class NexaDEQForCausalLM(PreTrainedModel, GenerationMixin):
         self.solver_log.append(stats)
         logits = self.core.logits(z)
         loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size) if labels is not None else None
+        if loss is not None and self.training and self.config.jacobian_weight:
+            loss = loss + self.config.jacobian_weight * self._jacobian_penalty(f, z)
         return CausalLMOutputWithPast(loss=loss, logits=logits)
 
     def _equilibrium(self, f, x: torch.Tensor) -> tuple[torch.Tensor, SolverStats]:
@@ -101,8 +114,11 @@ class NexaDEQForCausalLM(PreTrainedModel, GenerationMixin):
         from torchdeq import get_deq
 
         config = self.config
-        deq = get_deq(f_solver="anderson", f_max_iter=config.max_iters, f_tol=config.tol, f_stop_mode="rel",
-                      ift=True, b_solver="anderson", b_max_iter=config.backward_max_iters, b_tol=config.tol, b_stop_mode="rel")
+        gradient = ({"ift": False, "grad": config.phantom_steps, "tau": config.phantom_tau} if config.phantom_steps else
+                    {"ift": True, "b_solver": "anderson", "b_max_iter": config.backward_max_iters, "b_tol": config.tol,
+                     "b_stop_mode": "rel"})
+        deq = get_deq(f_solver="anderson", f_max_iter=config.train_max_iters or config.max_iters, f_tol=config.tol,
+                      f_stop_mode="rel", **gradient)
         states, info = deq(f, torch.zeros_like(x))
         z = states[-1]
         residual = float(info["rel_lowest"].mean())
@@ -111,6 +127,16 @@ class NexaDEQForCausalLM(PreTrainedModel, GenerationMixin):
         with torch.no_grad():
             reached, stats = damped_iteration(f, torch.zeros_like(x), config.max_iters, config.tol)
         return f(reached), stats
+
+    @staticmethod
+    def _jacobian_penalty(f, z: torch.Tensor) -> torch.Tensor:
+        """|df/dz|_F² per element at the equilibrium (one Hutchinson probe), differentiable in the weights."""
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+        from torchdeq.loss import jac_reg
+
+        z0 = z.detach().requires_grad_()
+        with sdpa_kernel(SDPBackend.MATH):  # the fused CPU kernel has no double backward
+            return jac_reg(f(z0), z0, vecs=1)
 
     def solver_summary(self) -> dict[str, float]:
         """Mean iterations and residual over the logged forwards, and how often the fallback ran."""
@@ -123,11 +149,15 @@ class NexaDEQForCausalLM(PreTrainedModel, GenerationMixin):
 
 
 def build_deq(vocab_size: int, hidden_size: int = 64, intermediate_size: int = 256, num_attention_heads: int = 4,
-              max_position_embeddings: int = 512, max_iters: int = 24, tol: float = 1e-3) -> NexaDEQForCausalLM:
-    """A freshly initialised fixed-point decoder (the caller seeds torch and sets the tokenizer's special ids)."""
+              max_position_embeddings: int = 512, max_iters: int = 24, tol: float = 1e-3,
+              **training: float | int) -> NexaDEQForCausalLM:
+    """A freshly initialised fixed-point decoder (the caller seeds torch and sets the tokenizer's special ids).
+
+    ``training``: the training-only solver and gradient settings of :class:`NexaDEQConfig` (``phantom_steps``,
+    ``phantom_tau``, ``train_max_iters``, ``jacobian_weight``, ``backward_max_iters``)."""
     config = NexaDEQConfig(vocab_size=vocab_size, hidden_size=hidden_size, intermediate_size=intermediate_size,
                            num_attention_heads=num_attention_heads, max_position_embeddings=max_position_embeddings,
-                           max_iters=max_iters, tol=tol)
+                           max_iters=max_iters, tol=tol, **training)
     return NexaDEQForCausalLM(config)
 
 

@@ -44,18 +44,35 @@ def test_student_architecture_trains_bundles_and_runs_in_nexus(lab, tmp_path, na
     assert runtime == reference
 
 
-def test_deq_trains_every_parameter_through_the_implicit_gradient():
+@pytest.mark.parametrize("gradient", [{}, {"phantom_steps": 4, "phantom_tau": 0.6, "train_max_iters": 8, "jacobian_weight": 3.0}],
+                         ids=["ift", "phantom-jacobian"])
+def test_deq_trains_every_parameter_through_the_implicit_gradient(gradient):
     from nexa.models.deq import build_deq
 
     torch.manual_seed(42)
-    model = build_deq(40, hidden_size=32, intermediate_size=64, num_attention_heads=2).train()
+    model = build_deq(40, hidden_size=32, intermediate_size=64, num_attention_heads=2, **gradient).train()
     ids = torch.randint(3, 40, (4, 24))
     model(input_ids=ids, labels=ids).loss.backward()
     params = [p for p in model.parameters() if p.requires_grad]
     nonzero = sum(p.numel() for p in params if p.grad is not None and bool((p.grad != 0).any()))
     assert nonzero / sum(p.numel() for p in params) >= 0.99
     stats = model.solver_summary()
-    assert stats["forwards"] == 1 and 1 <= stats["mean_iters"] <= 24 and stats["mean_residual"] < 0.1
+    assert stats["forwards"] == 1 and 1 <= stats["mean_iters"] <= gradient.get("train_max_iters", 24)
+    assert stats["mean_residual"] < 0.1 and stats["fallback_fraction"] == 0
+
+
+def test_the_jacobian_regulariser_adds_a_positive_differentiable_penalty_in_training_only():
+    from nexa.models.deq import build_deq
+
+    torch.manual_seed(42)
+    ids = torch.randint(3, 40, (2, 16))
+    plain = build_deq(40, hidden_size=32, intermediate_size=64, num_attention_heads=2).train()
+    regularised = build_deq(40, hidden_size=32, intermediate_size=64, num_attention_heads=2, jacobian_weight=3.0).train()
+    regularised.load_state_dict(plain.state_dict())
+    penalty = regularised(input_ids=ids, labels=ids).loss - plain(input_ids=ids, labels=ids).loss
+    assert penalty.item() > 0 and penalty.requires_grad
+    with torch.no_grad():
+        assert regularised.eval()(input_ids=ids, labels=ids).loss.item() == pytest.approx(plain.eval()(input_ids=ids, labels=ids).loss.item())
 
 
 def _isolated_nexus_is_this_checkout() -> bool:
