@@ -166,6 +166,18 @@ def text_buffers(norm: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     return offsets - offsets[0], data
 
 
+def row_spans(sizes: np.ndarray, per_span: int) -> list[tuple[int, int]]:
+    """Consecutive ``(start, stop)`` row ranges holding about ``per_span`` of ``sizes`` each (at least one row)."""
+    cumulative = np.cumsum(sizes)
+    spans, start = [], 0
+    while start < len(sizes):
+        done = cumulative[start - 1] if start else 0
+        stop = min(len(sizes), max(start + 1, int(np.searchsorted(cumulative, done + per_span, side="right"))))
+        spans.append((start, stop))
+        start = stop
+    return spans
+
+
 def band_keys(norm: pa.Array, num_perm: int, size: int, seed: int, bands: int, rows_per_band: int,
               chunk_windows: int = 1 << 17) -> tuple[np.ndarray, np.ndarray]:
     """``(n, bands)`` uint64 LSH keys and an ``(n, num_perm)`` uint16 sketch of the MinHash signature.
@@ -189,13 +201,6 @@ def band_keys(norm: pa.Array, num_perm: int, size: int, seed: int, bands: int, r
     sketch = np.empty((len(norm), num_perm), dtype=np.uint16)
     salt = mix64(np.array([seed], dtype=np.uint64))[0]
     multipliers = mix64(np.array([seed * 2 + 1, seed * 2 + 2], dtype=np.uint64)) | np.uint64(1)
-    windows = np.cumsum(counts)
-    bounds, start = [], 0
-    while start < len(norm):
-        done = windows[start - 1] if start else 0
-        stop = min(len(norm), max(start + 1, int(np.searchsorted(windows, done + chunk_windows, side="right"))))
-        bounds.append((start, stop))
-        start = stop
 
     def fill(span: tuple[int, int]) -> None:  # numpy lets go of the GIL, so chunks run side by side
         lo, hi = span
@@ -204,7 +209,7 @@ def band_keys(norm: pa.Array, num_perm: int, size: int, seed: int, bands: int, r
             keys[lo:hi] = _fold_bands(signature, bands, rows_per_band, np.arange(lo, hi, dtype=np.uint64) ^ salt)
             np.right_shift(signature, np.uint32(16), out=sketch[lo:hi], casting="unsafe")  # the top 16 bits, no temporary
 
-    for _ in ordered_map(fill, bounds):
+    for _ in ordered_map(fill, row_spans(counts, chunk_windows)):
         pass
     return keys, sketch
 
@@ -283,8 +288,25 @@ GOLDEN = np.uint64(0x9E3779B97F4A7C15)  # 2^64 / golden ratio, odd: a multiplier
 
 def sketch_similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """One-permutation MinHash's Jaccard estimate for row pairs: equal non-empty bins over bins non-empty in either."""
-    filled = (a != _EMPTY16) | (b != _EMPTY16)
-    return ((a == b) & filled).sum(axis=1) / np.maximum(1, filled.sum(axis=1))
+    filled = a != _EMPTY16
+    filled |= b != _EMPTY16
+    agree = a == b
+    agree &= filled
+    return _row_counts(agree) / np.maximum(1, _row_counts(filled))
+
+
+def _row_counts(mask: np.ndarray) -> np.ndarray:
+    """True values per row of a 2-D boolean array, summed 8 at a time as bytes of uint64 words when the rows allow it.
+
+    ``sum(axis=1)`` over a short boolean axis runs numpy's reduction loop once per row; here each row is
+    a few words whose bytes (0 or 1) add up without carrying (at most 255 per byte), then one multiply
+    sums a word's bytes into its top byte.
+    """
+    rows, width = mask.shape
+    if width % 8 or width > 255 or not mask.flags.c_contiguous:
+        return mask.sum(axis=1)
+    words = mask.view(np.uint64).sum(axis=1, dtype=np.uint64)
+    return ((words * np.uint64(0x0101010101010101)) >> np.uint64(56)).astype(np.int64)
 
 
 _EMPTY16 = np.uint16(0xFFFF)
@@ -295,15 +317,20 @@ def screened_similarity(sketch: np.ndarray, first: np.ndarray, second: np.ndarra
     """:func:`sketch_similarity` of each pair, computed in full only for pairs a quarter of the bins does not rule out.
 
     The first quarter of the bins is an estimate with four times the variance; a pair below
-    ``threshold - 0.25`` there is reported as 0. Pairs go in blocks so the gathered sketches stay small.
+    ``threshold - 0.25`` there is reported as 0. Pairs go in blocks so the gathered sketches stay small,
+    on the worker threads (the gathers are waits on memory, and numpy lets go of the GIL).
     """
     estimate = np.zeros(len(first))
     quarter = max(1, sketch.shape[1] // 4)
-    for lo in range(0, len(first), block):
+
+    def screen(lo: int) -> None:
         a, b = first[lo:lo + block], second[lo:lo + block]
         rough = sketch_similarity(sketch[a, :quarter], sketch[b, :quarter])
         hopeful = np.flatnonzero(rough >= threshold - 0.25)
         estimate[lo + hopeful] = sketch_similarity(sketch[a[hopeful]], sketch[b[hopeful]])
+
+    for _ in ordered_map(screen, range(0, len(first), block)):
+        pass
     return estimate
 
 
@@ -320,14 +347,16 @@ def candidate_pairs(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     index_bits = max(1, int(n - 1).bit_length())
     low = np.uint64((1 << index_bits) - 1)
     rows = np.arange(n, dtype=np.uint64)
-    pairs = []
-    for band in range(keys.shape[1]):
-        packed = (keys[:, band] & ~low) | rows
+
+    def band_pairs(band: int) -> np.ndarray:  # numpy's sort lets go of the GIL: bands run on the worker threads
+        packed = keys[:, band] & ~low
+        packed |= rows
         packed.sort()
         same = np.flatnonzero((packed[1:] ^ packed[:-1]) <= low) + 1  # equal top bits
-        if len(same):
-            x, y = (packed[same - 1] & low).astype(np.int64), (packed[same] & low).astype(np.int64)
-            pairs.append(np.minimum(x, y) * n + np.maximum(x, y))
+        x, y = (packed[same - 1] & low).astype(np.int64), (packed[same] & low).astype(np.int64)
+        return np.minimum(x, y) * n + np.maximum(x, y)
+
+    pairs = [p for p in ordered_map(band_pairs, range(keys.shape[1])) if len(p)]
     if not pairs:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
     unique = sorted_distinct(np.concatenate(pairs))
