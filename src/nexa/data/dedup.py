@@ -64,7 +64,7 @@ class NearDedup:
         clusters = self.clusters(rows.norm)
         return FilterResult(clusters == np.arange(len(clusters)), clusters=clusters)
 
-    def clusters(self, norm: pa.Array | pa.ChunkedArray, *, confirm: bool = True) -> np.ndarray:
+    def clusters(self, norm: pa.Array | pa.ChunkedArray | TextBytes, *, confirm: bool = True) -> np.ndarray:
         """For each row, the index of the first row of its near-duplicate cluster (itself when it is the first).
 
         LSH candidates are screened with the signatures' agreement (a Jaccard estimate, with 0.1 slack).
@@ -72,14 +72,16 @@ class NearDedup:
         Jaccard; without it (splits: a merged row only keeps its cluster's split) the estimate at the
         threshold decides, which costs no per-pair Python.
         """
-        norm = pc.fill_null(norm, "")
-        norm = norm.combine_chunks() if isinstance(norm, pa.ChunkedArray) else norm
-        keys, sketch = band_keys(norm, self.num_perm, self.shingle, self.seed, *self.banding())
+        texts = text_buffers(norm)
+        keys, sketch = band_keys(texts, self.num_perm, self.shingle, self.seed, *self.banding())
         first, second = candidate_pairs(keys)
         estimate = screened_similarity(sketch, first, second, self.threshold - (0.1 if confirm else 0.0))
         if not confirm:
             likely = estimate >= self.threshold
-            return connected_first(len(norm), first[likely], second[likely])
+            return connected_first(len(texts), first[likely], second[likely])
+        if isinstance(norm, TextBytes):
+            raise TypeError("confirming near-duplicate pairs needs the texts as an Arrow string array")
+        norm = pc.fill_null(norm, "")
         likely = estimate >= self.threshold - 0.1
         pairs = [(a, b) for a, b in zip(first[likely].tolist(), second[likely].tolist())
                  if jaccard(norm[a].as_py(), norm[b].as_py(), self.shingle) >= self.threshold]
@@ -156,14 +158,44 @@ def mix64_inplace(x: np.ndarray) -> np.ndarray:
     return x
 
 
-def text_buffers(norm: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    """Offsets (int64, rebased to 0) and the bytes of a string array, padded with 8 zero bytes for word reads."""
-    offsets = np.frombuffer(norm.buffers()[1], dtype=np.int32)[norm.offset:norm.offset + len(norm) + 1].astype(np.int64)
-    raw = norm.buffers()[2]
-    body = np.frombuffer(raw, dtype=np.uint8)[offsets[0]:offsets[-1]] if raw is not None and len(norm) else np.zeros(0, np.uint8)
-    data = np.zeros(len(body) + 8, dtype=np.uint8)
-    data[:len(body)] = body
-    return offsets - offsets[0], data
+@dataclass(frozen=True)
+class TextBytes:
+    """A string column's bytes for word reads: ``offsets`` (int64, from 0, one more than the rows) and ``data``
+    (the texts back to back, nulls empty, then 8 zero bytes). Built once, it serves the MinHash and the split hash."""
+
+    offsets: np.ndarray
+    data: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def __iter__(self):
+        yield self.offsets
+        yield self.data
+
+
+def text_buffers(norm: pa.Array | pa.ChunkedArray | TextBytes) -> TextBytes:
+    """:class:`TextBytes` of a string column (plain or chunked: the chunks' bytes are copied once, straight into place)."""
+    if isinstance(norm, TextBytes):
+        return norm
+    chunks = norm.chunks if isinstance(norm, pa.ChunkedArray) else [norm]
+    pieces = [_chunk_bytes(pc.fill_null(chunk, "")) for chunk in chunks if len(chunk)]
+    sizes = [int(offsets[-1]) for offsets, _ in pieces]
+    data = np.empty(sum(sizes) + 8, dtype=np.uint8)
+    data[len(data) - 8:] = 0
+    offsets, at = [np.zeros(1, np.int64)], 0
+    for (chunk_offsets, body), size in zip(pieces, sizes):
+        data[at:at + size] = body
+        offsets.append(chunk_offsets[1:] + at)
+        at += size
+    return TextBytes(np.concatenate(offsets), data)
+
+
+def _chunk_bytes(chunk: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    offsets = np.frombuffer(chunk.buffers()[1], dtype=np.int32)[chunk.offset:chunk.offset + len(chunk) + 1].astype(np.int64)
+    raw = chunk.buffers()[2]
+    body = np.frombuffer(raw, dtype=np.uint8)[offsets[0]:offsets[-1]] if raw is not None else np.zeros(0, np.uint8)
+    return offsets - offsets[0], body
 
 
 def row_spans(sizes: np.ndarray, per_span: int) -> list[tuple[int, int]]:
@@ -178,7 +210,7 @@ def row_spans(sizes: np.ndarray, per_span: int) -> list[tuple[int, int]]:
     return spans
 
 
-def band_keys(norm: pa.Array, num_perm: int, size: int, seed: int, bands: int, rows_per_band: int,
+def band_keys(norm: pa.Array | pa.ChunkedArray | TextBytes, num_perm: int, size: int, seed: int, bands: int, rows_per_band: int,
               chunk_windows: int = 1 << 17) -> tuple[np.ndarray, np.ndarray]:
     """``(n, bands)`` uint64 LSH keys and an ``(n, num_perm)`` uint16 sketch of the MinHash signature.
 
@@ -197,8 +229,8 @@ def band_keys(norm: pa.Array, num_perm: int, size: int, seed: int, bands: int, r
     words = np.ndarray((len(data) - 7,), dtype="<u8", buffer=data, strides=(1,))  # words[i]: the 8 bytes from i
     lengths = np.diff(offsets)
     counts = np.maximum(1, lengths - size + 1)
-    keys = np.empty((len(norm), bands), dtype=np.uint64)
-    sketch = np.empty((len(norm), num_perm), dtype=np.uint16)
+    keys = np.empty((len(lengths), bands), dtype=np.uint64)
+    sketch = np.empty((len(lengths), num_perm), dtype=np.uint16)
     salt = mix64(np.array([seed], dtype=np.uint64))[0]
     multipliers = mix64(np.array([seed * 2 + 1, seed * 2 + 2], dtype=np.uint64)) | np.uint64(1)
 

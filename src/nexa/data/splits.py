@@ -7,9 +7,14 @@ Rows that arrive with a split already set keep it, and the rest of their cluster
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+
+if TYPE_CHECKING:
+    from nexa.data.dedup import TextBytes
 
 DEFAULT_FRACTIONS = {"train": 0.8, "val": 0.1, "test": 0.1}
 
@@ -33,7 +38,7 @@ def parse_fractions(text: str) -> dict[str, float]:
 BUCKET_CHUNK_WORDS = 1 << 16  # 8-byte words hashed per chunk: the chunk's scratch arrays stay in cache and are reused
 
 
-def text_buckets(norm: pa.Array | pa.ChunkedArray) -> np.ndarray:
+def text_buckets(norm: pa.Array | pa.ChunkedArray | TextBytes) -> np.ndarray:
     """A stable number in [0, 1) for each text, from every byte of it, the same on every machine.
 
     Each text is read as 8-byte little-endian words (the last one zero-padded); word ``k`` is mixed
@@ -45,15 +50,13 @@ def text_buckets(norm: pa.Array | pa.ChunkedArray) -> np.ndarray:
     from nexa.data.dedup import row_spans, text_buffers
     from nexa.data.runtime import ordered_map
 
-    norm = pc.fill_null(norm, "")
-    norm = norm.combine_chunks() if isinstance(norm, pa.ChunkedArray) else norm
-    if len(norm) == 0:
-        return np.zeros(0)
     offsets, data = text_buffers(norm)
+    if len(offsets) == 1:
+        return np.zeros(0)
     words = np.ndarray((len(data) - 7,), dtype="<u8", buffer=data, strides=(1,))
     lengths = np.diff(offsets)
     count = (lengths + 7) // 8
-    hashed = np.empty(len(norm), dtype=np.uint64)
+    hashed = np.empty(len(lengths), dtype=np.uint64)
 
     def fill(span: tuple[int, int]) -> None:
         lo, hi = span
@@ -91,7 +94,7 @@ def _word_sum_hashes(words: np.ndarray, starts: np.ndarray, lengths: np.ndarray,
     return mix64_inplace(sums)
 
 
-def assign_splits(norm: pa.Array | pa.ChunkedArray, clusters: np.ndarray, fractions: dict[str, float],
+def assign_splits(norm: pa.Array | pa.ChunkedArray | TextBytes, clusters: np.ndarray, fractions: dict[str, float],
                   given: pa.Array | None = None) -> pa.Array:
     """The split of every row: its cluster representative's hash bucket, or the split it arrived with.
 
