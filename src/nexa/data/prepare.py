@@ -202,7 +202,8 @@ def apply_filters(validated: Validated, schema: RowSchema, filters: Iterable[Row
     """Run each filter on what the previous ones kept; count removals per filter and per input file."""
     table, records, flagged = validated.table, [], []
     raw, norm = validated.text(schema)
-    for row_filter in filters:
+    filters = list(filters)
+    for position, row_filter in enumerate(filters):
         if on_filter:
             on_filter(row_filter.name)
         result = row_filter.apply(FilterInput(table, raw, norm, schema.name))
@@ -215,7 +216,10 @@ def apply_filters(validated: Validated, schema: RowSchema, filters: Iterable[Row
         flagged.extend(result.flagged)
         records.append(FilterRecord(name=row_filter.name, version=row_filter.version, params=row_filter.params(), removed=int(removed.sum())))
         keep = pa.array(result.keep)
-        table, raw, norm = table.filter(keep), raw.filter(keep), norm.filter(keep)
+        # side by side on the workers (Arrow lets go of the GIL); after the last filter nothing reads the raw text
+        kept = [table, norm] + ([raw] if position + 1 < len(filters) else [])
+        table, norm, *rest = ordered_map(lambda columns: columns.filter(keep), kept)
+        raw = rest[0] if rest else None
     return Filtered(table, records, flagged, norm)
 
 
