@@ -64,7 +64,7 @@ class NearDedup:
         clusters = self.clusters(rows.norm)
         return FilterResult(clusters == np.arange(len(clusters)), clusters=clusters)
 
-    def clusters(self, norm: pa.Array | pa.ChunkedArray, *, confirm: bool = True) -> np.ndarray:
+    def clusters(self, norm: pa.Array | pa.ChunkedArray | TextBytes, *, confirm: bool = True) -> np.ndarray:
         """For each row, the index of the first row of its near-duplicate cluster (itself when it is the first).
 
         LSH candidates are screened with the signatures' agreement (a Jaccard estimate, with 0.1 slack).
@@ -72,14 +72,16 @@ class NearDedup:
         Jaccard; without it (splits: a merged row only keeps its cluster's split) the estimate at the
         threshold decides, which costs no per-pair Python.
         """
-        norm = pc.fill_null(norm, "")
-        norm = norm.combine_chunks() if isinstance(norm, pa.ChunkedArray) else norm
-        keys, sketch = band_keys(norm, self.num_perm, self.shingle, self.seed, *self.banding())
+        texts = text_buffers(norm)
+        keys, sketch = band_keys(texts, self.num_perm, self.shingle, self.seed, *self.banding())
         first, second = candidate_pairs(keys)
         estimate = screened_similarity(sketch, first, second, self.threshold - (0.1 if confirm else 0.0))
         if not confirm:
             likely = estimate >= self.threshold
-            return connected_first(len(norm), first[likely], second[likely])
+            return connected_first(len(texts), first[likely], second[likely])
+        if isinstance(norm, TextBytes):
+            raise TypeError("confirming near-duplicate pairs needs the texts as an Arrow string array")
+        norm = pc.fill_null(norm, "")
         likely = estimate >= self.threshold - 0.1
         pairs = [(a, b) for a, b in zip(first[likely].tolist(), second[likely].tolist())
                  if jaccard(norm[a].as_py(), norm[b].as_py(), self.shingle) >= self.threshold]
@@ -156,17 +158,59 @@ def mix64_inplace(x: np.ndarray) -> np.ndarray:
     return x
 
 
-def text_buffers(norm: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    """Offsets (int64, rebased to 0) and the bytes of a string array, padded with 8 zero bytes for word reads."""
-    offsets = np.frombuffer(norm.buffers()[1], dtype=np.int32)[norm.offset:norm.offset + len(norm) + 1].astype(np.int64)
-    raw = norm.buffers()[2]
-    body = np.frombuffer(raw, dtype=np.uint8)[offsets[0]:offsets[-1]] if raw is not None and len(norm) else np.zeros(0, np.uint8)
-    data = np.zeros(len(body) + 8, dtype=np.uint8)
-    data[:len(body)] = body
-    return offsets - offsets[0], data
+@dataclass(frozen=True)
+class TextBytes:
+    """A string column's bytes for word reads: ``offsets`` (int64, from 0, one more than the rows) and ``data``
+    (the texts back to back, nulls empty, then 8 zero bytes). Built once, it serves the MinHash and the split hash."""
+
+    offsets: np.ndarray
+    data: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def __iter__(self):
+        yield self.offsets
+        yield self.data
 
 
-def band_keys(norm: pa.Array, num_perm: int, size: int, seed: int, bands: int, rows_per_band: int,
+def text_buffers(norm: pa.Array | pa.ChunkedArray | TextBytes) -> TextBytes:
+    """:class:`TextBytes` of a string column (plain or chunked: the chunks' bytes are copied once, straight into place)."""
+    if isinstance(norm, TextBytes):
+        return norm
+    chunks = norm.chunks if isinstance(norm, pa.ChunkedArray) else [norm]
+    pieces = [_chunk_bytes(pc.fill_null(chunk, "")) for chunk in chunks if len(chunk)]
+    sizes = [int(offsets[-1]) for offsets, _ in pieces]
+    data = np.empty(sum(sizes) + 8, dtype=np.uint8)
+    data[len(data) - 8:] = 0
+    offsets, at = [np.zeros(1, np.int64)], 0
+    for (chunk_offsets, body), size in zip(pieces, sizes):
+        data[at:at + size] = body
+        offsets.append(chunk_offsets[1:] + at)
+        at += size
+    return TextBytes(np.concatenate(offsets), data)
+
+
+def _chunk_bytes(chunk: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    offsets = np.frombuffer(chunk.buffers()[1], dtype=np.int32)[chunk.offset:chunk.offset + len(chunk) + 1].astype(np.int64)
+    raw = chunk.buffers()[2]
+    body = np.frombuffer(raw, dtype=np.uint8)[offsets[0]:offsets[-1]] if raw is not None else np.zeros(0, np.uint8)
+    return offsets - offsets[0], body
+
+
+def row_spans(sizes: np.ndarray, per_span: int) -> list[tuple[int, int]]:
+    """Consecutive ``(start, stop)`` row ranges holding about ``per_span`` of ``sizes`` each (at least one row)."""
+    cumulative = np.cumsum(sizes)
+    spans, start = [], 0
+    while start < len(sizes):
+        done = cumulative[start - 1] if start else 0
+        stop = min(len(sizes), max(start + 1, int(np.searchsorted(cumulative, done + per_span, side="right"))))
+        spans.append((start, stop))
+        start = stop
+    return spans
+
+
+def band_keys(norm: pa.Array | pa.ChunkedArray | TextBytes, num_perm: int, size: int, seed: int, bands: int, rows_per_band: int,
               chunk_windows: int = 1 << 17) -> tuple[np.ndarray, np.ndarray]:
     """``(n, bands)`` uint64 LSH keys and an ``(n, num_perm)`` uint16 sketch of the MinHash signature.
 
@@ -185,17 +229,10 @@ def band_keys(norm: pa.Array, num_perm: int, size: int, seed: int, bands: int, r
     words = np.ndarray((len(data) - 7,), dtype="<u8", buffer=data, strides=(1,))  # words[i]: the 8 bytes from i
     lengths = np.diff(offsets)
     counts = np.maximum(1, lengths - size + 1)
-    keys = np.empty((len(norm), bands), dtype=np.uint64)
-    sketch = np.empty((len(norm), num_perm), dtype=np.uint16)
+    keys = np.empty((len(lengths), bands), dtype=np.uint64)
+    sketch = np.empty((len(lengths), num_perm), dtype=np.uint16)
     salt = mix64(np.array([seed], dtype=np.uint64))[0]
     multipliers = mix64(np.array([seed * 2 + 1, seed * 2 + 2], dtype=np.uint64)) | np.uint64(1)
-    windows = np.cumsum(counts)
-    bounds, start = [], 0
-    while start < len(norm):
-        done = windows[start - 1] if start else 0
-        stop = min(len(norm), max(start + 1, int(np.searchsorted(windows, done + chunk_windows, side="right"))))
-        bounds.append((start, stop))
-        start = stop
 
     def fill(span: tuple[int, int]) -> None:  # numpy lets go of the GIL, so chunks run side by side
         lo, hi = span
@@ -204,7 +241,7 @@ def band_keys(norm: pa.Array, num_perm: int, size: int, seed: int, bands: int, r
             keys[lo:hi] = _fold_bands(signature, bands, rows_per_band, np.arange(lo, hi, dtype=np.uint64) ^ salt)
             np.right_shift(signature, np.uint32(16), out=sketch[lo:hi], casting="unsafe")  # the top 16 bits, no temporary
 
-    for _ in ordered_map(fill, bounds):
+    for _ in ordered_map(fill, row_spans(counts, chunk_windows)):
         pass
     return keys, sketch
 
@@ -283,8 +320,25 @@ GOLDEN = np.uint64(0x9E3779B97F4A7C15)  # 2^64 / golden ratio, odd: a multiplier
 
 def sketch_similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """One-permutation MinHash's Jaccard estimate for row pairs: equal non-empty bins over bins non-empty in either."""
-    filled = (a != _EMPTY16) | (b != _EMPTY16)
-    return ((a == b) & filled).sum(axis=1) / np.maximum(1, filled.sum(axis=1))
+    filled = a != _EMPTY16
+    filled |= b != _EMPTY16
+    agree = a == b
+    agree &= filled
+    return _row_counts(agree) / np.maximum(1, _row_counts(filled))
+
+
+def _row_counts(mask: np.ndarray) -> np.ndarray:
+    """True values per row of a 2-D boolean array, summed 8 at a time as bytes of uint64 words when the rows allow it.
+
+    ``sum(axis=1)`` over a short boolean axis runs numpy's reduction loop once per row; here each row is
+    a few words whose bytes (0 or 1) add up without carrying (at most 255 per byte), then one multiply
+    sums a word's bytes into its top byte.
+    """
+    rows, width = mask.shape
+    if width % 8 or width > 255 or not mask.flags.c_contiguous:
+        return mask.sum(axis=1)
+    words = mask.view(np.uint64).sum(axis=1, dtype=np.uint64)
+    return ((words * np.uint64(0x0101010101010101)) >> np.uint64(56)).astype(np.int64)
 
 
 _EMPTY16 = np.uint16(0xFFFF)
@@ -295,15 +349,20 @@ def screened_similarity(sketch: np.ndarray, first: np.ndarray, second: np.ndarra
     """:func:`sketch_similarity` of each pair, computed in full only for pairs a quarter of the bins does not rule out.
 
     The first quarter of the bins is an estimate with four times the variance; a pair below
-    ``threshold - 0.25`` there is reported as 0. Pairs go in blocks so the gathered sketches stay small.
+    ``threshold - 0.25`` there is reported as 0. Pairs go in blocks so the gathered sketches stay small,
+    on the worker threads (the gathers are waits on memory, and numpy lets go of the GIL).
     """
     estimate = np.zeros(len(first))
     quarter = max(1, sketch.shape[1] // 4)
-    for lo in range(0, len(first), block):
+
+    def screen(lo: int) -> None:
         a, b = first[lo:lo + block], second[lo:lo + block]
         rough = sketch_similarity(sketch[a, :quarter], sketch[b, :quarter])
         hopeful = np.flatnonzero(rough >= threshold - 0.25)
         estimate[lo + hopeful] = sketch_similarity(sketch[a[hopeful]], sketch[b[hopeful]])
+
+    for _ in ordered_map(screen, range(0, len(first), block)):
+        pass
     return estimate
 
 
@@ -320,14 +379,16 @@ def candidate_pairs(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     index_bits = max(1, int(n - 1).bit_length())
     low = np.uint64((1 << index_bits) - 1)
     rows = np.arange(n, dtype=np.uint64)
-    pairs = []
-    for band in range(keys.shape[1]):
-        packed = (keys[:, band] & ~low) | rows
+
+    def band_pairs(band: int) -> np.ndarray:  # numpy's sort lets go of the GIL: bands run on the worker threads
+        packed = keys[:, band] & ~low
+        packed |= rows
         packed.sort()
         same = np.flatnonzero((packed[1:] ^ packed[:-1]) <= low) + 1  # equal top bits
-        if len(same):
-            x, y = (packed[same - 1] & low).astype(np.int64), (packed[same] & low).astype(np.int64)
-            pairs.append(np.minimum(x, y) * n + np.maximum(x, y))
+        x, y = (packed[same - 1] & low).astype(np.int64), (packed[same] & low).astype(np.int64)
+        return np.minimum(x, y) * n + np.maximum(x, y)
+
+    pairs = [p for p in ordered_map(band_pairs, range(keys.shape[1])) if len(p)]
     if not pairs:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
     unique = sorted_distinct(np.concatenate(pairs))

@@ -202,7 +202,8 @@ def apply_filters(validated: Validated, schema: RowSchema, filters: Iterable[Row
     """Run each filter on what the previous ones kept; count removals per filter and per input file."""
     table, records, flagged = validated.table, [], []
     raw, norm = validated.text(schema)
-    for row_filter in filters:
+    filters = list(filters)
+    for position, row_filter in enumerate(filters):
         if on_filter:
             on_filter(row_filter.name)
         result = row_filter.apply(FilterInput(table, raw, norm, schema.name))
@@ -215,7 +216,10 @@ def apply_filters(validated: Validated, schema: RowSchema, filters: Iterable[Row
         flagged.extend(result.flagged)
         records.append(FilterRecord(name=row_filter.name, version=row_filter.version, params=row_filter.params(), removed=int(removed.sum())))
         keep = pa.array(result.keep)
-        table, raw, norm = table.filter(keep), raw.filter(keep), norm.filter(keep)
+        # side by side on the workers (Arrow lets go of the GIL); after the last filter nothing reads the raw text
+        kept = [table, norm] + ([raw] if position + 1 < len(filters) else [])
+        table, norm, *rest = ordered_map(lambda columns: columns.filter(keep), kept)
+        raw = rest[0] if rest else None
     return Filtered(table, records, flagged, norm)
 
 
@@ -250,17 +254,18 @@ def with_splits(filtered: Filtered, schema: RowSchema, fractions: dict[str, floa
     which case no near-duplicates are left to cluster. ``"exact"`` keeps only identical normalised
     texts together (each split is a hash of the text), for users who want exact-only splits.
     """
-    from nexa.data.dedup import NearDedup
+    from nexa.data.dedup import NearDedup, text_buffers
 
     if split_by not in SPLIT_BY:
         raise ValueError(f"split_by {split_by!r}: choose from {list(SPLIT_BY)}")
     table = filtered.table
     norm = filtered.norm if filtered.norm is not None and len(filtered.norm) == table.num_rows else text_columns(table, schema)[1]
+    texts = text_buffers(norm)  # the texts' bytes, copied once for the clustering and the split hash
     ran_near = any(r.name == "near_dedup" for r in filtered.records)
     exact_only = split_by == "exact" or ran_near or cluster_threshold is None or table.num_rows == 0
-    clusters = np.arange(table.num_rows) if exact_only else NearDedup(threshold=cluster_threshold).clusters(norm, confirm=False)
+    clusters = np.arange(table.num_rows) if exact_only else NearDedup(threshold=cluster_threshold).clusters(texts, confirm=False)
     given = table.column("split").combine_chunks() if "split" in table.column_names else None
-    splits = assign_splits(norm, clusters, fractions, given) if table.num_rows else pa.array([], pa.string())
+    splits = assign_splits(texts, clusters, fractions, given) if table.num_rows else pa.array([], pa.string())
     if "split" in table.column_names:
         return table.set_column(table.column_names.index("split"), "split", splits)
     return table.append_column("split", splits)

@@ -7,9 +7,14 @@ Rows that arrive with a split already set keep it, and the rest of their cluster
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+
+if TYPE_CHECKING:
+    from nexa.data.dedup import TextBytes
 
 DEFAULT_FRACTIONS = {"train": 0.8, "val": 0.1, "test": 0.1}
 
@@ -30,41 +35,66 @@ def parse_fractions(text: str) -> dict[str, float]:
     return fractions
 
 
-def text_buckets(norm: pa.Array | pa.ChunkedArray) -> np.ndarray:
+BUCKET_CHUNK_WORDS = 1 << 16  # 8-byte words hashed per chunk: the chunk's scratch arrays stay in cache and are reused
+
+
+def text_buckets(norm: pa.Array | pa.ChunkedArray | TextBytes) -> np.ndarray:
     """A stable number in [0, 1) for each text, from every byte of it, the same on every machine.
 
     Each text is read as 8-byte little-endian words (the last one zero-padded); word ``k`` is mixed
     with ``k`` and the row's words are summed (wrapping), then mixed with the length. Column-wise over
-    the Arrow buffers: no Python object per row.
+    the Arrow buffers: no Python object per row. Rows go in chunks of :data:`BUCKET_CHUNK_WORDS` words
+    on the worker threads (numpy lets go of the GIL); whole-column temporaries cost more in fresh pages
+    than in arithmetic.
     """
-    from nexa.data.dedup import GOLDEN, mix64, text_buffers
+    from nexa.data.dedup import row_spans, text_buffers
+    from nexa.data.runtime import ordered_map
 
-    norm = pc.fill_null(norm, "")
-    norm = norm.combine_chunks() if isinstance(norm, pa.ChunkedArray) else norm
-    if len(norm) == 0:
-        return np.zeros(0)
     offsets, data = text_buffers(norm)
+    if len(offsets) == 1:
+        return np.zeros(0)
     words = np.ndarray((len(data) - 7,), dtype="<u8", buffer=data, strides=(1,))
     lengths = np.diff(offsets)
     count = (lengths + 7) // 8
-    first = np.cumsum(count) - count
-    index = np.arange(int(count.sum()), dtype=np.int64) - np.repeat(first, count)  # word number within its row
-    remaining = np.repeat(lengths, count) - 8 * index
-    with np.errstate(over="ignore"):
-        word = words[np.repeat(offsets[:-1], count) + 8 * index]
-        word &= np.where(remaining >= 8, np.uint64(0xFFFFFFFFFFFFFFFF),
-                         (np.uint64(1) << (np.uint64(8) * np.minimum(remaining, 8).astype(np.uint64))) - np.uint64(1))
-        terms = mix64(word ^ (index.astype(np.uint64) * GOLDEN))
-        sums = np.zeros(len(norm), dtype=np.uint64)
-        filled = count > 0
-        if filled.any():
-            sums[filled] = np.add.reduceat(terms, first[filled])
-        hashed = mix64(sums ^ mix64(lengths.astype(np.uint64)))
+    hashed = np.empty(len(lengths), dtype=np.uint64)
+
+    def fill(span: tuple[int, int]) -> None:
+        lo, hi = span
+        with np.errstate(over="ignore"):
+            hashed[lo:hi] = _word_sum_hashes(words, offsets[lo:hi], lengths[lo:hi], count[lo:hi])
+
+    for _ in ordered_map(fill, row_spans(count, BUCKET_CHUNK_WORDS)):
+        pass
     return (hashed >> np.uint64(11)).astype(np.float64) * 2.0 ** -53
 
 
+def _word_sum_hashes(words: np.ndarray, starts: np.ndarray, lengths: np.ndarray, count: np.ndarray) -> np.ndarray:
+    """:func:`text_buckets`' 64-bit hash of rows starting at byte ``starts`` (``count`` words each), in place where it can."""
+    from nexa.data.dedup import GOLDEN, mix64, mix64_inplace
 
-def assign_splits(norm: pa.Array | pa.ChunkedArray, clusters: np.ndarray, fractions: dict[str, float],
+    first = np.cumsum(count) - count
+    index = np.arange(int(count.sum()), dtype=np.int64)
+    index -= np.repeat(first, count)  # word number within its row
+    position = np.repeat(starts, count)
+    position += 8 * index
+    word = words[position]
+    remaining = np.repeat(lengths, count)
+    remaining -= 8 * index
+    partial = np.flatnonzero(remaining < 8)  # each row's last word, when it is not full: keep its own bytes only
+    word[partial] &= (np.uint64(1) << (np.uint64(8) * remaining[partial].astype(np.uint64))) - np.uint64(1)
+    salt = index.view(np.uint64)
+    salt *= GOLDEN
+    word ^= salt
+    terms = mix64_inplace(word)
+    sums = np.zeros(len(count), dtype=np.uint64)
+    filled = count > 0
+    if filled.any():
+        sums[filled] = np.add.reduceat(terms, first[filled])
+    sums ^= mix64(lengths.astype(np.uint64))
+    return mix64_inplace(sums)
+
+
+def assign_splits(norm: pa.Array | pa.ChunkedArray | TextBytes, clusters: np.ndarray, fractions: dict[str, float],
                   given: pa.Array | None = None) -> pa.Array:
     """The split of every row: its cluster representative's hash bucket, or the split it arrived with.
 
