@@ -45,7 +45,8 @@ class GenerationCache:
             if entry is None:
                 missing.append(prompt)
             else:
-                found[prompt] = Generation(prompt, entry["output"], entry["latency_ms"], entry["new_tokens"])
+                found[prompt] = Generation(prompt, entry["output"], entry["latency_ms"], entry["new_tokens"],
+                                           entry.get("confidence"), entry.get("abstained", False))
         self.hits += len(found)
         self.misses += len(missing)
         return found, missing
@@ -54,11 +55,18 @@ class GenerationCache:
         """Write new generations as one shard named by its content hash (idempotent)."""
         if not generations:
             return
-        shard = {prompt_hash(g.prompt): {"output": g.output, "latency_ms": g.latency_ms, "new_tokens": g.new_tokens}
-                 for g in generations}
+        shard = {prompt_hash(g.prompt): _entry(g) for g in generations}
         data = json.dumps(shard, sort_keys=True).encode()
         self.store.put_blob(self.prefix, data)
         self._load().update(shard)
+
+
+def _entry(generation: Generation) -> dict:
+    """A cache entry; a gated bundle's confidence and verdict are kept only where there is a gate."""
+    entry = {"output": generation.output, "latency_ms": generation.latency_ms, "new_tokens": generation.new_tokens}
+    if generation.confidence is not None:
+        entry.update(confidence=generation.confidence, abstained=generation.abstained)
+    return entry
 
 
 def cached_generate(generator, cache: GenerationCache, prompts: list[str], max_new_tokens: int,

@@ -83,6 +83,7 @@ def generate_items(lab: Lab, models: list[ModelSpec], tasks: list[Task], max_new
                    usd_per_hour: float = 0.0, run=None, budget_usd: float | None = None) -> tuple[list[dict], dict[str, int]]:
     """Every model on every task, through the durable generation cache (API teachers: through the teachers
     layer's response cache, prices and ``budget_usd``); returns items and cache counts."""
+    from nexa.eval.abstention import bundle_gate, gate_fields
     from nexa.eval.cache import GenerationCache, cached_generate
     from nexa.eval.generate import Generator, model_hash
 
@@ -100,11 +101,13 @@ def generate_items(lab: Lab, models: list[ModelSpec], tasks: list[Task], max_new
                     counts["generated"] += len(gens) - cached
                     bar.advance(job)
                 continue
-            generator = Generator(spec.path)
-            cache = GenerationCache(lab.durable(), model_hash(spec.path), {"decoding": "greedy", "max_new_tokens": max_new_tokens})
+            generator, gate = Generator(spec.path), bundle_gate(spec.path)
+            params = {"decoding": "greedy", "max_new_tokens": max_new_tokens, **({"gate_confidence": True} if gate else {})}
+            cache = GenerationCache(lab.durable(), model_hash(spec.path), params)  # gated: entries that hold confidences
             for task in tasks:
                 gens = cached_generate(generator, cache, [i["prompt"] for i in task.items], max_new_tokens)
-                items += [_item(spec, task, row, gen, usd_per_hour) for row, gen in zip(task.items, gens)]
+                items += [{**_item(spec, task, row, gen, usd_per_hour), **(gate_fields(gate, gen) if gate else {})}
+                          for row, gen in zip(task.items, gens)]
                 bar.advance(job)
             counts["cached"] += cache.hits
             counts["generated"] += cache.misses

@@ -8,7 +8,7 @@ scores are the ones a user of the bundle would see.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -24,6 +24,8 @@ class Generation:
     output: str
     latency_ms: float
     new_tokens: int
+    confidence: float | None = None  # a gated bundle's calibrated confidence (nexa.eval.abstention); None otherwise
+    abstained: bool = False  # the gate would abstain: ``output`` is still the student's own answer
 
 
 class ModelNotFoundError(FileNotFoundError):
@@ -115,23 +117,28 @@ class Generator:
             began = time.perf_counter()
             outputs = self._outputs(batch, max_new_tokens, capability)
             per_prompt_ms = (time.perf_counter() - began) * 1000 / len(batch)
-            results += [Generation(p, text, per_prompt_ms, tokens) for p, (text, tokens) in zip(batch, outputs)]
+            results += [Generation(p, text, per_prompt_ms, tokens, confidence, abstained)
+                        for p, (text, tokens, confidence, abstained) in zip(batch, outputs)]
         return results
 
-    def _outputs(self, prompts: list[str], max_new_tokens: int, capability: str | None) -> list[tuple[str, int]]:
-        """(text, new tokens) per prompt, generated as one batch."""
+    def _outputs(self, prompts: list[str], max_new_tokens: int,
+                 capability: str | None) -> list[tuple[str, int, float | None, bool]]:
+        """(text, new tokens, gate confidence, abstained) per prompt, generated as one batch."""
         if self._loaded is None:
             self._loaded = self._load()
         if self.kind == "hf":
             gens = greedy_generate(*self._loaded, prompts, max_new_tokens=max_new_tokens, batch_size=len(prompts))
-            return [(g.output, g.new_tokens) for g in gens]
+            return [(g.output, g.new_tokens, None, False) for g in gens]
         outs = self._loaded.complete_batch(prompts, capability=capability, max_new_tokens=max_new_tokens,
                                            batch_size=len(prompts))
-        return [(g.text, g.completion_tokens) for g in outs]
+        return [(g.text, g.completion_tokens, g.confidence, g.abstained) for g in outs]
 
     def _load(self):
         if self.kind == "hf":
             return load_hf_model(self.path)
         from nexus import NexusModel
 
-        return NexusModel.load(self.path, device="cpu")
+        model = NexusModel.load(self.path, device="cpu")
+        if model.gate is not None:  # the eval scores the student's own answers: it never escalates (nexa.eval.abstention)
+            model.gate = replace(model.gate, fallback_url=None)
+        return model

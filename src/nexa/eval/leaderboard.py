@@ -52,8 +52,10 @@ def nested_scores(rows: list[dict], metric: str | None = "exact_match") -> dict[
     return dict(out)
 
 
-def write_leaderboard(folder: Path, rows: list[dict], metric: str = "exact_match") -> dict[str, Path]:
-    """leaderboard.parquet plus the same numbers as a JSON report and a Markdown table."""
+def write_leaderboard(folder: Path, rows: list[dict], metric: str = "exact_match",
+                      abstention: dict | None = None) -> dict[str, Path]:
+    """leaderboard.parquet plus the same numbers as a JSON report and a Markdown table; the report gains an
+    ``abstention`` block when a gated bundle was evaluated (``nexa.eval.abstention.abstention_report``)."""
     for row in rows:
         if row["role"] not in ROLES:
             raise ValueError(f"leaderboard row for model {row['model']!r}: role must be one of {ROLES}, got {row['role']!r}")
@@ -66,6 +68,8 @@ def write_leaderboard(folder: Path, rows: list[dict], metric: str = "exact_match
               "metrics": {m: nested_scores(rows, m) for m in sorted({r["metric"] for r in rows})},
               "judges": [{"metric": m, "judge_model_id": j, "judge_prompt_hash": h} for m, j, h in judges], "rows": rows}
     main_judges = [(j, h) for m, j, h in judges if m == metric]
+    if abstention:
+        report["abstention"] = abstention
     if len(main_judges) == 1:  # the headline metric was measured one way: name it at the top
         report["judge_model_id"], report["judge_prompt_hash"] = main_judges[0]
     paths["report_json"].write_text(json.dumps(report, indent=2, sort_keys=True))

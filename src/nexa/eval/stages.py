@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from nexa.eval.abstention import abstention_report
 from nexa.eval.evaluate import ModelSpec, generate_items, judge_items, resolve_models, write_jsonl
 from nexa.eval.exact import JUDGE_ID, JUDGE_PROMPT_HASH
 from nexa.eval.leaderboard import ROLES, aggregate, nested_scores, write_leaderboard
@@ -29,14 +30,15 @@ def exact_eval(ctx: StageContext, models: dict[str, str], data: str = "data", ma
     items, counts = generate_items(ctx.lab, specs, tasks, max_new_tokens, usd_per_hour)
     scored = judge_items(items, ["exact"])
     rows = aggregate(scored)
-    write_leaderboard(ctx.out, rows)
+    abstention = abstention_report(scored)
+    write_leaderboard(ctx.out, rows, abstention=abstention)
     write_jsonl(ctx.out / "generations.jsonl", scored)  # every (model, prompt, output, score): feedback and review read it
     ctx.run.update(eval_status="done", eval_report=str(ctx.out / "eval_report.json"),
                    eval_summary={f"{r['model']}/{r['capability']}": r["score"] for r in rows},
                    judge_model_id=JUDGE_ID, judge_prompt_hash=JUDGE_PROMPT_HASH,
                    metrics={"generation_cache_hits": float(counts["cached"]), "generations_new": float(counts["generated"])})
     console.print(leaderboard_table(rows))
-    return {"scores": nested_scores(rows)}
+    return {"scores": nested_scores(rows), **_abstention_summary(abstention)}
 
 
 def _eval_split(ctx: StageContext, capability: str, ref: str) -> Task:
@@ -106,12 +108,23 @@ def analyze_step(lab: Lab, run, work: Path, scored: list[dict]) -> dict:
     """The leaderboard and eval report of scored generations, recorded in the run manifest."""
     rows = aggregate(scored)
     metric = "exact_match" if any(r["metric"] == "exact_match" for r in rows) else rows[0]["metric"]
-    paths = write_leaderboard(work, rows, metric=metric)
+    abstention = abstention_report(scored, metric)
+    paths = write_leaderboard(work, rows, metric=metric, abstention=abstention)
     report = lab.durable().location(f"eval/{run.run_id}/{paths['report_json'].name}")  # where publish_step puts it
     run.update(eval_status="done", eval_report=report,
                eval_summary={f"{r['model']}/{r['capability']}/{r['metric']}": r["score"] for r in rows})
     console.print(leaderboard_table(rows))
-    return {"scores": nested_scores(rows, metric), "rows": len(rows)}
+    return {"scores": nested_scores(rows, metric), "rows": len(rows), **_abstention_summary(abstention)}
+
+
+def _abstention_summary(abstention: dict) -> dict:
+    """``{"abstention": ...}`` for a summary when a gated bundle was evaluated (printed as a table), else nothing."""
+    if not abstention:
+        return {}
+    console.print(table("abstention (uncertainty gate)", ["model", "capability", "coverage", "error answered", "alpha", "n"],
+                        [(m, c, a["coverage"], a["error_answered"], a["alpha"], a["n"])
+                         for m, caps in abstention.items() for c, a in caps.items()]))
+    return {"abstention": abstention}
 
 
 def check_role(role: str | None) -> None:
