@@ -10,7 +10,7 @@ import typer
 from nexa.eval import evaluate as ev
 from nexa.eval import stages
 from nexa.ledger import Lab
-from nexa.ledger.console import JSON, LAB, command_run, console, emit_result, failing_on, table, with_options
+from nexa.ledger.console import JSON, LAB, console, emit_result, table, with_options
 
 app = typer.Typer(help="Evaluate models: generate on tasks, judge outputs, build leaderboards.", no_args_is_help=True)
 
@@ -31,23 +31,7 @@ JUDGES = {  # how `judge` and `run` score
     "rubric": (Optional[Path], typer.Option(None, help="Rubric file (rubrics/*.yaml) for the LLM judge.")),
     "against": (Optional[str], typer.Option(None, help="For --judges pairwise: the model every other model is compared with.")),
 }
-
-
-def _generate(lab: Lab, run, work: Path, model: list[str], run_id: Optional[str], role: Optional[str], tasks: str, n: int,
-              max_new_tokens: int, usd_per_hour: Optional[float], budget_usd: Optional[float]) -> tuple[list[dict], dict]:
-    """The generate step; a teacher that fails mid-eval ends the command as a user-facing error."""
-    from nexa.teachers.errors import TeacherError
-
-    with failing_on(TeacherError):
-        return stages.generate_step(lab, run, work, stages.resolve_specs(lab, model, run_id, role), tasks, n,
-                                    max_new_tokens, usd_per_hour, budget_usd)
-
-
-def _judge(run, work: Path, items: list[dict], judges: list[str], llm, against: Optional[str]) -> list[dict]:
-    from nexa.eval.llm_judge import JudgeError
-
-    with failing_on(JudgeError):
-        return stages.judge_step(run, work, items, judges, llm, against)
+RECORDED = ("model", "run_id", "tasks", "n", "max_new_tokens")  # what a run's config records of MODELS
 
 
 def _names(judges: str) -> list[str]:
@@ -59,12 +43,9 @@ def _names(judges: str) -> list[str]:
 def generate(budget_usd: Optional[float] = BUDGET, lab_dir: Path = LAB, json_out: bool = JSON, **models) -> None:
     """Generate on each task's eval prompts; outputs are cached by (model hash, prompt hash, params)."""
     lab = Lab.find(lab_dir)
-    config = {k: models[k] for k in ("model", "run_id", "tasks", "n", "max_new_tokens")}
-    with command_run(lab, "eval_generate", config=config) as run:
-        work = stages.step_folder(lab, run.run_id)
-        items, counts = _generate(lab, run, work, **models, budget_usd=budget_usd)
-        outputs = stages.publish_step(lab, run, work, "generations")
-    emit_result({"run_id": run.run_id, "status": "succeeded", "outputs": outputs, "generations": len(items), **counts}, json_out)
+    with stages.step_run(lab, "eval_generate", {k: models[k] for k in RECORDED}, "generations") as step:
+        items, counts = stages.generate_step(lab, step.run, step.work, **models, budget_usd=budget_usd)
+    emit_result({**step.result, "generations": len(items), **counts}, json_out)
 
 
 @app.command()
@@ -76,12 +57,10 @@ def judge(generations: str = typer.Option(..., "--generations", help="Run id of 
     names = _names(how["judges"])
     items = stages.read_step(lab, generations, "generations.jsonl")
     llm = stages.open_llm_judge(lab, names, how["judge_url"], how["judge_model"], how["rubric"], budget_usd)
-    with command_run(lab, "eval_judge", config={"generations": generations, "judges": names, "judge_model": how["judge_model"],
-                                              "rubric": str(how["rubric"]) if how["rubric"] else None}) as run:
-        work = stages.step_folder(lab, run.run_id)
-        scored = _judge(run, work, items, names, llm, how["against"])
-        outputs = stages.publish_step(lab, run, work, "scores")
-    emit_result({"run_id": run.run_id, "status": "succeeded", "outputs": outputs, "scores": len(scored)}, json_out)
+    with stages.step_run(lab, "eval_judge", {"generations": generations, "judges": names, "judge_model": how["judge_model"],
+                                             "rubric": str(how["rubric"]) if how["rubric"] else None}, "scores") as step:
+        scored = stages.judge_step(step.run, step.work, items, names, llm, how["against"])
+    emit_result({**step.result, "scores": len(scored)}, json_out)
 
 
 @app.command()
@@ -93,11 +72,9 @@ def analyze(scores: str = typer.Option(..., "--scores", help="Run id of a `nexa 
     arrow_without_pandas()  # this process converts no pandas objects: spare it pandas' import
     lab = Lab.find(lab_dir)
     scored = stages.read_step(lab, scores, "scores.jsonl")
-    with command_run(lab, "eval_analyze", config={"scores": scores}) as run:
-        work = stages.step_folder(lab, run.run_id)
-        summary = stages.analyze_step(lab, run, work, scored)
-        outputs = stages.publish_step(lab, run, work, "eval_report")
-    emit_result({"run_id": run.run_id, "status": "succeeded", "outputs": outputs, **summary}, json_out)
+    with stages.step_run(lab, "eval_analyze", {"scores": scores}, "eval_report") as step:
+        summary = stages.analyze_step(lab, step.run, step.work, scored)
+    emit_result({**step.result, **summary}, json_out)
 
 
 @app.command("run")
@@ -108,15 +85,12 @@ def run_all(budget_usd: Optional[float] = BUDGET, lab_dir: Path = LAB, json_out:
     models, how = ({k: options[k] for k in keys} for keys in (MODELS, JUDGES))
     names = _names(how["judges"])
     llm = stages.open_llm_judge(lab, names, how["judge_url"], how["judge_model"], how["rubric"], budget_usd)
-    config = {k: models[k] for k in ("model", "run_id", "tasks", "n")}
-    with command_run(lab, "eval", config={**config, "judges": names, "max_new_tokens": models["max_new_tokens"],
-                                        "judge_model": how["judge_model"]}) as run:
-        work = stages.step_folder(lab, run.run_id)
-        items, counts = _generate(lab, run, work, **models, budget_usd=budget_usd)
-        summary = stages.analyze_step(lab, run, work, _judge(run, work, items, names, llm, how["against"]))
-        outputs = stages.publish_step(lab, run, work, "eval_report")
-    emit_result({"run_id": run.run_id, "status": "succeeded", "outputs": outputs, **counts,
-                 "leaderboard": next(o["path"] for o in outputs if o["path"].endswith("leaderboard.parquet")), **summary}, json_out)
+    config = {**{k: models[k] for k in RECORDED}, "judges": names, "judge_model": how["judge_model"]}
+    with stages.step_run(lab, "eval", config, "eval_report") as step:
+        items, counts = stages.generate_step(lab, step.run, step.work, **models, budget_usd=budget_usd)
+        scored = stages.judge_step(step.run, step.work, items, names, llm, how["against"])
+        summary = stages.analyze_step(lab, step.run, step.work, scored)
+    emit_result({**step.result, **counts, "leaderboard": stages.leaderboard_of(step.result), **summary}, json_out)
 
 
 @app.command("lm-eval")

@@ -75,6 +75,24 @@ def with_options(*option_sets: OptionSet) -> Callable[[Command], Command]:
     return add
 
 
+def model_options(model: Any, **flags: str) -> OptionSet:
+    """An option set from fields of a pydantic config model, given as ``field="--flag"``: the field's type,
+    default, bounds and description become the option's, so a setting is declared once, where it is validated."""
+    return {name: _field_option(model.model_fields[name], flag) for name, flag in flags.items()}
+
+
+def _field_option(field: Any, flag: str) -> tuple[Any, Any]:
+    bounds = {key: getattr(m, key) for m in field.metadata for key in ("ge", "le", "gt") if getattr(m, key, None) is not None}
+
+    def above(value: Any) -> Any:  # an exclusive lower bound, which click's ranges cannot state
+        if "gt" in bounds and value is not None and not value > bounds["gt"]:
+            raise typer.BadParameter(f"must be above {bounds['gt']}, got {value}")
+        return value
+    default = ... if field.is_required() else field.get_default(call_default_factory=True)
+    return field.annotation, typer.Option(default, flag, min=bounds.get("ge"), max=bounds.get("le"), callback=above,
+                                          help=field.description)
+
+
 def reserve_stdout_for_json() -> None:
     """Point file descriptor 1 at stderr for the rest of the process, keeping a private copy of stdout.
 

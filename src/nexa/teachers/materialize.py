@@ -39,16 +39,16 @@ class MaterializeConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     schema_version: int = MATERIALIZE_VERSION
-    dataset: str = Field(description="Input dataset, ID or ID@vN.")
-    out: str = Field(description="Id of the paired dataset to write a version of.")
-    prompt_field: str = "prompt"
+    dataset: str = Field(description="Input dataset, ID or ID@vN; its 'prompt' column is asked.")
+    out: str = Field(description="Id of the paired dataset to write a new version of.")
+    prompt_field: str = Field("prompt", description="Column holding the prompt.")
     system: str | None = Field(None, description="System message for chat teachers.")
     params: GenerationParams = Field(default_factory=GenerationParams)
-    concurrency: int = Field(8, ge=1, le=256)
-    rate_limit_rps: float | None = Field(None, gt=0, description="Token-bucket limit on calls per second.")
+    concurrency: int = Field(8, ge=1, le=256, description="Requests in flight at once (API teachers; a local one: batches).")
+    rate_limit_rps: float | None = Field(None, gt=0, description="Rate limit in requests per second (token bucket).")
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
     breaker_threshold: int = Field(10, ge=1, description="Consecutive failed calls that stop the run.")
-    budget_usd: float | None = Field(None, ge=0, description="Stop before API spend would pass this.")
+    budget_usd: float | None = Field(None, ge=0, description="Stop before this run's API spend would pass this; keeps what was done.")
     provider: str = Field("local", description="Where this run's compute runs (for its hourly price).")
     gpu_type: str = "cpu"
     seed: int = 42
