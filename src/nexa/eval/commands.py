@@ -40,9 +40,8 @@ def _names(judges: str) -> list[str]:
 
 @app.command()
 @with_options(MODELS)
-def generate(budget_usd: Optional[float] = BUDGET, lab_dir: Path = LAB, json_out: bool = JSON, **models) -> None:
+def generate(budget_usd: Optional[float] = BUDGET, lab: Lab = LAB, json_out: bool = JSON, **models) -> None:
     """Generate on each task's eval prompts; outputs are cached by (model hash, prompt hash, params)."""
-    lab = Lab.find(lab_dir)
     with stages.step_run(lab, "eval_generate", {k: models[k] for k in RECORDED}, "generations") as step:
         items, counts = stages.generate_step(lab, step.run, step.work, **models, budget_usd=budget_usd)
     emit_result({**step.result, "generations": len(items), **counts}, json_out)
@@ -51,9 +50,8 @@ def generate(budget_usd: Optional[float] = BUDGET, lab_dir: Path = LAB, json_out
 @app.command()
 @with_options(JUDGES)
 def judge(generations: str = typer.Option(..., "--generations", help="Run id of a `nexa eval generate` run."),
-          budget_usd: Optional[float] = BUDGET, lab_dir: Path = LAB, json_out: bool = JSON, **how) -> None:
+          budget_usd: Optional[float] = BUDGET, lab: Lab = LAB, json_out: bool = JSON, **how) -> None:
     """Score every generation with each judge; each score records judge_model_id and judge_prompt_hash."""
-    lab = Lab.find(lab_dir)
     names = _names(how["judges"])
     items = stages.read_step(lab, generations, "generations.jsonl")
     llm = stages.open_llm_judge(lab, names, how["judge_url"], how["judge_model"], how["rubric"], budget_usd)
@@ -65,12 +63,11 @@ def judge(generations: str = typer.Option(..., "--generations", help="Run id of 
 
 @app.command()
 def analyze(scores: str = typer.Option(..., "--scores", help="Run id of a `nexa eval judge` run."),
-            lab_dir: Path = LAB, json_out: bool = JSON) -> None:
+            lab: Lab = LAB, json_out: bool = JSON) -> None:
     """leaderboard.parquet, eval_report.json/.md, and eval_status/report/summary in the run manifest."""
     from nexa.ledger.lean_arrow import arrow_without_pandas
 
     arrow_without_pandas()  # this process converts no pandas objects: spare it pandas' import
-    lab = Lab.find(lab_dir)
     scored = stages.read_step(lab, scores, "scores.jsonl")
     with stages.step_run(lab, "eval_analyze", {"scores": scores}, "eval_report") as step:
         summary = stages.analyze_step(lab, step.run, step.work, scored)
@@ -79,9 +76,8 @@ def analyze(scores: str = typer.Option(..., "--scores", help="Run id of a `nexa 
 
 @app.command("run")
 @with_options(MODELS, JUDGES)
-def run_all(budget_usd: Optional[float] = BUDGET, lab_dir: Path = LAB, json_out: bool = JSON, **options) -> None:
+def run_all(budget_usd: Optional[float] = BUDGET, lab: Lab = LAB, json_out: bool = JSON, **options) -> None:
     """Generate, judge and analyze in one run; a rerun with nothing changed generates nothing."""
-    lab = Lab.find(lab_dir)
     models, how = ({k: options[k] for k in keys} for keys in (MODELS, JUDGES))
     names = _names(how["judges"])
     llm = stages.open_llm_judge(lab, names, how["judge_url"], how["judge_model"], how["rubric"], budget_usd)
@@ -100,11 +96,11 @@ def lm_eval_run(model: str = typer.Option(..., "--model", help="Bundle folder, H
                 limit: Optional[int] = typer.Option(None, "--limit", min=1, help="At most this many documents per task."),
                 num_fewshot: Optional[int] = typer.Option(None, "--num-fewshot", min=0, help="Override each task's n-shot."),
                 role: str = typer.Option("student", "--role", help="teacher | student | baseline on the leaderboard."),
-                lab_dir: Path = LAB, json_out: bool = JSON) -> None:
+                lab: Lab = LAB, json_out: bool = JSON) -> None:
     """Run lm-evaluation-harness tasks on a bundle (served on a loopback port), a checkpoint or an endpoint;
     the scores land in a leaderboard with each task's version, n-shot and hashes."""
     stages.check_role(role)
-    name, summary, leaderboard = stages.lm_eval_step(Lab.find(lab_dir), model, _names(tasks), include_path, role, limit,
+    name, summary, leaderboard = stages.lm_eval_step(lab, model, _names(tasks), include_path, role, limit,
                                                      num_fewshot)
     if not json_out:
         console.print(table("lm-eval", ["task", "metric", "score", "n", "version"],

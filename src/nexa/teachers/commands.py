@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Optional
 
 import typer
@@ -38,14 +37,14 @@ def materialize_command(
                                                  help="USD per million output tokens (overrides nexa.yaml)."),
     gpu_type: Optional[str] = typer.Option(None, "--gpu-type",
                                            help="This run's compute, for its hourly price (default: detected, e.g. H100x1)."),
-    lab_dir: Path = LAB, json_out: bool = JSON, **options,
+    lab: Lab = LAB, json_out: bool = JSON, **options,
 ) -> None:
     """Run a teacher over a dataset's prompts and write the answers as a paired dataset version.
 
     Every answer is cached in durable storage as it arrives: a rerun (or a run resumed after a
     kill) pays only for prompts that were never answered.
     """
-    lab, prices = _lab_and_prices(lab_dir, options["teacher_model"], price_input, price_output, json_out)
+    prices = _prices(lab, options["teacher_model"], price_input, price_output, json_out)
     sampling = {k: options[k] for k in ("max_tokens", "temperature", *LOGPROBS)}
     config = MaterializeConfig(**{k: options[k] for k in RUN}, system=options["system"], provider=lab.config.provider,
                                gpu_type=gpu_type or detect_gpu_type(), retry=RetryPolicy(**{k: options[k] for k in RETRY}),
@@ -71,11 +70,9 @@ def materialize_command(
                 json_out, fields_table(f"distill {report.run_id}", report.summary()))
 
 
-def _lab_and_prices(lab_dir: Path, model: str | None, price_input: float | None, price_output: float | None,
-                    json_out: bool) -> tuple[Lab, PriceTable]:
-    """The lab and its price table, with a --price-input/--price-output override for the teacher model."""
+def _prices(lab: Lab, model: str | None, price_input: float | None, price_output: float | None, json_out: bool) -> PriceTable:
+    """The lab's price table, with a --price-input/--price-output override for the teacher model."""
     try:
-        lab = Lab.find(lab_dir)
         prices = PriceTable.from_lab(lab)
     except LedgerError as exc:
         _fail(str(exc), json_out, code=2)
@@ -83,7 +80,7 @@ def _lab_and_prices(lab_dir: Path, model: str | None, price_input: float | None,
         raise typer.BadParameter("give both --price-input and --price-output, or neither", param_hint="--price-input")
     if price_input is not None and not model:
         raise typer.BadParameter("a price needs --teacher-model to attach to", param_hint="--price-input")
-    return lab, prices if price_input is None else prices.with_model(model, price_input, price_output)
+    return prices if price_input is None else prices.with_model(model, price_input, price_output)
 
 
 def _require_price(prices: PriceTable, model: str) -> None:

@@ -51,7 +51,7 @@ class MaterializeConfig(BaseModel):
     budget_usd: float | None = Field(None, ge=0, description="Stop before this run's API spend would pass this; keeps what was done.")
     provider: str = Field("local", description="Where this run's compute runs (for its hourly price).")
     gpu_type: str = "cpu"
-    seed: int = 42
+    seed: int = Field(42, description="Run seed; also the sampling seed when temperature > 0.")
 
 
 class MaterializeReport(BaseModel):
