@@ -9,6 +9,7 @@ import typer
 
 from nexa.eval import evaluate as ev
 from nexa.eval import stages
+from nexa.eval.leaderboard import Role
 from nexa.ledger import Lab
 from nexa.ledger.console import JSON, LAB, console, emit_result, table, with_options
 
@@ -18,7 +19,7 @@ BUDGET = typer.Option(None, "--budget-usd", min=0.0, help="Most USD new API-teac
 MODELS = {  # what `generate` and `run` evaluate, and how
     "model": (list[str], typer.Option([], "--model", help="Checkpoint folder, bundle folder, API teacher URL#MODEL or run id (repeatable).")),
     "run_id": (Optional[str], typer.Option(None, "--run-id", help="Evaluate every model this run produced.")),
-    "role": (Optional[str], typer.Option(None, help="teacher | student | baseline (default: from the stage name).")),
+    "role": (Optional[Role], typer.Option(None, help="Role on the leaderboard (default: from the stage name).")),
     "tasks": (str, typer.Option("reasoning,science,chemistry", "--tasks", help="Comma-separated built-in capabilities or dataset ID[@vN].")),
     "n": (int, typer.Option(200, help="Prompts per built-in task.")),
     "max_new_tokens": (int, typer.Option(8, min=1)),
@@ -95,11 +96,10 @@ def lm_eval_run(model: str = typer.Option(..., "--model", help="Bundle folder, H
                 include_path: Optional[Path] = typer.Option(None, "--include-path", help="Folder of local task YAMLs."),
                 limit: Optional[int] = typer.Option(None, "--limit", min=1, help="At most this many documents per task."),
                 num_fewshot: Optional[int] = typer.Option(None, "--num-fewshot", min=0, help="Override each task's n-shot."),
-                role: str = typer.Option("student", "--role", help="teacher | student | baseline on the leaderboard."),
+                role: Role = typer.Option("student", "--role", help="Role on the leaderboard."),
                 lab: Lab = LAB, json_out: bool = JSON) -> None:
     """Run lm-evaluation-harness tasks on a bundle (served on a loopback port), a checkpoint or an endpoint;
     the scores land in a leaderboard with each task's version, n-shot and hashes."""
-    stages.check_role(role)
     name, summary, leaderboard = stages.lm_eval_step(lab, model, _names(tasks), include_path, role, limit,
                                                      num_fewshot)
     if not json_out:

@@ -10,7 +10,7 @@ from typing import Iterator
 
 from nexa.eval.evaluate import ModelSpec, generate_items, judge_items, resolve_models, write_jsonl
 from nexa.eval.exact import JUDGE_ID, JUDGE_PROMPT_HASH
-from nexa.eval.leaderboard import ROLES, aggregate, nested_scores, write_leaderboard
+from nexa.eval.leaderboard import aggregate, nested_scores, write_leaderboard
 from nexa.eval.tasks import Task
 from nexa.ledger import ArtifactRef, Lab
 from nexa.ledger.console import command_run, console, failing_on, table
@@ -122,12 +122,6 @@ def analyze_step(lab: Lab, run, work: Path, scored: list[dict]) -> dict:
     return {"scores": nested_scores(rows, metric), "rows": len(rows)}
 
 
-def check_role(role: str | None) -> None:
-    """A ``--role`` must be one the leaderboard knows."""
-    if role and role not in ROLES:
-        raise ValueError(f"--role must be teacher, student or baseline, not {role!r}")
-
-
 def resolve_specs(lab: Lab, refs: list[str], run_id: str | None, role: str | None) -> list[ModelSpec]:
     """The models ``--model`` (paths, bundles, URL#MODEL, run ids) and ``--run-id`` name, under one role."""
     if not refs and not run_id:
@@ -135,7 +129,6 @@ def resolve_specs(lab: Lab, refs: list[str], run_id: str | None, role: str | Non
                          "(evaluate the models that run made)")
     specs = [s for ref in refs for s in resolve_models(lab, ref, role)]
     specs += resolve_models(lab, run_id, role) if run_id else []
-    check_role(role)
     return specs
 
 

@@ -10,18 +10,12 @@ import typer
 
 from nexa.infra.clusters import load_record  # an unknown cluster is a user's mistake: `error: ...`, exit 2
 from nexa.infra.launch import LaunchRequest, check_budget, validate_request
-from nexa.ledger.console import JSON, console, emit_result, fail, model_options, table, with_options
+from nexa.ledger import Lab
+from nexa.ledger.console import JSON, LAB, console, emit_result, fail, model_options, table, with_options
 
 app = typer.Typer(help="Ephemeral compute: launch a pipeline or training config on a node, sync, tear down.", no_args_is_help=True)
 cost_app = typer.Typer(help="What the lab's runs cost, from their manifests.", no_args_is_help=True)
-LAB = typer.Option(None, "--lab", help="Lab folder (default: the one holding the file, else the current folder's).")
-
-
-def _lab(lab_dir: Optional[Path], near: Optional[Path] = None):
-    """The lab named by --lab, else the one holding the launched file, else the current folder's."""
-    from nexa.ledger import Lab
-
-    return Lab.find(lab_dir or (near.resolve().parent if near is not None else Path(".")))
+NEAR_LAB = typer.Option(None, "--lab", help="Lab folder (default: the one holding the launched file).")
 
 
 @app.command("launch")
@@ -32,12 +26,13 @@ def launch(pipeline: Optional[Path] = typer.Option(None, "--pipeline", help="Pip
            config: Optional[Path] = typer.Option(None, "--config", help="`nexa train` config to run on the node."),
            use_tailscale: bool = typer.Option(False, "--tailscale", help="Join the tailnet with the key in $TS_AUTHKEY (skypilot)."),
            dry_run: bool = typer.Option(False, "--dry-run", help="skypilot: print the validated task YAML, launch nothing."),
-           lab_dir: Optional[Path] = LAB, json_out: bool = JSON, **settings) -> None:
+           lab_dir: Optional[Path] = NEAR_LAB, json_out: bool = JSON, **settings) -> None:
     """Launch a pipeline or a training config on a node; it syncs to durable storage and is torn down at the end."""
     if (pipeline is None) == (config is None):
         fail("pass exactly one of --pipeline FILE or --config FILE")
     target = pipeline or config
-    request = LaunchRequest(lab=_lab(lab_dir, target), target=target, target_kind="pipeline" if pipeline else "config", **settings)
+    request = LaunchRequest(lab=Lab.find(lab_dir or target.resolve().parent), target=target,
+                            target_kind="pipeline" if pipeline else "config", **settings)
     validate_request(request)  # a refused launch, unknown GPU or price is a user's mistake: `error: ...`, exit 2
     estimate = check_budget(request)
     if request.backend == "skypilot":
@@ -73,11 +68,11 @@ def _launch_skypilot(request, use_tailscale: bool, dry_run: bool):
 
 @app.command("status")
 def status(remove_orphans: bool = typer.Option(False, "--remove-orphans", help="Tear down clusters no launcher looks after."),
-           lab_dir: Optional[Path] = LAB, json_out: bool = JSON) -> None:
+           lab: Lab = LAB, json_out: bool = JSON) -> None:
     """List the lab's clusters; find orphans (launcher gone, or a SkyPilot cluster with no record) and offer to remove them."""
     from nexa.infra.status import cluster_status
 
-    result = cluster_status(_lab(lab_dir), remove_orphans)
+    result = cluster_status(lab, remove_orphans)
     emit_result(result, json_out, table("clusters", ["cluster", "backend", "status", "run_id", "cost $", "torn down"],
                                         [list(r.values()) for r in result["clusters"]]))
     if not result["skypilot_checked"] and not json_out:
@@ -87,41 +82,38 @@ def status(remove_orphans: bool = typer.Option(False, "--remove-orphans", help="
 
 
 @app.command("logs")
-def logs(cluster: str, lines: int = typer.Option(200, "--lines", min=1), lab_dir: Optional[Path] = LAB) -> None:
+def logs(cluster: str, lines: int = typer.Option(200, "--lines", min=1), lab: Lab = LAB) -> None:
     """Print the end of a cluster's node log (from the lab, or from durable storage once synced)."""
-    lab = _lab(lab_dir)
     record = load_record(lab, cluster)
     text = Path(record.log).read_text(errors="replace") if record.log and Path(record.log).exists() else ""
     sys.stdout.write("\n".join(text.splitlines()[-lines:]) + ("\n" if text else ""))
 
 
 @app.command("sync")
-def sync(cluster: str, lab_dir: Optional[Path] = LAB, json_out: bool = JSON) -> None:
+def sync(cluster: str, lab: Lab = LAB, json_out: bool = JSON) -> None:
     """Copy a cluster's node log and its runs' logs to durable storage now (stage outputs sync as they commit)."""
     from nexa.infra.local import sync as sync_local
 
-    lab = _lab(lab_dir)
     record = load_record(lab, cluster)
     written = sync_local(lab, record)
     emit_result({"cluster": cluster, "durable": record.durable, "synced": written}, json_out)
 
 
 @app.command("down")
-def down(cluster: str, lab_dir: Optional[Path] = LAB, json_out: bool = JSON) -> None:
+def down(cluster: str, lab: Lab = LAB, json_out: bool = JSON) -> None:
     """Tear a cluster down: stop its node, sync its log, remove its scratch (SkyPilot: `sky down`)."""
     from nexa.infra.status import tear_down
 
-    lab = _lab(lab_dir)
     record = tear_down(lab, load_record(lab, cluster))
     emit_result({"cluster": cluster, "status": record.status, "teardown": record.teardown}, json_out)
 
 
 @cost_app.command("report")
 def report(by: str = typer.Option("stage", "--by", help="stage | run | provider | day"),
-           lab_dir: Optional[Path] = LAB, json_out: bool = JSON) -> None:
+           lab: Lab = LAB, json_out: bool = JSON) -> None:
     """What the lab's runs cost (compute hours x price + API tokens x price), grouped by stage, run, provider or day."""
     from nexa.infra.report import cost_report
 
-    result = cost_report(_lab(lab_dir), by=by)
+    result = cost_report(lab, by=by)
     emit_result(result, json_out, table(f"cost by {by} (total ${result['total_usd']:.4f})", ["run_id", "stage", "provider", "hours", "usd"],
                                         [list(r.values()) for r in result["rows"]]))
