@@ -10,7 +10,6 @@ import typer
 from nexa.ledger import Lab
 from nexa.ledger.console import FALLBACK_URL, JSON, LAB, console, emit_gate, emit_result, require_bundle
 from nexa.ledger.hashing import sha256_file
-from nexa.ledger.runs import start_run
 from nexa.pipeline.standalone import require_paths
 
 app = typer.Typer(help="Bundles: build the Nexus layout, verify it teacher-free.", no_args_is_help=True)
@@ -33,22 +32,15 @@ def build_command(
     lab: Lab = LAB, json_out: bool = JSON,
 ) -> None:
     """Build a bundle from a student checkpoint outside a pipeline."""
-    from nexa.bundle.build import benchmark_items, build_from_checkpoint
-    from nexa.ledger.datasets import read_dataset_rows
-    from nexa.ledger.listings import registry_metrics
+    from nexa.bundle.build import build_from_checkpoint
 
     if out.exists():
         raise typer.BadParameter(f"{out} exists; bundles are immutable, choose a new folder", param_hint="--out")
     require_paths(model=model / "model.safetensors", router=router, teacher_scores=teacher_scores, adapters=adapters,
                   registry=registry)
-    metrics = registry_metrics(registry, teacher_name) if registry else None
-    items = benchmark_items(read_dataset_rows(lab, benchmark), max_new_tokens)
-    with start_run(lab, "bundle", config={"model": str(model), "benchmark": benchmark, "quantize": quantize,
-                                          "allow_uncensored": allow_uncensored}) as run:  # an unsafe bundle: `error: ...`
-        result = build_from_checkpoint(run, out, model=model, router=router, items=items, teacher_scores=teacher_scores,
-                                       adapters=adapters, name=name, quantize=quantize, allow_uncensored=allow_uncensored,
-                                       max_new_tokens=max_new_tokens, metrics=metrics)
-    emit_result(result, json_out)
+    emit_result(build_from_checkpoint(lab, out, model=model, router=router, benchmark=benchmark, teacher_scores=teacher_scores,
+                                      adapters=adapters, name=name, quantize=quantize, allow_uncensored=allow_uncensored,
+                                      max_new_tokens=max_new_tokens, registry=registry, teacher_name=teacher_name), json_out)
 
 
 @app.command("verify")

@@ -117,10 +117,11 @@ def generate_cmd(task: str = typer.Option(..., "--task", help="Built-in capabili
                  splits: str = SPLITS, lab: Lab = LAB, json_out: bool = JSON) -> None:
     """Generate rows with exact answers from a built-in generator and write them through prepare (validated, deduped, split)."""
     from nexa.data.generators import generate_task
+    from nexa.data.stages import generated_version
 
     rows, schema = generate_task(task, n, seed)
-    _prepare_generated(lab, rows, schema, dataset, "data.generate", {"task": task, "n": n, "seed": seed, "dataset": dataset},
-                       splits, [], f"built-in generator {task!r}, n={n}, seed {seed}", json_out)
+    _finish(*generated_version(lab, "data.generate", {"task": task, "n": n, "seed": seed, "dataset": dataset}, rows, schema,
+                               dataset, splits, [], f"built-in generator {task!r}, n={n}, seed {seed}"), json_out)
 
 
 @app.command("augment")
@@ -135,7 +136,6 @@ def augment_cmd(base: str = typer.Option(..., "--from", help="Base version ID@vN
                                                       "OpenAI-compatible API root (http://127.0.0.1:8000/v1) or a local HF "
                                                       "checkpoint folder (default: the built-in generator's exact answers)."),
                 max_attempts: int = typer.Option(4, "--max-attempts", min=1, help="Calls per prompt, retries included."),
-                batch_size: int = typer.Option(32, "--batch-size", min=1, help="Prompts per teacher batch."),
                 budget_usd: Optional[float] = typer.Option(None, "--budget-usd", min=0.0, help="Most USD new teacher calls may spend."),
                 lab: Lab = LAB, json_out: bool = JSON, **call) -> None:
     """Add new rows to a version: exact answers from the built-in generator, or a teacher's answers (--teacher).
@@ -144,6 +144,7 @@ def augment_cmd(base: str = typer.Option(..., "--from", help="Base version ID@vN
     it, split); a prompt the teacher answered with nothing is quarantined with its reason, not dropped.
     """
     from nexa.data.augment import from_generator, from_teacher, prompts_for
+    from nexa.data.stages import generated_version
     from nexa.ledger.datasets import read_dataset_manifest, read_dataset_rows
 
     config: dict[str, Any] = {"from": base, "capability": capability, "n": n, "seed": seed}
@@ -160,19 +161,11 @@ def augment_cmd(base: str = typer.Option(..., "--from", help="Base version ID@vN
         config.update(teacher=asker.teacher_id, teacher_model=asker.model_name, max_tokens=call["max_tokens"],
                       temperature=call["temperature"])
         with closing(asker), failing_on(TeacherError, prefix="teacher failed: "):
-            new = from_teacher(asker, prompts, capability, batch_size=batch_size)
+            new = from_teacher(asker, prompts, capability, batch_size=call["batch_size"])
         source = f"{n} {capability!r} prompts answered by teacher {asker.teacher_id}"
-    _prepare_generated(lab, new.rows + new.rejected, manifest.row_schema, dataset or manifest.id, "data.augment",
-                       {**config, "from": manifest.ref}, "train=0.8,val=0.1,test=0.1",
-                       [manifest.ref], f"augmented {manifest.ref} with {source}, seed {seed}", json_out)
-
-
-def _prepare_generated(lab, rows, schema_name, dataset, run_type, config, splits, bases, notes, json_out) -> None:
-    from nexa.data.stages import generated_version
-
-    with command_run(lab, run_type, config=config, seed=config.get("seed")) as run:
-        result = generated_version(lab, run, rows, schema_name, dataset, splits, bases, notes)
-    _finish(run.run_id, result, json_out)
+    _finish(*generated_version(lab, "data.augment", {**config, "from": manifest.ref}, new.rows + new.rejected,
+                               manifest.row_schema, dataset or manifest.id, "train=0.8,val=0.1,test=0.1", [manifest.ref],
+                               f"augmented {manifest.ref} with {source}, seed {seed}"), json_out)
 
 
 # -- diff and schemas ----------------------------------------------------------------------------

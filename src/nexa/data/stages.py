@@ -74,16 +74,19 @@ def prepare_options(lab, schema_name: str, filters: str, splits: str, split_by: 
                         split_by=split_by)
 
 
-def generated_version(lab, run, rows: list[dict], schema_name: str, dataset: str, splits: str, bases: list[str], notes: str):
-    """New rows (generated or a teacher's) written through prepare with their base versions: validated, exact-deduplicated
-    against the bases, split."""
+def generated_version(lab, run_type: str, config: dict, rows: list[dict], schema_name: str, dataset: str, splits: str,
+                      bases: list[str], notes: str):
+    """New rows (generated or a teacher's) written through prepare with their base versions in a run of their own
+    (``nexa data generate|augment``): validated, exact-deduplicated against the bases, split. Returns (run id, result)."""
     from nexa.data.augment import write_jsonl
     from nexa.data.schema import load_schema
     from nexa.data.splits import parse_fractions
+    from nexa.ledger.console import command_run
 
-    source = write_jsonl(rows, lab.scratch / "data" / run.run_id / "generated.jsonl")
-    return prepare_in_run(lab, run, [*bases, str(source)], load_schema(schema_name, lab.registry_dir), dataset,
-                          filters=["exact"], fractions=parse_fractions(splits), cluster_threshold=None, notes=notes)
+    with command_run(lab, run_type, config=config, seed=config.get("seed")) as run:
+        source = write_jsonl(rows, lab.scratch / "data" / run.run_id / "generated.jsonl")
+        return run.run_id, prepare_in_run(lab, run, [*bases, str(source)], load_schema(schema_name, lab.registry_dir), dataset,
+                                          filters=["exact"], fractions=parse_fractions(splits), cluster_threshold=None, notes=notes)
 
 
 def _dataset_ref(ctx, ref: str, content_hash: str):

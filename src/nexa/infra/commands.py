@@ -35,10 +35,18 @@ def launch(pipeline: Optional[Path] = typer.Option(None, "--pipeline", help="Pip
                             target_kind="pipeline" if pipeline else "config", **settings)
     validate_request(request)  # a refused launch, unknown GPU or price is a user's mistake: `error: ...`, exit 2
     estimate = check_budget(request)
+    if request.backend == "skypilot" and dry_run:
+        from nexa.infra.skypilot import dry_run_task
+
+        text, checked = dry_run_task(request, use_tailscale)
+        if not checked:
+            console.print("[yellow]SkyPilot not found: checked against the vendored task schema only[/yellow]")
+        sys.stdout.write(text)
+        return
     if request.backend == "skypilot":
-        result = _launch_skypilot(request, use_tailscale, dry_run)
-        if result is None:
-            return
+        from nexa.infra.skypilot import launch_skypilot  # a real launch: opt-in, SkyPilot and credentials required
+
+        result = launch_skypilot(request, use_tailscale)
     else:
         from nexa.infra.local import launch_local
 
@@ -47,23 +55,6 @@ def launch(pipeline: Optional[Path] = typer.Option(None, "--pipeline", help="Pip
     emit_result(result.as_json(), json_out)
     if result.status != "succeeded":
         raise typer.Exit(1)
-
-
-def _launch_skypilot(request, use_tailscale: bool, dry_run: bool):
-    """Dry run: the task YAML, checked by the real SkyPilot where one is found, on stdout. Otherwise a real (opt-in) launch."""
-    from nexa.infra.sky_process import find_sky_python
-    from nexa.infra.skypilot import build_task, launch_skypilot, task_yaml, validate_with_skypilot
-
-    if dry_run:
-        task = build_task(request, use_tailscale)
-        python = find_sky_python()
-        if python is None:
-            console.print("[yellow]SkyPilot not found: checked against the vendored task schema only[/yellow]")
-        else:
-            validate_with_skypilot([task], python=python)
-        sys.stdout.write(task_yaml(task))
-        return None
-    return launch_skypilot(request, use_tailscale)
 
 
 @app.command("status")

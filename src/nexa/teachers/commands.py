@@ -30,7 +30,6 @@ LOGPROBS = model_options(GenerationParams, top_logprobs="--top-logprobs")
 def materialize_command(
     teacher: str = typer.Option(..., "--teacher", help="OpenAI-compatible API root (http://127.0.0.1:8000/v1) "
                                 "or a local HF checkpoint folder."),
-    batch_size: int = typer.Option(32, "--batch-size", min=1, help="Prompts per generate() call (local teachers)."),
     price_input: Optional[float] = typer.Option(None, "--price-input", min=0.0,
                                                 help="USD per million input tokens (overrides nexa.yaml)."),
     price_output: Optional[float] = typer.Option(None, "--price-output", min=0.0,
@@ -50,7 +49,7 @@ def materialize_command(
                                gpu_type=gpu_type or detect_gpu_type(), retry=RetryPolicy(**{k: options[k] for k in RETRY}),
                                params=GenerationParams(**sampling, seed=options["seed"] if options["temperature"] > 0 else None))
     model = open_teacher(teacher, options["teacher_model"], api=options["api"], key_env=options["api_key_env"],
-                         system=options["system"], timeout_s=options["timeout_s"], batch_size=batch_size)
+                         system=options["system"], timeout_s=options["timeout_s"], batch_size=options["batch_size"])
     if model.bills_tokens:
         _require_price(prices, model.model_name)
     else:

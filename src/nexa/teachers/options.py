@@ -24,4 +24,5 @@ TEACHER_CALL = {
     "system": (Optional[str], typer.Option(None, "--system", help="System message (chat API only).")),
     **model_options(GenerationParams, max_tokens="--max-tokens", temperature="--temperature"),
     "timeout_s": (float, typer.Option(60.0, "--timeout-s", min=0.01, help="Seconds before a silent call counts as failed.")),
+    "batch_size": (int, typer.Option(32, "--batch-size", min=1, help="Prompts per batch (a local teacher's generate() call).")),
 }
