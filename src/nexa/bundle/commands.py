@@ -8,7 +8,7 @@ from typing import List, Literal, Optional
 import typer
 
 from nexa.ledger import Lab
-from nexa.ledger.console import FALLBACK_URL, JSON, LAB, console, emit_gate, emit_result, require_bundle
+from nexa.ledger.console import FALLBACK_URL, JSON, LAB, emit_gate, emit_result, require_bundle
 from nexa.ledger.hashing import sha256_file
 from nexa.pipeline.standalone import require_paths
 
@@ -80,8 +80,7 @@ def calibrate_gate_command(
     require_bundle(bundle)
     require_paths(rows=rows)
     fitted = calibrate_gate(bundle, read_calibration_rows(rows), alpha, delta, fallback_url)
-    if not json_out:
-        console.print(f"gate: temperature {fitted['temperature']}, threshold {fitted['threshold']} "
-                      f"(None: abstain always); on {fitted['calibration_rows']} calibration rows coverage "
-                      f"{fitted['calibration_coverage']:.3f}, error among answered {fitted['calibration_error_answered']:.3f}")
-    emit_result({"status": "succeeded", "bundle": str(bundle), **fitted}, json_out)
+    emit_result({"status": "succeeded", "bundle": str(bundle), **fitted}, json_out,
+                f"gate: temperature {fitted['temperature']}, threshold {fitted['threshold']} (None: abstain always); on "
+                f"{fitted['calibration_rows']} calibration rows coverage {fitted['calibration_coverage']:.3f}, error among "
+                f"answered {fitted['calibration_error_answered']:.3f}")

@@ -11,7 +11,7 @@ from nexa.eval import evaluate as ev
 from nexa.eval import stages
 from nexa.eval.leaderboard import Role
 from nexa.ledger import Lab
-from nexa.ledger.console import JSON, LAB, console, emit_result, table, with_options
+from nexa.ledger.console import JSON, LAB, emit_result, table, with_options
 
 app = typer.Typer(help="Evaluate models: generate on tasks, judge outputs, build leaderboards.", no_args_is_help=True)
 
@@ -102,7 +102,6 @@ def lm_eval_run(model: str = typer.Option(..., "--model", help="Bundle folder, H
     the scores land in a leaderboard with each task's version, n-shot and hashes."""
     name, summary, leaderboard = stages.lm_eval_step(lab, model, _names(tasks), include_path, role, limit,
                                                      num_fewshot)
-    if not json_out:
-        console.print(table("lm-eval", ["task", "metric", "score", "n", "version"],
-                            [(t, s["metric"], s["score"], s["n"], s["version"]) for t, s in summary.items()]))
-    emit_result({"model": name, "tasks": summary, "leaderboard": leaderboard}, json_out)
+    emit_result({"model": name, "tasks": summary, "leaderboard": leaderboard}, json_out,
+                table("lm-eval", ["task", "metric", "score", "n", "version"],
+                      [(t, s["metric"], s["score"], s["n"], s["version"]) for t, s in summary.items()]))

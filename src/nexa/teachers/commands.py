@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from nexa.infra.cost import PriceTable, UnknownPriceError
+from nexa.infra.cost import PriceTable
 from nexa.ledger import Lab, LedgerError
 from nexa.ledger.console import JSON, LAB, console, emit_result, fail, fields_table, model_options, with_options
 from nexa.ledger.runs import detect_gpu_type
@@ -50,14 +50,7 @@ def materialize_command(
                                params=GenerationParams(**sampling, seed=options["seed"] if options["temperature"] > 0 else None))
     model = open_teacher(teacher, options["teacher_model"], api=options["api"], key_env=options["api_key_env"],
                          system=options["system"], timeout_s=options["timeout_s"], batch_size=options["batch_size"])
-    if model.bills_tokens:
-        _require_price(prices, model.model_name)
-    else:
-        config = config.model_copy(update={"concurrency": 1})  # one model in memory: batches, not threads
-    try:
-        report, manifest, failure = materialize_run(lab, model, config, prices)
-    finally:
-        model.close()
+    report, manifest, failure = materialize_run(lab, model, config, prices)  # an unpriced API model: `error: ...`, exit 2
     if failure is not None:
         message, code, fields = failure
         _fail(message, json_out, code, run_id=manifest.run_id, **fields)
@@ -80,13 +73,6 @@ def _prices(lab: Lab, model: str | None, price_input: float | None, price_output
     if price_input is not None and not model:
         raise typer.BadParameter("a price needs --teacher-model to attach to", param_hint="--price-input")
     return prices if price_input is None else prices.with_model(model, price_input, price_output)
-
-
-def _require_price(prices: PriceTable, model: str) -> None:
-    try:
-        prices.model_price(model)
-    except UnknownPriceError as exc:
-        raise typer.BadParameter(f"{exc}; or pass --price-input and --price-output", param_hint="--teacher-model") from None
 
 
 def _fail(message: str, json_out: bool, code: int, **fields) -> None:

@@ -276,23 +276,34 @@ def materialize_run(lab: Lab, teacher: Teacher, config: MaterializeConfig,
     """:func:`materialize` in a run of its own (``nexa distill materialize``), with a progress bar of prompts done,
     rate and USD spent. A failure is recorded in the run and returned as (message, exit code, fields of the ``--json``
     result): 1 when prompts failed past their retries (what was answered stays cached), 2 for what the user must fix
-    (a dataset, price or output that is wrong)."""
+    (a dataset, price or output that is wrong). A teacher billed by the token needs a price before any run opens (a
+    user's mistake otherwise); a local one answers alone, in batches. The teacher is closed at the end."""
+    from contextlib import closing
+
     from nexa.infra.cost import UnknownPriceError
     from nexa.ledger import LedgerError
     from nexa.ledger.console import SpendProgress, console
     from nexa.ledger.runs import start_run
 
     report, failure = None, None
-    with start_run(lab, "distill", config=config.model_dump(mode="json"), seed=config.seed,
-                   teacher_model=teacher.teacher_id, gpu_type=config.gpu_type) as run:
-        console.print(f"[bold]run_id[/bold] {run.run_id}  teacher {teacher.teacher_id}")
-        try:
-            with SpendProgress("teacher", "prompts") as bar:
-                report = materialize(lab, teacher, config, run, prices, progress=bar)
-        except MaterializeError as exc:
-            run.fail(exc)
-            failure = (str(exc), 1, exc.report.summary())
-        except (TeacherError, UnknownPriceError, LedgerError, ValueError, FileExistsError) as exc:
-            run.fail(exc)
-            failure = (str(exc), 2, {})
+    with closing(teacher):
+        if teacher.bills_tokens:
+            try:
+                prices.model_price(teacher.model_name)
+            except UnknownPriceError as exc:
+                raise UnknownPriceError(f"{exc}; or pass --price-input and --price-output") from None
+        else:
+            config = config.model_copy(update={"concurrency": 1})  # one model in memory: batches, not threads
+        with start_run(lab, "distill", config=config.model_dump(mode="json"), seed=config.seed,
+                       teacher_model=teacher.teacher_id, gpu_type=config.gpu_type) as run:
+            console.print(f"[bold]run_id[/bold] {run.run_id}  teacher {teacher.teacher_id}")
+            try:
+                with SpendProgress("teacher", "prompts") as bar:
+                    report = materialize(lab, teacher, config, run, prices, progress=bar)
+            except MaterializeError as exc:
+                run.fail(exc)
+                failure = (str(exc), 1, exc.report.summary())
+            except (TeacherError, UnknownPriceError, LedgerError, ValueError, FileExistsError) as exc:
+                run.fail(exc)
+                failure = (str(exc), 2, {})
     return report, run.manifest, failure
