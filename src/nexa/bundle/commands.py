@@ -8,7 +8,7 @@ from typing import List, Literal, Optional
 import typer
 
 from nexa.ledger import Lab
-from nexa.ledger.console import FALLBACK_URL, JSON, LAB, emit_gate, emit_result, require_bundle
+from nexa.ledger.console import FALLBACK_URL, FOUND_LAB, JSON, emit_gate, emit_result, require_bundle
 from nexa.ledger.hashing import sha256_file
 from nexa.pipeline.standalone import require_paths
 
@@ -29,7 +29,7 @@ def build_command(
     max_new_tokens: int = typer.Option(8, min=1, help="Default generation length recorded in the manifest."),
     registry: Optional[Path] = typer.Option(None, help="teacher_registry.json: the gate measures each capability by its metric."),
     teacher_name: Optional[str] = typer.Option(None, help="The registry's teacher (when it lists several)."),
-    lab: Lab = LAB, json_out: bool = JSON,
+    lab: Lab = FOUND_LAB, json_out: bool = JSON,
 ) -> None:
     """Build a bundle from a student checkpoint outside a pipeline."""
     from nexa.bundle.build import build_from_checkpoint
@@ -49,7 +49,7 @@ def verify_command(
     retain_fraction: Optional[float] = typer.Option(None, min=0.0, max=1.0, help="Student must keep at least this fraction of the teacher's score (default: the lab's)."),
     teacher: List[Path] = typer.Option([], help="Teacher weight paths that must be gone (repeatable)."),
     gate_scoring: Optional[Path] = typer.Option(None, help="JSON/YAML {judge: {url, model}, include_path} for judge:/lm_eval: metrics."),
-    lab: Lab = LAB, json_out: bool = JSON,
+    lab: Lab = FOUND_LAB, json_out: bool = JSON,
 ) -> None:
     """Check every hash, that no teacher is reachable or inside, and re-run the per-capability gate in a fresh process."""
     from nexa.bundle.verify import verify_bundle

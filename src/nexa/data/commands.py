@@ -10,7 +10,7 @@ from typing import Any, Optional
 import typer
 
 from nexa.ledger import Lab
-from nexa.ledger.console import JSON, LAB, command_run, console, emit_result, failing_on, progress, table, with_options
+from nexa.ledger.console import FOUND_LAB, JSON, command_run, console, emit_result, failing_on, progress, table, with_options
 from nexa.ledger.registry import DatasetRegistry
 from nexa.teachers.options import TEACHER_CALL
 
@@ -20,7 +20,7 @@ app.add_typer(schema_app, name="schema")
 
 
 @app.command("list")
-def list_datasets(lab: Lab = LAB, json_out: bool = JSON) -> None:
+def list_datasets(lab: Lab = FOUND_LAB, json_out: bool = JSON) -> None:
     """Every dataset in the registry with its versions, rows and hash."""
     entries = DatasetRegistry(lab.registry_dir).all()
     rows = [(k, f"v{v.version}", v.rows, v.hash[:12], ",".join(v.parents), v.created_by or "") for k, vs in entries.items() for v in vs]
@@ -29,7 +29,7 @@ def list_datasets(lab: Lab = LAB, json_out: bool = JSON) -> None:
 
 
 @app.command("show")
-def show(ref: str = typer.Argument(..., help="ID or ID@vN"), lab: Lab = LAB,
+def show(ref: str = typer.Argument(..., help="ID or ID@vN"), lab: Lab = FOUND_LAB,
          samples: int = typer.Option(3, help="Sample rows to print."),
          verify: bool = typer.Option(False, "--verify", help="Also recompute the row content hash of the whole version "
                                      "(the file's SHA-256 is always checked)."), json_out: bool = JSON) -> None:
@@ -79,7 +79,7 @@ def prepare_cmd(
                                  "so no near-duplicate straddles train and eval) or 'exact' (identical texts only; faster)."),
     strict: bool = typer.Option(False, "--strict", help="Write nothing and exit 1 if any row fails validation."),
     notes: str = typer.Option("", help="Free text stored in the manifest."),
-    lab: Lab = LAB, json_out: bool = JSON, **thresholds,
+    lab: Lab = FOUND_LAB, json_out: bool = JSON, **thresholds,
 ) -> None:
     """Validate, filter, dedup and split inputs into a new immutable version ID@vN (same inputs → same version)."""
     from nexa.ledger.lean_arrow import arrow_without_pandas
@@ -114,7 +114,7 @@ def _finish(run_id: str, result, json_out: bool) -> None:
 def generate_cmd(task: str = typer.Option(..., "--task", help="Built-in capability (reasoning, science, chemistry) or 'hypothesis'."),
                  n: int = typer.Option(..., "--n", min=1, help="Rows to generate."), dataset: str = DATASET,
                  seed: int = typer.Option(42, help="Generator seed (same seed → same rows → same version)."),
-                 splits: str = SPLITS, lab: Lab = LAB, json_out: bool = JSON) -> None:
+                 splits: str = SPLITS, lab: Lab = FOUND_LAB, json_out: bool = JSON) -> None:
     """Generate rows with exact answers from a built-in generator and write them through prepare (validated, deduped, split)."""
     from nexa.data.generators import generate_task
     from nexa.data.stages import generated_version
@@ -137,7 +137,7 @@ def augment_cmd(base: str = typer.Option(..., "--from", help="Base version ID@vN
                                                       "checkpoint folder (default: the built-in generator's exact answers)."),
                 max_attempts: int = typer.Option(4, "--max-attempts", min=1, help="Calls per prompt, retries included."),
                 budget_usd: Optional[float] = typer.Option(None, "--budget-usd", min=0.0, help="Most USD new teacher calls may spend."),
-                lab: Lab = LAB, json_out: bool = JSON, **call) -> None:
+                lab: Lab = FOUND_LAB, json_out: bool = JSON, **call) -> None:
     """Add new rows to a version: exact answers from the built-in generator, or a teacher's answers (--teacher).
 
     Either way the rows go through prepare with the base version (validated, deduplicated against
@@ -171,7 +171,7 @@ def augment_cmd(base: str = typer.Option(..., "--from", help="Base version ID@vN
 # -- diff and schemas ----------------------------------------------------------------------------
 @app.command("diff")
 def diff_cmd(old: str = typer.Argument(..., help="ID@vA"), new: str = typer.Argument(..., help="ID@vB"),
-             samples: int = typer.Option(3, help="Rows of each side to print."), lab: Lab = LAB, json_out: bool = JSON) -> None:
+             samples: int = typer.Option(3, help="Rows of each side to print."), lab: Lab = FOUND_LAB, json_out: bool = JSON) -> None:
     """Rows added and removed between two versions."""
     from nexa.data.diff import diff_versions
 
@@ -183,7 +183,7 @@ def diff_cmd(old: str = typer.Argument(..., help="ID@vA"), new: str = typer.Argu
 
 
 @schema_app.command("list")
-def schema_list(lab: Lab = LAB, json_out: bool = JSON) -> None:
+def schema_list(lab: Lab = FOUND_LAB, json_out: bool = JSON) -> None:
     """Built-in and lab-registered row schemas."""
     from nexa.data.schema import known_schemas
 
@@ -195,7 +195,7 @@ def schema_list(lab: Lab = LAB, json_out: bool = JSON) -> None:
 
 @schema_app.command("register")
 def schema_register(file: Path = typer.Argument(..., help="JSON Schema file with an x-nexa {name, version} block."),
-                    lab: Lab = LAB, json_out: bool = JSON) -> None:
+                    lab: Lab = FOUND_LAB, json_out: bool = JSON) -> None:
     """Copy a row schema into the lab's registry so `--schema NAME` finds it."""
     from nexa.data.schema import register_schema
 

@@ -11,7 +11,7 @@ from nexa.eval import evaluate as ev
 from nexa.eval import stages
 from nexa.eval.leaderboard import Role
 from nexa.ledger import Lab
-from nexa.ledger.console import JSON, LAB, emit_result, table, with_options
+from nexa.ledger.console import FOUND_LAB, JSON, emit_result, table, with_options
 
 app = typer.Typer(help="Evaluate models: generate on tasks, judge outputs, build leaderboards.", no_args_is_help=True)
 
@@ -41,7 +41,7 @@ def _names(judges: str) -> list[str]:
 
 @app.command()
 @with_options(MODELS)
-def generate(budget_usd: Optional[float] = BUDGET, lab: Lab = LAB, json_out: bool = JSON, **models) -> None:
+def generate(budget_usd: Optional[float] = BUDGET, lab: Lab = FOUND_LAB, json_out: bool = JSON, **models) -> None:
     """Generate on each task's eval prompts; outputs are cached by (model hash, prompt hash, params)."""
     with stages.step_run(lab, "eval_generate", {k: models[k] for k in RECORDED}, "generations") as step:
         items, counts = stages.generate_step(lab, step.run, step.work, **models, budget_usd=budget_usd)
@@ -51,7 +51,7 @@ def generate(budget_usd: Optional[float] = BUDGET, lab: Lab = LAB, json_out: boo
 @app.command()
 @with_options(JUDGES)
 def judge(generations: str = typer.Option(..., "--generations", help="Run id of a `nexa eval generate` run."),
-          budget_usd: Optional[float] = BUDGET, lab: Lab = LAB, json_out: bool = JSON, **how) -> None:
+          budget_usd: Optional[float] = BUDGET, lab: Lab = FOUND_LAB, json_out: bool = JSON, **how) -> None:
     """Score every generation with each judge; each score records judge_model_id and judge_prompt_hash."""
     names = _names(how["judges"])
     items = stages.read_step(lab, generations, "generations.jsonl")
@@ -64,7 +64,7 @@ def judge(generations: str = typer.Option(..., "--generations", help="Run id of 
 
 @app.command()
 def analyze(scores: str = typer.Option(..., "--scores", help="Run id of a `nexa eval judge` run."),
-            lab: Lab = LAB, json_out: bool = JSON) -> None:
+            lab: Lab = FOUND_LAB, json_out: bool = JSON) -> None:
     """leaderboard.parquet, eval_report.json/.md, and eval_status/report/summary in the run manifest."""
     from nexa.ledger.lean_arrow import arrow_without_pandas
 
@@ -77,7 +77,7 @@ def analyze(scores: str = typer.Option(..., "--scores", help="Run id of a `nexa 
 
 @app.command("run")
 @with_options(MODELS, JUDGES)
-def run_all(budget_usd: Optional[float] = BUDGET, lab: Lab = LAB, json_out: bool = JSON, **options) -> None:
+def run_all(budget_usd: Optional[float] = BUDGET, lab: Lab = FOUND_LAB, json_out: bool = JSON, **options) -> None:
     """Generate, judge and analyze in one run; a rerun with nothing changed generates nothing."""
     models, how = ({k: options[k] for k in keys} for keys in (MODELS, JUDGES))
     names = _names(how["judges"])
@@ -97,7 +97,7 @@ def lm_eval_run(model: str = typer.Option(..., "--model", help="Bundle folder, H
                 limit: Optional[int] = typer.Option(None, "--limit", min=1, help="At most this many documents per task."),
                 num_fewshot: Optional[int] = typer.Option(None, "--num-fewshot", min=0, help="Override each task's n-shot."),
                 role: Role = typer.Option("student", "--role", help="Role on the leaderboard."),
-                lab: Lab = LAB, json_out: bool = JSON) -> None:
+                lab: Lab = FOUND_LAB, json_out: bool = JSON) -> None:
     """Run lm-evaluation-harness tasks on a bundle (served on a loopback port), a checkpoint or an endpoint;
     the scores land in a leaderboard with each task's version, n-shot and hashes."""
     name, summary, leaderboard = stages.lm_eval_step(lab, model, _names(tasks), include_path, role, limit,

@@ -12,7 +12,7 @@ from nexa.feedback.loop import ROWS_PER_WEAKNESS, feedback_round, latest_report
 from nexa.feedback.rules import DEFAULT_RULES
 from nexa.feedback.stages import weakness_table
 from nexa.ledger import Lab
-from nexa.ledger.console import JSON, LAB, LAB_FOLDER, command_run, console, emit_result, failing_on, table
+from nexa.ledger.console import FOUND_LAB, JSON, LAB, command_run, console, emit_result, failing_on, table
 from nexa.teachers.errors import TeacherError
 
 app = typer.Typer(help="Turn weak spots in an eval report into new data; review outputs by hand.",
@@ -29,7 +29,7 @@ def feedback(ctx: typer.Context, report: Optional[Path] = typer.Option(None, hel
              seed: int = typer.Option(42, help="Run seed; the new rows use seed + 7919, as the pipeline's feedback stage does."),
              teacher_url: Optional[str] = typer.Option(None, help="OpenAI-compatible teacher to prompt for new rows (default: built-in generators)."),
              teacher_model: Optional[str] = typer.Option(None, help="Model name the teacher serves."),
-             lab_dir: Path = LAB_FOLDER, json_out: bool = JSON) -> None:
+             lab_dir: Path = LAB, json_out: bool = JSON) -> None:
     """Find weak capabilities in an eval report and write targeted next dataset versions (with lineage)."""
     if ctx.invoked_subcommand is not None:
         return
@@ -61,7 +61,7 @@ def _pair(text: str) -> tuple[str, str]:
 
 @review_app.command("sample")
 def review_sample(run_id: str = typer.Option(..., "--run", help="Run whose outputs to review (eval or feedback)."),
-                  n: int = typer.Option(20, "--n", min=1), seed: int = typer.Option(42), lab: Lab = LAB,
+                  n: int = typer.Option(20, "--n", min=1), seed: int = typer.Option(42), lab: Lab = FOUND_LAB,
                   json_out: bool = JSON) -> None:
     """Sample N outputs of a run into a new review queue in the ledger."""
     queue = rv.sample_queue(lab, run_id, n, seed)
@@ -76,14 +76,14 @@ def review_decide(queue_id: str = typer.Argument(...), item_id: str = typer.Argu
                   decision: rv.Decision = typer.Argument(..., help="What to record for the item."),
                   reviewer: Optional[str] = typer.Option(None), note: str = typer.Option(""),
                   edited_output: Optional[str] = typer.Option(None, "--edit", help="Accept this corrected answer instead of the output."),
-                  lab: Lab = LAB, json_out: bool = JSON) -> None:
+                  lab: Lab = FOUND_LAB, json_out: bool = JSON) -> None:
     """Record accept/exclude (or an edited answer) for one item; the next dataset version honours it."""
     item = rv.decide(lab, queue_id, item_id, decision, reviewer, note, edited_output=edited_output)
     emit_result({"run_id": None, "status": "succeeded", "queue_id": queue_id, "item": item.model_dump(mode="json")}, json_out)
 
 
 @review_app.command("list")
-def review_list(lab: Lab = LAB, json_out: bool = JSON) -> None:
+def review_list(lab: Lab = FOUND_LAB, json_out: bool = JSON) -> None:
     """Every queue with its counts of pending, accepted and excluded items."""
     queues = rv.list_queues(lab)
     counts = [{"queue_id": q.queue_id, "source_run": q.source_run,

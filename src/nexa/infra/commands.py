@@ -11,7 +11,7 @@ import typer
 from nexa.infra.clusters import load_record  # an unknown cluster is a user's mistake: `error: ...`, exit 2
 from nexa.infra.launch import LaunchRequest, check_budget, validate_request
 from nexa.ledger import Lab
-from nexa.ledger.console import JSON, LAB, console, emit_result, fail, model_options, table, with_options
+from nexa.ledger.console import FOUND_LAB, JSON, console, emit_result, fail, model_options, table, with_options
 
 app = typer.Typer(help="Ephemeral compute: launch a pipeline or training config on a node, sync, tear down.", no_args_is_help=True)
 cost_app = typer.Typer(help="What the lab's runs cost, from their manifests.", no_args_is_help=True)
@@ -59,7 +59,7 @@ def launch(pipeline: Optional[Path] = typer.Option(None, "--pipeline", help="Pip
 
 @app.command("status")
 def status(remove_orphans: bool = typer.Option(False, "--remove-orphans", help="Tear down clusters no launcher looks after."),
-           lab: Lab = LAB, json_out: bool = JSON) -> None:
+           lab: Lab = FOUND_LAB, json_out: bool = JSON) -> None:
     """List the lab's clusters; find orphans (launcher gone, or a SkyPilot cluster with no record) and offer to remove them."""
     from nexa.infra.status import cluster_status
 
@@ -73,7 +73,7 @@ def status(remove_orphans: bool = typer.Option(False, "--remove-orphans", help="
 
 
 @app.command("logs")
-def logs(cluster: str, lines: int = typer.Option(200, "--lines", min=1), lab: Lab = LAB) -> None:
+def logs(cluster: str, lines: int = typer.Option(200, "--lines", min=1), lab: Lab = FOUND_LAB) -> None:
     """Print the end of a cluster's node log (from the lab, or from durable storage once synced)."""
     record = load_record(lab, cluster)
     text = Path(record.log).read_text(errors="replace") if record.log and Path(record.log).exists() else ""
@@ -81,7 +81,7 @@ def logs(cluster: str, lines: int = typer.Option(200, "--lines", min=1), lab: La
 
 
 @app.command("sync")
-def sync(cluster: str, lab: Lab = LAB, json_out: bool = JSON) -> None:
+def sync(cluster: str, lab: Lab = FOUND_LAB, json_out: bool = JSON) -> None:
     """Copy a cluster's node log and its runs' logs to durable storage now (stage outputs sync as they commit)."""
     from nexa.infra.local import sync as sync_local
 
@@ -91,7 +91,7 @@ def sync(cluster: str, lab: Lab = LAB, json_out: bool = JSON) -> None:
 
 
 @app.command("down")
-def down(cluster: str, lab: Lab = LAB, json_out: bool = JSON) -> None:
+def down(cluster: str, lab: Lab = FOUND_LAB, json_out: bool = JSON) -> None:
     """Tear a cluster down: stop its node, sync its log, remove its scratch (SkyPilot: `sky down`)."""
     from nexa.infra.status import tear_down
 
@@ -101,7 +101,7 @@ def down(cluster: str, lab: Lab = LAB, json_out: bool = JSON) -> None:
 
 @cost_app.command("report")
 def report(by: str = typer.Option("stage", "--by", help="stage | run | provider | day"),
-           lab: Lab = LAB, json_out: bool = JSON) -> None:
+           lab: Lab = FOUND_LAB, json_out: bool = JSON) -> None:
     """What the lab's runs cost (compute hours x price + API tokens x price), grouped by stage, run, provider or day."""
     from nexa.infra.report import cost_report
 

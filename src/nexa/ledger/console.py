@@ -40,10 +40,11 @@ def find_lab(folder: Any) -> Any:
     return Lab.find(folder)
 
 
-# The two options every command shares, declared once so their flags and help never drift apart. A command declares
-# ``lab: Lab = LAB`` and gets the lab itself (LAB_FOLDER: the folder, for a command that also works outside a lab).
-LAB = typer.Option(Path("."), "--lab", parser=find_lab, metavar="<path>", help="Lab folder (nexa.yaml inside, or a folder below it).")
-LAB_FOLDER = typer.Option(Path("."), "--lab", help="Lab folder.")
+# The two options every command shares, declared once so their flags and help never drift apart. A command that
+# declares ``lab: Lab = FOUND_LAB`` gets the lab itself; ``LAB`` gives the folder (a command that also works outside one).
+FOUND_LAB = typer.Option(Path("."), "--lab", parser=find_lab, metavar="<path>",
+                         help="Lab folder (nexa.yaml inside, or a folder below it).")
+LAB = typer.Option(Path("."), "--lab", help="Lab folder.")
 JSON = typer.Option(False, "--json", help="Print one JSON object on stdout.")
 _json_fd: int | None = None
 

@@ -14,7 +14,7 @@ from typing import Optional
 import typer
 
 from nexa.ledger import Lab
-from nexa.ledger.console import JSON, LAB, LAB_FOLDER, console, emit_gate, emit_result, table
+from nexa.ledger.console import FOUND_LAB, JSON, LAB, console, emit_gate, emit_result, table
 from nexa.ledger.hashing import sha256_file
 from nexa.ledger.lab import default_retain_fraction
 from nexa.pipeline.standalone import outputs, require_paths, run_stage
@@ -28,7 +28,7 @@ def registry_command(
     csv_file: Path = typer.Option(Path("configs/ModelName-Parameters-Category-BestFeature.csv"), "--csv", help="Teacher CSV."),
     out: Path = typer.Option(Path("configs/teacher_registry.json"), help="Registry JSON to write."),
     retain_fraction: Optional[float] = typer.Option(None, min=0.0, max=1.0, help="Default retain_fraction per capability (default: the lab's, or LabConfig's outside a lab)."),
-    lab_dir: Path = LAB_FOLDER, json_out: bool = JSON,
+    lab_dir: Path = LAB, json_out: bool = JSON,
 ) -> None:
     """Stage 1: build teacher_registry.json from ModelName-Parameters-Category-BestFeature.csv."""
     from nexa.niwt.registry import RegistryError, build_registry
@@ -53,12 +53,12 @@ def profile_command(
     name: str = typer.Option("golden-teacher", help="Teacher name (as in the registry)."),
     registry: Optional[Path] = typer.Option(None, help="Folder holding teacher_registry.json (default: built-in contracts)."),
     samples: int = typer.Option(200, min=8, help="Samples per capability."),
-    seed: int = typer.Option(42), lab: Lab = LAB, json_out: bool = JSON,
+    seed: int = typer.Option(42), lab_dir: Path = LAB, json_out: bool = JSON,
 ) -> None:
     """Stage 2: profile the teacher (ablation pilot, streaming PCA, head importance; no raw activations)."""
     from nexa.niwt.stages import profile
 
-    run_id, summary = run_stage(lab, "niwt-profile", out, {"teacher": teacher, "distill": distill, "data": data,
+    run_id, summary = run_stage(lab_dir, "niwt-profile", out, {"teacher": teacher, "distill": distill, "data": data,
                                  "teacher_registry": registry}, seed, profile, registry="teacher_registry" if registry else None,
                                  teacher_name=name, config={"samples": samples})
     emit_result({"run_id": run_id, "status": "succeeded", "fraction_of_raw": summary["fraction_of_raw"],
@@ -71,7 +71,7 @@ def synthesize_command(
     profile: Path = typer.Option(..., help="Output of `nexa niwt profile`."),
     out: Path = typer.Option(..., help="New folder for the student backbone and plan."),
     arch: Path = typer.Option(Path("configs/student_arch.json"), help="student_arch.json."),
-    seed: int = typer.Option(42), lab: Lab = LAB, json_out: bool = JSON,
+    seed: int = typer.Option(42), lab_dir: Path = LAB, json_out: bool = JSON,
 ) -> None:
     """Stage 3: synthesize the student (adapter ranks from intrinsic PCA dimension, transferred backbone)."""
     from nexa.niwt.stages import synthesize
@@ -81,7 +81,7 @@ def synthesize_command(
         settings = load_arch(arch).model_dump()
     except (FileNotFoundError, ValueError) as error:
         raise typer.BadParameter(str(error), param_hint="--arch") from error
-    run_id, summary = run_stage(lab, "niwt-synthesize", out, {"teacher": teacher, "profile": profile}, seed,
+    run_id, summary = run_stage(lab_dir, "niwt-synthesize", out, {"teacher": teacher, "profile": profile}, seed,
                                  synthesize, arch=settings)
     emit_result({"run_id": run_id, "status": "succeeded", "adapters": summary["adapters"], "param_ratio": summary["param_ratio"],
                  "outputs": outputs(out)}, json_out)
@@ -96,7 +96,7 @@ def distill_command(
     router: Path = typer.Option(..., help="Router stage output (router/router.safetensors)."),
     out: Path = typer.Option(..., help="New folder for model/, adapters/ and gate_report.json."),
     config: Optional[Path] = typer.Option(None, help="JSON with DistillConfig fields (steps, alpha, beta, ...)."),
-    max_attempts: int = typer.Option(3, min=1), seed: int = typer.Option(42), lab: Lab = LAB, json_out: bool = JSON,
+    max_attempts: int = typer.Option(3, min=1), seed: int = typer.Option(42), lab_dir: Path = LAB, json_out: bool = JSON,
 ) -> None:
     """Stages 4-5: anchored distillation (teacher not loaded) and the retention gate with adapter-only retries."""
     from nexa.niwt.stages import student_niwt
@@ -104,7 +104,7 @@ def distill_command(
 
     settings = json.loads(config.read_text()) if config else {}
     try:
-        run_id, summary = run_stage(lab, "niwt-distill", out, {"profile": profile, "synthesize": synthesize, "distill": distill,
+        run_id, summary = run_stage(lab_dir, "niwt-distill", out, {"profile": profile, "synthesize": synthesize, "distill": distill,
                                      "data": data, "router": router}, seed, student_niwt, config=settings, max_attempts=max_attempts)
     except NiwtGateError as error:
         console.print(f"[red]gate failed:[/red] {error}")
@@ -119,7 +119,7 @@ def gate_command(
     profile: Path = typer.Option(..., help="Output of `nexa niwt profile` (teacher scores and retain fractions)."),
     data: Path = typer.Option(..., help="Data stage output whose eval split is the benchmark."),
     gate_scoring: Optional[Path] = typer.Option(None, help="JSON/YAML {judge: {url, model}, include_path} for judge:/lm_eval: metrics."),
-    lab: Lab = LAB, json_out: bool = JSON,
+    lab: Lab = FOUND_LAB, json_out: bool = JSON,
 ) -> None:
     """Stage 5 alone: benchmark the student through the nexus runtime (no teacher, no nexa model code) and gate it."""
     from nexa.eval.gate_metrics import gated_run

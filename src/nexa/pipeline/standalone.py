@@ -63,9 +63,10 @@ def require_paths(**paths: Optional[Path]) -> None:
             raise typer.BadParameter(f"{path} does not exist", param_hint=_flag(name))
 
 
-def run_stage(lab: Lab, run_type: str, out: Path, inputs: dict[str, Optional[Path]], seed: int,
+def run_stage(lab_dir: Path, run_type: str, out: Path, inputs: dict[str, Optional[Path]], seed: int,
               function: Callable[..., dict], **params: Any) -> tuple[str, dict]:
-    """Check every input folder, open a run, call the stage function, write ``summary.json``."""
+    """Check the lab and every input folder, open a run, call the stage function, write ``summary.json``."""
+    lab = Lab.find(lab_dir)
     given = {name: Path(path) for name, path in inputs.items() if path is not None}
     require_paths(**given)
     out = new_out(out)

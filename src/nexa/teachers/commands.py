@@ -8,7 +8,7 @@ import typer
 
 from nexa.infra.cost import PriceTable
 from nexa.ledger import Lab, LedgerError
-from nexa.ledger.console import JSON, LAB, console, emit_result, fail, fields_table, model_options, with_options
+from nexa.ledger.console import FOUND_LAB, JSON, console, emit_result, fail, fields_table, model_options, with_options
 from nexa.ledger.runs import detect_gpu_type
 from nexa.teachers.faults import RetryPolicy
 from nexa.teachers.materialize import MaterializeConfig, materialize_run
@@ -36,7 +36,7 @@ def materialize_command(
                                                  help="USD per million output tokens (overrides nexa.yaml)."),
     gpu_type: Optional[str] = typer.Option(None, "--gpu-type",
                                            help="This run's compute, for its hourly price (default: detected, e.g. H100x1)."),
-    lab: Lab = LAB, json_out: bool = JSON, **options,
+    lab: Lab = FOUND_LAB, json_out: bool = JSON, **options,
 ) -> None:
     """Run a teacher over a dataset's prompts and write the answers as a paired dataset version.
 

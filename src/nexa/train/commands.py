@@ -9,7 +9,7 @@ from typing import Literal, Optional
 import typer
 
 from nexa.ledger import Lab, LedgerError
-from nexa.ledger.console import JSON, LAB, command_run, console, emit_result, fail, failing_on, table
+from nexa.ledger.console import FOUND_LAB, JSON, command_run, console, emit_result, fail, failing_on, table
 
 Backend = Literal["optuna", "wandb"]  # where a sweep runs
 sweep_app = typer.Typer(help="Hyper-parameter sweeps on Optuna: launch trials, analyze the best into a config.",
@@ -21,7 +21,7 @@ def pack(dataset: list[str] = typer.Option(..., "--dataset", help="Dataset ID or
          seq_len: int = typer.Option(128, "--seq-len", min=8, help="Block length in tokens."),
          split: Optional[str] = typer.Option("train", help="Keep rows of this split ('' for all)."),
          topk_field: Optional[str] = typer.Option(None, "--topk-field", help="Column of teacher top-k logprobs to pack (offline KD)."),
-         lab: Lab = LAB, json_out: bool = JSON) -> None:
+         lab: Lab = FOUND_LAB, json_out: bool = JSON) -> None:
     """Tokenize datasets and pack them into fixed-length blocks (best-fit decreasing) in durable packs/<id>."""
     from dataclasses import asdict
 
@@ -46,7 +46,7 @@ def pack(dataset: list[str] = typer.Option(..., "--dataset", help="Dataset ID or
 def train(config: Path = typer.Option(..., "--config", help="Training config YAML (see configs/)."),
           resume: bool = typer.Option(False, "--resume", help="Continue the latest interrupted run of this config from its durable checkpoint."),
           nproc: Optional[int] = typer.Option(None, "--nproc", min=1, help="Processes (torchrun; DDP, gloo on CPU)."),
-          lab: Lab = LAB, json_out: bool = JSON) -> None:
+          lab: Lab = FOUND_LAB, json_out: bool = JSON) -> None:
     """Train (SFT, LoRA, logit/sequence/offline KD) on the HF Trainer; checkpoints sync to durable storage."""
     from nexa.infra.hardware import detect_hardware
     from nexa.train.config import load_train_config
@@ -82,7 +82,7 @@ def sweep_launch(config: Path = typer.Option(..., "--config", help="Base trainin
                  method: str = typer.Option("bayes", "--method", help="W&B: bayes | random | grid."),
                  entity: Optional[str] = typer.Option(None, "--entity", help="W&B entity (default: your default entity)."),
                  project: Optional[str] = typer.Option(None, "--project", help="W&B project (default: the config's tracking.project)."),
-                 lab: Lab = LAB, json_out: bool = JSON) -> None:
+                 lab: Lab = FOUND_LAB, json_out: bool = JSON) -> None:
     """Run N trials of the base config with parameters sampled from the space; Optuna prunes weak trials early."""
     from nexa.train.sweep import SweepError, launch_sweep
     from nexa.train.sweep_wandb import launch_wandb_sweep
@@ -103,7 +103,7 @@ def sweep_analyze(study: str = typer.Option(..., "--study", help="Optuna study n
                   backend: Backend = typer.Option("optuna", "--backend", help="Where the study ran."),
                   storage: Optional[str] = typer.Option(None, "--storage", help="Optuna storage URL (default: SQLite in the lab)."),
                   out: Path = typer.Option(Path("configs/autotuned.yaml"), "--out", help="Where the best config is written."),
-                  lab: Lab = LAB, json_out: bool = JSON) -> None:
+                  lab: Lab = FOUND_LAB, json_out: bool = JSON) -> None:
     """Write the best trial's full config to configs/autotuned.yaml (Optuna: with parameter importances)."""
     from nexa.train.sweep import SweepError, analyze_sweep
     from nexa.train.sweep_wandb import analyze_wandb_sweep

@@ -12,10 +12,10 @@ from typing import Optional
 import typer
 
 from nexa.ledger import Lab
-from nexa.ledger.console import JSON, LAB, console, emit_result, fail, failing_on
+from nexa.ledger.console import FOUND_LAB, JSON, console, emit_result, fail, failing_on
 
 
-def ui(lab: Lab = LAB, port: int = typer.Option(8050, "--port", min=1, max=65535, help="TCP port."),
+def ui(lab: Lab = FOUND_LAB, port: int = typer.Option(8050, "--port", min=1, max=65535, help="TCP port."),
        host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on.")) -> None:
     """Browse the lab: leaderboard and plots, runs and lineage, verify reports, feedback rounds, the review queue."""
     from nexa.ui.app import serve
@@ -27,7 +27,7 @@ def ui(lab: Lab = LAB, port: int = typer.Option(8050, "--port", min=1, max=65535
 def report(run_id: str = typer.Option(..., "--run", help="Run to report on (a pipeline run shows every stage)."),
            fmt: str = typer.Option("html", "--format", help="html (self-contained, interactive) or pdf (headless Chromium)."),
            out: Optional[Path] = typer.Option(None, "--out", help="Output file (default: ./report-RUN.FORMAT)."),
-           lab: Lab = LAB, json_out: bool = JSON) -> None:
+           lab: Lab = FOUND_LAB, json_out: bool = JSON) -> None:
     """Export one run's report: leaderboard with plots, verification gate, feedback round, stages."""
     from nexa.ui.browser import BrowserUnavailableError
     from nexa.ui.report import FORMATS, collect, default_out, write_report
