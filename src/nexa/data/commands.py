@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-from contextlib import closing
+from functools import partial
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import typer
 
@@ -143,29 +143,18 @@ def augment_cmd(base: str = typer.Option(..., "--from", help="Base version ID@vN
     Either way the rows go through prepare with the base version (validated, deduplicated against
     it, split); a prompt the teacher answered with nothing is quarantined with its reason, not dropped.
     """
-    from nexa.data.augment import from_generator, from_teacher, prompts_for
-    from nexa.data.stages import generated_version
-    from nexa.ledger.datasets import read_dataset_manifest, read_dataset_rows
+    from nexa.data.stages import augment_version
 
-    config: dict[str, Any] = {"from": base, "capability": capability, "n": n, "seed": seed}
-    manifest = read_dataset_manifest(lab, base)
-    existing = {r["prompt"] for r in read_dataset_rows(lab, manifest.ref) if "prompt" in r}
-    if teacher is None:
-        new, source = from_generator(capability, n, seed, existing), f"{n} generated {capability!r} rows"
-    else:
-        from nexa.teachers.errors import TeacherError  # only here: the generator path never loads the teachers layer
+    opener, errors = None, ()
+    if teacher is not None:  # only here: the generator path never loads the teachers layer
+        from nexa.teachers.errors import TeacherError
         from nexa.teachers.prompting import open_prompt_teacher
 
-        prompts = prompts_for(capability, n, seed, existing)  # an unknown capability fails here, before any call
-        asker = open_prompt_teacher(teacher, lab, seed=seed, max_attempts=max_attempts, budget_usd=budget_usd, **call)
-        config.update(teacher=asker.teacher_id, teacher_model=asker.model_name, max_tokens=call["max_tokens"],
-                      temperature=call["temperature"])
-        with closing(asker), failing_on(TeacherError, prefix="teacher failed: "):
-            new = from_teacher(asker, prompts, capability, batch_size=call["batch_size"])
-        source = f"{n} {capability!r} prompts answered by teacher {asker.teacher_id}"
-    _finish(*generated_version(lab, "data.augment", {**config, "from": manifest.ref}, new.rows + new.rejected,
-                               manifest.row_schema, dataset or manifest.id, "train=0.8,val=0.1,test=0.1", [manifest.ref],
-                               f"augmented {manifest.ref} with {source}, seed {seed}"), json_out)
+        opener = partial(open_prompt_teacher, teacher, lab, seed=seed, max_attempts=max_attempts, budget_usd=budget_usd, **call)
+        errors = (TeacherError,)
+    with failing_on(*errors, prefix="teacher failed: "):
+        result = augment_version(lab, base, capability, n, seed, dataset, opener, batch_size=call["batch_size"])
+    _finish(*result, json_out)
 
 
 # -- diff and schemas ----------------------------------------------------------------------------

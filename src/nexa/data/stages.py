@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, Callable
+
 from nexa.data.generators import CAPABILITIES, generate, generate_hypotheses
 from nexa.ledger.datasets import write_dataset_version
 from nexa.ledger.listings import DatasetListing, write_contract
@@ -87,6 +89,35 @@ def generated_version(lab, run_type: str, config: dict, rows: list[dict], schema
         source = write_jsonl(rows, lab.scratch / "data" / run.run_id / "generated.jsonl")
         return run.run_id, prepare_in_run(lab, run, [*bases, str(source)], load_schema(schema_name, lab.registry_dir), dataset,
                                           filters=["exact"], fractions=parse_fractions(splits), cluster_threshold=None, notes=notes)
+
+
+def augment_version(lab, base: str, capability: str, n: int, seed: int, dataset: str | None = None,
+                    open_teacher: Callable[[], Any] | None = None, batch_size: int = 32):
+    """``nexa data augment``: n new rows of a built-in capability added to the version ``base`` (ID@vN), as a new
+    version of ``dataset`` (default: the base's ID) with the base as parent. Without ``open_teacher`` the built-in
+    generator answers exactly; with it, the teacher it opens (a :class:`nexa.teachers.prompting.PromptTeacher`,
+    opened only after the prompts are known, so an unknown capability costs no call) answers the prompts, and an
+    empty answer is quarantined with its reason. Returns (run id, result) as :func:`generated_version`."""
+    from contextlib import closing
+
+    from nexa.data.augment import from_generator, from_teacher, prompts_for
+    from nexa.ledger.datasets import read_dataset_manifest, read_dataset_rows
+
+    manifest = read_dataset_manifest(lab, base)
+    existing = {r["prompt"] for r in read_dataset_rows(lab, manifest.ref) if "prompt" in r}
+    config: dict[str, Any] = {"from": manifest.ref, "capability": capability, "n": n, "seed": seed}
+    if open_teacher is None:
+        new, source = from_generator(capability, n, seed, existing), f"{n} generated {capability!r} rows"
+    else:
+        prompts = prompts_for(capability, n, seed, existing)  # an unknown capability fails here, before any call
+        with closing(open_teacher()) as asker:
+            config.update(teacher=asker.teacher_id, teacher_model=asker.model_name, max_tokens=asker.params.max_tokens,
+                          temperature=asker.params.temperature)
+            new = from_teacher(asker, prompts, capability, batch_size=batch_size)
+        source = f"{n} {capability!r} prompts answered by teacher {asker.teacher_id}"
+    return generated_version(lab, "data.augment", config, new.rows + new.rejected, manifest.row_schema,
+                             dataset or manifest.id, "train=0.8,val=0.1,test=0.1", [manifest.ref],
+                             f"augmented {manifest.ref} with {source}, seed {seed}")
 
 
 def _dataset_ref(ctx, ref: str, content_hash: str):

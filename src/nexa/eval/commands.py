@@ -35,10 +35,6 @@ JUDGES = {  # how `judge` and `run` score
 RECORDED = ("model", "run_id", "tasks", "n", "max_new_tokens")  # what a run's config records of MODELS
 
 
-def _names(judges: str) -> list[str]:
-    return [j.strip() for j in judges.split(",") if j.strip()]
-
-
 @app.command()
 @with_options(MODELS)
 def generate(budget_usd: Optional[float] = BUDGET, lab: Lab = FOUND_LAB, json_out: bool = JSON, **models) -> None:
@@ -53,9 +49,8 @@ def generate(budget_usd: Optional[float] = BUDGET, lab: Lab = FOUND_LAB, json_ou
 def judge(generations: str = typer.Option(..., "--generations", help="Run id of a `nexa eval generate` run."),
           budget_usd: Optional[float] = BUDGET, lab: Lab = FOUND_LAB, json_out: bool = JSON, **how) -> None:
     """Score every generation with each judge; each score records judge_model_id and judge_prompt_hash."""
-    names = _names(how["judges"])
     items = stages.read_step(lab, generations, "generations.jsonl")
-    llm = stages.open_llm_judge(lab, names, how["judge_url"], how["judge_model"], how["rubric"], budget_usd)
+    names, llm = stages.judges_of(lab, how, budget_usd)
     with stages.step_run(lab, "eval_judge", {"generations": generations, "judges": names, "judge_model": how["judge_model"],
                                              "rubric": str(how["rubric"]) if how["rubric"] else None}, "scores") as step:
         scored = stages.judge_step(step.run, step.work, items, names, llm, how["against"])
@@ -80,8 +75,7 @@ def analyze(scores: str = typer.Option(..., "--scores", help="Run id of a `nexa 
 def run_all(budget_usd: Optional[float] = BUDGET, lab: Lab = FOUND_LAB, json_out: bool = JSON, **options) -> None:
     """Generate, judge and analyze in one run; a rerun with nothing changed generates nothing."""
     models, how = ({k: options[k] for k in keys} for keys in (MODELS, JUDGES))
-    names = _names(how["judges"])
-    llm = stages.open_llm_judge(lab, names, how["judge_url"], how["judge_model"], how["rubric"], budget_usd)
+    names, llm = stages.judges_of(lab, how, budget_usd)
     config = {**{k: models[k] for k in RECORDED}, "judges": names, "judge_model": how["judge_model"]}
     with stages.step_run(lab, "eval", config, "eval_report") as step:
         items, counts = stages.generate_step(lab, step.run, step.work, **models, budget_usd=budget_usd)
@@ -100,8 +94,7 @@ def lm_eval_run(model: str = typer.Option(..., "--model", help="Bundle folder, H
                 lab: Lab = FOUND_LAB, json_out: bool = JSON) -> None:
     """Run lm-evaluation-harness tasks on a bundle (served on a loopback port), a checkpoint or an endpoint;
     the scores land in a leaderboard with each task's version, n-shot and hashes."""
-    name, summary, leaderboard = stages.lm_eval_step(lab, model, _names(tasks), include_path, role, limit,
-                                                     num_fewshot)
+    name, summary, leaderboard = stages.lm_eval_step(lab, model, tasks, include_path, role, limit, num_fewshot)
     emit_result({"model": name, "tasks": summary, "leaderboard": leaderboard}, json_out,
                 table("lm-eval", ["task", "metric", "score", "n", "version"],
                       [(t, s["metric"], s["score"], s["n"], s["version"]) for t, s in summary.items()]))

@@ -6,7 +6,7 @@ import shutil
 from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Iterator
+from typing import Any, Iterator
 
 from nexa.eval.evaluate import ModelSpec, generate_items, judge_items, resolve_models, write_jsonl
 from nexa.eval.exact import JUDGE_ID, JUDGE_PROMPT_HASH
@@ -132,6 +132,13 @@ def resolve_specs(lab: Lab, refs: list[str], run_id: str | None, role: str | Non
     return specs
 
 
+def judges_of(lab: Lab, how: dict, budget_usd: float | None = None) -> tuple[list[str], Any]:
+    """The judge names of ``--judges`` (comma-separated) and the LLM judge they need (None when none does), from
+    the judging options ``nexa eval judge`` and ``nexa eval run`` share (judges, judge_url, judge_model, rubric)."""
+    names = [j.strip() for j in how["judges"].split(",") if j.strip()]
+    return names, open_llm_judge(lab, names, how["judge_url"], how["judge_model"], how["rubric"], budget_usd)
+
+
 def open_llm_judge(lab: Lab, judges: list[str], url: str | None, model: str | None, rubric: Path | None,
                    budget_usd: float | None = None):
     """The LLM judge ``--judges llm``/``pairwise`` need (None for the others), priced from the lab's table."""
@@ -163,12 +170,13 @@ def judge_step(run, work: Path, items: list[dict], judges: list[str], llm, again
     return scored
 
 
-def lm_eval_step(lab: Lab, model: str, tasks: list[str], include_path: Path | None, role: str, limit: int | None,
+def lm_eval_step(lab: Lab, model: str, tasks: str, include_path: Path | None, role: str, limit: int | None,
                  num_fewshot: int | None) -> tuple[str, dict, str]:
-    """lm-evaluation-harness tasks on a bundle (served on a loopback port), a checkpoint or an endpoint, in one
-    run whose leaderboard records each task's version, n-shot and hashes: (model name, scores, leaderboard)."""
+    """lm-evaluation-harness tasks (comma-separated names) on a bundle (served on a loopback port), a checkpoint or an
+    endpoint, in one run whose leaderboard records each task's version, n-shot and hashes: (model name, scores, leaderboard)."""
     from nexa.eval import harness
 
+    tasks = [t.strip() for t in tasks.split(",") if t.strip()]
     with harness.target(model, lab.scratch / "lm-eval" / "tokenizers" / Path(model).name) as target:
         plan = harness.check(target, tasks, include_path)
         with step_run(lab, "eval_lm_eval", {"model": model, "tasks": tasks, "limit": limit, "num_fewshot": num_fewshot},

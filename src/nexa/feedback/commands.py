@@ -8,11 +8,11 @@ from typing import Optional
 import typer
 
 from nexa.feedback import review as rv
-from nexa.feedback.loop import ROWS_PER_WEAKNESS, feedback_round, latest_report
+from nexa.feedback.loop import ROWS_PER_WEAKNESS, feedback_run
 from nexa.feedback.rules import DEFAULT_RULES
 from nexa.feedback.stages import weakness_table
 from nexa.ledger import Lab
-from nexa.ledger.console import FOUND_LAB, JSON, LAB, command_run, console, emit_result, failing_on, table
+from nexa.ledger.console import FOUND_LAB, JSON, LAB, console, emit_result, failing_on, table
 from nexa.teachers.errors import TeacherError
 
 app = typer.Typer(help="Turn weak spots in an eval report into new data; review outputs by hand.",
@@ -33,30 +33,15 @@ def feedback(ctx: typer.Context, report: Optional[Path] = typer.Option(None, hel
     """Find weak capabilities in an eval report and write targeted next dataset versions (with lineage)."""
     if ctx.invoked_subcommand is not None:
         return
-    lab = Lab.find(lab_dir)
-    report_path = report or latest_report(lab)
-    targets = dict(_pair(d) for d in dataset)
-    from nexa.teachers.opening import open_teacher  # a URL without --teacher-model is a user's mistake, before any run
-
-    teacher = open_teacher(teacher_url, teacher_model) if teacher_url else None
-    with command_run(lab, "feedback", config={"report": str(report_path), "rules": rule, "datasets": targets, "rows": rows,
-                                          "teacher_url": teacher_url, "teacher_model": teacher_model}, seed=seed) as run:
-        with failing_on(TeacherError):  # a missing file or dataset, an unpriced teacher model: the root's `error:` line
-            result = feedback_round(lab, report_path, rule, targets, rows, seed, run.run_id, teacher=teacher)
-        outputs = result.record(lab, run)
+    with failing_on(TeacherError):  # a missing file or dataset, an unpriced teacher model: the root's `error:` line
+        run_id, result, outputs, report_path = feedback_run(Lab.find(lab_dir), report, rule, dataset, rows, seed,
+                                                            teacher_url, teacher_model)
     console.print(weakness_table(result.weaknesses))
     console.print(table("new dataset versions", ["capability", "version", "parent", "added", "quarantined"],
                         [(c, m.manifest.ref, ",".join(m.manifest.parents), m.added, len(m.quarantined)) for c, m in result.merged.items()]))
     for capability, reason in result.skipped.items():
         console.print(f"[yellow]skipped[/yellow] {capability}: {reason}")
-    emit_result(result.payload(run.run_id, outputs, report_path), json_out)
-
-
-def _pair(text: str) -> tuple[str, str]:
-    if "=" not in text:
-        raise ValueError(f"--dataset {text!r} must be CAPABILITY=ID@vN")
-    key, value = text.split("=", 1)
-    return key.strip(), value.strip()
+    emit_result(result.payload(run_id, outputs, report_path), json_out)
 
 
 @review_app.command("sample")

@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from nexa.infra.clusters import load_record  # an unknown cluster is a user's mistake: `error: ...`, exit 2
-from nexa.infra.launch import LaunchRequest, check_budget, validate_request
+from nexa.infra.launch import LaunchRequest, check_budget, launch_request, validate_request
 from nexa.ledger import Lab
 from nexa.ledger.console import FOUND_LAB, JSON, console, emit_result, fail, model_options, table, with_options
 
@@ -43,15 +43,9 @@ def launch(pipeline: Optional[Path] = typer.Option(None, "--pipeline", help="Pip
             console.print("[yellow]SkyPilot not found: checked against the vendored task schema only[/yellow]")
         sys.stdout.write(text)
         return
-    if request.backend == "skypilot":
-        from nexa.infra.skypilot import launch_skypilot  # a real launch: opt-in, SkyPilot and credentials required
-
-        result = launch_skypilot(request, use_tailscale)
-    else:
-        from nexa.infra.local import launch_local
-
+    if request.backend == "local":
         console.print(f"launching [bold]{request.cluster_name}[/bold] (local, estimate ${estimate:.2f}) -> {request.durable_url}")
-        result = launch_local(request)
+    result = launch_request(request, use_tailscale)
     emit_result(result.as_json(), json_out)
     if result.status != "succeeded":
         raise typer.Exit(1)

@@ -115,3 +115,15 @@ def check_budget(request: LaunchRequest) -> float:
         raise LaunchRefused(f"estimated cost ${estimate:.2f} ({request.hours:g} h at ${hourly_price(request):.2f}/h) "
                             f"is over the budget of ${request.budget_usd:.2f}; nothing was launched")
     return estimate
+
+
+def launch_request(request: LaunchRequest, use_tailscale: bool = False) -> LaunchResult:
+    """Launch a validated request on its backend: ``local`` as a process here, ``skypilot`` on a cloud node (opt-in:
+    SkyPilot and credentials required; ``use_tailscale`` joins the tailnet with $TS_AUTHKEY)."""
+    if request.backend == "skypilot":
+        from nexa.infra.skypilot import launch_skypilot
+
+        return launch_skypilot(request, use_tailscale)
+    from nexa.infra.local import launch_local
+
+    return launch_local(request)

@@ -9,7 +9,7 @@ from typing import Literal, Optional
 import typer
 
 from nexa.ledger import Lab, LedgerError
-from nexa.ledger.console import FOUND_LAB, JSON, command_run, console, emit_result, fail, failing_on, table
+from nexa.ledger.console import FOUND_LAB, JSON, console, emit_result, fail, failing_on, table
 
 Backend = Literal["optuna", "wandb"]  # where a sweep runs
 sweep_app = typer.Typer(help="Hyper-parameter sweeps on Optuna: launch trials, analyze the best into a config.",
@@ -23,23 +23,15 @@ def pack(dataset: list[str] = typer.Option(..., "--dataset", help="Dataset ID or
          topk_field: Optional[str] = typer.Option(None, "--topk-field", help="Column of teacher top-k logprobs to pack (offline KD)."),
          lab: Lab = FOUND_LAB, json_out: bool = JSON) -> None:
     """Tokenize datasets and pack them into fixed-length blocks (best-fit decreasing) in durable packs/<id>."""
-    from dataclasses import asdict
-
-    from nexa.ledger.datasets import read_dataset_manifest
     from nexa.pipeline.standalone import require_paths
-    from nexa.train.packs import PackRequest, build_pack
+    from nexa.train.packs import PackRequest, pack_in_run
 
     require_paths(tokenizer=tokenizer)
-    for ref in dataset:
-        read_dataset_manifest(lab, ref)
     request = PackRequest(datasets=dataset, tokenizer=tokenizer, seq_len=seq_len, split=split or None, topk_field=topk_field)
-    with command_run(lab, "pack", config={**asdict(request), "tokenizer": str(tokenizer)}) as run:
-        pid, ref, manifest = build_pack(lab, request, created_by=run.run_id)
-        run.add_output(ref)
-        run.update(dataset_id=",".join(dataset), metrics={"efficiency": manifest.efficiency, "blocks": manifest.blocks})
+    run_id, pid, ref, manifest = pack_in_run(lab, request)
     shown = manifest.model_dump(include={"samples", "blocks", "seq_len", "efficiency", "padding_efficiency", "truncated", "quarantined"})
     console.print(table(f"pack {pid}", list(shown), [list(shown.values())]))
-    emit_result({"run_id": run.run_id, "status": "succeeded", "pack_id": pid, **{k: shown[k] for k in ("efficiency", "padding_efficiency",
+    emit_result({"run_id": run_id, "status": "succeeded", "pack_id": pid, **{k: shown[k] for k in ("efficiency", "padding_efficiency",
                  "blocks", "samples")}, "outputs": [{"kind": "pack", "path": ref.path, "sha256": ref.sha256}]}, json_out)
 
 
@@ -84,15 +76,11 @@ def sweep_launch(config: Path = typer.Option(..., "--config", help="Base trainin
                  project: Optional[str] = typer.Option(None, "--project", help="W&B project (default: the config's tracking.project)."),
                  lab: Lab = FOUND_LAB, json_out: bool = JSON) -> None:
     """Run N trials of the base config with parameters sampled from the space; Optuna prunes weak trials early."""
-    from nexa.train.sweep import SweepError, launch_sweep
-    from nexa.train.sweep_wandb import launch_wandb_sweep
+    from nexa.train.sweep import SweepError, run_sweep
 
     with failing_on(SweepError):
-        if backend == "wandb":
-            result = launch_wandb_sweep(lab, config, space, trials, method=method, entity=entity, project=project,
-                                        sweep_id=study)
-        else:
-            result = launch_sweep(lab, config, space, trials, storage=storage, study_name=study)
+        result = run_sweep(lab, backend, config, space, trials, storage=storage, study=study, method=method, entity=entity,
+                           project=project)
     console.print(table(f"sweep {result['study']}", ["trial", "state", "value", "params"],
                         [(t["number"], t["state"], t["value"], json.dumps(t["params"])) for t in result["trials"]]))
     emit_result(result, json_out)
@@ -105,11 +93,10 @@ def sweep_analyze(study: str = typer.Option(..., "--study", help="Optuna study n
                   out: Path = typer.Option(Path("configs/autotuned.yaml"), "--out", help="Where the best config is written."),
                   lab: Lab = FOUND_LAB, json_out: bool = JSON) -> None:
     """Write the best trial's full config to configs/autotuned.yaml (Optuna: with parameter importances)."""
-    from nexa.train.sweep import SweepError, analyze_sweep
-    from nexa.train.sweep_wandb import analyze_wandb_sweep
+    from nexa.train.sweep import SweepError, best_of_sweep
 
     with failing_on(SweepError):
-        result = analyze_wandb_sweep(lab, study, out) if backend == "wandb" else analyze_sweep(lab, study, out, storage=storage)
+        result = best_of_sweep(lab, backend, study, out, storage)
     console.print(table(f"best of {study}", ["trial", "value", "params"],
                         [(result["best_trial"], result["best_value"], json.dumps(result["best_params"]))]))
     emit_result(result, json_out)
