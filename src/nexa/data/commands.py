@@ -10,7 +10,7 @@ from typing import Optional
 import typer
 
 from nexa.ledger import Lab
-from nexa.ledger.console import FOUND_LAB, JSON, command_run, console, emit_result, failing_on, progress, table, with_options
+from nexa.ledger.console import FOUND_LAB, JSON, console, emit_result, failing_on, progress, table, with_options
 from nexa.ledger.registry import DatasetRegistry
 from nexa.teachers.options import TEACHER_CALL
 
@@ -85,16 +85,13 @@ def prepare_cmd(
     from nexa.ledger.lean_arrow import arrow_without_pandas
 
     arrow_without_pandas()  # this process converts no pandas objects: spare it pandas' import
-    from nexa.data.stages import prepare_in_run, prepare_options
+    from nexa.data.stages import prepare_version
 
-    schema, options = prepare_options(lab, schema_name, filters, splits, split_by, rule, **thresholds)
-    config = {"inputs": inputs, "schema": schema_name, "dataset": dataset, "filters": options["filters"],
-              **options["filter_params"], "rules": rule, "splits": splits, "strict": strict}
-    with command_run(lab, "data.prepare", config=config) as run, progress(transient=True) as bar:
+    with progress(transient=True) as bar:
         task = bar.add_task("validate", total=None)
-        result = prepare_in_run(lab, run, inputs, schema, dataset, **options, strict=strict, notes=notes,
-                                on_rows=lambda n: bar.advance(task, n), on_filter=lambda name: bar.update(task, description=name))
-    _finish(run.run_id, result, json_out)
+        run_id, result = prepare_version(lab, inputs, schema_name, dataset, filters, splits, split_by, rule, strict, notes,
+                                         lambda n: bar.advance(task, n), lambda name: bar.update(task, description=name), **thresholds)
+    _finish(run_id, result, json_out)
 
 
 def _finish(run_id: str, result, json_out: bool) -> None:

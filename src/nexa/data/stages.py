@@ -76,6 +76,20 @@ def prepare_options(lab, schema_name: str, filters: str, splits: str, split_by: 
                         split_by=split_by)
 
 
+def prepare_version(lab, inputs: list[str], schema_name: str, dataset: str, filters: str, splits: str, split_by: str,
+                    rules: list[str], strict: bool = False, notes: str = "", on_rows=None, on_filter=None, **thresholds):
+    """``nexa data prepare``: the options checked (:func:`prepare_options`) before a run opens, then
+    :func:`prepare_in_run` in a run of its own whose config records them. Returns (run id, result)."""
+    from nexa.ledger.console import command_run
+
+    schema, options = prepare_options(lab, schema_name, filters, splits, split_by, rules, **thresholds)
+    config = {"inputs": inputs, "schema": schema_name, "dataset": dataset, "filters": options["filters"],
+              **options["filter_params"], "rules": rules, "splits": splits, "strict": strict}
+    with command_run(lab, "data.prepare", config=config) as run:
+        return run.run_id, prepare_in_run(lab, run, inputs, schema, dataset, **options, strict=strict, notes=notes,
+                                          on_rows=on_rows, on_filter=on_filter)
+
+
 def generated_version(lab, run_type: str, config: dict, rows: list[dict], schema_name: str, dataset: str, splits: str,
                       bases: list[str], notes: str):
     """New rows (generated or a teacher's) written through prepare with their base versions in a run of their own

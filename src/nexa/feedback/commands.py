@@ -51,7 +51,7 @@ def review_sample(run_id: str = typer.Option(..., "--run", help="Run whose outpu
     """Sample N outputs of a run into a new review queue in the ledger."""
     queue = rv.sample_queue(lab, run_id, n, seed)
     emit_result({"run_id": None, "status": "succeeded", "queue_id": queue.queue_id, "items": len(queue.items),
-                 "outputs": [{"path": str(lab.registry_dir / "review" / f"{queue.queue_id}.json")}]}, json_out,
+                 "outputs": [{"path": str(rv.queue_path(lab, queue.queue_id))}]}, json_out,
                 table(f"review queue {queue.queue_id}", ["item", "capability", "prompt", "output"],
                       [(i.item_id, i.capability, i.prompt[:40], i.output[:40]) for i in queue.items]))
 
@@ -70,8 +70,6 @@ def review_decide(queue_id: str = typer.Argument(...), item_id: str = typer.Argu
 @review_app.command("list")
 def review_list(lab: Lab = FOUND_LAB, json_out: bool = JSON) -> None:
     """Every queue with its counts of pending, accepted and excluded items."""
-    queues = rv.list_queues(lab)
-    counts = [{"queue_id": q.queue_id, "source_run": q.source_run,
-               **{d: sum(i.decision == d for i in q.items) for d in ("pending", "accept", "exclude")}} for q in queues]
+    counts = [{"queue_id": q.queue_id, "source_run": q.source_run, **q.counts()} for q in rv.list_queues(lab)]
     emit_result({"run_id": None, "status": "succeeded", "queues": counts}, json_out,
                 table("review queues", ["queue", "source run", "pending", "accept", "exclude"], [tuple(c.values()) for c in counts]))

@@ -11,7 +11,7 @@ import typer
 from nexa.infra.clusters import load_record  # an unknown cluster is a user's mistake: `error: ...`, exit 2
 from nexa.infra.launch import LaunchRequest, check_budget, launch_request, validate_request
 from nexa.ledger import Lab
-from nexa.ledger.console import FOUND_LAB, JSON, console, emit_result, fail, model_options, table, with_options
+from nexa.ledger.console import FOUND_LAB, JSON, console, emit_result, model_options, table, with_options
 
 app = typer.Typer(help="Ephemeral compute: launch a pipeline or training config on a node, sync, tear down.", no_args_is_help=True)
 cost_app = typer.Typer(help="What the lab's runs cost, from their manifests.", no_args_is_help=True)
@@ -28,11 +28,7 @@ def launch(pipeline: Optional[Path] = typer.Option(None, "--pipeline", help="Pip
            dry_run: bool = typer.Option(False, "--dry-run", help="skypilot: print the validated task YAML, launch nothing."),
            lab_dir: Optional[Path] = NEAR_LAB, json_out: bool = JSON, **settings) -> None:
     """Launch a pipeline or a training config on a node; it syncs to durable storage and is torn down at the end."""
-    if (pipeline is None) == (config is None):
-        fail("pass exactly one of --pipeline FILE or --config FILE")
-    target = pipeline or config
-    request = LaunchRequest(lab=Lab.find(lab_dir or target.resolve().parent), target=target,
-                            target_kind="pipeline" if pipeline else "config", **settings)
+    request = LaunchRequest.for_target(pipeline, config, lab_dir, **settings)
     validate_request(request)  # a refused launch, unknown GPU or price is a user's mistake: `error: ...`, exit 2
     estimate = check_budget(request)
     if request.backend == "skypilot" and dry_run:
@@ -55,23 +51,17 @@ def launch(pipeline: Optional[Path] = typer.Option(None, "--pipeline", help="Pip
 def status(remove_orphans: bool = typer.Option(False, "--remove-orphans", help="Tear down clusters no launcher looks after."),
            lab: Lab = FOUND_LAB, json_out: bool = JSON) -> None:
     """List the lab's clusters; find orphans (launcher gone, or a SkyPilot cluster with no record) and offer to remove them."""
-    from nexa.infra.status import cluster_status
+    from nexa.infra.status import cluster_status, status_notes
 
     result = cluster_status(lab, remove_orphans)
     emit_result(result, json_out, table("clusters", ["cluster", "backend", "status", "run_id", "cost $", "torn down"],
-                                        [list(r.values()) for r in result["clusters"]]))
-    if not result["skypilot_checked"] and not json_out:
-        console.print("SkyPilot not found: the lab's SkyPilot clusters could not be checked for orphans")
-    if result["orphans"] and not remove_orphans and not json_out:
-        console.print(f"orphaned: {', '.join(result['orphans'])}; remove them with `nexa infra status --remove-orphans`")
+                                        [list(r.values()) for r in result["clusters"]]), *status_notes(result, remove_orphans))
 
 
 @app.command("logs")
 def logs(cluster: str, lines: int = typer.Option(200, "--lines", min=1), lab: Lab = FOUND_LAB) -> None:
     """Print the end of a cluster's node log (from the lab, or from durable storage once synced)."""
-    record = load_record(lab, cluster)
-    text = Path(record.log).read_text(errors="replace") if record.log and Path(record.log).exists() else ""
-    sys.stdout.write("\n".join(text.splitlines()[-lines:]) + ("\n" if text else ""))
+    sys.stdout.write(load_record(lab, cluster).log_tail(lines))
 
 
 @app.command("sync")

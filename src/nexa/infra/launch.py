@@ -45,6 +45,16 @@ class LaunchRequest(BaseModel):
     hours: float = Field(1.0, ge=0, description="Expected run time, for the estimate checked against --budget.")
     extra_env: dict[str, str] = Field(default_factory=dict)
 
+    @classmethod
+    def for_target(cls, pipeline: Path | None, config: Path | None, lab_dir: Path | None = None, **settings: Any) -> "LaunchRequest":
+        """A launch of exactly one of a pipeline YAML or a training config, in ``lab_dir`` (default: the lab holding
+        the file)."""
+        if (pipeline is None) == (config is None):
+            raise LaunchRefused("pass exactly one of --pipeline FILE or --config FILE")
+        target = pipeline or config
+        return cls(lab=Lab.find(lab_dir or target.resolve().parent), target=target,
+                   target_kind="pipeline" if pipeline else "config", **settings)
+
     @property
     def cluster_name(self) -> str:
         """``--cluster`` or ``nexa-<file stem>``, in the lowercase-and-dashes form clouds accept."""

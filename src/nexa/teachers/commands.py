@@ -9,9 +9,8 @@ import typer
 from nexa.infra.cost import PriceTable
 from nexa.ledger import Lab, LedgerError
 from nexa.ledger.console import FOUND_LAB, JSON, console, emit_result, fail, fields_table, model_options, with_options
-from nexa.ledger.runs import detect_gpu_type
 from nexa.teachers.faults import RetryPolicy
-from nexa.teachers.materialize import MaterializeConfig, materialize_run
+from nexa.teachers.materialize import MaterializeConfig, config_from_options, materialize_run, with_price_override
 from nexa.teachers.opening import open_teacher
 from nexa.teachers.options import TEACHER_CALL
 from nexa.teachers.protocol import GenerationParams
@@ -44,10 +43,7 @@ def materialize_command(
     kill) pays only for prompts that were never answered.
     """
     prices = _prices(lab, options["teacher_model"], price_input, price_output, json_out)
-    sampling = {k: options[k] for k in ("max_tokens", "temperature", *LOGPROBS)}
-    config = MaterializeConfig(**{k: options[k] for k in RUN}, system=options["system"], provider=lab.config.provider,
-                               gpu_type=gpu_type or detect_gpu_type(), retry=RetryPolicy(**{k: options[k] for k in RETRY}),
-                               params=GenerationParams(**sampling, seed=options["seed"] if options["temperature"] > 0 else None))
+    config = config_from_options(lab, options, gpu_type)
     model = open_teacher(teacher, options["teacher_model"], api=options["api"], key_env=options["api_key_env"],
                          system=options["system"], timeout_s=options["timeout_s"], batch_size=options["batch_size"])
     report, manifest, failure = materialize_run(lab, model, config, prices)  # an unpriced API model: `error: ...`, exit 2
@@ -68,11 +64,7 @@ def _prices(lab: Lab, model: str | None, price_input: float | None, price_output
         prices = PriceTable.from_lab(lab)
     except LedgerError as exc:
         _fail(str(exc), json_out, code=2)
-    if (price_input is None) != (price_output is None):
-        raise typer.BadParameter("give both --price-input and --price-output, or neither", param_hint="--price-input")
-    if price_input is not None and not model:
-        raise typer.BadParameter("a price needs --teacher-model to attach to", param_hint="--price-input")
-    return prices if price_input is None else prices.with_model(model, price_input, price_output)
+    return with_price_override(prices, model, price_input, price_output)
 
 
 def _fail(message: str, json_out: bool, code: int, **fields) -> None:

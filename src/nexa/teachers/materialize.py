@@ -271,6 +271,30 @@ def _write_report(lab: Lab, run: RunContext, report: MaterializeReport) -> None:
     run.log("materialize_report", **report.model_dump(exclude={"run_id"}))
 
 
+def config_from_options(lab: Lab, options: dict[str, Any], gpu_type: str | None = None) -> MaterializeConfig:
+    """The run's config from ``nexa distill materialize``'s options, named as the fields of MaterializeConfig,
+    RetryPolicy and GenerationParams they fill (:func:`nexa.ledger.console.model_options`); the run's seed also
+    seeds sampling when temperature > 0; the compute is this machine's unless ``gpu_type`` names it."""
+    from nexa.ledger.runs import detect_gpu_type
+
+    def named(model: type[BaseModel]) -> dict[str, Any]:
+        return {k: options[k] for k in model.model_fields if k in options}
+
+    sampling = {k: v for k, v in named(GenerationParams).items() if k != "seed"}
+    return MaterializeConfig(**named(MaterializeConfig), provider=lab.config.provider, gpu_type=gpu_type or detect_gpu_type(),
+                             retry=RetryPolicy(**named(RetryPolicy)), params=GenerationParams.with_seed(options["seed"], **sampling))
+
+
+def with_price_override(prices: PriceTable, model: str | None, price_input: float | None,
+                        price_output: float | None) -> PriceTable:
+    """The lab's price table, with ``--price-input``/``--price-output`` (USD per million tokens) for the teacher model."""
+    if (price_input is None) != (price_output is None):
+        raise ValueError("Invalid value for --price-input: give both --price-input and --price-output, or neither")
+    if price_input is not None and not model:
+        raise ValueError("Invalid value for --price-input: a price needs --teacher-model to attach to")
+    return prices if price_input is None else prices.with_model(model, price_input, price_output)
+
+
 def materialize_run(lab: Lab, teacher: Teacher, config: MaterializeConfig,
                     prices: PriceTable) -> tuple[MaterializeReport | None, RunManifest, tuple[str, int, dict] | None]:
     """:func:`materialize` in a run of its own (``nexa distill materialize``), with a progress bar of prompts done,

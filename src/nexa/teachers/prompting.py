@@ -56,5 +56,5 @@ def open_prompt_teacher(target: str, lab, *, teacher_model: Optional[str], api: 
 
     client = open_teacher(target, teacher_model, api=api, key_env=api_key_env, system=system, timeout_s=timeout_s,
                           batch_size=batch_size)
-    params = GenerationParams(max_tokens=max_tokens, temperature=temperature, seed=seed if temperature > 0 else None)
+    params = GenerationParams.with_seed(seed, max_tokens=max_tokens, temperature=temperature)
     return PromptTeacher(client, params, system, max_attempts, lab, budget_usd)

@@ -57,10 +57,7 @@ def train(config: Path = typer.Option(..., "--config", help="Training config YAM
     console.print(table(f"train {cfg.name}", ["steps", "final loss", "tokens", "tokens/s", "seconds", "pack efficiency"],
                         [(stats["steps"], stats["final_loss"], stats["tokens_trained"], stats["tokens_per_s"], stats["seconds"],
                           stats.get("pack_efficiency"))]))
-    emit_result({"run_id": outcome.run_id, "status": "succeeded", "steps": stats["steps"], "final_loss": stats["final_loss"],
-                 "tokens_trained": stats["tokens_trained"], "tokens_per_s": stats["tokens_per_s"], "pack_id": outcome.pack_id,
-                 "resumed_from": outcome.resumed_from, "wandb_run_id": outcome.wandb_run_id, "loss_curve": stats["loss_curve"],
-                 "outputs": [{"kind": "checkpoint", "path": outcome.model.path, "sha256": outcome.model.sha256}]}, json_out)
+    emit_result(outcome.payload(), json_out)
 
 
 @sweep_app.command("launch")
