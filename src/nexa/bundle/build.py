@@ -255,23 +255,32 @@ def _safety_text(uncensored: bool) -> str:
     return "Standard mode only: this bundle has no `uncensored` capability, and the runtime refuses to load one into it."
 
 
-def build_from_checkpoint(run, out: Path, *, model: Path, router: Path, items: list[dict[str, Any]], teacher_scores: Path,
+def build_from_checkpoint(lab, out: Path, *, model: Path, router: Path, benchmark: str, teacher_scores: Path,
                           adapters: Path | None, name: str | None, quantize: str | None, allow_uncensored: bool,
-                          max_new_tokens: int, metrics: dict | None) -> dict[str, Any]:
-    """``nexa bundle build``: a bundle from a student checkpoint outside a pipeline, under an open run; an unsafe
-    capability leaves no half-built folder. Returns the command's result (size, int8 sizes, every file's hash)."""
-    try:
-        manifest = assemble_bundle(
-            out, name=name or out.name, model_dir=model, tokenizer_file=model / "tokenizer.json", router_dir=router,
-            adapters_dir=adapters, items=items,
-            teacher_scores=json.loads(teacher_scores.read_text()), student_scores={},
-            lineage={"run_id": run.run_id, "model_sha256": sha256_file(model / "model.safetensors"), "pipeline": "cli"},
-            max_new_tokens=max_new_tokens, allow_uncensored=allow_uncensored, built_by=run.run_id, metrics=metrics,
-        )
-    except UnsafeBundleError:
-        shutil.rmtree(out, ignore_errors=True)
-        raise
-    sizes = quantize_int8(out) if quantize else {}
-    manifest = write_manifest(out, quantization="int8-rowwise") if quantize else manifest
+                          max_new_tokens: int, registry: Path | None = None, teacher_name: str | None = None) -> dict[str, Any]:
+    """``nexa bundle build``: a bundle from a student checkpoint outside a pipeline, in a run of its own, benchmarked on
+    ``benchmark``'s eval rows (all rows when none is split) by ``registry``'s metrics when given; an unsafe capability
+    leaves no half-built folder. Returns the command's result (size, int8 sizes, every file's hash)."""
+    from nexa.ledger.datasets import read_dataset_rows
+    from nexa.ledger.listings import registry_metrics
+    from nexa.ledger.runs import start_run
+
+    metrics = registry_metrics(registry, teacher_name) if registry else None
+    items = benchmark_items(read_dataset_rows(lab, benchmark), max_new_tokens)
+    with start_run(lab, "bundle", config={"model": str(model), "benchmark": benchmark, "quantize": quantize,
+                                          "allow_uncensored": allow_uncensored}) as run:
+        try:
+            manifest = assemble_bundle(
+                out, name=name or out.name, model_dir=model, tokenizer_file=model / "tokenizer.json", router_dir=router,
+                adapters_dir=adapters, items=items,
+                teacher_scores=json.loads(teacher_scores.read_text()), student_scores={},
+                lineage={"run_id": run.run_id, "model_sha256": sha256_file(model / "model.safetensors"), "pipeline": "cli"},
+                max_new_tokens=max_new_tokens, allow_uncensored=allow_uncensored, built_by=run.run_id, metrics=metrics,
+            )
+        except UnsafeBundleError:
+            shutil.rmtree(out, ignore_errors=True)
+            raise
+        sizes = quantize_int8(out) if quantize else {}
+        manifest = write_manifest(out, quantization="int8-rowwise") if quantize else manifest
     return {"run_id": run.run_id, "status": "succeeded", "bundle": str(out), "size_bytes": bundle_size_bytes(out), **sizes,
             "outputs": [{"path": str(out / rel), "sha256": digest} for rel, digest in manifest["files"].items()]}

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Literal, Optional
 
 import typer
 
 from nexa.ledger import Lab
-from nexa.ledger.console import FALLBACK_URL, JSON, LAB, console, emit_gate, emit_result, failing_on, require_bundle
+from nexa.ledger.console import FALLBACK_URL, FOUND_LAB, JSON, emit_gate, emit_result, require_bundle
 from nexa.ledger.hashing import sha256_file
-from nexa.ledger.runs import start_run
 from nexa.pipeline.standalone import require_paths
 
 app = typer.Typer(help="Bundles: build the Nexus layout, verify it teacher-free.", no_args_is_help=True)
@@ -25,36 +24,23 @@ def build_command(
     teacher_scores: Path = typer.Option(..., help="JSON {capability: teacher score} the gate compares against."),
     adapters: Optional[Path] = typer.Option(None, help="Folder of per-capability LoRA adapters (<capability>.safetensors)."),
     name: Optional[str] = typer.Option(None, help="Bundle name (default: the out folder's name)."),
-    quantize: Optional[str] = typer.Option(None, help="'int8' for row-wise int8 backbone and adapters."),
+    quantize: Optional[Literal["int8"]] = typer.Option(None, help="Row-wise int8 backbone and adapters."),
     allow_uncensored: bool = typer.Option(False, "--allow-uncensored", help="Explicit opt-in to bundle an 'uncensored' capability."),
     max_new_tokens: int = typer.Option(8, min=1, help="Default generation length recorded in the manifest."),
     registry: Optional[Path] = typer.Option(None, help="teacher_registry.json: the gate measures each capability by its metric."),
     teacher_name: Optional[str] = typer.Option(None, help="The registry's teacher (when it lists several)."),
-    lab_dir: Path = LAB, json_out: bool = JSON,
+    lab: Lab = FOUND_LAB, json_out: bool = JSON,
 ) -> None:
     """Build a bundle from a student checkpoint outside a pipeline."""
-    from nexa.bundle.build import UnsafeBundleError, benchmark_items, build_from_checkpoint
-    from nexa.ledger.datasets import read_dataset_rows
-    from nexa.ledger.listings import registry_metrics
+    from nexa.bundle.build import build_from_checkpoint
 
     if out.exists():
         raise typer.BadParameter(f"{out} exists; bundles are immutable, choose a new folder", param_hint="--out")
-    if quantize not in (None, "int8"):
-        raise typer.BadParameter("only 'int8' is supported", param_hint="--quantize")
-    lab = Lab.find(lab_dir)
     require_paths(model=model / "model.safetensors", router=router, teacher_scores=teacher_scores, adapters=adapters,
                   registry=registry)
-    metrics = registry_metrics(registry, teacher_name) if registry else None
-    items = benchmark_items(read_dataset_rows(lab, benchmark), max_new_tokens)
-    with start_run(lab, "bundle", config={"model": str(model), "benchmark": benchmark, "quantize": quantize,
-                                          "allow_uncensored": allow_uncensored}) as run:
-        try:
-            result = build_from_checkpoint(run, out, model=model, router=router, items=items, teacher_scores=teacher_scores,
-                                           adapters=adapters, name=name, quantize=quantize, allow_uncensored=allow_uncensored,
-                                           max_new_tokens=max_new_tokens, metrics=metrics)
-        except UnsafeBundleError as error:
-            raise typer.BadParameter(str(error), param_hint="--allow-uncensored") from error
-    emit_result(result, json_out)
+    emit_result(build_from_checkpoint(lab, out, model=model, router=router, benchmark=benchmark, teacher_scores=teacher_scores,
+                                      adapters=adapters, name=name, quantize=quantize, allow_uncensored=allow_uncensored,
+                                      max_new_tokens=max_new_tokens, registry=registry, teacher_name=teacher_name), json_out)
 
 
 @app.command("verify")
@@ -63,14 +49,13 @@ def verify_command(
     retain_fraction: Optional[float] = typer.Option(None, min=0.0, max=1.0, help="Student must keep at least this fraction of the teacher's score (default: the lab's)."),
     teacher: List[Path] = typer.Option([], help="Teacher weight paths that must be gone (repeatable)."),
     gate_scoring: Optional[Path] = typer.Option(None, help="JSON/YAML {judge: {url, model}, include_path} for judge:/lm_eval: metrics."),
-    lab_dir: Path = LAB, json_out: bool = JSON,
+    lab: Lab = FOUND_LAB, json_out: bool = JSON,
 ) -> None:
     """Check every hash, that no teacher is reachable or inside, and re-run the per-capability gate in a fresh process."""
     from nexa.bundle.verify import verify_bundle
     from nexa.eval.gate_metrics import gated_run
 
     require_bundle(bundle)
-    lab = Lab.find(lab_dir)
     retain_fraction = lab.config.retain_fraction if retain_fraction is None else retain_fraction
     report_file = bundle / "verify_report.json"
     run_id, report = gated_run(lab, "verify", {"bundle": str(bundle), "retain_fraction": retain_fraction}, gate_scoring,
@@ -93,15 +78,9 @@ def calibrate_gate_command(
     from nexa.bundle.uncertainty import calibrate_gate, read_calibration_rows
 
     require_bundle(bundle)
-    for name, value in (("--alpha", alpha), ("--delta", delta)):
-        if not 0 < value < 1:
-            raise typer.BadParameter(f"must be between 0 and 1 (exclusive), got {value}", param_hint=name)
     require_paths(rows=rows)
-    with failing_on(ValueError):
-        calibration = read_calibration_rows(rows)
-    fitted = calibrate_gate(bundle, calibration, alpha, delta, fallback_url)
-    if not json_out:
-        console.print(f"gate: temperature {fitted['temperature']}, threshold {fitted['threshold']} "
-                      f"(None: abstain always); on {fitted['calibration_rows']} calibration rows coverage "
-                      f"{fitted['calibration_coverage']:.3f}, error among answered {fitted['calibration_error_answered']:.3f}")
-    emit_result({"status": "succeeded", "bundle": str(bundle), **fitted}, json_out)
+    fitted = calibrate_gate(bundle, read_calibration_rows(rows), alpha, delta, fallback_url)
+    emit_result({"status": "succeeded", "bundle": str(bundle), **fitted}, json_out,
+                f"gate: temperature {fitted['temperature']}, threshold {fitted['threshold']} (None: abstain always); on "
+                f"{fitted['calibration_rows']} calibration rows coverage {fitted['calibration_coverage']:.3f}, error among "
+                f"answered {fitted['calibration_error_answered']:.3f}")

@@ -45,6 +45,9 @@ def calibrate_gate(bundle: Path, rows: list[dict], alpha: float, delta: float = 
     from nexus import NexusModel
     from nexus.gate import UncertaintyGate
 
+    for name, value in (("alpha", alpha), ("delta", delta)):
+        if not 0 < value < 1:
+            raise ValueError(f"--{name} must be between 0 and 1 (exclusive), got {value}")
     if not rows:
         raise ValueError("no calibration rows")
     model = NexusModel.load(bundle)

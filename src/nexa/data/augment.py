@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from nexa.data.generators import CAPABILITIES, generate
+from nexa.data.generators import CAPABILITIES, generate, unknown_capability
 
 
 @runtime_checkable
@@ -42,7 +42,7 @@ def prompts_for(capability: str, n: int, seed: int, exclude: set[str]) -> list[s
 
 def _check_capability(capability: str) -> None:
     if capability not in CAPABILITIES:
-        raise ValueError(f"no built-in generator for {capability!r}; built-in capabilities are {sorted(CAPABILITIES)}")
+        raise ValueError(unknown_capability(capability))
 
 
 def from_teacher(teacher: Teacher, prompts: list[str], capability: str, batch_size: int = 32) -> Augmented:

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-from contextlib import closing
+from functools import partial
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import typer
 
 from nexa.ledger import Lab
-from nexa.ledger.console import JSON, LAB, command_run, console, emit_result, fail, failing_on, progress, table, with_options
+from nexa.ledger.console import FOUND_LAB, JSON, console, emit_result, failing_on, progress, table, with_options
 from nexa.ledger.registry import DatasetRegistry
 from nexa.teachers.options import TEACHER_CALL
 
@@ -20,21 +20,20 @@ app.add_typer(schema_app, name="schema")
 
 
 @app.command("list")
-def list_datasets(lab_dir: Path = LAB, json_out: bool = JSON) -> None:
+def list_datasets(lab: Lab = FOUND_LAB, json_out: bool = JSON) -> None:
     """Every dataset in the registry with its versions, rows and hash."""
-    entries = DatasetRegistry(Lab.find(lab_dir).registry_dir).all()
+    entries = DatasetRegistry(lab.registry_dir).all()
     rows = [(k, f"v{v.version}", v.rows, v.hash[:12], ",".join(v.parents), v.created_by or "") for k, vs in entries.items() for v in vs]
     emit_result({"datasets": {k: [v.model_dump() for v in vs] for k, vs in entries.items()}}, json_out,
                 table("datasets", ["id", "version", "rows", "hash", "parents", "created_by"], rows))
 
 
 @app.command("show")
-def show(ref: str = typer.Argument(..., help="ID or ID@vN"), lab_dir: Path = LAB,
+def show(ref: str = typer.Argument(..., help="ID or ID@vN"), lab: Lab = FOUND_LAB,
          samples: int = typer.Option(3, help="Sample rows to print."),
          verify: bool = typer.Option(False, "--verify", help="Also recompute the row content hash of the whole version "
                                      "(the file's SHA-256 is always checked)."), json_out: bool = JSON) -> None:
     """A version's schema, counts, filters, lineage and a few rows."""
-    lab = Lab.find(lab_dir)
     from nexa.ledger.lean_arrow import arrow_without_pandas
     from nexa.ledger.datasets import read_dataset_head, read_dataset_manifest
 
@@ -80,23 +79,19 @@ def prepare_cmd(
                                  "so no near-duplicate straddles train and eval) or 'exact' (identical texts only; faster)."),
     strict: bool = typer.Option(False, "--strict", help="Write nothing and exit 1 if any row fails validation."),
     notes: str = typer.Option("", help="Free text stored in the manifest."),
-    lab_dir: Path = LAB, json_out: bool = JSON, **thresholds,
+    lab: Lab = FOUND_LAB, json_out: bool = JSON, **thresholds,
 ) -> None:
     """Validate, filter, dedup and split inputs into a new immutable version ID@vN (same inputs → same version)."""
     from nexa.ledger.lean_arrow import arrow_without_pandas
 
     arrow_without_pandas()  # this process converts no pandas objects: spare it pandas' import
-    from nexa.data.stages import prepare_in_run, prepare_options
+    from nexa.data.stages import prepare_version
 
-    lab = Lab.find(lab_dir)
-    schema, options = prepare_options(lab, schema_name, filters, splits, split_by, rule, **thresholds)
-    config = {"inputs": inputs, "schema": schema_name, "dataset": dataset, "filters": options["filters"],
-              **options["filter_params"], "rules": rule, "splits": splits, "strict": strict}
-    with command_run(lab, "data.prepare", config=config) as run, progress(transient=True) as bar:
+    with progress(transient=True) as bar:
         task = bar.add_task("validate", total=None)
-        result = prepare_in_run(lab, run, inputs, schema, dataset, **options, strict=strict, notes=notes,
-                                on_rows=lambda n: bar.advance(task, n), on_filter=lambda name: bar.update(task, description=name))
-    _finish(run.run_id, result, json_out)
+        run_id, result = prepare_version(lab, inputs, schema_name, dataset, filters, splits, split_by, rule, strict, notes,
+                                         lambda n: bar.advance(task, n), lambda name: bar.update(task, description=name), **thresholds)
+    _finish(run_id, result, json_out)
 
 
 def _finish(run_id: str, result, json_out: bool) -> None:
@@ -116,18 +111,14 @@ def _finish(run_id: str, result, json_out: bool) -> None:
 def generate_cmd(task: str = typer.Option(..., "--task", help="Built-in capability (reasoning, science, chemistry) or 'hypothesis'."),
                  n: int = typer.Option(..., "--n", min=1, help="Rows to generate."), dataset: str = DATASET,
                  seed: int = typer.Option(42, help="Generator seed (same seed → same rows → same version)."),
-                 splits: str = SPLITS, lab_dir: Path = LAB, json_out: bool = JSON) -> None:
+                 splits: str = SPLITS, lab: Lab = FOUND_LAB, json_out: bool = JSON) -> None:
     """Generate rows with exact answers from a built-in generator and write them through prepare (validated, deduped, split)."""
-    from nexa.data.generators import generate, generate_hypotheses
+    from nexa.data.generators import generate_task
+    from nexa.data.stages import generated_version
 
-    lab = Lab.find(lab_dir)
-    try:
-        rows = generate_hypotheses(n, seed) if task == "hypothesis" else generate(task, n, seed=seed)
-    except (KeyError, ValueError) as exc:
-        fail(str(exc).strip("'\""))
-    schema = "hypothesis" if task == "hypothesis" else "qa"
-    _prepare_generated(lab, rows, schema, dataset, "data.generate", {"task": task, "n": n, "seed": seed, "dataset": dataset},
-                       splits, [], f"built-in generator {task!r}, n={n}, seed {seed}", json_out)
+    rows, schema = generate_task(task, n, seed)
+    _finish(*generated_version(lab, "data.generate", {"task": task, "n": n, "seed": seed, "dataset": dataset}, rows, schema,
+                               dataset, splits, [], f"built-in generator {task!r}, n={n}, seed {seed}"), json_out)
 
 
 @app.command("augment")
@@ -142,55 +133,35 @@ def augment_cmd(base: str = typer.Option(..., "--from", help="Base version ID@vN
                                                       "OpenAI-compatible API root (http://127.0.0.1:8000/v1) or a local HF "
                                                       "checkpoint folder (default: the built-in generator's exact answers)."),
                 max_attempts: int = typer.Option(4, "--max-attempts", min=1, help="Calls per prompt, retries included."),
-                batch_size: int = typer.Option(32, "--batch-size", min=1, help="Prompts per teacher batch."),
                 budget_usd: Optional[float] = typer.Option(None, "--budget-usd", min=0.0, help="Most USD new teacher calls may spend."),
-                lab_dir: Path = LAB, json_out: bool = JSON, **call) -> None:
+                lab: Lab = FOUND_LAB, json_out: bool = JSON, **call) -> None:
     """Add new rows to a version: exact answers from the built-in generator, or a teacher's answers (--teacher).
 
     Either way the rows go through prepare with the base version (validated, deduplicated against
     it, split); a prompt the teacher answered with nothing is quarantined with its reason, not dropped.
     """
-    from nexa.data.augment import from_generator, from_teacher, prompts_for
-    from nexa.ledger.datasets import read_dataset_manifest, read_dataset_rows
+    from nexa.data.stages import augment_version
 
-    lab = Lab.find(lab_dir)
-    config: dict[str, Any] = {"from": base, "capability": capability, "n": n, "seed": seed}
-    manifest = read_dataset_manifest(lab, base)
-    existing = {r["prompt"] for r in read_dataset_rows(lab, manifest.ref) if "prompt" in r}
-    if teacher is None:
-        new, source = from_generator(capability, n, seed, existing), f"{n} generated {capability!r} rows"
-    else:
-        from nexa.teachers.errors import TeacherError  # only here: the generator path never loads the teachers layer
+    opener, errors = None, ()
+    if teacher is not None:  # only here: the generator path never loads the teachers layer
+        from nexa.teachers.errors import TeacherError
         from nexa.teachers.prompting import open_prompt_teacher
 
-        prompts = prompts_for(capability, n, seed, existing)  # an unknown capability fails here, before any call
-        asker = open_prompt_teacher(teacher, lab, seed=seed, max_attempts=max_attempts, budget_usd=budget_usd, **call)
-        config.update(teacher=asker.teacher_id, teacher_model=asker.model_name, max_tokens=call["max_tokens"],
-                      temperature=call["temperature"])
-        with closing(asker), failing_on(TeacherError, prefix="teacher failed: "):
-            new = from_teacher(asker, prompts, capability, batch_size=batch_size)
-        source = f"{n} {capability!r} prompts answered by teacher {asker.teacher_id}"
-    _prepare_generated(lab, new.rows + new.rejected, manifest.row_schema, dataset or manifest.id, "data.augment",
-                       {**config, "from": manifest.ref}, "train=0.8,val=0.1,test=0.1",
-                       [manifest.ref], f"augmented {manifest.ref} with {source}, seed {seed}", json_out)
-
-
-def _prepare_generated(lab, rows, schema_name, dataset, run_type, config, splits, bases, notes, json_out) -> None:
-    from nexa.data.stages import generated_version
-
-    with command_run(lab, run_type, config=config, seed=config.get("seed")) as run:
-        result = generated_version(lab, run, rows, schema_name, dataset, splits, bases, notes)
-    _finish(run.run_id, result, json_out)
+        opener = partial(open_prompt_teacher, teacher, lab, seed=seed, max_attempts=max_attempts, budget_usd=budget_usd, **call)
+        errors = (TeacherError,)
+    with failing_on(*errors, prefix="teacher failed: "):
+        result = augment_version(lab, base, capability, n, seed, dataset, opener, batch_size=call["batch_size"])
+    _finish(*result, json_out)
 
 
 # -- diff and schemas ----------------------------------------------------------------------------
 @app.command("diff")
 def diff_cmd(old: str = typer.Argument(..., help="ID@vA"), new: str = typer.Argument(..., help="ID@vB"),
-             samples: int = typer.Option(3, help="Rows of each side to print."), lab_dir: Path = LAB, json_out: bool = JSON) -> None:
+             samples: int = typer.Option(3, help="Rows of each side to print."), lab: Lab = FOUND_LAB, json_out: bool = JSON) -> None:
     """Rows added and removed between two versions."""
     from nexa.data.diff import diff_versions
 
-    summary = diff_versions(Lab.find(lab_dir), old, new).summary(samples)
+    summary = diff_versions(lab, old, new).summary(samples)
     changed = [f"{sign} {json.dumps(row, sort_keys=True)[:200]}" for sign, key in (("+", "added_samples"), ("-", "removed_samples"))
                for row in summary[key]]
     emit_result(summary, json_out, table(f"{summary['old']} → {summary['new']}", ["added", "removed", "unchanged"],
@@ -198,13 +169,11 @@ def diff_cmd(old: str = typer.Argument(..., help="ID@vA"), new: str = typer.Argu
 
 
 @schema_app.command("list")
-def schema_list(lab_dir: Path = LAB, json_out: bool = JSON) -> None:
+def schema_list(lab: Lab = FOUND_LAB, json_out: bool = JSON) -> None:
     """Built-in and lab-registered row schemas."""
-    from nexa.data.schema import builtin_schemas, lab_schema_dir, parse_schema
+    from nexa.data.schema import known_schemas
 
-    lab = Lab.find(lab_dir)
-    found = list(builtin_schemas().values())
-    found += [parse_schema(json.loads(p.read_text()), str(p)) for p in sorted(lab_schema_dir(lab.registry_dir).glob("*.json"))]
+    found = known_schemas(lab.registry_dir)
     emit_result({"schemas": [{"name": s.name, "version": s.version, "source": s.source, "exact": s.exact} for s in found]}, json_out,
                 table("row schemas", ["name", "version", "required", "text fields", "source"],
                       [(s.name, s.version, ",".join(s.document.get("required", [])), ",".join(s.text_fields), s.source) for s in found]))
@@ -212,11 +181,10 @@ def schema_list(lab_dir: Path = LAB, json_out: bool = JSON) -> None:
 
 @schema_app.command("register")
 def schema_register(file: Path = typer.Argument(..., help="JSON Schema file with an x-nexa {name, version} block."),
-                    lab_dir: Path = LAB, json_out: bool = JSON) -> None:
+                    lab: Lab = FOUND_LAB, json_out: bool = JSON) -> None:
     """Copy a row schema into the lab's registry so `--schema NAME` finds it."""
     from nexa.data.schema import register_schema
 
-    lab = Lab.find(lab_dir)
     schema, target = register_schema(lab.registry_dir, file)
     console.print(f"registered [bold]{schema.ref}[/bold] at {target}" + ("" if schema.exact else
                   " (uses keywords beyond the column checks: every row is also checked with jsonschema)"))

@@ -89,8 +89,21 @@ def _distinct(spec: CapabilitySpec, rng: random.Random, seen: set[str], max_draw
 
 def _capability(name: str) -> CapabilitySpec:
     if name not in CAPABILITIES:
-        raise KeyError(f"unknown capability {name!r}; built-in capabilities are {sorted(CAPABILITIES)}")
+        raise KeyError(unknown_capability(name))
     return CAPABILITIES[name]
+
+
+def unknown_capability(name: str) -> str:
+    return f"no built-in generator for {name!r}; built-in capabilities are {sorted(CAPABILITIES)}"
+
+
+def generate_task(task: str, n: int, seed: int) -> tuple[list[Row], str]:
+    """``nexa data generate``: ``n`` rows of a built-in capability (row schema qa) or hypothesis rows, and the schema."""
+    if task == "hypothesis":
+        return generate_hypotheses(n, seed), "hypothesis"
+    if task not in CAPABILITIES:
+        raise ValueError(unknown_capability(task))
+    return generate(task, n, seed=seed), "qa"
 
 
 _HYPOTHESIS_TOPICS = [

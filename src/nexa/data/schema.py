@@ -213,6 +213,11 @@ def _lab_files(registry_dir: Path | None) -> list[Path]:
     return sorted(lab_schema_dir(registry_dir).glob("*.json")) if registry_dir else []
 
 
+def known_schemas(registry_dir: Path) -> list[RowSchema]:
+    """Every row schema a lab can name (``nexa data schema list``): the built-in ones, then the lab's registered ones."""
+    return [*builtin_schemas().values(), *(parse_schema(_read_json(p), str(p)) for p in _lab_files(registry_dir))]
+
+
 def _lab_schemas(registry_dir: Path, base: str) -> list[RowSchema]:
     return [parse_schema(_read_json(p), str(p)) for p in _lab_files(registry_dir) if p.name.startswith(f"{base}.v")]
 

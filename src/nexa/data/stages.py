@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, Callable
+
 from nexa.data.generators import CAPABILITIES, generate, generate_hypotheses
 from nexa.ledger.datasets import write_dataset_version
 from nexa.ledger.listings import DatasetListing, write_contract
@@ -74,16 +76,62 @@ def prepare_options(lab, schema_name: str, filters: str, splits: str, split_by: 
                         split_by=split_by)
 
 
-def generated_version(lab, run, rows: list[dict], schema_name: str, dataset: str, splits: str, bases: list[str], notes: str):
-    """New rows (generated or a teacher's) written through prepare with their base versions: validated, exact-deduplicated
-    against the bases, split."""
+def prepare_version(lab, inputs: list[str], schema_name: str, dataset: str, filters: str, splits: str, split_by: str,
+                    rules: list[str], strict: bool = False, notes: str = "", on_rows=None, on_filter=None, **thresholds):
+    """``nexa data prepare``: the options checked (:func:`prepare_options`) before a run opens, then
+    :func:`prepare_in_run` in a run of its own whose config records them. Returns (run id, result)."""
+    from nexa.ledger.console import command_run
+
+    schema, options = prepare_options(lab, schema_name, filters, splits, split_by, rules, **thresholds)
+    config = {"inputs": inputs, "schema": schema_name, "dataset": dataset, "filters": options["filters"],
+              **options["filter_params"], "rules": rules, "splits": splits, "strict": strict}
+    with command_run(lab, "data.prepare", config=config) as run:
+        return run.run_id, prepare_in_run(lab, run, inputs, schema, dataset, **options, strict=strict, notes=notes,
+                                          on_rows=on_rows, on_filter=on_filter)
+
+
+def generated_version(lab, run_type: str, config: dict, rows: list[dict], schema_name: str, dataset: str, splits: str,
+                      bases: list[str], notes: str):
+    """New rows (generated or a teacher's) written through prepare with their base versions in a run of their own
+    (``nexa data generate|augment``): validated, exact-deduplicated against the bases, split. Returns (run id, result)."""
     from nexa.data.augment import write_jsonl
     from nexa.data.schema import load_schema
     from nexa.data.splits import parse_fractions
+    from nexa.ledger.console import command_run
 
-    source = write_jsonl(rows, lab.scratch / "data" / run.run_id / "generated.jsonl")
-    return prepare_in_run(lab, run, [*bases, str(source)], load_schema(schema_name, lab.registry_dir), dataset,
-                          filters=["exact"], fractions=parse_fractions(splits), cluster_threshold=None, notes=notes)
+    with command_run(lab, run_type, config=config, seed=config.get("seed")) as run:
+        source = write_jsonl(rows, lab.scratch / "data" / run.run_id / "generated.jsonl")
+        return run.run_id, prepare_in_run(lab, run, [*bases, str(source)], load_schema(schema_name, lab.registry_dir), dataset,
+                                          filters=["exact"], fractions=parse_fractions(splits), cluster_threshold=None, notes=notes)
+
+
+def augment_version(lab, base: str, capability: str, n: int, seed: int, dataset: str | None = None,
+                    open_teacher: Callable[[], Any] | None = None, batch_size: int = 32):
+    """``nexa data augment``: n new rows of a built-in capability added to the version ``base`` (ID@vN), as a new
+    version of ``dataset`` (default: the base's ID) with the base as parent. Without ``open_teacher`` the built-in
+    generator answers exactly; with it, the teacher it opens (a :class:`nexa.teachers.prompting.PromptTeacher`,
+    opened only after the prompts are known, so an unknown capability costs no call) answers the prompts, and an
+    empty answer is quarantined with its reason. Returns (run id, result) as :func:`generated_version`."""
+    from contextlib import closing
+
+    from nexa.data.augment import from_generator, from_teacher, prompts_for
+    from nexa.ledger.datasets import read_dataset_manifest, read_dataset_rows
+
+    manifest = read_dataset_manifest(lab, base)
+    existing = {r["prompt"] for r in read_dataset_rows(lab, manifest.ref) if "prompt" in r}
+    config: dict[str, Any] = {"from": manifest.ref, "capability": capability, "n": n, "seed": seed}
+    if open_teacher is None:
+        new, source = from_generator(capability, n, seed, existing), f"{n} generated {capability!r} rows"
+    else:
+        prompts = prompts_for(capability, n, seed, existing)  # an unknown capability fails here, before any call
+        with closing(open_teacher()) as asker:
+            config.update(teacher=asker.teacher_id, teacher_model=asker.model_name, max_tokens=asker.params.max_tokens,
+                          temperature=asker.params.temperature)
+            new = from_teacher(asker, prompts, capability, batch_size=batch_size)
+        source = f"{n} {capability!r} prompts answered by teacher {asker.teacher_id}"
+    return generated_version(lab, "data.augment", config, new.rows + new.rejected, manifest.row_schema,
+                             dataset or manifest.id, "train=0.8,val=0.1,test=0.1", [manifest.ref],
+                             f"augmented {manifest.ref} with {source}, seed {seed}")
 
 
 def _dataset_ref(ctx, ref: str, content_hash: str):

@@ -9,8 +9,9 @@ import typer
 
 from nexa.eval import evaluate as ev
 from nexa.eval import stages
+from nexa.eval.leaderboard import Role
 from nexa.ledger import Lab
-from nexa.ledger.console import JSON, LAB, command_run, console, emit_result, failing_on, table, with_options
+from nexa.ledger.console import FOUND_LAB, JSON, emit_result, table, with_options
 
 app = typer.Typer(help="Evaluate models: generate on tasks, judge outputs, build leaderboards.", no_args_is_help=True)
 
@@ -18,7 +19,7 @@ BUDGET = typer.Option(None, "--budget-usd", min=0.0, help="Most USD new API-teac
 MODELS = {  # what `generate` and `run` evaluate, and how
     "model": (list[str], typer.Option([], "--model", help="Checkpoint folder, bundle folder, API teacher URL#MODEL or run id (repeatable).")),
     "run_id": (Optional[str], typer.Option(None, "--run-id", help="Evaluate every model this run produced.")),
-    "role": (Optional[str], typer.Option(None, help="teacher | student | baseline (default: from the stage name).")),
+    "role": (Optional[Role], typer.Option(None, help="Role on the leaderboard (default: from the stage name).")),
     "tasks": (str, typer.Option("reasoning,science,chemistry", "--tasks", help="Comma-separated built-in capabilities or dataset ID[@vN].")),
     "n": (int, typer.Option(200, help="Prompts per built-in task.")),
     "max_new_tokens": (int, typer.Option(8, min=1)),
@@ -31,92 +32,56 @@ JUDGES = {  # how `judge` and `run` score
     "rubric": (Optional[Path], typer.Option(None, help="Rubric file (rubrics/*.yaml) for the LLM judge.")),
     "against": (Optional[str], typer.Option(None, help="For --judges pairwise: the model every other model is compared with.")),
 }
-
-
-def _generate(lab: Lab, run, work: Path, model: list[str], run_id: Optional[str], role: Optional[str], tasks: str, n: int,
-              max_new_tokens: int, usd_per_hour: Optional[float], budget_usd: Optional[float]) -> tuple[list[dict], dict]:
-    """The generate step; a teacher that fails mid-eval ends the command as a user-facing error."""
-    from nexa.teachers.errors import TeacherError
-
-    with failing_on(TeacherError):
-        return stages.generate_step(lab, run, work, stages.resolve_specs(lab, model, run_id, role), tasks, n,
-                                    max_new_tokens, usd_per_hour, budget_usd)
-
-
-def _judge(run, work: Path, items: list[dict], judges: list[str], llm, against: Optional[str]) -> list[dict]:
-    from nexa.eval.llm_judge import JudgeError
-
-    with failing_on(JudgeError):
-        return stages.judge_step(run, work, items, judges, llm, against)
-
-
-def _names(judges: str) -> list[str]:
-    return [j.strip() for j in judges.split(",") if j.strip()]
+RECORDED = ("model", "run_id", "tasks", "n", "max_new_tokens")  # what a run's config records of MODELS
 
 
 @app.command()
 @with_options(MODELS)
-def generate(budget_usd: Optional[float] = BUDGET, lab_dir: Path = LAB, json_out: bool = JSON, **models) -> None:
+def generate(budget_usd: Optional[float] = BUDGET, lab: Lab = FOUND_LAB, json_out: bool = JSON, **models) -> None:
     """Generate on each task's eval prompts; outputs are cached by (model hash, prompt hash, params)."""
-    lab = Lab.find(lab_dir)
-    config = {k: models[k] for k in ("model", "run_id", "tasks", "n", "max_new_tokens")}
-    with command_run(lab, "eval_generate", config=config) as run:
-        work = stages.step_folder(lab, run.run_id)
-        items, counts = _generate(lab, run, work, **models, budget_usd=budget_usd)
-        outputs = stages.publish_step(lab, run, work, "generations")
-    emit_result({"run_id": run.run_id, "status": "succeeded", "outputs": outputs, "generations": len(items), **counts}, json_out)
+    with stages.step_run(lab, "eval_generate", {k: models[k] for k in RECORDED}, "generations") as step:
+        items, counts = stages.generate_step(lab, step.run, step.work, **models, budget_usd=budget_usd)
+    emit_result({**step.result, "generations": len(items), **counts}, json_out)
 
 
 @app.command()
 @with_options(JUDGES)
 def judge(generations: str = typer.Option(..., "--generations", help="Run id of a `nexa eval generate` run."),
-          budget_usd: Optional[float] = BUDGET, lab_dir: Path = LAB, json_out: bool = JSON, **how) -> None:
+          budget_usd: Optional[float] = BUDGET, lab: Lab = FOUND_LAB, json_out: bool = JSON, **how) -> None:
     """Score every generation with each judge; each score records judge_model_id and judge_prompt_hash."""
-    lab = Lab.find(lab_dir)
-    names = _names(how["judges"])
     items = stages.read_step(lab, generations, "generations.jsonl")
-    llm = stages.open_llm_judge(lab, names, how["judge_url"], how["judge_model"], how["rubric"], budget_usd)
-    with command_run(lab, "eval_judge", config={"generations": generations, "judges": names, "judge_model": how["judge_model"],
-                                              "rubric": str(how["rubric"]) if how["rubric"] else None}) as run:
-        work = stages.step_folder(lab, run.run_id)
-        scored = _judge(run, work, items, names, llm, how["against"])
-        outputs = stages.publish_step(lab, run, work, "scores")
-    emit_result({"run_id": run.run_id, "status": "succeeded", "outputs": outputs, "scores": len(scored)}, json_out)
+    names, llm = stages.judges_of(lab, how, budget_usd)
+    with stages.step_run(lab, "eval_judge", {"generations": generations, "judges": names, "judge_model": how["judge_model"],
+                                             "rubric": str(how["rubric"]) if how["rubric"] else None}, "scores") as step:
+        scored = stages.judge_step(step.run, step.work, items, names, llm, how["against"])
+    emit_result({**step.result, "scores": len(scored)}, json_out)
 
 
 @app.command()
 def analyze(scores: str = typer.Option(..., "--scores", help="Run id of a `nexa eval judge` run."),
-            lab_dir: Path = LAB, json_out: bool = JSON) -> None:
+            lab: Lab = FOUND_LAB, json_out: bool = JSON) -> None:
     """leaderboard.parquet, eval_report.json/.md, and eval_status/report/summary in the run manifest."""
     from nexa.ledger.lean_arrow import arrow_without_pandas
 
     arrow_without_pandas()  # this process converts no pandas objects: spare it pandas' import
-    lab = Lab.find(lab_dir)
     scored = stages.read_step(lab, scores, "scores.jsonl")
-    with command_run(lab, "eval_analyze", config={"scores": scores}) as run:
-        work = stages.step_folder(lab, run.run_id)
-        summary = stages.analyze_step(lab, run, work, scored)
-        outputs = stages.publish_step(lab, run, work, "eval_report")
-    emit_result({"run_id": run.run_id, "status": "succeeded", "outputs": outputs, **summary}, json_out)
+    with stages.step_run(lab, "eval_analyze", {"scores": scores}, "eval_report") as step:
+        summary = stages.analyze_step(lab, step.run, step.work, scored)
+    emit_result({**step.result, **summary}, json_out)
 
 
 @app.command("run")
 @with_options(MODELS, JUDGES)
-def run_all(budget_usd: Optional[float] = BUDGET, lab_dir: Path = LAB, json_out: bool = JSON, **options) -> None:
+def run_all(budget_usd: Optional[float] = BUDGET, lab: Lab = FOUND_LAB, json_out: bool = JSON, **options) -> None:
     """Generate, judge and analyze in one run; a rerun with nothing changed generates nothing."""
-    lab = Lab.find(lab_dir)
     models, how = ({k: options[k] for k in keys} for keys in (MODELS, JUDGES))
-    names = _names(how["judges"])
-    llm = stages.open_llm_judge(lab, names, how["judge_url"], how["judge_model"], how["rubric"], budget_usd)
-    config = {k: models[k] for k in ("model", "run_id", "tasks", "n")}
-    with command_run(lab, "eval", config={**config, "judges": names, "max_new_tokens": models["max_new_tokens"],
-                                        "judge_model": how["judge_model"]}) as run:
-        work = stages.step_folder(lab, run.run_id)
-        items, counts = _generate(lab, run, work, **models, budget_usd=budget_usd)
-        summary = stages.analyze_step(lab, run, work, _judge(run, work, items, names, llm, how["against"]))
-        outputs = stages.publish_step(lab, run, work, "eval_report")
-    emit_result({"run_id": run.run_id, "status": "succeeded", "outputs": outputs, **counts,
-                 "leaderboard": next(o["path"] for o in outputs if o["path"].endswith("leaderboard.parquet")), **summary}, json_out)
+    names, llm = stages.judges_of(lab, how, budget_usd)
+    config = {**{k: models[k] for k in RECORDED}, "judges": names, "judge_model": how["judge_model"]}
+    with stages.step_run(lab, "eval", config, "eval_report") as step:
+        items, counts = stages.generate_step(lab, step.run, step.work, **models, budget_usd=budget_usd)
+        scored = stages.judge_step(step.run, step.work, items, names, llm, how["against"])
+        summary = stages.analyze_step(lab, step.run, step.work, scored)
+    emit_result({**step.result, **counts, "leaderboard": stages.leaderboard_of(step.result), **summary}, json_out)
 
 
 @app.command("lm-eval")
@@ -125,14 +90,11 @@ def lm_eval_run(model: str = typer.Option(..., "--model", help="Bundle folder, H
                 include_path: Optional[Path] = typer.Option(None, "--include-path", help="Folder of local task YAMLs."),
                 limit: Optional[int] = typer.Option(None, "--limit", min=1, help="At most this many documents per task."),
                 num_fewshot: Optional[int] = typer.Option(None, "--num-fewshot", min=0, help="Override each task's n-shot."),
-                role: str = typer.Option("student", "--role", help="teacher | student | baseline on the leaderboard."),
-                lab_dir: Path = LAB, json_out: bool = JSON) -> None:
+                role: Role = typer.Option("student", "--role", help="Role on the leaderboard."),
+                lab: Lab = FOUND_LAB, json_out: bool = JSON) -> None:
     """Run lm-evaluation-harness tasks on a bundle (served on a loopback port), a checkpoint or an endpoint;
     the scores land in a leaderboard with each task's version, n-shot and hashes."""
-    stages.check_role(role)
-    name, summary, leaderboard = stages.lm_eval_step(Lab.find(lab_dir), model, _names(tasks), include_path, role, limit,
-                                                     num_fewshot)
-    if not json_out:
-        console.print(table("lm-eval", ["task", "metric", "score", "n", "version"],
-                            [(t, s["metric"], s["score"], s["n"], s["version"]) for t, s in summary.items()]))
-    emit_result({"model": name, "tasks": summary, "leaderboard": leaderboard}, json_out)
+    name, summary, leaderboard = stages.lm_eval_step(lab, model, tasks, include_path, role, limit, num_fewshot)
+    emit_result({"model": name, "tasks": summary, "leaderboard": leaderboard}, json_out,
+                table("lm-eval", ["task", "metric", "score", "n", "version"],
+                      [(t, s["metric"], s["score"], s["n"], s["version"]) for t, s in summary.items()]))

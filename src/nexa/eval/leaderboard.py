@@ -10,13 +10,14 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Literal, get_args
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 LEADERBOARD_SCHEMA_VERSION = 1
-ROLES = ("teacher", "student", "baseline")
+Role = Literal["teacher", "student", "baseline"]  # a model's role on the leaderboard
+ROLES = get_args(Role)
 LEADERBOARD_COLUMNS = ["model", "role", "capability", "metric", "score", "n", "latency_ms", "tokens_per_s",
                        "cost_usd", "judge_model_id", "judge_prompt_hash", "dataset"]
 _GROUP = ("model", "role", "capability", "metric", "judge_model_id", "judge_prompt_hash", "dataset")

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, Iterator
 
 from nexa.eval.abstention import abstention_report
 from nexa.eval.evaluate import ModelSpec, generate_items, judge_items, resolve_models, write_jsonl
 from nexa.eval.exact import JUDGE_ID, JUDGE_PROMPT_HASH
-from nexa.eval.leaderboard import ROLES, aggregate, nested_scores, write_leaderboard
+from nexa.eval.leaderboard import aggregate, nested_scores, write_leaderboard
 from nexa.eval.tasks import Task
 from nexa.ledger import ArtifactRef, Lab
-from nexa.ledger.console import command_run, console, table
+from nexa.ledger.console import command_run, console, failing_on, table
 from nexa.ledger.datasets import read_dataset_rows, read_listing
 from nexa.ledger.stage import StageContext
 
@@ -52,22 +55,26 @@ def leaderboard_table(rows: list[dict]):
                   for r in rows])
 
 
-# -- the steps of `nexa eval generate|judge|analyze|run`: each run's files live in durable eval/<run_id>/ ------------
-def step_folder(lab: Lab, run_id: str) -> Path:
-    """The scratch folder a step writes before :func:`publish_step` moves it to durable storage."""
-    folder = lab.scratch / "eval" / run_id
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
+# -- the steps of `nexa eval generate|judge|analyze|run|lm-eval`: each run's files live in durable eval/<run_id>/ -----
+@contextmanager
+def step_run(lab: Lab, run_type: str, config: dict, kind: str) -> Iterator[SimpleNamespace]:
+    """One run of an eval command: ``.run`` and its scratch folder ``.work``, copied to durable storage (hash-listed) as
+    the run's output when the step ends, giving ``.result`` (run id, status, outputs). A teacher or judge that fails
+    ends the command as one ``error:`` line (exit 2), like every user-facing mistake."""
+    from nexa.eval.llm_judge import JudgeError
+    from nexa.teachers.errors import TeacherError
 
-
-def publish_step(lab: Lab, run, work: Path, kind: str) -> list[dict]:
-    """Copy the run's files to durable storage (hash-listed) and record them as the run's output."""
-    store = lab.durable()
-    ref = store.put_dir(work, f"eval/{run.run_id}")
-    run.add_output(ArtifactRef(kind=kind, ref=f"eval:{run.run_id}", path=ref.path, sha256=ref.sha256))
-    listing = store.dir_listing(f"eval/{run.run_id}")
-    shutil.rmtree(work)
-    return [{"path": store.location(f"eval/{run.run_id}/{rel}"), "sha256": digest} for rel, digest in sorted(listing.items())]
+    with command_run(lab, run_type, config=config) as run, failing_on(TeacherError, JudgeError):
+        step = SimpleNamespace(run=run, work=lab.scratch / "eval" / run.run_id)
+        step.work.mkdir(parents=True, exist_ok=True)
+        yield step
+        store = lab.durable()
+        ref = store.put_dir(step.work, f"eval/{run.run_id}")
+        run.add_output(ArtifactRef(kind=kind, ref=f"eval:{run.run_id}", path=ref.path, sha256=ref.sha256))
+        shutil.rmtree(step.work)
+        step.result = {"run_id": run.run_id, "status": "succeeded", "outputs": [
+            {"path": store.location(f"eval/{run.run_id}/{rel}"), "sha256": digest}
+            for rel, digest in sorted(store.dir_listing(f"eval/{run.run_id}").items())]}
 
 
 def read_step(lab: Lab, run_id: str, filename: str) -> list[dict]:
@@ -83,13 +90,14 @@ def read_step(lab: Lab, run_id: str, filename: str) -> list[dict]:
     return read_jsonl(store.fetch_dir(f"eval/{run_id}", lab.scratch / "eval-inputs" / run_id) / filename)
 
 
-def generate_step(lab: Lab, run, work: Path, models: list[ModelSpec], tasks: str, n: int, max_new_tokens: int,
-                  usd_per_hour: float | None, budget_usd: float | None = None) -> tuple[list[dict], dict]:
-    """Every model on every task's eval prompts through the generation cache, written to ``generations.jsonl``.
-    ``usd_per_hour`` defaults to the lab's price for the hardware the run is on (local = free)."""
+def generate_step(lab: Lab, run, work: Path, model: list[str], run_id: str | None, role: str | None, tasks: str, n: int,
+                  max_new_tokens: int, usd_per_hour: float | None, budget_usd: float | None = None) -> tuple[list[dict], dict]:
+    """Every model ``model`` and ``run_id`` name on every task's eval prompts through the generation cache, written to
+    ``generations.jsonl``. ``usd_per_hour`` defaults to the lab's price for the hardware the run is on (local = free)."""
     from nexa.eval.tasks import resolve_tasks
     from nexa.infra.cost import PriceTable, UnknownPriceError
 
+    models = resolve_specs(lab, model, run_id, role)
     resolved = resolve_tasks(lab, tasks.split(","), n=n, created_by=run.run_id)
     if usd_per_hour is None:
         try:
@@ -110,7 +118,7 @@ def analyze_step(lab: Lab, run, work: Path, scored: list[dict]) -> dict:
     metric = "exact_match" if any(r["metric"] == "exact_match" for r in rows) else rows[0]["metric"]
     abstention = abstention_report(scored, metric)
     paths = write_leaderboard(work, rows, metric=metric, abstention=abstention)
-    report = lab.durable().location(f"eval/{run.run_id}/{paths['report_json'].name}")  # where publish_step puts it
+    report = lab.durable().location(f"eval/{run.run_id}/{paths['report_json'].name}")  # where step_run puts it
     run.update(eval_status="done", eval_report=report,
                eval_summary={f"{r['model']}/{r['capability']}/{r['metric']}": r["score"] for r in rows})
     console.print(leaderboard_table(rows))
@@ -127,12 +135,6 @@ def _abstention_summary(abstention: dict) -> dict:
     return {"abstention": abstention}
 
 
-def check_role(role: str | None) -> None:
-    """A ``--role`` must be one the leaderboard knows."""
-    if role and role not in ROLES:
-        raise ValueError(f"--role must be teacher, student or baseline, not {role!r}")
-
-
 def resolve_specs(lab: Lab, refs: list[str], run_id: str | None, role: str | None) -> list[ModelSpec]:
     """The models ``--model`` (paths, bundles, URL#MODEL, run ids) and ``--run-id`` name, under one role."""
     if not refs and not run_id:
@@ -140,8 +142,14 @@ def resolve_specs(lab: Lab, refs: list[str], run_id: str | None, role: str | Non
                          "(evaluate the models that run made)")
     specs = [s for ref in refs for s in resolve_models(lab, ref, role)]
     specs += resolve_models(lab, run_id, role) if run_id else []
-    check_role(role)
     return specs
+
+
+def judges_of(lab: Lab, how: dict, budget_usd: float | None = None) -> tuple[list[str], Any]:
+    """The judge names of ``--judges`` (comma-separated) and the LLM judge they need (None when none does), from
+    the judging options ``nexa eval judge`` and ``nexa eval run`` share (judges, judge_url, judge_model, rubric)."""
+    names = [j.strip() for j in how["judges"].split(",") if j.strip()]
+    return names, open_llm_judge(lab, names, how["judge_url"], how["judge_model"], how["rubric"], budget_usd)
 
 
 def open_llm_judge(lab: Lab, judges: list[str], url: str | None, model: str | None, rubric: Path | None,
@@ -175,17 +183,21 @@ def judge_step(run, work: Path, items: list[dict], judges: list[str], llm, again
     return scored
 
 
-def lm_eval_step(lab: Lab, model: str, tasks: list[str], include_path: Path | None, role: str, limit: int | None,
+def lm_eval_step(lab: Lab, model: str, tasks: str, include_path: Path | None, role: str, limit: int | None,
                  num_fewshot: int | None) -> tuple[str, dict, str]:
-    """lm-evaluation-harness tasks on a bundle (served on a loopback port), a checkpoint or an endpoint, in one
-    run whose leaderboard records each task's version, n-shot and hashes: (model name, scores, leaderboard)."""
+    """lm-evaluation-harness tasks (comma-separated names) on a bundle (served on a loopback port), a checkpoint or an
+    endpoint, in one run whose leaderboard records each task's version, n-shot and hashes: (model name, scores, leaderboard)."""
     from nexa.eval import harness
 
+    tasks = [t.strip() for t in tasks.split(",") if t.strip()]
     with harness.target(model, lab.scratch / "lm-eval" / "tokenizers" / Path(model).name) as target:
         plan = harness.check(target, tasks, include_path)
-        with command_run(lab, "eval_lm_eval", config={"model": model, "tasks": tasks, "limit": limit,
-                                                    "num_fewshot": num_fewshot}) as run:
-            work = step_folder(lab, run.run_id)
-            summary = harness.evaluate(plan, work, role, limit, num_fewshot)
-            outputs = publish_step(lab, run, work, "eval_report")
-    return target.name, summary, next(o["path"] for o in outputs if o["path"].endswith("leaderboard.parquet"))
+        with step_run(lab, "eval_lm_eval", {"model": model, "tasks": tasks, "limit": limit, "num_fewshot": num_fewshot},
+                      "eval_report") as step:
+            summary = harness.evaluate(plan, step.work, role, limit, num_fewshot)
+    return target.name, summary, leaderboard_of(step.result)
+
+
+def leaderboard_of(result: dict) -> str:
+    """Where a finished eval step's leaderboard is."""
+    return next(o["path"] for o in result["outputs"] if o["path"].endswith("leaderboard.parquet"))

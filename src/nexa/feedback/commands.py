@@ -8,11 +8,11 @@ from typing import Optional
 import typer
 
 from nexa.feedback import review as rv
-from nexa.feedback.loop import ROWS_PER_WEAKNESS, feedback_round, latest_report
+from nexa.feedback.loop import ROWS_PER_WEAKNESS, feedback_run
 from nexa.feedback.rules import DEFAULT_RULES
 from nexa.feedback.stages import weakness_table
 from nexa.ledger import Lab
-from nexa.ledger.console import JSON, LAB, command_run, console, emit_result, fail, failing_on, table
+from nexa.ledger.console import FOUND_LAB, JSON, LAB, console, emit_result, failing_on, table
 from nexa.teachers.errors import TeacherError
 
 app = typer.Typer(help="Turn weak spots in an eval report into new data; review outputs by hand.",
@@ -33,63 +33,43 @@ def feedback(ctx: typer.Context, report: Optional[Path] = typer.Option(None, hel
     """Find weak capabilities in an eval report and write targeted next dataset versions (with lineage)."""
     if ctx.invoked_subcommand is not None:
         return
-    lab = Lab.find(lab_dir)
-    report_path = report or latest_report(lab)
-    targets = dict(_pair(d) for d in dataset)
-    from nexa.teachers.opening import open_teacher  # a URL without --teacher-model is a user's mistake, before any run
-
-    teacher = open_teacher(teacher_url, teacher_model) if teacher_url else None
-    with command_run(lab, "feedback", config={"report": str(report_path), "rules": rule, "datasets": targets, "rows": rows,
-                                          "teacher_url": teacher_url, "teacher_model": teacher_model}, seed=seed) as run:
-        with failing_on(TeacherError):  # a missing file or dataset, an unpriced teacher model: the root's `error:` line
-            result = feedback_round(lab, report_path, rule, targets, rows, seed, run.run_id, teacher=teacher)
-        outputs = result.record(lab, run)
+    with failing_on(TeacherError):  # a missing file or dataset, an unpriced teacher model: the root's `error:` line
+        run_id, result, outputs, report_path = feedback_run(Lab.find(lab_dir), report, rule, dataset, rows, seed,
+                                                            teacher_url, teacher_model)
     console.print(weakness_table(result.weaknesses))
     console.print(table("new dataset versions", ["capability", "version", "parent", "added", "quarantined"],
                         [(c, m.manifest.ref, ",".join(m.manifest.parents), m.added, len(m.quarantined)) for c, m in result.merged.items()]))
     for capability, reason in result.skipped.items():
         console.print(f"[yellow]skipped[/yellow] {capability}: {reason}")
-    emit_result(result.payload(run.run_id, outputs, report_path), json_out)
-
-
-def _pair(text: str) -> tuple[str, str]:
-    if "=" not in text:
-        raise ValueError(f"--dataset {text!r} must be CAPABILITY=ID@vN")
-    key, value = text.split("=", 1)
-    return key.strip(), value.strip()
+    emit_result(result.payload(run_id, outputs, report_path), json_out)
 
 
 @review_app.command("sample")
 def review_sample(run_id: str = typer.Option(..., "--run", help="Run whose outputs to review (eval or feedback)."),
-                  n: int = typer.Option(20, "--n", min=1), seed: int = typer.Option(42), lab_dir: Path = LAB,
+                  n: int = typer.Option(20, "--n", min=1), seed: int = typer.Option(42), lab: Lab = FOUND_LAB,
                   json_out: bool = JSON) -> None:
     """Sample N outputs of a run into a new review queue in the ledger."""
-    lab = Lab.find(lab_dir)
     queue = rv.sample_queue(lab, run_id, n, seed)
     emit_result({"run_id": None, "status": "succeeded", "queue_id": queue.queue_id, "items": len(queue.items),
-                 "outputs": [{"path": str(lab.registry_dir / "review" / f"{queue.queue_id}.json")}]}, json_out,
+                 "outputs": [{"path": str(rv.queue_path(lab, queue.queue_id))}]}, json_out,
                 table(f"review queue {queue.queue_id}", ["item", "capability", "prompt", "output"],
                       [(i.item_id, i.capability, i.prompt[:40], i.output[:40]) for i in queue.items]))
 
 
 @review_app.command("decide")
 def review_decide(queue_id: str = typer.Argument(...), item_id: str = typer.Argument(...),
-                  decision: str = typer.Argument(..., help="accept | exclude | pending"),
+                  decision: rv.Decision = typer.Argument(..., help="What to record for the item."),
                   reviewer: Optional[str] = typer.Option(None), note: str = typer.Option(""),
                   edited_output: Optional[str] = typer.Option(None, "--edit", help="Accept this corrected answer instead of the output."),
-                  lab_dir: Path = LAB, json_out: bool = JSON) -> None:
+                  lab: Lab = FOUND_LAB, json_out: bool = JSON) -> None:
     """Record accept/exclude (or an edited answer) for one item; the next dataset version honours it."""
-    if decision not in ("accept", "exclude", "pending"):
-        fail(f"decision must be accept, exclude or pending, not {decision!r}")
-    item = rv.decide(Lab.find(lab_dir), queue_id, item_id, decision, reviewer, note, edited_output=edited_output)
+    item = rv.decide(lab, queue_id, item_id, decision, reviewer, note, edited_output=edited_output)
     emit_result({"run_id": None, "status": "succeeded", "queue_id": queue_id, "item": item.model_dump(mode="json")}, json_out)
 
 
 @review_app.command("list")
-def review_list(lab_dir: Path = LAB, json_out: bool = JSON) -> None:
+def review_list(lab: Lab = FOUND_LAB, json_out: bool = JSON) -> None:
     """Every queue with its counts of pending, accepted and excluded items."""
-    queues = rv.list_queues(Lab.find(lab_dir))
-    counts = [{"queue_id": q.queue_id, "source_run": q.source_run,
-               **{d: sum(i.decision == d for i in q.items) for d in ("pending", "accept", "exclude")}} for q in queues]
+    counts = [{"queue_id": q.queue_id, "source_run": q.source_run, **q.counts()} for q in rv.list_queues(lab)]
     emit_result({"run_id": None, "status": "succeeded", "queues": counts}, json_out,
                 table("review queues", ["queue", "source run", "pending", "accept", "exclude"], [tuple(c.values()) for c in counts]))

@@ -114,6 +114,35 @@ def feedback_round(lab: Lab, report_path: Path, rules: list[str], datasets: dict
     return result
 
 
+def parse_targets(pairs: list[str]) -> dict[str, str]:
+    """``--dataset CAPABILITY=ID@vN`` pairs as {capability: ref}; a pair without '=' is a user's mistake."""
+    targets = {}
+    for text in pairs:
+        if "=" not in text:
+            raise ValueError(f"--dataset {text!r} must be CAPABILITY=ID@vN")
+        key, value = text.split("=", 1)
+        targets[key.strip()] = value.strip()
+    return targets
+
+
+def feedback_run(lab: Lab, report_path: Path | None, rules: list[str], datasets: list[str], rows_per_weakness: int,
+                 seed: int, teacher_url: str | None = None, teacher_model: str | None = None):
+    """``nexa feedback``: one :func:`feedback_round` in a run of its own, on ``report_path`` (default: the lab's
+    latest eval report). The teacher is opened before the run starts, so a URL without a model name leaves no
+    failed run behind. Returns (run id, round result, recorded outputs, the report read)."""
+    from nexa.ledger.console import command_run
+    from nexa.teachers.opening import open_teacher
+
+    report_path = report_path or latest_report(lab)
+    targets = parse_targets(datasets)
+    teacher = open_teacher(teacher_url, teacher_model) if teacher_url else None
+    with command_run(lab, "feedback", config={"report": str(report_path), "rules": rules, "datasets": targets,
+                                              "rows": rows_per_weakness, "teacher_url": teacher_url,
+                                              "teacher_model": teacher_model}, seed=seed) as run:
+        result = feedback_round(lab, report_path, rules, targets, rows_per_weakness, seed, run.run_id, teacher=teacher)
+        return run.run_id, result, result.record(lab, run), report_path
+
+
 def grow_capability(lab: Lab, capability: str, parent: str, rows: int, seed: int, reviewed, created_by: str,
                     into: str | None = None, source: str = "", teacher=None) -> tuple[list[dict], MergeResult]:
     """Targeted rows for one weak capability (its generator, or ``teacher``) and their merge into the next version.

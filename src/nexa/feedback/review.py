@@ -55,8 +55,13 @@ class ReviewQueue(BaseModel):
     created_at: datetime = Field(default_factory=utcnow)
     items: list[ReviewItem]
 
+    def counts(self) -> dict[str, int]:
+        """How many items are pending, accepted and excluded."""
+        return {d: sum(i.decision == d for i in self.items) for d in ("pending", "accept", "exclude")}
 
-def _queue_path(lab: Lab, queue_id: str) -> Path:
+
+def queue_path(lab: Lab, queue_id: str) -> Path:
+    """Where a queue lives: the lab registry's review/ folder."""
     return lab.registry_dir / "review" / f"{queue_id}.json"
 
 
@@ -64,13 +69,13 @@ def save_queue(lab: Lab, queue: ReviewQueue) -> Path:
     """Durable copy first (hashed), then the ledger copy, like run manifests."""
     data = dump_manifest(queue)
     lab.durable().put_bytes(f"review/{queue.queue_id}.json", data, overwrite=True)
-    path = _queue_path(lab, queue.queue_id)
+    path = queue_path(lab, queue.queue_id)
     atomic_write_bytes(path, data)
     return path
 
 
 def load_queue(lab: Lab, queue_id: str) -> ReviewQueue:
-    path = _queue_path(lab, queue_id)
+    path = queue_path(lab, queue_id)
     if not path.exists():
         known = sorted(p.stem for p in path.parent.glob("*.json")) if path.parent.exists() else []
         raise FileNotFoundError(f"no review queue {queue_id!r} in {path.parent}; queues: {known or 'none'}")
@@ -136,7 +141,7 @@ def decide(lab: Lab, queue_id: str, item_id: str, decision: Decision, reviewer: 
     """
     if edited_output is not None and decision != "accept":
         raise ValueError(f"an edited answer can only be accepted, not given decision {decision!r}")
-    with FileLock(str(_queue_path(lab, queue_id)) + ".lock", timeout=60):
+    with FileLock(str(queue_path(lab, queue_id)) + ".lock", timeout=60):
         queue = load_queue(lab, queue_id)
         item = next((i for i in queue.items if i.item_id == item_id), None)
         if item is None:

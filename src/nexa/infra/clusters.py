@@ -49,6 +49,11 @@ class ClusterRecord(BaseModel):
     ended_at: datetime | None = None
     error: str | None = None
 
+    def log_tail(self, lines: int) -> str:
+        """The last ``lines`` lines of the node's log ('' before it has one), each ending in a newline."""
+        text = Path(self.log).read_text(errors="replace") if self.log and Path(self.log).exists() else ""
+        return "\n".join(text.splitlines()[-lines:]) + ("\n" if text else "")
+
 
 class UnknownClusterError(LookupError):
     """No record of that cluster in this lab; the message lists the known ones."""

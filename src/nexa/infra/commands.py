@@ -9,132 +9,86 @@ from typing import Optional
 import typer
 
 from nexa.infra.clusters import load_record  # an unknown cluster is a user's mistake: `error: ...`, exit 2
-from nexa.ledger.console import JSON, console, emit_result, fail, table
+from nexa.infra.launch import LaunchRequest, check_budget, launch_request, validate_request
+from nexa.ledger import Lab
+from nexa.ledger.console import FOUND_LAB, JSON, console, emit_result, model_options, table, with_options
 
 app = typer.Typer(help="Ephemeral compute: launch a pipeline or training config on a node, sync, tear down.", no_args_is_help=True)
 cost_app = typer.Typer(help="What the lab's runs cost, from their manifests.", no_args_is_help=True)
-LAB = typer.Option(None, "--lab", help="Lab folder (default: the one holding the file, else the current folder's).")
-
-
-def _lab(lab_dir: Optional[Path], near: Optional[Path] = None):
-    """The lab named by --lab, else the one holding the launched file, else the current folder's."""
-    from nexa.ledger import Lab
-
-    return Lab.find(lab_dir or (near.resolve().parent if near is not None else Path(".")))
+NEAR_LAB = typer.Option(None, "--lab", help="Lab folder (default: the one holding the launched file).")
 
 
 @app.command("launch")
+@with_options(model_options(LaunchRequest, backend="--backend", gpus="--gpus", provider="--provider", spot="--spot",
+                            max_price="--max-price", idle_minutes="--idle-minutes", budget_usd="--budget", hours="--hours",
+                            durable="--durable", cluster="--cluster"))
 def launch(pipeline: Optional[Path] = typer.Option(None, "--pipeline", help="Pipeline YAML to run on the node."),
            config: Optional[Path] = typer.Option(None, "--config", help="`nexa train` config to run on the node."),
-           backend: str = typer.Option("local", "--backend", help="local | skypilot"),
-           gpus: Optional[str] = typer.Option(None, "--gpus", help="NAME:COUNT, e.g. H100:1 (skypilot)."),
-           provider: Optional[str] = typer.Option(None, "--provider", help="lambda | runpod | coreweave | primeintellect | aws | gcp"),
-           spot: bool = typer.Option(False, "--spot", help="Use (and price) spot capacity."),
-           max_price: Optional[float] = typer.Option(None, "--max-price", help="Refuse GPUs above this USD/hour."),
-           idle_minutes: int = typer.Option(10, "--idle-minutes", min=1, help="Autodown after this many idle minutes."),
-           budget: Optional[float] = typer.Option(None, "--budget", min=0, help="USD: refuse a launch estimated above it, stop a run that crosses it."),
-           hours: float = typer.Option(1.0, "--hours", min=0, help="Expected run time, for the estimate checked against --budget."),
-           durable: Optional[str] = typer.Option(None, "--durable", help="Durable URL (s3://bucket/prefix, a path); default: the lab's."),
-           cluster: Optional[str] = typer.Option(None, "--cluster", help="Cluster name (default nexa-<file stem>)."),
            use_tailscale: bool = typer.Option(False, "--tailscale", help="Join the tailnet with the key in $TS_AUTHKEY (skypilot)."),
            dry_run: bool = typer.Option(False, "--dry-run", help="skypilot: print the validated task YAML, launch nothing."),
-           lab_dir: Optional[Path] = LAB, json_out: bool = JSON) -> None:
+           lab_dir: Optional[Path] = NEAR_LAB, json_out: bool = JSON, **settings) -> None:
     """Launch a pipeline or a training config on a node; it syncs to durable storage and is torn down at the end."""
-    from nexa.infra.launch import LaunchRequest, check_budget, validate_request
-
-    if (pipeline is None) == (config is None):
-        fail("pass exactly one of --pipeline FILE or --config FILE")
-    target = pipeline or config
-    lab = _lab(lab_dir, target)
-    request = LaunchRequest(lab=lab, target=target, target_kind="pipeline" if pipeline else "config", backend=backend,
-                            cluster=cluster, durable=durable, gpus=gpus, provider=provider, spot=spot, max_price=max_price,
-                            idle_minutes=idle_minutes, budget_usd=budget, hours=hours)
+    request = LaunchRequest.for_target(pipeline, config, lab_dir, **settings)
     validate_request(request)  # a refused launch, unknown GPU or price is a user's mistake: `error: ...`, exit 2
     estimate = check_budget(request)
-    if backend == "skypilot":
-        result = _launch_skypilot(request, use_tailscale, dry_run)
-        if result is None:
-            return
-    else:
-        from nexa.infra.local import launch_local
+    if request.backend == "skypilot" and dry_run:
+        from nexa.infra.skypilot import dry_run_task
 
+        text, checked = dry_run_task(request, use_tailscale)
+        if not checked:
+            console.print("[yellow]SkyPilot not found: checked against the vendored task schema only[/yellow]")
+        sys.stdout.write(text)
+        return
+    if request.backend == "local":
         console.print(f"launching [bold]{request.cluster_name}[/bold] (local, estimate ${estimate:.2f}) -> {request.durable_url}")
-        result = launch_local(request)
+    result = launch_request(request, use_tailscale)
     emit_result(result.as_json(), json_out)
     if result.status != "succeeded":
         raise typer.Exit(1)
 
 
-def _launch_skypilot(request, use_tailscale: bool, dry_run: bool):
-    """Dry run: the task YAML, checked by the real SkyPilot where one is found, on stdout. Otherwise a real (opt-in) launch."""
-    from nexa.infra.sky_process import find_sky_python
-    from nexa.infra.skypilot import build_task, launch_skypilot, task_yaml, validate_with_skypilot
-
-    if dry_run:
-        task = build_task(request, use_tailscale)
-        python = find_sky_python()
-        if python is None:
-            console.print("[yellow]SkyPilot not found: checked against the vendored task schema only[/yellow]")
-        else:
-            validate_with_skypilot([task], python=python)
-        sys.stdout.write(task_yaml(task))
-        return None
-    return launch_skypilot(request, use_tailscale)
-
-
 @app.command("status")
 def status(remove_orphans: bool = typer.Option(False, "--remove-orphans", help="Tear down clusters no launcher looks after."),
-           lab_dir: Optional[Path] = LAB, json_out: bool = JSON) -> None:
+           lab: Lab = FOUND_LAB, json_out: bool = JSON) -> None:
     """List the lab's clusters; find orphans (launcher gone, or a SkyPilot cluster with no record) and offer to remove them."""
-    from nexa.infra.status import cluster_status
+    from nexa.infra.status import cluster_status, status_notes
 
-    result = cluster_status(_lab(lab_dir), remove_orphans)
+    result = cluster_status(lab, remove_orphans)
     emit_result(result, json_out, table("clusters", ["cluster", "backend", "status", "run_id", "cost $", "torn down"],
-                                        [list(r.values()) for r in result["clusters"]]))
-    if not result["skypilot_checked"] and not json_out:
-        console.print("SkyPilot not found: the lab's SkyPilot clusters could not be checked for orphans")
-    if result["orphans"] and not remove_orphans and not json_out:
-        console.print(f"orphaned: {', '.join(result['orphans'])}; remove them with `nexa infra status --remove-orphans`")
+                                        [list(r.values()) for r in result["clusters"]]), *status_notes(result, remove_orphans))
 
 
 @app.command("logs")
-def logs(cluster: str, lines: int = typer.Option(200, "--lines", min=1), lab_dir: Optional[Path] = LAB) -> None:
+def logs(cluster: str, lines: int = typer.Option(200, "--lines", min=1), lab: Lab = FOUND_LAB) -> None:
     """Print the end of a cluster's node log (from the lab, or from durable storage once synced)."""
-    lab = _lab(lab_dir)
-    record = load_record(lab, cluster)
-    text = Path(record.log).read_text(errors="replace") if record.log and Path(record.log).exists() else ""
-    sys.stdout.write("\n".join(text.splitlines()[-lines:]) + ("\n" if text else ""))
+    sys.stdout.write(load_record(lab, cluster).log_tail(lines))
 
 
 @app.command("sync")
-def sync(cluster: str, lab_dir: Optional[Path] = LAB, json_out: bool = JSON) -> None:
+def sync(cluster: str, lab: Lab = FOUND_LAB, json_out: bool = JSON) -> None:
     """Copy a cluster's node log and its runs' logs to durable storage now (stage outputs sync as they commit)."""
     from nexa.infra.local import sync as sync_local
 
-    lab = _lab(lab_dir)
     record = load_record(lab, cluster)
     written = sync_local(lab, record)
     emit_result({"cluster": cluster, "durable": record.durable, "synced": written}, json_out)
 
 
 @app.command("down")
-def down(cluster: str, lab_dir: Optional[Path] = LAB, json_out: bool = JSON) -> None:
+def down(cluster: str, lab: Lab = FOUND_LAB, json_out: bool = JSON) -> None:
     """Tear a cluster down: stop its node, sync its log, remove its scratch (SkyPilot: `sky down`)."""
     from nexa.infra.status import tear_down
 
-    lab = _lab(lab_dir)
     record = tear_down(lab, load_record(lab, cluster))
     emit_result({"cluster": cluster, "status": record.status, "teardown": record.teardown}, json_out)
 
 
 @cost_app.command("report")
 def report(by: str = typer.Option("stage", "--by", help="stage | run | provider | day"),
-           lab_dir: Optional[Path] = LAB, json_out: bool = JSON) -> None:
+           lab: Lab = FOUND_LAB, json_out: bool = JSON) -> None:
     """What the lab's runs cost (compute hours x price + API tokens x price), grouped by stage, run, provider or day."""
-    from nexa.infra.report import GROUPINGS, cost_report
+    from nexa.infra.report import cost_report
 
-    if by not in GROUPINGS:
-        fail(f"--by {by!r} is not one of {', '.join(GROUPINGS)}")
-    result = cost_report(_lab(lab_dir), by=by)
+    result = cost_report(lab, by=by)
     emit_result(result, json_out, table(f"cost by {by} (total ${result['total_usd']:.4f})", ["run_id", "stage", "provider", "hours", "usd"],
                                         [list(r.values()) for r in result["rows"]]))

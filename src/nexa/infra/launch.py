@@ -7,9 +7,11 @@ the same :class:`LaunchResult` (the ``--json`` contract).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from nexa.infra.catalog import UnknownGpuError, offer, parse_gpus, providers
 from nexa.infra.cost import PriceTable
@@ -22,24 +24,36 @@ class LaunchRefused(ValueError):
     """The request cannot be launched as given (bad GPU/provider, budget, credentials); nothing was started."""
 
 
-@dataclass
-class LaunchRequest:
-    """One launch: what to run (a pipeline or a training config), where, on what, for how much."""
+class LaunchRequest(BaseModel):
+    """One launch: what to run (a pipeline or a training config), where, on what, for how much. The descriptions
+    are ``nexa infra launch``'s help (its options are built from these fields)."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True, extra="forbid")
 
     lab: Lab
     target: Path
     target_kind: str  # "pipeline" | "config"
-    backend: str = "local"
-    cluster: str | None = None
-    durable: str | None = None
-    gpus: str | None = None
-    provider: str | None = None
-    spot: bool = False
-    max_price: float | None = None
-    idle_minutes: int = 10
-    budget_usd: float | None = None
-    hours: float = 1.0
-    extra_env: dict[str, str] = field(default_factory=dict)
+    backend: str = Field("local", description="local | skypilot")
+    cluster: str | None = Field(None, description="Cluster name (default nexa-<file stem>).")
+    durable: str | None = Field(None, description="Durable URL (s3://bucket/prefix, a path); default: the lab's.")
+    gpus: str | None = Field(None, description="NAME:COUNT, e.g. H100:1 (skypilot).")
+    provider: str | None = Field(None, description="lambda | runpod | coreweave | primeintellect | aws | gcp")
+    spot: bool = Field(False, description="Use (and price) spot capacity.")
+    max_price: float | None = Field(None, description="Refuse GPUs above this USD/hour.")
+    idle_minutes: int = Field(10, ge=1, description="Autodown after this many idle minutes.")
+    budget_usd: float | None = Field(None, ge=0, description="USD: refuse a launch estimated above it, stop a run that crosses it.")
+    hours: float = Field(1.0, ge=0, description="Expected run time, for the estimate checked against --budget.")
+    extra_env: dict[str, str] = Field(default_factory=dict)
+
+    @classmethod
+    def for_target(cls, pipeline: Path | None, config: Path | None, lab_dir: Path | None = None, **settings: Any) -> "LaunchRequest":
+        """A launch of exactly one of a pipeline YAML or a training config, in ``lab_dir`` (default: the lab holding
+        the file)."""
+        if (pipeline is None) == (config is None):
+            raise LaunchRefused("pass exactly one of --pipeline FILE or --config FILE")
+        target = pipeline or config
+        return cls(lab=Lab.find(lab_dir or target.resolve().parent), target=target,
+                   target_kind="pipeline" if pipeline else "config", **settings)
 
     @property
     def cluster_name(self) -> str:
@@ -111,3 +125,15 @@ def check_budget(request: LaunchRequest) -> float:
         raise LaunchRefused(f"estimated cost ${estimate:.2f} ({request.hours:g} h at ${hourly_price(request):.2f}/h) "
                             f"is over the budget of ${request.budget_usd:.2f}; nothing was launched")
     return estimate
+
+
+def launch_request(request: LaunchRequest, use_tailscale: bool = False) -> LaunchResult:
+    """Launch a validated request on its backend: ``local`` as a process here, ``skypilot`` on a cloud node (opt-in:
+    SkyPilot and credentials required; ``use_tailscale`` joins the tailnet with $TS_AUTHKEY)."""
+    if request.backend == "skypilot":
+        from nexa.infra.skypilot import launch_skypilot
+
+        return launch_skypilot(request, use_tailscale)
+    from nexa.infra.local import launch_local
+
+    return launch_local(request)

@@ -149,6 +149,16 @@ def validate_with_skypilot(tasks: list[dict[str, Any]], check_catalog: bool = Fa
     return sky_process.call("validate", payload, python=python)["tasks"]
 
 
+def dry_run_task(request: LaunchRequest, use_tailscale: bool = False) -> tuple[str, bool]:
+    """``--dry-run``: the task YAML, and whether the real SkyPilot checked it (where one is found; else only the
+    vendored task schema did)."""
+    task = build_task(request, use_tailscale)
+    python = sky_process.find_sky_python()
+    if python is not None:
+        validate_with_skypilot([task], python=python)
+    return task_yaml(task), python is not None
+
+
 def launch_skypilot(request: LaunchRequest, use_tailscale: bool = False) -> LaunchResult:
     """Launch for real: opt-in, SkyPilot and credentials required; any failure tears the cluster down."""
     build_task(request, use_tailscale)  # refuses a bad request before credentials are looked at

@@ -53,3 +53,12 @@ def tear_down(lab: Lab, record: ClusterRecord) -> ClusterRecord:
     record.status, record.teardown = "down", True
     save_record(lab, record)
     return record
+
+
+def status_notes(result: dict, remove_orphans: bool) -> list[str]:
+    """What a person reading ``nexa infra status`` must be told beside the table: SkyPilot clusters that could not
+    be checked, and orphans left running (with the command that removes them)."""
+    notes = [] if result["skypilot_checked"] else ["SkyPilot not found: the lab's SkyPilot clusters could not be checked for orphans"]
+    if result["orphans"] and not remove_orphans:
+        notes.append(f"orphaned: {', '.join(result['orphans'])}; remove them with `nexa infra status --remove-orphans`")
+    return notes

@@ -31,7 +31,19 @@ from rich.table import Table
 from rich.text import Text
 
 console = Console(stderr=True)
-# The two options every command shares, declared once so their flags and help never drift apart.
+
+
+def find_lab(folder: Any) -> Any:
+    """``--lab`` read as the lab holding that folder, as the flags are parsed; no lab there is a user's mistake."""
+    from nexa.ledger.lab import Lab
+
+    return Lab.find(folder)
+
+
+# The two options every command shares, declared once so their flags and help never drift apart. A command that
+# declares ``lab: Lab = FOUND_LAB`` gets the lab itself; ``LAB`` gives the folder (a command that also works outside one).
+FOUND_LAB = typer.Option(Path("."), "--lab", parser=find_lab, metavar="<path>",
+                         help="Lab folder (nexa.yaml inside, or a folder below it).")
 LAB = typer.Option(Path("."), "--lab", help="Lab folder.")
 JSON = typer.Option(False, "--json", help="Print one JSON object on stdout.")
 _json_fd: int | None = None
@@ -68,11 +80,30 @@ def with_options(*option_sets: OptionSet) -> Callable[[Command], Command]:
                if p.kind is not p.VAR_KEYWORD]  # Typer passes every parameter by keyword
         shared = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=kind)
                   for options in option_sets for name, (kind, option) in options.items()]
-        tail = [p for p in own if p.name in ("lab_dir", "json_out")]
+        tail = [p for p in own if p.name in ("lab", "lab_dir", "json_out")]
         command.__signature__ = inspect.Signature([p for p in own if p not in tail] + shared + tail)
         command.__annotations__ = {**typing.get_type_hints(command), **{p.name: p.annotation for p in shared}}
         return command
     return add
+
+
+def model_options(model: Any, **flags: str) -> OptionSet:
+    """An option set from fields of a pydantic config model, given as ``field="--flag"``: the field's type,
+    default, bounds and description become the option's, so a setting is declared once, where it is validated."""
+    return {name: _field_option(model.model_fields[name], flag) for name, flag in flags.items()}
+
+
+def _field_option(field: Any, flag: str) -> tuple[Any, Any]:
+    bounds = {key: getattr(m, key) for m in field.metadata for key in ("ge", "le", "gt") if getattr(m, key, None) is not None}
+
+    def above(value: Any) -> Any:  # an exclusive lower bound, which click's ranges cannot state
+        if "gt" in bounds and value is not None and not value > bounds["gt"]:
+            raise typer.BadParameter(f"must be above {bounds['gt']}, got {value}")
+        return value
+    default = ... if field.is_required() else field.get_default(call_default_factory=True)
+    above_help = f" Above {bounds['gt']}." if "gt" in bounds else ""
+    return field.annotation, typer.Option(default, flag, min=bounds.get("ge"), max=bounds.get("le"), callback=above,
+                                          help=f"{field.description or ''}{above_help}".strip() or None)
 
 
 def reserve_stdout_for_json() -> None:

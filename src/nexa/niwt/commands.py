@@ -14,7 +14,7 @@ from typing import Optional
 import typer
 
 from nexa.ledger import Lab
-from nexa.ledger.console import JSON, LAB, console, emit_gate, emit_result, table
+from nexa.ledger.console import FOUND_LAB, JSON, LAB, console, emit_gate, emit_result, table
 from nexa.ledger.hashing import sha256_file
 from nexa.ledger.lab import default_retain_fraction
 from nexa.pipeline.standalone import outputs, require_paths, run_stage
@@ -119,13 +119,12 @@ def gate_command(
     profile: Path = typer.Option(..., help="Output of `nexa niwt profile` (teacher scores and retain fractions)."),
     data: Path = typer.Option(..., help="Data stage output whose eval split is the benchmark."),
     gate_scoring: Optional[Path] = typer.Option(None, help="JSON/YAML {judge: {url, model}, include_path} for judge:/lm_eval: metrics."),
-    lab_dir: Path = LAB, json_out: bool = JSON,
+    lab: Lab = FOUND_LAB, json_out: bool = JSON,
 ) -> None:
     """Stage 5 alone: benchmark the student through the nexus runtime (no teacher, no nexa model code) and gate it."""
     from nexa.eval.gate_metrics import gated_run
     from nexa.niwt.gate import runtime_gate
 
-    lab = Lab.find(lab_dir)
     require_paths(student=student / "model", profile=profile, data=data / "datasets.json")
     run_id, report = gated_run(lab, "niwt-gate", {"student": str(student), "profile": str(profile)}, gate_scoring,
                                lambda scoring: runtime_gate(lab, student / "model", profile, data / "datasets.json", scoring=scoring))

@@ -328,11 +328,3 @@ def profile_capability(model, tokenizer, teacher: str, capability: str, samples:
 def read_profile_manifest(folder: Path) -> CapabilityProfile:
     """A capability's ``profile.json``, validated: the one reader every consumer of a profile uses."""
     return read_capability_profile(folder / "profile.json")
-
-
-def load_capability_profile(folder: Path) -> tuple[CapabilityProfile, dict[str, torch.Tensor]]:
-    """A profile's manifest (validated) and its tensors as float32."""
-    from safetensors.torch import load_file
-
-    manifest = read_profile_manifest(folder)
-    return manifest, {k: v.float() for k, v in load_file(str(folder / "profile.safetensors")).items()}

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import ipaddress
 from pathlib import Path
 from typing import Optional
 
 import typer
 
 from nexa.ledger.console import FALLBACK_URL, console, fail, require_bundle, table
-from nexa.serve.limits import DEFAULT_MAX_BATCH, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_TOKENS_CAP
+from nexa.serve.limits import DEFAULT_MAX_BATCH, DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_TOKENS_CAP, exposure_warning
 
 
 def serve(bundle: Path = typer.Argument(..., help="Bundle folder (manifest.json inside), e.g. the verify stage's bundle/."),
@@ -44,9 +43,8 @@ def serve(bundle: Path = typer.Argument(..., help="Bundle folder (manifest.json 
     from nexus import BundleError
 
     require_bundle(bundle)
-    if not token and not _is_loopback(host):
-        console.print(f"[yellow]warning:[/yellow] serving on {host} without a token: anyone who can reach it can use "
-                      "it; pass --token or set NEXA_SERVE_TOKEN")
+    if warning := exposure_warning(host, token):
+        console.print(f"[yellow]warning:[/yellow] {warning}")
     torch.set_num_threads(threads)
     try:
         app = create_app(bundle, token=token, max_tokens_cap=max_tokens_cap, max_body_bytes=max_body_bytes,
@@ -55,15 +53,6 @@ def serve(bundle: Path = typer.Argument(..., help="Bundle folder (manifest.json 
         fail(f"cannot load bundle: {exc}")
     _show(app, host, port, bool(token), max_batch)
     uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _show(app, host: str, port: int, auth: bool, max_batch: int) -> None:

@@ -87,6 +87,20 @@ def add(name: str, env: str, secret: bytes | bytearray, ttl_s: float | None) -> 
     return request("add", secret, name=name, env=env, ttl_s=ttl_s)
 
 
+def add_from_user(name: str, env: str, ttl_s: float | None) -> dict[str, Any]:
+    """Read ``name``'s token from the user (:func:`read_secret`), hand it to the running daemon and wipe this process's
+    copy. Nothing is read when no session runs; an empty token is refused; ^C or ^D at the prompt propagate."""
+    if not is_running():
+        raise NoSessionError("no nexa session is running; start one with `nexa session start`")
+    secret = read_secret(name)
+    try:
+        if not secret:
+            raise SessionError("empty token: nothing was stored")
+        return add(name, env, secret, ttl_s)
+    finally:
+        wipe(secret)
+
+
 def listing() -> list[dict[str, Any]]:
     return request("list")["tokens"]
 

@@ -45,23 +45,15 @@ def add_cmd(name: str = typer.Argument(..., help="hf, wandb, openai, ... or an e
             json_out: bool = JSON) -> None:
     """Add a token, read from stdin when piped or from a hidden prompt (never from the command line)."""
     from nexa.session import client
-    from nexa.session.protocol import env_var_for, format_duration, parse_ttl, wipe
+    from nexa.session.protocol import env_var_for, format_duration, parse_ttl
 
     variable = _call(env_var_for, name, env)
     seconds = _call(parse_ttl, ttl) if ttl else None
-    if not client.is_running():
-        fail("no nexa session is running; start one with `nexa session start`")
     try:
-        secret = client.read_secret(name)
+        reply = _call(client.add_from_user, name, variable, seconds)
     except (KeyboardInterrupt, EOFError):
         console.print("\ncancelled: nothing was stored")
         raise typer.Exit(130) from None
-    try:
-        if not secret:
-            fail("empty token: nothing was stored")
-        reply = _call(client.add, name, variable, secret, seconds)
-    finally:
-        wipe(secret)
     console.print(f"stored {name} (jobs get it as {variable}; expires in {format_duration(reply['expires_in_s'])})", highlight=False)
     emit_result({"status": "stored", "name": name, "env": variable, "expires_in_s": reply["expires_in_s"]}, json_out)
 

@@ -89,8 +89,8 @@ class RetryPolicy(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    max_attempts: int = Field(6, ge=1, description="Calls per request, the first one included.")
-    base_delay_s: float = Field(0.5, ge=0, description="Wait after the first failure, before jitter.")
+    max_attempts: int = Field(6, ge=1, description="Calls per request, retries included.")
+    base_delay_s: float = Field(0.5, ge=0, description="First retry delay; doubles each retry, with jitter.")
     max_delay_s: float = Field(30.0, ge=0, description="Cap on the exponential backoff.")
     max_retry_after_s: float = Field(120.0, ge=0, description="Longest Retry-After honoured; longer hints are cut to it.")
 

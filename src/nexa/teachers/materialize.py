@@ -39,19 +39,19 @@ class MaterializeConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     schema_version: int = MATERIALIZE_VERSION
-    dataset: str = Field(description="Input dataset, ID or ID@vN.")
-    out: str = Field(description="Id of the paired dataset to write a version of.")
-    prompt_field: str = "prompt"
+    dataset: str = Field(description="Input dataset, ID or ID@vN; its 'prompt' column is asked.")
+    out: str = Field(description="Id of the paired dataset to write a new version of.")
+    prompt_field: str = Field("prompt", description="Column holding the prompt.")
     system: str | None = Field(None, description="System message for chat teachers.")
     params: GenerationParams = Field(default_factory=GenerationParams)
-    concurrency: int = Field(8, ge=1, le=256)
-    rate_limit_rps: float | None = Field(None, gt=0, description="Token-bucket limit on calls per second.")
+    concurrency: int = Field(8, ge=1, le=256, description="Requests in flight at once (API teachers; a local one: batches).")
+    rate_limit_rps: float | None = Field(None, gt=0, description="Rate limit in requests per second (token bucket).")
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
     breaker_threshold: int = Field(10, ge=1, description="Consecutive failed calls that stop the run.")
-    budget_usd: float | None = Field(None, ge=0, description="Stop before API spend would pass this.")
+    budget_usd: float | None = Field(None, ge=0, description="Stop before this run's API spend would pass this; keeps what was done.")
     provider: str = Field("local", description="Where this run's compute runs (for its hourly price).")
     gpu_type: str = "cpu"
-    seed: int = 42
+    seed: int = Field(42, description="Run seed; also the sampling seed when temperature > 0.")
 
 
 class MaterializeReport(BaseModel):
@@ -271,28 +271,63 @@ def _write_report(lab: Lab, run: RunContext, report: MaterializeReport) -> None:
     run.log("materialize_report", **report.model_dump(exclude={"run_id"}))
 
 
+def config_from_options(lab: Lab, options: dict[str, Any], gpu_type: str | None = None) -> MaterializeConfig:
+    """The run's config from ``nexa distill materialize``'s options, named as the fields of MaterializeConfig,
+    RetryPolicy and GenerationParams they fill (:func:`nexa.ledger.console.model_options`); the run's seed also
+    seeds sampling when temperature > 0; the compute is this machine's unless ``gpu_type`` names it."""
+    from nexa.ledger.runs import detect_gpu_type
+
+    def named(model: type[BaseModel]) -> dict[str, Any]:
+        return {k: options[k] for k in model.model_fields if k in options}
+
+    sampling = {k: v for k, v in named(GenerationParams).items() if k != "seed"}
+    return MaterializeConfig(**named(MaterializeConfig), provider=lab.config.provider, gpu_type=gpu_type or detect_gpu_type(),
+                             retry=RetryPolicy(**named(RetryPolicy)), params=GenerationParams.with_seed(options["seed"], **sampling))
+
+
+def with_price_override(prices: PriceTable, model: str | None, price_input: float | None,
+                        price_output: float | None) -> PriceTable:
+    """The lab's price table, with ``--price-input``/``--price-output`` (USD per million tokens) for the teacher model."""
+    if (price_input is None) != (price_output is None):
+        raise ValueError("Invalid value for --price-input: give both --price-input and --price-output, or neither")
+    if price_input is not None and not model:
+        raise ValueError("Invalid value for --price-input: a price needs --teacher-model to attach to")
+    return prices if price_input is None else prices.with_model(model, price_input, price_output)
+
+
 def materialize_run(lab: Lab, teacher: Teacher, config: MaterializeConfig,
                     prices: PriceTable) -> tuple[MaterializeReport | None, RunManifest, tuple[str, int, dict] | None]:
     """:func:`materialize` in a run of its own (``nexa distill materialize``), with a progress bar of prompts done,
     rate and USD spent. A failure is recorded in the run and returned as (message, exit code, fields of the ``--json``
     result): 1 when prompts failed past their retries (what was answered stays cached), 2 for what the user must fix
-    (a dataset, price or output that is wrong)."""
+    (a dataset, price or output that is wrong). A teacher billed by the token needs a price before any run opens (a
+    user's mistake otherwise); a local one answers alone, in batches. The teacher is closed at the end."""
+    from contextlib import closing
+
     from nexa.infra.cost import UnknownPriceError
     from nexa.ledger import LedgerError
     from nexa.ledger.console import SpendProgress, console
     from nexa.ledger.runs import start_run
 
     report, failure = None, None
-    with start_run(lab, "distill", config=config.model_dump(mode="json"), seed=config.seed,
-                   teacher_model=teacher.teacher_id, gpu_type=config.gpu_type) as run:
-        console.print(f"[bold]run_id[/bold] {run.run_id}  teacher {teacher.teacher_id}")
-        try:
-            with SpendProgress("teacher", "prompts") as bar:
-                report = materialize(lab, teacher, config, run, prices, progress=bar)
-        except MaterializeError as exc:
-            run.fail(exc)
-            failure = (str(exc), 1, exc.report.summary())
-        except (TeacherError, UnknownPriceError, LedgerError, ValueError, FileExistsError) as exc:
-            run.fail(exc)
-            failure = (str(exc), 2, {})
+    with closing(teacher):
+        if teacher.bills_tokens:
+            try:
+                prices.model_price(teacher.model_name)
+            except UnknownPriceError as exc:
+                raise UnknownPriceError(f"{exc}; or pass --price-input and --price-output") from None
+        else:
+            config = config.model_copy(update={"concurrency": 1})  # one model in memory: batches, not threads
+        with start_run(lab, "distill", config=config.model_dump(mode="json"), seed=config.seed,
+                       teacher_model=teacher.teacher_id, gpu_type=config.gpu_type) as run:
+            console.print(f"[bold]run_id[/bold] {run.run_id}  teacher {teacher.teacher_id}")
+            try:
+                with SpendProgress("teacher", "prompts") as bar:
+                    report = materialize(lab, teacher, config, run, prices, progress=bar)
+            except MaterializeError as exc:
+                run.fail(exc)
+                failure = (str(exc), 1, exc.report.summary())
+            except (TeacherError, UnknownPriceError, LedgerError, ValueError, FileExistsError) as exc:
+                run.fail(exc)
+                failure = (str(exc), 2, {})
     return report, run.manifest, failure

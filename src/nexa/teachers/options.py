@@ -1,7 +1,8 @@
 """The command-line options of a teacher call, declared once for every command that asks a teacher
 (``nexa distill materialize``, ``nexa data augment``): the same flag means the same thing everywhere.
 
-Only Typer is imported here, so a command module can use them at its top level and still start fast.
+Only Typer and the pydantic model of the generation parameters are imported here, so a command module can use them
+at its top level and still start fast.
 """
 
 from __future__ import annotations
@@ -9,6 +10,9 @@ from __future__ import annotations
 from typing import Optional
 
 import typer
+
+from nexa.ledger.console import model_options
+from nexa.teachers.protocol import GenerationParams
 
 DEFAULT_KEY_ENV = "OPENAI_API_KEY"
 
@@ -18,7 +22,7 @@ TEACHER_CALL = {
     "api_key_env": (Optional[str], typer.Option(None, "--api-key-env", help="Environment variable holding the API key "
                                                 f"(default {DEFAULT_KEY_ENV}, optional).")),
     "system": (Optional[str], typer.Option(None, "--system", help="System message (chat API only).")),
-    "max_tokens": (int, typer.Option(256, "--max-tokens", min=1)),
-    "temperature": (float, typer.Option(0.0, "--temperature", min=0.0)),
+    **model_options(GenerationParams, max_tokens="--max-tokens", temperature="--temperature"),
     "timeout_s": (float, typer.Option(60.0, "--timeout-s", min=0.01, help="Seconds before a silent call counts as failed.")),
+    "batch_size": (int, typer.Option(32, "--batch-size", min=1, help="Prompts per batch (a local teacher's generate() call).")),
 }

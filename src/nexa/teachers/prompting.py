@@ -46,13 +46,15 @@ class PromptTeacher:
 
 def open_prompt_teacher(target: str, lab, *, teacher_model: Optional[str], api: str = "chat", api_key_env: Optional[str] = None,
                         system: Optional[str] = None, timeout_s: float = 60.0, max_tokens: int = 256, temperature: float = 0.0,
-                        seed: Optional[int] = None, max_attempts: int = 4, budget_usd: Optional[float] = None) -> PromptTeacher:
+                        seed: Optional[int] = None, max_attempts: int = 4, budget_usd: Optional[float] = None,
+                        batch_size: int = 32) -> PromptTeacher:
     """The teacher as ``nexa distill materialize`` opens it, from the options every teacher command shares
     (:data:`nexa.teachers.options.TEACHER_CALL`); the seed applies when sampling (a TeacherSpecError is a ValueError:
     a user error here)."""
     from nexa.teachers.opening import open_teacher
     from nexa.teachers.protocol import GenerationParams
 
-    client = open_teacher(target, teacher_model, api=api, key_env=api_key_env, system=system, timeout_s=timeout_s)
-    params = GenerationParams(max_tokens=max_tokens, temperature=temperature, seed=seed if temperature > 0 else None)
+    client = open_teacher(target, teacher_model, api=api, key_env=api_key_env, system=system, timeout_s=timeout_s,
+                          batch_size=batch_size)
+    params = GenerationParams.with_seed(seed, max_tokens=max_tokens, temperature=temperature)
     return PromptTeacher(client, params, system, max_attempts, lab, budget_usd)

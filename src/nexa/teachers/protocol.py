@@ -27,6 +27,12 @@ class GenerationParams(BaseModel):
     seed: int | None = Field(None, description="Sampling seed, for servers that honour one.")
     top_logprobs: int = Field(0, ge=0, le=20, description="Top-k log-probabilities per output token (0 = none).")
 
+    @classmethod
+    def with_seed(cls, seed: int | None, **fields: Any) -> "GenerationParams":
+        """Params that keep ``seed`` only when sampling (temperature > 0): a greedy answer does not depend on it, so
+        it stays out of the cache key."""
+        return cls(**fields, seed=seed if fields.get("temperature", 0.0) > 0 else None)
+
 
 class TopLogprob(BaseModel):
     """One candidate token at one output position."""

@@ -57,6 +57,14 @@ class TrainOutcome:
     resumed_from: str | None = None
     wandb_run_id: str | None = None
 
+    def payload(self) -> dict[str, Any]:
+        """What ``nexa train --json`` prints: the run, its training figures and the checkpoint it wrote."""
+        stats = self.stats
+        return {"run_id": self.run_id, "status": "succeeded", "steps": stats["steps"], "final_loss": stats["final_loss"],
+                "tokens_trained": stats["tokens_trained"], "tokens_per_s": stats["tokens_per_s"], "pack_id": self.pack_id,
+                "resumed_from": self.resumed_from, "wandb_run_id": self.wandb_run_id, "loss_curve": stats["loss_curve"],
+                "outputs": [{"kind": "checkpoint", "path": self.model.path, "sha256": self.model.sha256}]}
+
 
 class TrainError(RuntimeError):
     """A training run could not start or finish for a reason the user can fix (the message says how)."""

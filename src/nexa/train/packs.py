@@ -66,6 +66,22 @@ def build_pack(lab: Lab, request: PackRequest, created_by: str | None = None) ->
     return pid, ArtifactRef(kind="pack", ref=f"pack:{pid}", path=ref.path, sha256=ref.sha256, size_bytes=ref.size_bytes), manifest
 
 
+def pack_in_run(lab: Lab, request: PackRequest) -> tuple[str, str, ArtifactRef, PackManifest]:
+    """``nexa pack``: every dataset checked first (an unknown ref writes no run), then :func:`build_pack` in a run of
+    its own that records the pack as its output. Returns (run id, pack id, ref, manifest)."""
+    from dataclasses import asdict
+
+    from nexa.ledger.console import command_run
+
+    for ref in request.datasets:
+        read_dataset_manifest(lab, ref)
+    with command_run(lab, "pack", config={**asdict(request), "tokenizer": str(request.tokenizer)}) as run:
+        pid, ref, manifest = build_pack(lab, request, created_by=run.run_id)
+        run.add_output(ref)
+        run.update(dataset_id=",".join(request.datasets), metrics={"efficiency": manifest.efficiency, "blocks": manifest.blocks})
+    return run.run_id, pid, ref, manifest
+
+
 def write_pack(lab: Lab, request: PackRequest, folder: Path, created_by: str | None = None) -> PackManifest:
     """Encode every row of every dataset, pack them, and write pack.safetensors/pack.json and the tokenizer files."""
     tok_file = _tokenizer_file(request.tokenizer)

@@ -174,6 +174,28 @@ def _summary(study, name: str, storage: str) -> dict[str, Any]:
             "best_params": best.params if best else {}}
 
 
+def run_sweep(lab: Lab, backend: Literal["optuna", "wandb"], config_path: Path, space_path: Path, trials: int, *,
+              storage: str | None = None, study: str | None = None, method: str = "bayes", entity: str | None = None,
+              project: str | None = None) -> dict[str, Any]:
+    """``nexa sweep launch``: :func:`launch_sweep` on Optuna, or a W&B sweep (``study`` is then a sweep id to join)."""
+    if backend == "wandb":
+        from nexa.train.sweep_wandb import launch_wandb_sweep
+
+        return launch_wandb_sweep(lab, config_path, space_path, trials, method=method, entity=entity, project=project,
+                                  sweep_id=study)
+    return launch_sweep(lab, config_path, space_path, trials, storage=storage, study_name=study)
+
+
+def best_of_sweep(lab: Lab, backend: Literal["optuna", "wandb"], study: str, out: Path,
+                  storage: str | None = None) -> dict[str, Any]:
+    """``nexa sweep analyze``: the best trial's config written to ``out``, from an Optuna study or a W&B sweep path."""
+    if backend == "wandb":
+        from nexa.train.sweep_wandb import analyze_wandb_sweep
+
+        return analyze_wandb_sweep(lab, study, out)
+    return analyze_sweep(lab, study, out, storage=storage)
+
+
 def analyze_sweep(lab: Lab, study_name: str, out: Path, *, storage: str | None = None) -> dict[str, Any]:
     """Write the best trial's config (base + best params) to ``out``; report importances where computable."""
     import optuna

@@ -12,17 +12,14 @@ from typing import Optional
 import typer
 
 from nexa.ledger import Lab
-from nexa.ledger.console import JSON, console, emit_result, fail, failing_on
-
-LAB = typer.Option(Path("."), "--lab", help="Lab folder (nexa.yaml inside, or a folder below it).")
+from nexa.ledger.console import FOUND_LAB, JSON, console, emit_result, fail, failing_on
 
 
-def ui(lab_dir: Path = LAB, port: int = typer.Option(8050, "--port", min=1, max=65535, help="TCP port."),
+def ui(lab: Lab = FOUND_LAB, port: int = typer.Option(8050, "--port", min=1, max=65535, help="TCP port."),
        host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on.")) -> None:
     """Browse the lab: leaderboard and plots, runs and lineage, verify reports, feedback rounds, the review queue."""
     from nexa.ui.app import serve
 
-    lab = Lab.find(lab_dir)
     console.print(f"dashboard of [bold]{lab.root}[/bold] at http://{host}:{port}/  (Ctrl-C to stop)")
     serve(lab.root, host, port)
 
@@ -30,14 +27,13 @@ def ui(lab_dir: Path = LAB, port: int = typer.Option(8050, "--port", min=1, max=
 def report(run_id: str = typer.Option(..., "--run", help="Run to report on (a pipeline run shows every stage)."),
            fmt: str = typer.Option("html", "--format", help="html (self-contained, interactive) or pdf (headless Chromium)."),
            out: Optional[Path] = typer.Option(None, "--out", help="Output file (default: ./report-RUN.FORMAT)."),
-           lab_dir: Path = LAB, json_out: bool = JSON) -> None:
+           lab: Lab = FOUND_LAB, json_out: bool = JSON) -> None:
     """Export one run's report: leaderboard with plots, verification gate, feedback round, stages."""
     from nexa.ui.browser import BrowserUnavailableError
     from nexa.ui.report import FORMATS, collect, default_out, write_report
 
     if fmt not in FORMATS:
         fail(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
-    lab = Lab.find(lab_dir)
     target = out or default_out(run_id, fmt)
     with failing_on(BrowserUnavailableError):  # a missing file or run is a user error the root command prints
         written = write_report(collect(lab.root, run_id), fmt, target)
