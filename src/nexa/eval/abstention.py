@@ -16,8 +16,6 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from nexa.models.gate import risk_coverage, selective_error
-
 
 def bundle_gate(path: Path | None) -> dict[str, Any] | None:
     """The ``uncertainty_gate`` entry of a bundle's manifest; None for checkpoints, API models and ungated bundles."""
@@ -40,6 +38,10 @@ def abstention_report(scored: list[dict], metric: str = "exact_match") -> dict[s
     for item in scored:
         if item["metric"] == metric and item.get("confidence") is not None:
             groups[(item["model"], item["capability"])].append(item)
+    if not groups:
+        return {}
+    from nexa.models.gate import risk_coverage, selective_error  # only for gated models: nexa.models imports torch
+
     report: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
     for (model, capability), items in sorted(groups.items()):
         confidences = [i["confidence"] for i in items]
