@@ -61,20 +61,16 @@ def prepare(lab_dir: Path, teacher_size: dict | None = None, teacher_steps: int 
 
 
 def synthesize_variant(shared: dict, arch: dict, tag: str) -> str:
-    """The output folder of one more ``synthesize`` stage with ``arch`` (a ``student_arch.json`` body) in the shared
-    lab; cached like every stage, so an ablation's student is built once."""
-    from nexa.ledger import Lab
-    from nexa.pipeline.runner import run_pipeline
-    from nexa.pipeline.spec import load_pipeline
+    """The folder of one more student synthesized with ``arch`` (a ``student_arch.json`` body) from the shared
+    teacher and profile, built once into the work folder (``synthesize-<tag>/``) and reused after."""
+    from nexa.niwt.stages import synthesize
+    from nexa.pipeline.standalone import run_stage
 
-    lab_dir = Path(shared["lab"])
-    spec = yaml.safe_load((lab_dir / "niwt_vs_kd.yaml").read_text())
-    name = f"synthesize_{tag}"
-    spec["stages"].append({"name": name, "uses": "nexa.niwt.stages:synthesize", "needs": ["teacher", "profile"],
-                           "with": {"profile": "profile", "arch": arch}})
-    spec_file = lab_dir / f"niwt_vs_kd_{tag}.yaml"
-    spec_file.write_text(yaml.safe_dump(spec))
-    return str(run_pipeline(Lab.find(lab_dir), load_pipeline(spec_file)).outputs[name])
+    out = Path(shared["lab"]) / f"synthesize-{tag}"
+    if not (out / "summary.json").exists():
+        inputs = {"teacher": Path(shared["outputs"]["teacher"]), "profile": Path(shared["outputs"]["profile"])}
+        run_stage(Path(shared["lab"]), "niwt-synthesize", out, inputs, 42, synthesize, arch=arch)
+    return str(out)
 
 
 def peak_mb() -> float:
