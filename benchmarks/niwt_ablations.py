@@ -17,7 +17,7 @@ import argparse
 import json
 from pathlib import Path
 
-from niwt_vs_kd import measure, prepare, synthesize_variant
+from niwt_vs_kd import measure, shared_stages, synthesize_variant
 
 
 def main() -> None:
@@ -32,15 +32,9 @@ def main() -> None:
     parser.add_argument("--teacher-steps", type=int, default=None)
     parser.add_argument("--eval-rows", type=int, default=None)
     parser.add_argument("--reuse-prepared", action="store_true",
-                        help="Take the shared stage outputs recorded in the work folder by the last run as they are (no "
-                             "cache check: an edit to nexa.niwt would otherwise re-run the profile).")
+                        help="Take the shared stage outputs recorded in the work folder as they are (see shared_stages).")
     args = parser.parse_args()
-    recorded = args.work / "prepared.json"
-    if args.reuse_prepared:
-        shared = json.loads(recorded.read_text())
-    else:
-        shared = prepare(args.work, args.teacher_size, args.teacher_steps, args.eval_rows)
-        recorded.write_text(json.dumps(shared, indent=2))
+    shared = shared_stages(args.work, args.reuse_prepared, args.teacher_size, args.teacher_steps, args.eval_rows)
     done = json.loads(args.out.read_text()) if args.out.exists() else []
     for variant in json.loads(args.variants.read_text()):
         if any(row["name"] == variant["name"] for row in done):

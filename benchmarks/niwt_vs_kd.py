@@ -60,6 +60,21 @@ def prepare(lab_dir: Path, teacher_size: dict | None = None, teacher_steps: int 
             "niwt_stage": golden_by_name.get("student_niwt", {}).get("with", {})}
 
 
+def shared_stages(work: Path, reuse: bool, teacher_size: dict | None, teacher_steps: int | None,
+                  eval_rows: int | None) -> dict:
+    """The shared stages' outputs: run (or taken from the stage cache) and recorded in ``work/prepared.json``, or,
+    with ``reuse``, read back from that record as they are — no cache check, so an edit to ``nexa.niwt`` (part of
+    the profile stage's code key) does not re-run the profile while NIWT itself is being changed."""
+    recorded = work / "prepared.json"
+    if reuse:
+        if not recorded.exists():
+            raise SystemExit(f"error: {recorded} does not exist; run once without --reuse-prepared")
+        return json.loads(recorded.read_text())
+    shared = prepare(work, teacher_size, teacher_steps, eval_rows)
+    recorded.write_text(json.dumps(shared, indent=2))
+    return shared
+
+
 def synthesize_variant(shared: dict, arch: dict, tag: str) -> str:
     """The folder of one more student synthesized with ``arch`` (a ``student_arch.json`` body) from the shared
     teacher and profile, built once into the work folder (``synthesize-<tag>/``) and reused after."""
@@ -283,10 +298,12 @@ def main() -> None:
     parser.add_argument("--teacher-size", type=json.loads, default=None, help="JSON size of the teacher (default: golden's).")
     parser.add_argument("--teacher-steps", type=int, default=None, help="Teacher training steps (default: golden's).")
     parser.add_argument("--eval-rows", type=int, default=None, help="Held-out prompts per capability (default: golden's).")
+    parser.add_argument("--reuse-prepared", action="store_true",
+                        help="Take the shared stage outputs recorded in the work folder as they are (see shared_stages).")
     parser.add_argument("--niwt-options", type=json.loads, default=None,
                         help='JSON overrides of the NIWT run: {"config": {...}, "retry_steps": n, "max_attempts": n}.')
     args = parser.parse_args()
-    shared = prepare(args.work, args.teacher_size, args.teacher_steps, args.eval_rows)
+    shared = shared_stages(args.work, args.reuse_prepared, args.teacher_size, args.teacher_steps, args.eval_rows)
     results = {}
     for method in args.methods.split(","):
         results[method] = measure(method, shared, args.eval_every, args.max_steps, args.seed,
