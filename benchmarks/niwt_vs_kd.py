@@ -60,6 +60,34 @@ def prepare(lab_dir: Path, teacher_size: dict | None = None, teacher_steps: int 
             "niwt_stage": golden_by_name.get("student_niwt", {}).get("with", {})}
 
 
+def shared_stages(work: Path, reuse: bool, teacher_size: dict | None, teacher_steps: int | None,
+                  eval_rows: int | None) -> dict:
+    """The shared stages' outputs: run (or taken from the stage cache) and recorded in ``work/prepared.json``, or,
+    with ``reuse``, read back from that record as they are — no cache check, so an edit to ``nexa.niwt`` (part of
+    the profile stage's code key) does not re-run the profile while NIWT itself is being changed."""
+    recorded = work / "prepared.json"
+    if reuse:
+        if not recorded.exists():
+            raise SystemExit(f"error: {recorded} does not exist; run once without --reuse-prepared")
+        return json.loads(recorded.read_text())
+    shared = prepare(work, teacher_size, teacher_steps, eval_rows)
+    recorded.write_text(json.dumps(shared, indent=2))
+    return shared
+
+
+def synthesize_variant(shared: dict, arch: dict, tag: str) -> str:
+    """The folder of one more student synthesized with ``arch`` (a ``student_arch.json`` body) from the shared
+    teacher and profile, built once into the work folder (``synthesize-<tag>/``) and reused after."""
+    from nexa.niwt.stages import synthesize
+    from nexa.pipeline.standalone import run_stage
+
+    out = Path(shared["lab"]) / f"synthesize-{tag}"
+    if not (out / "summary.json").exists():
+        inputs = {"teacher": Path(shared["outputs"]["teacher"]), "profile": Path(shared["outputs"]["profile"])}
+        run_stage(Path(shared["lab"]), "niwt-synthesize", out, inputs, 42, synthesize, arch=arch)
+    return str(out)
+
+
 def peak_mb() -> float:
     """This process's peak resident memory. ``VmHWM`` resets when the spawned child execs, unlike
     ``ru_maxrss``, which Linux carries over from the forking parent and so reports the parent's peak."""
@@ -100,7 +128,11 @@ class Clock:
         return time.perf_counter() - self.started - self.excluded
 
 
-def run_niwt(shared: dict, eval_every: int, max_steps: int, seed: int) -> dict:
+def run_niwt(shared: dict, eval_every: int, max_steps: int, seed: int, options: dict | None = None) -> dict:
+    """The golden ``student_niwt`` schedule — adapters only, joint, then gate retries that retrain each failing
+    capability's adapter — with the gate checked every ``eval_every`` steps and at the end of every phase, up to
+    ``max_steps`` optimizer steps in all (retries included). ``options`` (the ablations) may override the
+    distillation ``config``, ``retry_steps``, ``max_attempts`` and the ``synthesize`` folder."""
     from nexus.router import Router
     from tokenizers import Tokenizer
     from transformers import LlamaForCausalLM
@@ -108,41 +140,54 @@ def run_niwt(shared: dict, eval_every: int, max_steps: int, seed: int) -> dict:
     from nexa.ledger import Lab
     from nexa.pipeline.standalone import FolderContext
     from nexa.niwt.distill import DistillConfig, gate_scores
-    from nexa.niwt.student import load_inputs, make_distiller
+    from nexa.niwt.student import load_inputs, make_distiller, retrain_failing
 
-    out = shared["outputs"]
+    options, stage = options or {}, shared["niwt_stage"]
+    out = {**shared["outputs"], "synthesize": options.get("synthesize", shared["outputs"]["synthesize"])}
     lab = Lab.find(Path(shared["lab"]))
     ctx = FolderContext(lab, None, Path(shared["lab"]), {k: Path(v) for k, v in out.items()}, seed)
     before = peak_mb()
     _, profiles, basis, plan, paired, eval_rows = load_inputs(ctx, "profile", "synthesize", "distill", "data")
-    config = DistillConfig.model_validate(shared["niwt_stage"].get("config", {}))
+    config = DistillConfig.model_validate({**stage.get("config", {}), **options.get("config", {})})
+    retry_steps = options.get("retry_steps", stage.get("retry_steps", 150))
+    max_attempts = options.get("max_attempts", stage.get("max_attempts", 3))
     student = LlamaForCausalLM.from_pretrained(Path(out["synthesize"]) / "model", attn_implementation="eager")
     tokenizer = Tokenizer.from_file(str(Path(out["synthesize"]) / "model" / "tokenizer.json"))
     distiller = make_distiller(student, tokenizer, profiles, basis, plan, paired, config, seed)
     route = Router.load(Path(out["router"]) / "router" / "router.safetensors").choose
     teacher = json.loads((Path(out["profile"]) / "summary.json").read_text())["teacher_scores"]
-    clock, state = Clock(), {"passed_at": None, "retention": {}, "curve": []}
+    clock, state = Clock(), {"passed_at": None, "retention": {}, "curve": [], "checked_at": None}
+
+    def check(step: int) -> bool:
+        if state["checked_at"] != step:
+            began = time.perf_counter()
+            passed, kept = gate_check(gate_scores(distiller.model, tokenizer, eval_rows, route, 8), teacher)
+            clock.excluded += time.perf_counter() - began
+            state["curve"].append({"step": step, "retention": kept})
+            state.update(retention=kept, checked_at=step)
+            if passed and state["passed_at"] is None:
+                state["passed_at"], state["seconds"] = step, clock.seconds()
+        return state["passed_at"] is not None
 
     def on_step(step: int) -> bool:
-        if step % eval_every:
-            return False
-        began = time.perf_counter()
-        passed, kept = gate_check(gate_scores(distiller.model, tokenizer, eval_rows, route, 8), teacher)
-        clock.excluded += time.perf_counter() - began
-        state["curve"].append({"step": step, "retention": kept})
-        state["retention"] = kept
-        if passed and state["passed_at"] is None:
-            state["passed_at"], state["seconds"] = step, clock.seconds()
-        return passed
+        return step >= max_steps or (step % eval_every == 0 and check(step))
 
-    phase1 = min(config.phase1_steps, max_steps)
-    distiller.run_phase(phase1, backbone=False, on_step=on_step)
-    if state["passed_at"] is None:
-        distiller.run_phase(max_steps - phase1, backbone=True, on_step=on_step)
+    def left(steps: int) -> int:
+        return max(0, min(steps, max_steps - distiller.state.step))
+
+    distiller.run_phase(left(config.phase1_steps), backbone=False, on_step=on_step)
+    if not check(distiller.state.step):
+        distiller.run_phase(left(config.phase2_steps), backbone=True, on_step=on_step)
+    attempts = 1
+    while not check(distiller.state.step) and attempts < max_attempts and left(retry_steps):
+        failing = sorted(c for c, r in state["retention"].items() if r < 0.97)
+        retrain_failing(distiller, failing, left(retry_steps), on_step=on_step)
+        attempts += 1
     return {"steps_to_gate": state["passed_at"], "seconds": round(state.get("seconds", clock.seconds()), 2),
             "peak_mem_mb": round(peak_mb(), 1), "peak_mem_over_start_mb": round(peak_mb() - before, 1),
             "teacher_in_memory": False, "retention": state["retention"], "curve": state["curve"],
-            "steps_run": distiller.state.step}
+            "steps_run": distiller.state.step, "gate_attempts": attempts,
+            "student_params": sum(p.numel() for p in distiller.model.parameters())}
 
 
 def run_trainer(shared: dict, method: str, eval_every: int, max_steps: int, seed: int) -> dict:
@@ -197,19 +242,20 @@ def run_trainer(shared: dict, method: str, eval_every: int, max_steps: int, seed
             "steps_run": stats["steps"]}
 
 
-def _child(method: str, shared: dict, eval_every: int, max_steps: int, seed: int, queue) -> None:
+def _child(method: str, shared: dict, eval_every: int, max_steps: int, seed: int, options: dict | None, queue) -> None:
     import torch
 
     torch.manual_seed(seed)
-    result = run_niwt(shared, eval_every, max_steps, seed) if method == "niwt" else run_trainer(shared, method, eval_every, max_steps, seed)
+    result = (run_niwt(shared, eval_every, max_steps, seed, options) if method == "niwt"
+              else run_trainer(shared, method, eval_every, max_steps, seed))
     queue.put(result)
 
 
-def measure(method: str, shared: dict, eval_every: int, max_steps: int, seed: int) -> dict:
-    """One method in a fresh spawned process, so peak memory is that method's alone."""
+def measure(method: str, shared: dict, eval_every: int, max_steps: int, seed: int, options: dict | None = None) -> dict:
+    """One method in a fresh spawned process, so peak memory is that method's alone (``options``: NIWT's)."""
     context = mp.get_context("spawn")
     queue = context.Queue()
-    process = context.Process(target=_child, args=(method, shared, eval_every, max_steps, seed, queue))
+    process = context.Process(target=_child, args=(method, shared, eval_every, max_steps, seed, options, queue))
     process.start()
     result = queue.get()
     process.join()
@@ -242,7 +288,9 @@ def parameter_counts(shared: dict, seed: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="JSON results file.")
-    parser.add_argument("--lab", type=Path, default=Path("/tmp/nexa-niwt-vs-kd"), help="Lab reused between runs.")
+    parser.add_argument("--work", "--lab", dest="work", type=Path, default=Path("/tmp/nexa-niwt-vs-kd"),
+                        help="Work folder (a lab) kept between runs: the trained teacher, its materialized outputs and "
+                             "profile are reused from its stage cache, so a rerun skips teacher training.")
     parser.add_argument("--eval-every", type=int, default=50)
     parser.add_argument("--max-steps", type=int, default=600)
     parser.add_argument("--methods", default="niwt,kd,sft")
@@ -250,11 +298,16 @@ def main() -> None:
     parser.add_argument("--teacher-size", type=json.loads, default=None, help="JSON size of the teacher (default: golden's).")
     parser.add_argument("--teacher-steps", type=int, default=None, help="Teacher training steps (default: golden's).")
     parser.add_argument("--eval-rows", type=int, default=None, help="Held-out prompts per capability (default: golden's).")
+    parser.add_argument("--reuse-prepared", action="store_true",
+                        help="Take the shared stage outputs recorded in the work folder as they are (see shared_stages).")
+    parser.add_argument("--niwt-options", type=json.loads, default=None,
+                        help='JSON overrides of the NIWT run: {"config": {...}, "retry_steps": n, "max_attempts": n}.')
     args = parser.parse_args()
-    shared = prepare(args.lab, args.teacher_size, args.teacher_steps, args.eval_rows)
+    shared = shared_stages(args.work, args.reuse_prepared, args.teacher_size, args.teacher_steps, args.eval_rows)
     results = {}
     for method in args.methods.split(","):
-        results[method] = measure(method, shared, args.eval_every, args.max_steps, args.seed)
+        results[method] = measure(method, shared, args.eval_every, args.max_steps, args.seed,
+                                  args.niwt_options if method == "niwt" else None)
         print(method, {k: v for k, v in results[method].items() if k != "curve"}, flush=True)
     niwt, kd = results.get("niwt", {}), results.get("kd", {})
     ratio = (niwt["steps_to_gate"] / kd["steps_to_gate"]) if niwt.get("steps_to_gate") and kd.get("steps_to_gate") else None
@@ -263,7 +316,8 @@ def main() -> None:
                                            if niwt.get("steps_to_gate") and kd.get("steps_to_gate") else None)
     results.update(parameter_counts(shared, args.seed))
     results["settings"] = {"eval_every": args.eval_every, "max_steps": args.max_steps, "seed": args.seed, "retain_fraction": 0.97,
-                           "teacher_size": args.teacher_size, "teacher_steps": args.teacher_steps, "eval_rows": args.eval_rows}
+                           "teacher_size": args.teacher_size, "teacher_steps": args.teacher_steps, "eval_rows": args.eval_rows,
+                           "niwt_options": args.niwt_options}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2, sort_keys=True))
     print(json.dumps({"steps_ratio_niwt_vs_kd": ratio}))

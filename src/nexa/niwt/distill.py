@@ -18,7 +18,7 @@ import random
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Literal
 
 import torch
 import torch.nn.functional as F
@@ -38,6 +38,8 @@ class DistillConfig(BaseModel):
     phase1_steps: int = Field(100, ge=0, description="Adapters only, backbone frozen.")
     phase2_steps: int = Field(300, ge=0, description="Joint fine-tune of backbone and adapters (0 = skip).")
     batch_size: int = Field(16, ge=1)
+    step_capabilities: Literal["one", "all"] = Field("one", description="Per optimizer step: one capability's batch "
+                                                     "(cycling) or one batch of every capability, gradients summed.")
     anchor_batch: int = Field(16, ge=1)
     adapter_learning_rate: float = Field(3e-3, gt=0)
     backbone_learning_rate: float = Field(3e-3, gt=0)
@@ -176,19 +178,22 @@ class AnchoredDistiller:
             1 + math.cos(math.pi * min(s, steps) / steps)))
         self.model.train()
         for step in range(steps):
-            capability = capabilities[step % len(capabilities)]
-            set_trainable(self.model, capability, backbone)
-            loss = self._loss(capability)
+            group = capabilities if self.config.step_capabilities == "all" else [capabilities[step % len(capabilities)]]
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            total = 0.0
+            for capability in group:  # an adapter's gradient survives switching to the next one
+                set_trainable(self.model, capability, backbone)
+                loss = self._loss(capability) / len(group)
+                loss.backward()
+                total += loss.item()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             optimizer.step()
             schedule.step()
             self.state.step += 1
             if self.state.step % 20 == 0:
-                self.state.losses.append((self.state.step, round(loss.item(), 5)))
+                self.state.losses.append((self.state.step, round(total, 5)))
             if progress is not None:
-                progress.update(task, advance=1, loss=loss.item())
+                progress.update(task, advance=1, loss=total)
             if self.state.step % self.config.check_every == 0:
                 self.recovery_check(capabilities)
             if on_step is not None and on_step(self.state.step):

@@ -80,6 +80,14 @@ def make_distiller(student, tokenizer, profiles, basis, plan, paired, config: Di
     return AnchoredDistiller(model, tokenizer, training_rows(paired, profiles), anchors, projection, config, seed)
 
 
+def retrain_failing(distiller: AnchoredDistiller, failing: list[str], steps: int, on_step=None) -> None:
+    """A gate retry: stronger anchoring for each capability that failed, then its adapter alone for ``steps`` steps."""
+    settings = distiller.config
+    for capability in failing:
+        distiller.state.alpha[capability] = min(settings.max_alpha, max(distiller.state.alpha[capability], 0.05) * settings.recovery_factor)
+    distiller.run_phase(steps, backbone=False, capabilities=failing, on_step=on_step)
+
+
 def run_gate(distiller: AnchoredDistiller, eval_rows, route, teacher_scores, retain: dict[str, float], steps: int,
              retried: list[str], max_new_tokens: int, contracts: dict[str, dict] | None = None,
              teacher_floor: float = DEFAULT_TEACHER_FLOOR, scoring=None) -> dict:
@@ -117,9 +125,7 @@ def gated_distillation(ctx, profile, synthesize, distill, data, router, config: 
                                           settings.max_new_tokens, contracts, settings.teacher_floor, scoring)}]
     while not attempts[-1]["passed"] and len(attempts) < max_attempts:
         failing = attempts[-1]["failing"]
-        for capability in failing:  # stronger anchoring for the capability that failed, its adapter only
-            distiller.state.alpha[capability] = min(settings.max_alpha, max(distiller.state.alpha[capability], 0.05) * settings.recovery_factor)
-        distiller.run_phase(retry_steps, backbone=False, capabilities=failing)
+        retrain_failing(distiller, failing, retry_steps)
         attempts.append({"attempt": len(attempts) + 1, **run_gate(distiller, eval_rows, route, teacher_scores, retain,
                                                                    distiller.state.step, failing, settings.max_new_tokens,
                                                                    contracts, settings.teacher_floor, scoring)})

@@ -111,3 +111,15 @@ def test_retry_retrains_only_the_failing_capabilitys_adapter(teacher, tokenizer,
     after = distiller.model.state_dict()
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     assert changed and all("lora_" in k and ".science." in k for k in changed)
+
+
+@pytest.mark.parametrize("mode, trained", [("one", {"reasoning"}), ("all", {"reasoning", "science"})])
+def test_one_step_trains_one_or_every_capabilitys_adapter(teacher, tokenizer, rows, mode, trained):
+    distiller = _distiller(teacher, tokenizer, rows, step_capabilities=mode, batch_size=4, anchor_batch=4,
+                           adapter_learning_rate=1e-2, alpha=0.0, beta=0.0, check_every=1000)
+    before = {k: v.clone() for k, v in distiller.model.state_dict().items()}
+    distiller.run_phase(1, backbone=False)
+    after = distiller.model.state_dict()
+    changed = {cap for cap in PLAN for k in before if f".{cap}." in k and not torch.equal(before[k], after[k])}
+    assert changed == trained
+    assert distiller.state.step == 1
