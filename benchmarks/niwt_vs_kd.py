@@ -300,10 +300,15 @@ def main() -> None:
     parser.add_argument("--eval-rows", type=int, default=None, help="Held-out prompts per capability (default: golden's).")
     parser.add_argument("--reuse-prepared", action="store_true",
                         help="Take the shared stage outputs recorded in the work folder as they are (see shared_stages).")
+    parser.add_argument("--student-size", type=json.loads, default=None,
+                        help='JSON overrides of the KD/SFT student\'s size (e.g. {"intermediate_size": 416}: the '
+                             'synthesized NIWT student\'s 292,032 parameters in the 25x setting).')
     parser.add_argument("--niwt-options", type=json.loads, default=None,
                         help='JSON overrides of the NIWT run: {"config": {...}, "retry_steps": n, "max_attempts": n}.')
     args = parser.parse_args()
     shared = shared_stages(args.work, args.reuse_prepared, args.teacher_size, args.teacher_steps, args.eval_rows)
+    for stage in ("kd_stage", "sft_stage"):
+        shared[stage] = {**shared[stage], "size": {**shared[stage]["size"], **(args.student_size or {})}}
     results = {}
     for method in args.methods.split(","):
         results[method] = measure(method, shared, args.eval_every, args.max_steps, args.seed,
@@ -317,7 +322,7 @@ def main() -> None:
     results.update(parameter_counts(shared, args.seed))
     results["settings"] = {"eval_every": args.eval_every, "max_steps": args.max_steps, "seed": args.seed, "retain_fraction": 0.97,
                            "teacher_size": args.teacher_size, "teacher_steps": args.teacher_steps, "eval_rows": args.eval_rows,
-                           "niwt_options": args.niwt_options}
+                           "niwt_options": args.niwt_options, "student_size": args.student_size}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2, sort_keys=True))
     print(json.dumps({"steps_ratio_niwt_vs_kd": ratio}))

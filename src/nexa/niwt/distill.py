@@ -40,6 +40,8 @@ class DistillConfig(BaseModel):
     batch_size: int = Field(16, ge=1)
     step_capabilities: Literal["one", "all"] = Field("one", description="Per optimizer step: one capability's batch "
                                                      "(cycling) or one batch of every capability, gradients summed.")
+    micro_batch: int | None = Field(None, ge=1, description="Rows per forward within a batch (gradient accumulation): "
+                                    "the whole batch's gradient at the activation memory of this many rows.")
     anchor_batch: int = Field(16, ge=1)
     adapter_learning_rate: float = Field(3e-3, gt=0)
     backbone_learning_rate: float = Field(3e-3, gt=0)
@@ -183,9 +185,7 @@ class AnchoredDistiller:
             total = 0.0
             for capability in group:  # an adapter's gradient survives switching to the next one
                 set_trainable(self.model, capability, backbone)
-                loss = self._loss(capability) / len(group)
-                loss.backward()
-                total += loss.item()
+                total += self._backward(capability, len(group))
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             optimizer.step()
             schedule.step()
@@ -199,11 +199,31 @@ class AnchoredDistiller:
             if on_step is not None and on_step(self.state.step):
                 return
 
-    def _loss(self, capability: str) -> torch.Tensor:
+    def _backward(self, capability: str, parts: int) -> float:
+        """Accumulate one batch's loss ÷ ``parts`` into the gradients; returns that loss.
+
+        With ``micro_batch`` the batch runs a slice at a time, each slice's mean answer-token loss weighted by its
+        share of the batch's answer tokens (the anchor terms ride on the last slice): the whole batch's loss and
+        gradient at a slice's activation memory — at batch 128 the logits and their gradient set the peak."""
         rows = self.rows[capability]
-        batch = encode_pairs(self.tokenizer, self.random.sample(rows, min(self.config.batch_size, len(rows))), self.eos, self.pad)
-        logits = self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
-        loss = output_loss(logits, batch)
+        sample = self.random.sample(rows, min(self.config.batch_size, len(rows)))
+        size = self.config.micro_batch or len(sample)
+        slices = [encode_pairs(self.tokenizer, sample[i:i + size], self.eos, self.pad) for i in range(0, len(sample), size)]
+        tokens = [int(batch.answer.sum()) for batch in slices]
+        value = 0.0
+        for index, batch in enumerate(slices):
+            logits = self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+            loss = output_loss(logits, batch)
+            if len(slices) > 1:
+                loss = loss * (tokens[index] / sum(tokens))
+            if index == len(slices) - 1:
+                loss = self._with_anchors(capability, loss)
+            loss = loss / parts
+            loss.backward()
+            value += loss.item()
+        return value
+
+    def _with_anchors(self, capability: str, loss: torch.Tensor) -> torch.Tensor:
         anchors = self.anchors[capability]
         alpha = self.state.alpha[capability]
         if (alpha > 0 or self.config.beta > 0) and anchors.layers:

@@ -1,11 +1,9 @@
-import json
-
 import pytest
 import torch
 from transformers import LlamaForCausalLM
 
 from nexa.niwt.distill import (AnchoredDistiller, CapabilityAnchors, DistillConfig, attach_adapters, backbone_state,
-                               export_adapters)
+                               export_adapters, set_trainable)
 from nexa.niwt.profile import encode_pairs
 
 PLAN = {"reasoning": {"rank": 4, "alpha": 8.0, "target_modules": ["q_proj", "v_proj", "up_proj", "down_proj"]},
@@ -101,7 +99,24 @@ def test_a_slipping_capability_gets_a_stronger_activation_anchor(teacher, tokeni
 def test_anchor_terms_are_part_of_the_loss(teacher, tokenizer, rows):
     with_anchor = _distiller(teacher, tokenizer, rows, alpha=1.0, beta=1.0)
     without = _distiller(teacher, tokenizer, rows, alpha=0.0, beta=0.0)
-    assert float(with_anchor._loss("science")) > float(without._loss("science"))
+    assert with_anchor._backward("science", 1) > without._backward("science", 1)
+
+
+def test_micro_batches_give_the_whole_batchs_loss_and_gradient(teacher, tokenizer, rows):
+    """Gradient accumulation over slices of 3 rows (uneven last slice, anchors on) equals one forward over 8 rows."""
+    grads = []
+    for micro in (None, 3):
+        torch.manual_seed(42)  # the same LoRA A matrices in both students
+        distiller = _distiller(teacher, tokenizer, rows, batch_size=8, micro_batch=micro, alpha=1.0, beta=1.0)
+        set_trainable(distiller.model, "science", backbone=True)
+        distiller.model.train()
+        loss = distiller._backward("science", 1)
+        grads.append((loss, {n: p.grad.clone() for n, p in distiller.model.named_parameters() if p.grad is not None}))
+    (whole, whole_grads), (sliced, sliced_grads) = grads
+    assert sliced == pytest.approx(whole, rel=1e-5)
+    assert whole_grads.keys() == sliced_grads.keys() and len(whole_grads) > 10
+    for name, grad in whole_grads.items():
+        assert torch.allclose(sliced_grads[name], grad, atol=1e-6, rtol=1e-4), name
 
 
 def test_retry_retrains_only_the_failing_capabilitys_adapter(teacher, tokenizer, rows):
