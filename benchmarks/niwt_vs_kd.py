@@ -88,6 +88,13 @@ def synthesize_variant(shared: dict, arch: dict, tag: str) -> str:
     return str(out)
 
 
+def arch_tag(arch: dict) -> str:
+    """A work-folder name for a synthesized variant, stable for the same ``arch`` body."""
+    import hashlib
+
+    return "arch-" + hashlib.sha256(json.dumps(arch, sort_keys=True).encode()).hexdigest()[:12]
+
+
 def peak_mb() -> float:
     """This process's peak resident memory. ``VmHWM`` resets when the spawned child execs, unlike
     ``ru_maxrss``, which Linux carries over from the forking parent and so reports the parent's peak."""
@@ -305,15 +312,27 @@ def main() -> None:
                              'synthesized NIWT student\'s 292,032 parameters in the 25x setting).')
     parser.add_argument("--niwt-options", type=json.loads, default=None,
                         help='JSON overrides of the NIWT run: {"config": {...}, "retry_steps": n, "max_attempts": n}.')
+    parser.add_argument("--niwt-arch", type=json.loads, default=None,
+                        help='A student_arch.json body for the NIWT student (e.g. {"backbone": {"intermediate_size": 192}}), '
+                             'synthesized once into the work folder from the shared teacher and profile.')
+    parser.add_argument("--lean-micro-batch", type=int, default=None,
+                        help="Also run NIWT with this micro_batch (the same loss and gradient, in slices: less memory, "
+                             "more seconds) and record it as niwt_micro_batched beside the unsliced run.")
     args = parser.parse_args()
     shared = shared_stages(args.work, args.reuse_prepared, args.teacher_size, args.teacher_steps, args.eval_rows)
     for stage in ("kd_stage", "sft_stage"):
         shared[stage] = {**shared[stage], "size": {**shared[stage]["size"], **(args.student_size or {})}}
+    niwt_options = dict(args.niwt_options or {})
+    if args.niwt_arch:
+        niwt_options["synthesize"] = synthesize_variant(shared, args.niwt_arch, arch_tag(args.niwt_arch))
+    runs = [(method, method, niwt_options if method == "niwt" else None) for method in args.methods.split(",")]
+    if args.lean_micro_batch and "niwt" in args.methods.split(","):
+        lean = {**niwt_options, "config": {**niwt_options.get("config", {}), "micro_batch": args.lean_micro_batch}}
+        runs.insert(1 + [r[0] for r in runs].index("niwt"), ("niwt_micro_batched", "niwt", lean))
     results = {}
-    for method in args.methods.split(","):
-        results[method] = measure(method, shared, args.eval_every, args.max_steps, args.seed,
-                                  args.niwt_options if method == "niwt" else None)
-        print(method, {k: v for k, v in results[method].items() if k != "curve"}, flush=True)
+    for name, method, options in runs:
+        results[name] = measure(method, shared, args.eval_every, args.max_steps, args.seed, options)
+        print(name, {k: v for k, v in results[name].items() if k != "curve"}, flush=True)
     niwt, kd = results.get("niwt", {}), results.get("kd", {})
     ratio = (niwt["steps_to_gate"] / kd["steps_to_gate"]) if niwt.get("steps_to_gate") and kd.get("steps_to_gate") else None
     results["steps_ratio_niwt_vs_kd"] = ratio
@@ -322,7 +341,8 @@ def main() -> None:
     results.update(parameter_counts(shared, args.seed))
     results["settings"] = {"eval_every": args.eval_every, "max_steps": args.max_steps, "seed": args.seed, "retain_fraction": 0.97,
                            "teacher_size": args.teacher_size, "teacher_steps": args.teacher_steps, "eval_rows": args.eval_rows,
-                           "niwt_options": args.niwt_options, "student_size": args.student_size}
+                           "niwt_options": args.niwt_options, "student_size": args.student_size, "niwt_arch": args.niwt_arch,
+                           "lean_micro_batch": args.lean_micro_batch}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2, sort_keys=True))
     print(json.dumps({"steps_ratio_niwt_vs_kd": ratio}))
