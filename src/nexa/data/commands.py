@@ -82,9 +82,11 @@ def prepare_cmd(
     lab: Lab = FOUND_LAB, json_out: bool = JSON, **thresholds,
 ) -> None:
     """Validate, filter, dedup and split inputs into a new immutable version ID@vN (same inputs → same version)."""
+    from nexa.data.runtime import keep_freed_memory
     from nexa.ledger.lean_arrow import arrow_without_pandas
 
     arrow_without_pandas()  # this process converts no pandas objects: spare it pandas' import
+    keep_freed_memory()  # a short-lived process: freed scratch memory is reused, not faulted in again
     from nexa.data.stages import prepare_version
 
     with progress(transient=True) as bar:

@@ -229,7 +229,7 @@ def band_keys(norm: pa.Array | pa.ChunkedArray | TextBytes, num_perm: int, size:
     words = np.ndarray((len(data) - 7,), dtype="<u8", buffer=data, strides=(1,))  # words[i]: the 8 bytes from i
     lengths = np.diff(offsets)
     counts = np.maximum(1, lengths - size + 1)
-    keys = np.empty((len(lengths), bands), dtype=np.uint64)
+    keys = np.empty((bands, len(lengths)), dtype=np.uint64).T  # band-major: each band's keys contiguous for the pair sort
     sketch = np.empty((len(lengths), num_perm), dtype=np.uint16)
     salt = mix64(np.array([seed], dtype=np.uint64))[0]
     multipliers = mix64(np.array([seed * 2 + 1, seed * 2 + 2], dtype=np.uint64)) | np.uint64(1)
@@ -351,19 +351,38 @@ def screened_similarity(sketch: np.ndarray, first: np.ndarray, second: np.ndarra
     The first quarter of the bins is an estimate with four times the variance; a pair below
     ``threshold - 0.25`` there is reported as 0. Pairs go in blocks so the gathered sketches stay small,
     on the worker threads (the gathers are waits on memory, and numpy lets go of the GIL).
+
+    The quarter is first copied out as one contiguous block (at 128 bins: 64 bytes, one cache line a
+    row) and rows are gathered from it as single opaque items with ``np.take``: numpy's gather of
+    ``sketch[rows, :quarter]`` (an index array beside a slice) walks each row bin by bin and cost
+    ≈ 4× as much at a million rows. The same values either way.
     """
     estimate = np.zeros(len(first))
     quarter = max(1, sketch.shape[1] // 4)
+    rough_rows = _row_items(np.ascontiguousarray(sketch[:, :quarter]))
+    full_rows = _row_items(sketch)
 
     def screen(lo: int) -> None:
         a, b = first[lo:lo + block], second[lo:lo + block]
-        rough = sketch_similarity(sketch[a, :quarter], sketch[b, :quarter])
+        rough = sketch_similarity(_gather(rough_rows, a, sketch.dtype), _gather(rough_rows, b, sketch.dtype))
         hopeful = np.flatnonzero(rough >= threshold - 0.25)
-        estimate[lo + hopeful] = sketch_similarity(sketch[a[hopeful]], sketch[b[hopeful]])
+        estimate[lo + hopeful] = sketch_similarity(_gather(full_rows, a[hopeful], sketch.dtype),
+                                                   _gather(full_rows, b[hopeful], sketch.dtype))
 
     for _ in ordered_map(screen, range(0, len(first), block)):
         pass
     return estimate
+
+
+def _row_items(rows: np.ndarray) -> np.ndarray:
+    """A C-contiguous 2-D array as a 1-D array of opaque row-sized items (a view): one copy per gathered row."""
+    rows = np.ascontiguousarray(rows)
+    return rows.view(np.dtype((np.void, rows.shape[1] * rows.itemsize))).reshape(len(rows))
+
+
+def _gather(items: np.ndarray, index: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Rows ``index`` of :func:`_row_items` back as a 2-D array of ``dtype``."""
+    return np.take(items, index).view(dtype).reshape(len(index), items.itemsize // np.dtype(dtype).itemsize)
 
 
 def candidate_pairs(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -379,19 +380,20 @@ def prepare(lab: Lab, inputs: list[str], schema: RowSchema, dataset_id: str, *, 
     """
     resolved, parents = resolve_inputs(lab, inputs)
     validated = validate_inputs(resolved, schema, on_rows)
-    with ThreadPoolExecutor(1, thread_name_prefix="nexa-quarantine") as pool:
-        # the quarantine's JSON is encoded beside the filters and the split, whose numpy and Arrow kernels let go of the GIL
-        quarantine_bytes = pool.submit(side_file_bytes, validated.quarantine).result
-        filtered = apply_filters(validated, schema, build_filters(list(filters), **(filter_params or {})), on_filter)
-        removed = {r.name: r.removed for r in filtered.records}
-        problem = _refusal(filtered.table.num_rows, len(validated.quarantine), strict)
-        if problem is not None:
-            quarantine = store_side_file(lab, f"quarantine/{run_id or 'unversioned'}", "quarantine", quarantine_bytes())
-            return PrepareResult(None, False, quarantine, None, validated.counts, removed, problem)
-        table = with_splits(filtered, schema, fractions or DEFAULT_FRACTIONS, cluster_threshold, split_by)
-        _count_written(validated, table)
-        manifest, created, quarantine, flagged = write_version(lab, dataset_id, schema, table, filtered, len(validated.quarantine),
-                                                               quarantine_bytes, parents, run_id, notes)
+    # The quarantine's JSON (Python, holding the GIL) is encoded while the Parquet encoder runs on its worker
+    # (see write_version): beside the filters and the split it slowed their numpy threads, which need the GIL
+    # between kernels.
+    quarantine_bytes = partial(side_file_bytes, validated.quarantine)
+    filtered = apply_filters(validated, schema, build_filters(list(filters), **(filter_params or {})), on_filter)
+    removed = {r.name: r.removed for r in filtered.records}
+    problem = _refusal(filtered.table.num_rows, len(validated.quarantine), strict)
+    if problem is not None:
+        quarantine = store_side_file(lab, f"quarantine/{run_id or 'unversioned'}", "quarantine", quarantine_bytes())
+        return PrepareResult(None, False, quarantine, None, validated.counts, removed, problem)
+    table = with_splits(filtered, schema, fractions or DEFAULT_FRACTIONS, cluster_threshold, split_by)
+    _count_written(validated, table)
+    manifest, created, quarantine, flagged = write_version(lab, dataset_id, schema, table, filtered, len(validated.quarantine),
+                                                           quarantine_bytes, parents, run_id, notes)
     return PrepareResult(manifest, created, quarantine, flagged, validated.counts, removed)
 
 
@@ -415,7 +417,8 @@ def write_version(lab: Lab, dataset_id: str, schema: RowSchema, table: pa.Table,
     """The version (idempotent by content hash) with its quarantine and flagged files beside ``data.parquet``.
 
     The rows are encoded to Parquet once, on a worker thread (the encoder lets go of the GIL), while this
-    thread hashes the columns and writes the side files; the hash and the bytes are handed to the ledger.
+    thread hashes the columns and encodes and writes the side files; the hash and the bytes are handed to
+    the ledger.
     """
     rows = user_table(table)
     with ThreadPoolExecutor(1, thread_name_prefix="nexa-parquet") as pool:

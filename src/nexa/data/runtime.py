@@ -84,3 +84,29 @@ def gc_paused() -> Iterator[None]:
         if enabled:
             gc.enable()
 
+
+
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
+
+
+def keep_freed_memory(trim_bytes: int = 512 << 20, mmap_bytes: int = 32 << 20) -> bool:
+    """Tell glibc's malloc to keep freed memory for reuse in this process; True when it took.
+
+    numpy's scratch arrays (a few MB each, allocated and freed per chunk on the worker threads) otherwise
+    often go to fresh ``mmap`` pages and back, and every first touch of a page is a fault in the kernel
+    (≈ a quarter of ``nexa data prepare``'s page faults at 200k rows). Blocks up to ``mmap_bytes`` come from
+    the heap, and up to ``trim_bytes`` of freed heap stays mapped. Process-wide, so only a short-lived
+    command calls it (``nexa data prepare``), never a library path: a long training process keeps glibc's
+    defaults. Does nothing when the user set ``MALLOC_TRIM_THRESHOLD_`` / ``MALLOC_MMAP_THRESHOLD_``, or
+    off glibc.
+    """
+    if os.environ.get("MALLOC_TRIM_THRESHOLD_") or os.environ.get("MALLOC_MMAP_THRESHOLD_"):
+        return False
+    if os.name != "posix":
+        return False
+    import ctypes
+
+    mallopt = getattr(ctypes.CDLL(None), "mallopt", None)  # the C library this process already runs on
+    if mallopt is None:
+        return False
+    return bool(mallopt(_M_MMAP_THRESHOLD, mmap_bytes)) and bool(mallopt(_M_TRIM_THRESHOLD, trim_bytes))

@@ -6,7 +6,6 @@ from typing import Any, Callable
 
 from nexa.data.generators import CAPABILITIES, generate, generate_hypotheses
 from nexa.ledger.datasets import write_dataset_version
-from nexa.ledger.listings import DatasetListing, write_contract
 
 
 def capability_datasets(ctx, capabilities: dict[str, dict], eval_rows: int = 200, hypotheses: int = 20,
@@ -16,6 +15,8 @@ def capability_datasets(ctx, capabilities: dict[str, dict], eval_rows: int = 200
     ``capabilities`` maps a built-in capability to ``{"train": n}``; the eval split is drawn with its
     own seed and its prompts are excluded from train, so scores measure generalisation.
     """
+    from nexa.ledger.listings import DatasetListing, write_contract  # the golden pipeline's contract: not every data command's
+
     written: dict[str, dict] = {}
     for name, params in capabilities.items():
         eval_split = generate(name, eval_rows, seed=ctx.seed + 1000)

@@ -163,3 +163,18 @@ def test_the_engine_asks_numpy_for_plain_pages_unless_told_otherwise(monkeypatch
         assert _get_madvise_hugepage() is False
     finally:
         _set_madvise_hugepage(before)
+
+
+def test_prepare_keeps_freed_memory_in_its_own_process_only_unless_the_user_chose(monkeypatch):
+    import os
+    import subprocess
+    import sys
+
+    from nexa.data.runtime import keep_freed_memory
+
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "131072")
+    assert keep_freed_memory() is False  # the user's choice stands (and this test process keeps glibc's defaults)
+    code = "import sys; from nexa.data.runtime import keep_freed_memory; sys.exit(0 if keep_freed_memory() else 3)"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert done.returncode == (0 if sys.platform.startswith("linux") else 3), done.stderr
