@@ -3,7 +3,7 @@
 The golden tests need one complete run of the golden pipeline, the shared ``nexa demo`` (then rerun, all
 cached); the launch on the local backend that is SIGKILLed midway and launched again against an S3 server,
 which starts from the demo's heavy stages copied to S3 and computes the rest; and a tiny variant killed at
-three points. Made one after the other (when the S3 launch was a second full run) in the foreground they were 15
+three points. Made one after the other in the foreground (when the S3 launch was a second full run) they were 15
 of the suite's 22 minutes on 2 cores, with one core mostly idle: each run is one process at one torch
 thread. So they start, in their own subprocesses, when the session starts; the golden tests are ordered
 last and wait for their results (fresh clone: 22 min 7 s -> 15 min 10 s with the first two in the background).
@@ -168,8 +168,9 @@ def _docs_folder(workdir: Path, lab: Path) -> Path:
 
 
 # The demo's stages the S3 launch finds already on durable: the pipeline's heavy middle, teacher to verify, as one
-# block (the demo's teacher weights were pruned by verify, so no stage that needs them may run again). Same code, parameters and upstream hashes, so the
-# same keys: the node reuses them (fetched from S3, every file hash-checked) instead of training them again.
+# block (verify pruned the demo's teacher weights, so no stage that needs them may run again). Same code, parameters
+# and upstream hashes, so the same keys: the node reuses them (fetched from S3, every file hash-checked) instead of
+# training them again.
 SEEDED = ["teacher", "distill", "pack", "teacher_registry", "router", "profile", "synthesize", "student_niwt", "student_kd",
           "baseline", "eval", "bundle", "verify"]
 
