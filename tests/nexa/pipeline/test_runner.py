@@ -5,8 +5,10 @@ import yaml
 
 from nexa.ledger import ManifestValidationError
 from nexa.ledger.runs import list_runs
+from nexa.ledger.store import DurableStore
 from nexa.pipeline.runner import StageFailedError, run_pipeline
 from nexa.pipeline.spec import load_pipeline
+from s3_server import new_bucket, s3  # noqa: F401 - s3 is a fixture
 
 
 @pytest.fixture
@@ -79,6 +81,27 @@ def test_pruned_files_keep_cache_valid_and_are_rebuilt_when_needed(lab, tmp_path
     later = run_pipeline(lab, _pipeline(tmp_path, stages + [{"name": "use", "uses": "toy_stages:needs_weights", "needs": ["weights"]}]))
     assert (later.outputs["use"] / "size.txt").read_text() == "70"
     assert calls().count("weights") == 2
+
+
+def test_pruning_on_s3_deletes_the_objects_and_a_rebuild_puts_the_same_bytes_back(s3, lab, tmp_path, calls, monkeypatch):
+    """The golden verify's teacher prune with the durable tier on a real S3 API (the golden S3 launch reuses the demo's
+    verify rather than running it there): pruned files leave the bucket, the record stays valid, a stage that needs
+    them rebuilds them, and the rebuilt output is the committed one."""
+    url = new_bucket() + "/lab"
+    monkeypatch.setenv("NEXA_DURABLE", url)
+    stages = [{"name": "weights", "uses": "toy_stages:weights"},
+              {"name": "prune", "uses": "toy_stages:prune_then_use", "needs": ["weights"]}]
+    first = run_pipeline(lab, _pipeline(tmp_path, stages))
+    store, weights = DurableStore(url), first.stages[0]
+    prefix = f"stages/weights/{weights.key[:24]}"
+    assert json.loads(store.get_bytes(f"{prefix}/pruned.json")) == ["model/weights.bin"]
+    assert f"{prefix}/model/weights.bin" not in store.list(prefix) and not (lab.root / ".nexa" / "durable" / "stages").exists()
+    again = run_pipeline(lab, _pipeline(tmp_path, stages))
+    assert [s.status for s in again.stages] == ["cached", "cached"]
+    later = run_pipeline(lab, _pipeline(tmp_path, stages + [{"name": "use", "uses": "toy_stages:needs_weights", "needs": ["weights"]}]))
+    assert (later.outputs["use"] / "size.txt").read_text() == "70" and calls().count("weights") == 2
+    assert not store.exists(f"{prefix}/pruned.json")  # every listed file is back in the bucket and hashes right:
+    assert store.verify_dir(prefix) == later.stages[0].outputs_sha256 == weights.outputs_sha256
 
 
 def test_pipeline_file_errors_name_the_field(tmp_path):
