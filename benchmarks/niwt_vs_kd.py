@@ -8,6 +8,7 @@ the student is benchmarked on the held-out eval split and the gate ``student ≥
 checked per capability; training stops at the first pass (or ``--max-steps``).
 
     PYTHONPATH=src python benchmarks/niwt_vs_kd.py --out benchmarks/results/niwt_vs_kd.json
+    PYTHONPATH=src python benchmarks/niwt_vs_kd.py --preset teacher-25x --out benchmarks/results/niwt_vs_kd_25x_same_size.json
 
 Writes ``{niwt|kd|sft: {steps_to_gate, seconds, peak_mem_mb, retention, ...}, steps_ratio_niwt_vs_kd,
 seconds_ratio_niwt_vs_kd, teacher_params, student_params}``. ``--teacher-size '{"hidden_size": 512, ...}'``
@@ -29,6 +30,30 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN = ROOT / "src" / "nexa" / "pipeline" / "builtin" / "golden.yaml"
 SHARED = ["data", "tokenizer", "teacher", "distill", "pack", "teacher_registry", "router", "profile", "synthesize"]
+
+
+PRESETS = {
+    # The issue-13 headline: a 5.1 M teacher (6 layers, 256 wide) >= 20x both students, which have the same size
+    # (NIWT synthesized with a 192-wide MLP: 249,792 parameters with its adapters; KD with a 343-wide MLP: 249,984);
+    # NIWT at 128 examples of every capability per step, then again in micro-batches of 32 for its memory.
+    "teacher-25x": {
+        "teacher_size": {"hidden_size": 256, "intermediate_size": 768, "num_attention_heads": 4, "num_hidden_layers": 6},
+        "teacher_steps": 200, "eval_rows": 300, "methods": "niwt,kd",
+        "student_size": {"intermediate_size": 343},
+        "niwt_arch": {"backbone": {"hidden_size": 64, "num_hidden_layers": 3, "num_attention_heads": 2, "intermediate_size": 192}},
+        "niwt_options": {"config": {"batch_size": 128, "step_capabilities": "all"}},
+        "lean_micro_batch": 32,
+    },
+}
+
+
+def with_preset(args: argparse.Namespace) -> argparse.Namespace:
+    """Fill every option the command line left unset from ``--preset``; an explicit flag wins."""
+    for key, value in PRESETS.get(args.preset, {}).items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    args.methods = args.methods or "niwt,kd,sft"
+    return args
 
 
 def prepare(lab_dir: Path, teacher_size: dict | None = None, teacher_steps: int | None = None,
@@ -300,7 +325,9 @@ def main() -> None:
                              "profile are reused from its stage cache, so a rerun skips teacher training.")
     parser.add_argument("--eval-every", type=int, default=50)
     parser.add_argument("--max-steps", type=int, default=600)
-    parser.add_argument("--methods", default="niwt,kd,sft")
+    parser.add_argument("--methods", default=None, help="Comma-separated: niwt, kd, sft (default: all three).")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                        help="A named setting (see PRESETS); explicit flags override its values.")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--teacher-size", type=json.loads, default=None, help="JSON size of the teacher (default: golden's).")
     parser.add_argument("--teacher-steps", type=int, default=None, help="Teacher training steps (default: golden's).")
@@ -318,7 +345,7 @@ def main() -> None:
     parser.add_argument("--lean-micro-batch", type=int, default=None,
                         help="Also run NIWT with this micro_batch (the same loss and gradient, in slices: less memory, "
                              "more seconds) and record it as niwt_micro_batched beside the unsliced run.")
-    args = parser.parse_args()
+    args = with_preset(parser.parse_args())
     shared = shared_stages(args.work, args.reuse_prepared, args.teacher_size, args.teacher_steps, args.eval_rows)
     for stage in ("kd_stage", "sft_stage"):
         shared[stage] = {**shared[stage], "size": {**shared[stage]["size"], **(args.student_size or {})}}
@@ -342,7 +369,7 @@ def main() -> None:
     results["settings"] = {"eval_every": args.eval_every, "max_steps": args.max_steps, "seed": args.seed, "retain_fraction": 0.97,
                            "teacher_size": args.teacher_size, "teacher_steps": args.teacher_steps, "eval_rows": args.eval_rows,
                            "niwt_options": args.niwt_options, "student_size": args.student_size, "niwt_arch": args.niwt_arch,
-                           "lean_micro_batch": args.lean_micro_batch}
+                           "lean_micro_batch": args.lean_micro_batch, "preset": args.preset}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2, sort_keys=True))
     print(json.dumps({"steps_ratio_niwt_vs_kd": ratio}))
