@@ -144,6 +144,7 @@ def _dataset_ref(ctx, ref: str, content_hash: str):
 def registered(ctx, datasets: dict[str, str]) -> dict:
     """A listing of datasets already in the registry (capability → ID@vN) for stages that read listings."""
     from nexa.ledger.datasets import read_dataset_manifest
+    from nexa.ledger.listings import DatasetListing, write_contract
 
     listing = {}
     for capability, ref in sorted(datasets.items()):
@@ -162,7 +163,7 @@ def capability_split(ctx, dataset: str, prefix: str | None = None) -> dict:
     (parent: ``dataset``) whose held-out rows (eval, val or test) are labelled ``eval``.
     """
     from nexa.ledger.datasets import read_dataset_manifest, read_dataset_rows
-    from nexa.ledger.listings import split_by_capability
+    from nexa.ledger.listings import DatasetListing, split_by_capability, write_contract
 
     source = read_dataset_manifest(ctx.lab, dataset)
     ctx.run.add_input(_dataset_ref(ctx, source.ref, source.content_hash))
