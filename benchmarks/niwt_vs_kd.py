@@ -115,9 +115,9 @@ def synthesize_variant(shared: dict, arch: dict, tag: str) -> str:
 
 def arch_tag(arch: dict) -> str:
     """A work-folder name for a synthesized variant, stable for the same ``arch`` body."""
-    import hashlib
+    from nexa.ledger.hashing import sha256_json
 
-    return "arch-" + hashlib.sha256(json.dumps(arch, sort_keys=True).encode()).hexdigest()[:12]
+    return "arch-" + sha256_json(arch)[:12]
 
 
 def peak_mb() -> float:
@@ -352,10 +352,12 @@ def main() -> None:
     niwt_options = dict(args.niwt_options or {})
     if args.niwt_arch:
         niwt_options["synthesize"] = synthesize_variant(shared, args.niwt_arch, arch_tag(args.niwt_arch))
-    runs = [(method, method, niwt_options if method == "niwt" else None) for method in args.methods.split(",")]
-    if args.lean_micro_batch and "niwt" in args.methods.split(","):
-        lean = {**niwt_options, "config": {**niwt_options.get("config", {}), "micro_batch": args.lean_micro_batch}}
-        runs.insert(1 + [r[0] for r in runs].index("niwt"), ("niwt_micro_batched", "niwt", lean))
+    runs = []  # (result name, method, NIWT options); the micro-batched NIWT right after the unsliced one
+    for method in args.methods.split(","):
+        runs.append((method, method, niwt_options if method == "niwt" else None))
+        if method == "niwt" and args.lean_micro_batch:
+            lean = {**niwt_options, "config": {**niwt_options.get("config", {}), "micro_batch": args.lean_micro_batch}}
+            runs.append(("niwt_micro_batched", "niwt", lean))
     results = {}
     for name, method, options in runs:
         results[name] = measure(method, shared, args.eval_every, args.max_steps, args.seed, options)

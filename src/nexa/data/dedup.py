@@ -359,7 +359,7 @@ def screened_similarity(sketch: np.ndarray, first: np.ndarray, second: np.ndarra
     """
     estimate = np.zeros(len(first))
     quarter = max(1, sketch.shape[1] // 4)
-    rough_rows = _row_items(np.ascontiguousarray(sketch[:, :quarter]))
+    rough_rows = _row_items(sketch[:, :quarter])  # the quarter's copy: one contiguous block
     full_rows = _row_items(sketch)
 
     def screen(lo: int) -> None:

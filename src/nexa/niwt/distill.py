@@ -232,6 +232,13 @@ class AnchoredDistiller:
             loss = loss + alpha * activation + self.config.beta * attention
         return loss
 
+    def strengthen_anchor(self, capability: str) -> float:
+        """Raise ``capability``'s activation-anchor weight by ``recovery_factor`` (from at least 0.05, capped at
+        ``max_alpha``): what a slipping capability and a failed gate both get. Returns the weight it had."""
+        old = self.state.alpha[capability]
+        self.state.alpha[capability] = min(self.config.max_alpha, max(old, 0.05) * self.config.recovery_factor)
+        return old
+
     def recovery_check(self, capabilities: list[str]) -> dict[str, float]:
         """Agreement with the stored teacher outputs; a slipping capability gets a stronger activation anchor."""
         scores = {}
@@ -240,8 +247,7 @@ class AnchoredDistiller:
                               self.config.max_new_tokens)
             best = self.state.best_agreement.get(capability, 0.0)
             if score < best - self.config.slip_tolerance:
-                old = self.state.alpha[capability]
-                self.state.alpha[capability] = min(self.config.max_alpha, max(old, 0.05) * self.config.recovery_factor)
+                old = self.strengthen_anchor(capability)
                 self.state.recoveries.append({"step": self.state.step, "capability": capability, "agreement": score,
                                               "best": best, "alpha_from": old, "alpha_to": self.state.alpha[capability]})
             self.state.best_agreement[capability] = max(best, score)

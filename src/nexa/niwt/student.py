@@ -82,9 +82,8 @@ def make_distiller(student, tokenizer, profiles, basis, plan, paired, config: Di
 
 def retrain_failing(distiller: AnchoredDistiller, failing: list[str], steps: int, on_step=None) -> None:
     """A gate retry: stronger anchoring for each capability that failed, then its adapter alone for ``steps`` steps."""
-    settings = distiller.config
     for capability in failing:
-        distiller.state.alpha[capability] = min(settings.max_alpha, max(distiller.state.alpha[capability], 0.05) * settings.recovery_factor)
+        distiller.strengthen_anchor(capability)
     distiller.run_phase(steps, backbone=False, capabilities=failing, on_step=on_step)
 
 
