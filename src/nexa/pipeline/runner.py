@@ -1,4 +1,6 @@
-"""Run a pipeline: stages in order, each skipped when a finished, hash-verified output for its key exists.
+"""Run a pipeline: each stage once the stages it needs are committed (``jobs`` at a time, side by side in worker
+processes when more than one, :mod:`nexa.pipeline.workers`), skipped when a finished, hash-verified output for its
+key exists.
 
 A stage's key hashes its function, parameters, seed, the source of every module it can run
 (:mod:`nexa.pipeline.codehash`) and the output hashes of
@@ -9,13 +11,16 @@ written in scratch, copied to durable storage with per-file hashes, and only the
 
 from __future__ import annotations
 
+import os
 import shutil
+import sys
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -23,11 +28,12 @@ from nexa.infra.cost import NodePricing, PriceTable
 from nexa.ledger import ArtifactNotFoundError, ArtifactRef, CorruptArtifactError, Lab
 from nexa.ledger.console import console
 from nexa.ledger.hashing import sha256_file, sha256_json
-from nexa.ledger.manifests import CostBreakdown, StageRecord, dump_manifest, load_manifest
+from nexa.ledger.manifests import CostBreakdown, RunManifest, StageRecord, dump_manifest, load_manifest
 from nexa.ledger.runs import RunContext, start_run
 from nexa.ledger.store import DurableStore
 from nexa.pipeline.codehash import code_hash
 from nexa.pipeline.spec import PipelineSpec, StageSpec
+from nexa.pipeline.workers import THREAD_VARIABLES, InlineLane, WorkerLanes, node_threads
 
 STAGE_RECORD_VERSION = 1
 
@@ -47,6 +53,8 @@ class StageOutput(BaseModel):
     run_id: str
     seconds: float
     summary: dict[str, Any] = Field(default_factory=dict)
+    threads: int | None = Field(None, description="torch threads the stage ran with (None: it did not load torch); a "
+                                                   "rebuild of its pruned files uses as many, since float sums depend on it.")
     created_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
 
 
@@ -108,56 +116,257 @@ class PipelineResult:
         }
 
 
-class PipelineRunner:
-    """Runs one pipeline in one lab; holds the per-run cache of resolved stage outputs."""
+class NodeTime:
+    """The node's time, split between the stages that ran on it at once: a stage is billed the seconds it ran
+    alone plus its share (1/k) of those it ran beside k - 1 others, so the stages' bills add up to the node's
+    busy time, which is what the provider charges, whether the stages ran one at a time or side by side."""
 
-    def __init__(self, lab: Lab, spec: PipelineSpec):
-        self.lab, self.spec = lab, spec
+    def __init__(self, clock: Callable[[], float] = time.perf_counter) -> None:
+        self._clock = clock
+        self._spans: dict[str, list[float | None]] = {}
+
+    def start(self, name: str) -> None:
+        self._spans[name] = [self._clock(), None]
+
+    def stop(self, name: str) -> tuple[float, float]:
+        """The seconds ``name`` ran and the seconds it is billed for, now that it ends (spans still running count
+        as running on)."""
+        begin, end = self._spans[name][0], self._clock()
+        self._spans[name][1] = end
+        cuts = sorted({begin, end, *(t for span in self._spans.values() for t in span if t is not None and begin < t < end)})
+        billed = 0.0
+        for left, right in zip(cuts, cuts[1:]):
+            middle = (left + right) / 2
+            sharing = sum(1 for s, e in self._spans.values() if s <= middle and (e is None or e > middle))
+            billed += (right - left) / max(sharing, 1)
+        return end - begin, billed
+
+
+@dataclass
+class StageJob:
+    """One stage's execution, everything a process needs to run it and commit its outputs (picklable, so that a
+    worker process can take it): the stage, its key and durable prefix, its scratch folder, its inputs and its run."""
+
+    stage: StageSpec
+    lab: Lab
+    key: str
+    prefix: str
+    work: Path
+    inputs: dict[str, Path]
+    input_summaries: dict[str, dict[str, Any]]
+    input_hashes: dict[str, str]
+    seed: int
+    pipeline: str
+    manifest: RunManifest
+
+    @property
+    def name(self) -> str:
+        return self.stage.name
+
+
+def run_job(job: StageJob, pruner: Callable[[str, list[str]], list[str]]) -> tuple[StageOutput, RunManifest]:
+    """Run a stage's function and commit what it wrote: files to durable storage with their hashes, then
+    ``stage.json``. The runner's process and a worker process both execute a stage through here."""
+    run = RunContext(job.lab, job.manifest)
+    context = StageContext(job.lab, job.name, run, job.work, job.inputs, job.input_summaries, job.seed, job.pipeline,
+                           pruner)
+    store = job.lab.durable()
+    started = time.perf_counter()
+    try:
+        summary = job.stage.resolve()(context, **job.stage.params) or {}
+        listing = store.put_dir(job.work, job.prefix)
+        torch = sys.modules.get("torch")
+        output = StageOutput(
+            name=job.name, key=job.key, uses=job.stage.uses, params=job.stage.params, inputs=job.input_hashes,
+            outputs_sha256=listing.sha256, run_id=run.run_id, seconds=time.perf_counter() - started, summary=summary,
+            threads=torch.get_num_threads() if torch is not None else None,
+        )
+        run.add_output(output_ref(store, job.name, output))
+        store.put_bytes(f"{job.prefix}/stage.json", dump_manifest(output), overwrite=True)
+    except BaseException as exc:
+        run.fail(exc)
+        raise
+    return output, run.manifest
+
+
+@contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """This process's torch and OpenMP threads (its subprocesses' too) set to ``threads`` for a while."""
+    if threads is None:
+        yield
+        return
+    import torch
+
+    before, env_before = torch.get_num_threads(), {k: os.environ.get(k) for k in THREAD_VARIABLES}
+    torch.set_num_threads(threads)
+    os.environ.update({k: str(threads) for k in THREAD_VARIABLES})
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+        for name, value in env_before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def output_ref(store: DurableStore, name: str, output: StageOutput) -> ArtifactRef:
+    prefix = stage_prefix(name, output.key)
+    return ArtifactRef(kind="stage_output", ref=f"{name}:{output.key[:24]}", path=store.location(prefix),
+                       sha256=output.outputs_sha256)
+
+
+def stage_prefix(name: str, key: str) -> str:
+    return f"stages/{name}/{key[:24]}"
+
+
+class PipelineRunner:
+    """Runs one pipeline in one lab: schedules its stages (``jobs`` at a time, each as soon as the stages it
+    needs are committed) and holds the per-run cache of resolved stage outputs."""
+
+    def __init__(self, lab: Lab, spec: PipelineSpec, jobs: int = 1):
+        if jobs < 1:
+            raise ValueError(f"jobs must be at least 1, got {jobs}")
+        self.lab, self.spec, self.jobs = lab, spec, jobs
         self.store: DurableStore = lab.durable()
         self._records: dict[str, StageOutput] = {}
         self.prices = PriceTable.from_lab(lab)
         self.pricing = NodePricing.from_env()
         self._costs: list[CostBreakdown] = []
         self._paths: dict[str, Path] = {}
+        self._node = NodeTime()
+        self._jobs: dict[str, StageJob] = {}
+        self._done: dict[str, StageRecord] = {}
+        self._waiting_prunes: list[tuple[str, str, list[str]]] = []  # (asking stage, input, files)
 
     def run(self) -> PipelineResult:
         with start_run(self.lab, "pipeline", config=self.spec.model_dump(by_alias=True), seed=self.spec.seed) as run:
-            run.log("pipeline_started", pipeline=self.spec.name, stages=[s.name for s in self.spec.stages])
-            stages: list[StageRecord] = []
-            for stage in self.spec.stages:
-                record = self._run_or_reuse(stage, run)
-                stages.append(record)
-                run.update(stages=list(stages), cost=self._pipeline_cost(run), cost_estimate_usd_total=self._spent())
-                run.save()
-                self.pricing.check_budget(self._spent(), after=stage.name)
+            run.log("pipeline_started", pipeline=self.spec.name, stages=[s.name for s in self.spec.stages], jobs=self.jobs)
+            lanes = self._lanes()
+            try:
+                self._schedule(lanes, run)
+            except BaseException:
+                lanes.close(kill=True)
+                raise
+            lanes.close()
             for name, output in self._records.items():
                 run.add_output(self._output_ref(name, output))
+            stages = [self._done[s.name] for s in self.spec.stages]
             return PipelineResult(
                 run.run_id, "succeeded", stages, dict(self._paths), {n: r.summary for n, r in self._records.items()}
             )
 
-    # -- one stage ----------------------------------------------------------------------------
-    def _run_or_reuse(self, stage: StageSpec, pipeline_run: RunContext) -> StageRecord:
+    def _lanes(self) -> InlineLane | WorkerLanes:
+        if self.jobs == 1:
+            return InlineLane(run_job, self._prune)
+        return WorkerLanes(self.jobs, threads=max(1, node_threads() // self.jobs))
+
+    # -- scheduling ---------------------------------------------------------------------------
+    def _schedule(self, lanes: InlineLane | WorkerLanes, run: RunContext) -> None:
+        """Start every stage whose needs are committed while a lane is free, in the file's order; after a failure
+        start nothing more, let the running stages finish (their work is kept), then report the first failure."""
+        pending, failure = list(self.spec.stages), None
+        while pending or lanes.running:
+            while failure is None and lanes.free and (stage := self._next_ready(pending)) is not None:
+                pending.remove(stage)
+                self._start(stage, lanes, run)
+                failure = failure or self._collect(lanes.wait(0), lanes, run)
+            if not lanes.running:  # nothing left to wait for: done, failed, or stuck
+                if failure is not None or pending:
+                    raise failure or RuntimeError(f"stages {[s.name for s in pending]} can never start")
+                break
+            failure = self._collect(lanes.wait(0.5), lanes, run) or failure
+        if failure is not None:
+            raise failure
+
+    def _next_ready(self, pending: list[StageSpec]) -> StageSpec | None:
+        """The first pending stage whose needs are all committed and none of them waiting to be pruned."""
+        pruning = {name for _, name, _ in self._waiting_prunes}
+        for stage in pending:
+            if all(n in self._records for n in stage.needs) and not pruning & set(stage.needs):
+                return stage
+        return None
+
+    def _start(self, stage: StageSpec, lanes: InlineLane | WorkerLanes, run: RunContext) -> None:
         started = time.perf_counter()
         key = self._key(stage)
         cached = self._load_committed(stage.name, key)
-        if cached is not None:
-            self._accept(stage.name, cached)
-            seconds = time.perf_counter() - started
-            console.print(f"[green]✓[/green] {stage.name:<12} cached  ({seconds:.1f}s)  key {key[:12]}")
-            pipeline_run.log("stage_cached", stage=stage.name, key=key, seconds=seconds)
-            return StageRecord(name=stage.name, status="cached", seconds=seconds, key=key, outputs_sha256=cached.outputs_sha256)
-        output = self._execute(stage, key, pipeline_run)
+        if cached is None:
+            job = self._open_job(stage, key, run)
+            self._jobs[stage.name] = job
+            self._node.start(stage.name)
+            lanes.submit(job)
+            return
+        self._accept(stage.name, cached)
         seconds = time.perf_counter() - started
-        console.print(f"[cyan]▶[/cyan] {stage.name:<12} ran     ({seconds:.1f}s)  key {key[:12]}")
-        pipeline_run.log("stage_ran", stage=stage.name, key=key, seconds=seconds, run=output.run_id)
-        return StageRecord(name=stage.name, status="ran", seconds=seconds, key=key, outputs_sha256=output.outputs_sha256,
-                           cost_usd=self._costs[-1].total_usd, run_id=output.run_id)
+        console.print(f"[green]✓[/green] {stage.name:<12} cached  ({seconds:.1f}s)  key {key[:12]}")
+        run.log("stage_cached", stage=stage.name, key=key, seconds=seconds)
+        self._record(StageRecord(name=stage.name, status="cached", seconds=seconds, key=key,
+                                 outputs_sha256=cached.outputs_sha256), run)
 
-    def _execute(self, stage: StageSpec, key: str, pipeline_run: RunContext) -> StageOutput:
+    def _collect(self, events: list, lanes: InlineLane | WorkerLanes, run: RunContext) -> StageFailedError | None:
+        """Handle what the lanes reported; returns the first stage failure among them."""
+        failure = None
+        for event in events:
+            if event.kind == "prune":
+                self._waiting_prunes.append((event.stage, *event.prune))
+            elif event.kind == "done":
+                self._finish(event.stage, event.output, event.manifest, run)
+            else:
+                failure = failure or self._failed(event.stage, event.error, event.manifest, run)
+        self._answer_prunes(lanes)
+        return failure
+
+    def _finish(self, name: str, output: StageOutput, manifest: RunManifest, pipeline_run: RunContext) -> None:
+        job = self._jobs.pop(name)
+        seconds, billed = self._node.stop(name)
+        RunContext(self.lab, manifest).finish(self._cost(manifest, billed, float(output.summary.get("cost_usd", 0.0))))
+        self._keep_or_remove(job.work, name, job.key)
+        self._accept(name, output)
+        console.print(f"[cyan]▶[/cyan] {name:<12} ran     ({seconds:.1f}s)  key {job.key[:12]}")
+        pipeline_run.log("stage_ran", stage=name, key=job.key, seconds=seconds, run=output.run_id)
+        self._record(StageRecord(name=name, status="ran", seconds=seconds, key=job.key, outputs_sha256=output.outputs_sha256,
+                                 cost_usd=self._costs[-1].total_usd, run_id=output.run_id), pipeline_run)
+
+    def _failed(self, name: str, error: BaseException, manifest: RunManifest | None,
+                pipeline_run: RunContext) -> StageFailedError:
+        job = self._jobs.pop(name)
+        self._node.stop(name)
+        if manifest is None:  # a worker that died could not close its run: closed here
+            RunContext(self.lab, job.manifest).fail(error)
+        pipeline_run.log("stage_failed", stage=name, run=job.manifest.run_id, error=str(error))
+        failure = StageFailedError(name, job.manifest.run_id, error)
+        failure.__cause__ = error
+        return failure
+
+    def _answer_prunes(self, lanes: InlineLane | WorkerLanes) -> None:
+        """Delete what waiting stages asked to prune once no other running stage reads that input."""
+        for asking in list(self._waiting_prunes):
+            stage, name, relpaths = asking
+            readers = [r for r in lanes.running if r != stage and name in self._jobs[r].stage.needs]
+            if readers:
+                continue
+            self._waiting_prunes.remove(asking)
+            try:
+                answer: list[str] | BaseException = self._prune(name, relpaths)
+            except KeyError as exc:  # the asking stage named files its input does not have: its own error
+                answer = exc
+            lanes.answer_prune(stage, answer)
+
+    def _record(self, record: StageRecord, run: RunContext) -> None:
+        """Add a stage to the pipeline's manifest (in the file's order), save it and check the budget."""
+        self._done[record.name] = record
+        run.update(stages=[self._done[s.name] for s in self.spec.stages if s.name in self._done],
+                   cost=self._pipeline_cost(run), cost_estimate_usd_total=self._spent())
+        run.save()
+        self.pricing.check_budget(self._spent(), after=record.name)
+
+    # -- one stage ----------------------------------------------------------------------------
+    def _open_job(self, stage: StageSpec, key: str, pipeline_run: RunContext) -> StageJob:
+        """Everything a stage's execution needs, with its run opened (``running``) and its inputs recorded."""
         for need in stage.needs:
             self._restore_if_pruned(need, pipeline_run)
-        func = stage.resolve()
         work = self._fresh_workdir(stage.name, key)
         run = start_run(
             self.lab, stage.run_type or stage.name, config=stage.params, seed=self.spec.seed,
@@ -165,39 +374,36 @@ class PipelineRunner:
         )
         for need in stage.needs:
             run.add_input(self._output_ref(need, self._records[need]))
-        context = StageContext(
-            self.lab, stage.name, run, work, {n: self._paths[n] for n in stage.needs},
-            {n: self._records[n].summary for n in stage.needs}, self.spec.seed, self.spec.name, self._prune,
+        run.save()
+        return StageJob(
+            stage, self.lab, key, self._prefix(stage.name, key), work, {n: self._paths[n] for n in stage.needs},
+            {n: self._records[n].summary for n in stage.needs}, {n: self._records[n].outputs_sha256 for n in stage.needs},
+            self.spec.seed, self.spec.name, run.manifest,
         )
-        started = time.perf_counter()
+
+    def _execute(self, stage: StageSpec, key: str, pipeline_run: RunContext, threads: int | None) -> StageOutput:
+        """Run one stage here, now, with ``threads`` torch threads: a pruned output rebuilt for a stage about to start."""
+        job = self._open_job(stage, key, pipeline_run)
+        span = f"{stage.name} (rebuilt)"
+        self._node.start(span)
         try:
-            with console.status(f"[bold]{stage.name}[/bold] running…"):
-                summary = func(context, **stage.params) or {}
-            prefix = self._prefix(stage.name, key)
-            listing = self.store.put_dir(work, prefix)
-            output = StageOutput(
-                name=stage.name, key=key, uses=stage.uses, params=stage.params,
-                inputs={n: self._records[n].outputs_sha256 for n in stage.needs},
-                outputs_sha256=listing.sha256, run_id=run.run_id,
-                seconds=time.perf_counter() - started, summary=summary,
-            )
-            run.add_output(self._output_ref(stage.name, output))
-            self.store.put_bytes(f"{prefix}/stage.json", dump_manifest(output), overwrite=True)
-        except BaseException as exc:
-            run.fail(exc)
-            pipeline_run.log("stage_failed", stage=stage.name, run=run.run_id, error=str(exc))
-            raise StageFailedError(stage.name, run.run_id, exc) from exc
-        run.finish(self._cost(run, output.seconds, float(summary.get("cost_usd", 0.0))))
-        self._keep_or_remove(work, stage.name, key)
+            with console.status(f"[bold]{stage.name}[/bold] rebuilding…"), torch_threads(threads):
+                output, manifest = run_job(job, self._prune)
+        except Exception as exc:
+            self._node.stop(span)
+            pipeline_run.log("stage_failed", stage=stage.name, run=job.manifest.run_id, error=str(exc))
+            raise StageFailedError(stage.name, job.manifest.run_id, exc) from exc
+        _, billed = self._node.stop(span)
+        RunContext(self.lab, manifest).finish(self._cost(manifest, billed, float(output.summary.get("cost_usd", 0.0))))
+        self._keep_or_remove(job.work, stage.name, key)
         self._accept(stage.name, output)
         return output
 
-    def _cost(self, run: RunContext, seconds: float, api_usd: float) -> CostBreakdown:
+    def _cost(self, manifest: RunManifest, seconds: float, api_usd: float) -> CostBreakdown:
         """Compute time at the lab's price for this hardware, plus what the stage paid APIs."""
-        cost = self.pricing.cost(self.prices, run.manifest.provider, run.manifest.gpu_type, seconds, api_usd=api_usd)
+        cost = self.pricing.cost(self.prices, manifest.provider, manifest.gpu_type, seconds, api_usd=api_usd)
         self._costs.append(cost)
         return cost
-
     def _spent(self) -> float:
         return sum(c.total_usd for c in self._costs)
 
@@ -303,7 +509,7 @@ class PipelineRunner:
         pipeline_run.log("stage_restore", stage=name)
         self.store.delete(f"{prefix}/stage.json")
         self.store.delete(f"{prefix}/pruned.json")
-        rebuilt = self._execute(self.spec.stage(name), output.key, pipeline_run)
+        rebuilt = self._execute(self.spec.stage(name), output.key, pipeline_run, output.threads)
         if rebuilt.outputs_sha256 != output.outputs_sha256:
             raise CorruptArtifactError(
                 self.store.location(prefix), output.outputs_sha256, rebuilt.outputs_sha256,
@@ -331,7 +537,7 @@ class PipelineRunner:
     # -- paths --------------------------------------------------------------------------------
     @staticmethod
     def _prefix(name: str, key: str) -> str:
-        return f"stages/{name}/{key[:24]}"
+        return stage_prefix(name, key)
 
     def _fresh_workdir(self, name: str, key: str) -> Path:
         root = self.lab.scratch / "work"
@@ -342,9 +548,8 @@ class PipelineRunner:
         return work
 
     def _output_ref(self, name: str, output: StageOutput) -> ArtifactRef:
-        prefix = self._prefix(name, output.key)
-        return ArtifactRef(kind="stage_output", ref=f"{name}:{output.key[:24]}", path=self.store.location(prefix), sha256=output.outputs_sha256)
+        return output_ref(self.store, name, output)
 
 
-def run_pipeline(lab: Lab, spec: PipelineSpec) -> PipelineResult:
-    return PipelineRunner(lab, spec).run()
+def run_pipeline(lab: Lab, spec: PipelineSpec, jobs: int = 1) -> PipelineResult:
+    return PipelineRunner(lab, spec, jobs).run()
