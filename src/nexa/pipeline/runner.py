@@ -246,8 +246,9 @@ class PipelineRunner:
             lanes = self._lanes()
             try:
                 self._schedule(lanes, run)
-            except BaseException:
+            except BaseException as exc:
                 lanes.close(kill=True)
+                self._close_killed_runs(exc)
                 raise
             lanes.close()
             for name, output in self._records.items():
@@ -256,6 +257,13 @@ class PipelineRunner:
             return PipelineResult(
                 run.run_id, "succeeded", stages, dict(self._paths), {n: r.summary for n, r in self._records.items()}
             )
+
+    def _close_killed_runs(self, cause: BaseException) -> None:
+        """Stages still running when the pipeline stopped (Ctrl-C, a failure elsewhere, the budget) were killed with
+        their workers: their runs are closed as failed, naming why, instead of staying ``running``."""
+        for name, job in list(self._jobs.items()):
+            RunContext(self.lab, job.manifest).fail(RuntimeError(f"stopped with the pipeline: {type(cause).__name__}: {cause}"))
+            self._jobs.pop(name)
 
     def _lanes(self) -> InlineLane | WorkerLanes:
         if self.jobs == 1:

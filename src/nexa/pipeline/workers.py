@@ -181,10 +181,18 @@ class WorkerLanes:
 
 
 def _worker_main(conn: Connection, runner_pid: int, threads: int) -> None:
-    """A worker: run the jobs the runner sends, one at a time, until it sends ``None`` or goes away."""
+    """A worker: run the jobs the runner sends, one at a time, until it sends ``None`` or goes away. Ctrl-C reaches
+    the whole terminal group: the stage's run is closed as failed on the way out, the runner reports it."""
     _die_with(runner_pid)
     os.environ.update({**{name: str(threads) for name in THREAD_VARIABLES}, "TTY_COMPATIBLE": "0"})
     console.is_interactive = False  # live bars would fight the runner's status line on the same terminal
+    try:
+        _serve(conn)
+    except KeyboardInterrupt:
+        os._exit(130)
+
+
+def _serve(conn: Connection) -> None:
     from nexa.pipeline.runner import run_job
 
     def ask_runner(name: str, relpaths: list[str]) -> list[str]:
@@ -203,10 +211,8 @@ def _worker_main(conn: Connection, runner_pid: int, threads: int) -> None:
             return
         try:
             output, manifest = run_job(job, ask_runner)
-        except BaseException as exc:  # the stage's failure goes to the runner, which reports it with the run id
+        except Exception as exc:  # the stage's failure goes to the runner, which reports it with the run id
             conn.send(("failed", _sendable(exc), job.manifest))  # run_job closed the run as failed
-            if not isinstance(exc, Exception):
-                raise
             continue
         conn.send(("done", output, manifest))
 

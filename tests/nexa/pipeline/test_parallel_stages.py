@@ -164,3 +164,24 @@ def _prune_then_rebuild(lab, tmp_path, calls, torch):
         {"name": "use", "uses": "toy_stages:needs_weights", "needs": ["weights"]}])), jobs=2)
     assert (later.outputs["use"] / "size.txt").read_text() == "10"  # one thread's bytes, rebuilt identical
     assert calls().count("weights") == 2 and torch.get_num_threads() == 2
+
+
+def test_ctrl_c_stops_the_workers_and_closes_every_run_as_failed(lab, tmp_path, calls):
+    stages = [{"name": "left", "uses": "toy_stages:span", "with": {"seconds": 60.0}},
+              {"name": "right", "uses": "toy_stages:span", "with": {"seconds": 60.0}}]
+    path = _pipeline(tmp_path, stages)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    runner = subprocess.Popen([sys.executable, "-m", "nexa.cli", "run", str(path), "--lab", str(lab.root), "--jobs", "2"],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.monotonic() + 60
+    while sorted(calls()) != ["left", "right"] and runner.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    os.killpg(runner.pid, signal.SIGINT)  # what a terminal's Ctrl-C sends: the runner and its workers
+    _, err = runner.communicate(timeout=30)
+    assert runner.returncode == 130 and "Traceback" not in err, err[-2000:]
+    runs = {r.run_type: r for r in list_runs(lab)}
+    assert runs["pipeline"].status == "failed"
+    for stage in ("left", "right"):
+        assert runs[stage].status == "failed" and "KeyboardInterrupt" in runs[stage].error
+    assert not list((Path(lab.root) / ".nexa" / "durable" / "stages").glob("*/*/stage.json"))  # nothing committed
