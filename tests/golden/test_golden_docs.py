@@ -49,6 +49,8 @@ NOT_RUN = {
                                                                                                     "running: tests/nexa/serve/test_teacher_endpoint.py",
     "nexa serve path/to/bundle --port 8000 --token \"$NEXA_SERVE_TOKEN\"": "serves until stopped: tests/nexa/serve/",
     "nexa session add hf": "reads a secret from a terminal: tests/nexa/session/",
+    "nexa run PIPELINE --jobs N": "PIPELINE is the user's file: tests/nexa/pipeline/test_parallel_stages.py runs "
+                                  "`nexa run --jobs 2` (the golden fixture runs `nexa demo --jobs 2`)",
     "nexa ui": PROSE, "nexa report": PROSE,
     **{line: PROSE for line in ("nexa auto", "nexa bundle build", "nexa bundle verify", "nexa niwt gate", "nexa cost", "nexa cost report", "nexa data prepare",
                                 "nexa distill materialize", "nexa eval", "nexa eval lm-eval", "nexa eval run", "nexa feedback",
