@@ -10,7 +10,7 @@ from typing import Optional
 import typer
 
 from nexa.ledger import Lab
-from nexa.ledger.console import FOUND_LAB, JSON, console, emit_result, failing_on, progress, table, with_options
+from nexa.ledger.console import FOUND_LAB, JSON, console, emit_result, failing_on, progress, skip_teardown_at_exit, table, with_options
 from nexa.ledger.registry import DatasetRegistry
 from nexa.teachers.options import TEACHER_CALL
 
@@ -93,6 +93,7 @@ def prepare_cmd(
         task = bar.add_task("validate", total=None)
         run_id, result = prepare_version(lab, inputs, schema_name, dataset, filters, splits, split_by, rule, strict, notes,
                                          lambda n: bar.advance(task, n), lambda name: bar.update(task, description=name), **thresholds)
+    skip_teardown_at_exit()  # everything is written and closed: the process ends without Python's teardown
     _finish(run_id, result, json_out)
 
 

@@ -73,9 +73,9 @@ class NearDedup:
         threshold decides, which costs no per-pair Python.
         """
         texts = text_buffers(norm)
-        keys, sketch = band_keys(texts, self.num_perm, self.shingle, self.seed, *self.banding())
+        keys, sketch, quarter = _band_keys(texts, self.num_perm, self.shingle, self.seed, *self.banding(), quarter=True)
         first, second = candidate_pairs(keys)
-        estimate = screened_similarity(sketch, first, second, self.threshold - (0.1 if confirm else 0.0))
+        estimate = screened_similarity(sketch, first, second, self.threshold - (0.1 if confirm else 0.0), quarter=quarter)
         if not confirm:
             likely = estimate >= self.threshold
             return connected_first(len(texts), first[likely], second[likely])
@@ -221,6 +221,15 @@ def band_keys(norm: pa.Array | pa.ChunkedArray | TextBytes, num_perm: int, size:
     collide. Rows are worked ``chunk_windows`` shingles at a time so numpy's scratch arrays stay in
     cache and are reused rather than faulted in afresh.
     """
+    keys, sketch, _ = _band_keys(norm, num_perm, size, seed, bands, rows_per_band, chunk_windows)
+    return keys, sketch
+
+
+def _band_keys(norm: pa.Array | pa.ChunkedArray | TextBytes, num_perm: int, size: int, seed: int, bands: int, rows_per_band: int,
+               chunk_windows: int = 1 << 17, quarter: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """:func:`band_keys`, and with ``quarter`` also the sketch's first quarter of bins as its own contiguous
+    ``(n, num_perm // 4)`` array (what :func:`screened_similarity` screens with), copied by the worker threads from
+    each chunk while it is in cache instead of in one pass over the whole sketch afterwards."""
     if not 1 <= size <= 8:
         raise ValueError(f"shingle size {size} must be between 1 and 8 bytes")
     if num_perm < 2 or num_perm & (num_perm - 1):
@@ -231,6 +240,7 @@ def band_keys(norm: pa.Array | pa.ChunkedArray | TextBytes, num_perm: int, size:
     counts = np.maximum(1, lengths - size + 1)
     keys = np.empty((bands, len(lengths)), dtype=np.uint64).T  # band-major: each band's keys contiguous for the pair sort
     sketch = np.empty((len(lengths), num_perm), dtype=np.uint16)
+    rough = np.empty((len(lengths), max(1, num_perm // 4)), dtype=np.uint16) if quarter else None
     salt = mix64(np.array([seed], dtype=np.uint64))[0]
     multipliers = mix64(np.array([seed * 2 + 1, seed * 2 + 2], dtype=np.uint64)) | np.uint64(1)
 
@@ -240,10 +250,12 @@ def band_keys(norm: pa.Array | pa.ChunkedArray | TextBytes, num_perm: int, size:
             signature = _one_permutation(words, offsets[lo:hi], lengths[lo:hi], counts[lo:hi], size, multipliers, num_perm)
             keys[lo:hi] = _fold_bands(signature, bands, rows_per_band, np.arange(lo, hi, dtype=np.uint64) ^ salt)
             np.right_shift(signature, np.uint32(16), out=sketch[lo:hi], casting="unsafe")  # the top 16 bits, no temporary
+            if rough is not None:
+                rough[lo:hi] = sketch[lo:hi, :rough.shape[1]]
 
     for _ in ordered_map(fill, row_spans(counts, chunk_windows)):
         pass
-    return keys, sketch
+    return keys, sketch, rough
 
 
 _EMPTY32 = np.uint32(0xFFFFFFFF)
@@ -310,8 +322,10 @@ def _fold_bands(signature: np.ndarray, bands: int, rows_per_band: int, row_salt:
         acc ^= plane
         acc *= GOLDEN
     keys = mix64_inplace(acc)
-    empty = np.nonzero(planes.min(axis=0) == _EMPTY32)  # all bins of the band empty (the marker is the largest value)
-    keys[empty] = mix64(row_salt[empty[0]] + band[empty[1]] * GOLDEN)
+    # all bins of the band empty (the marker is the largest value); flat indexes: a 2-D nonzero costs twice as much
+    empty = np.flatnonzero(planes.min(axis=0).reshape(-1) == _EMPTY32)
+    row, column = empty // bands, empty % bands
+    keys[row, column] = mix64(row_salt[row] + band[column] * GOLDEN)
     return keys
 
 
@@ -345,7 +359,7 @@ _EMPTY16 = np.uint16(0xFFFF)
 
 
 def screened_similarity(sketch: np.ndarray, first: np.ndarray, second: np.ndarray, threshold: float,
-                        block: int = 65_536) -> np.ndarray:
+                        block: int = 65_536, quarter: np.ndarray | None = None) -> np.ndarray:
     """:func:`sketch_similarity` of each pair, computed in full only for pairs a quarter of the bins does not rule out.
 
     The first quarter of the bins is an estimate with four times the variance; a pair below
@@ -355,11 +369,14 @@ def screened_similarity(sketch: np.ndarray, first: np.ndarray, second: np.ndarra
     The quarter is first copied out as one contiguous block (at 128 bins: 64 bytes, one cache line a
     row) and rows are gathered from it as single opaque items with ``np.take``: numpy's gather of
     ``sketch[rows, :quarter]`` (an index array beside a slice) walks each row bin by bin and cost
-    ≈ 4× as much at a million rows. The same values either way.
+    ≈ 4× as much at a million rows. The same values either way. ``quarter``: that copy, when it was made
+    beforehand (``NearDedup.clusters`` has the MinHash workers make it, chunk by chunk).
     """
     estimate = np.zeros(len(first))
-    quarter = max(1, sketch.shape[1] // 4)
-    rough_rows = _row_items(sketch[:, :quarter])  # the quarter's copy: one contiguous block
+    width = max(1, sketch.shape[1] // 4)
+    if quarter is not None and quarter.shape != (len(sketch), width):
+        raise ValueError(f"quarter sketch of shape {quarter.shape}, expected {(len(sketch), width)}")
+    rough_rows = _row_items(sketch[:, :width] if quarter is None else quarter)  # the quarter's copy: one contiguous block
     full_rows = _row_items(sketch)
 
     def screen(lo: int) -> None:

@@ -62,3 +62,23 @@ def test_show_checks_the_file_hash_and_verify_checks_the_rows(lab, mixed_jsonl):
     for result in (show(), show("--verify")):
         assert result.exit_code != 0 and "Traceback" not in result.output
 
+
+
+def test_the_nexa_entry_point_ends_prepare_without_teardown_and_keeps_every_output_and_exit_code(lab, mixed_jsonl):
+    """``nexa data prepare`` ends the process with ``os._exit`` once done: the JSON, the version and the exit code survive."""
+    env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    probe = "import sys, atexit; atexit.register(print, 'teardown ran', file=sys.stderr); from nexa.cli import main; main()"
+
+    def nexa(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-c", probe, *args, "--lab", str(lab.root)], cwd=lab.root, env=env,
+                              capture_output=True, text=True, timeout=120)
+
+    done = nexa("data", "prepare", "--input", str(mixed_jsonl), "--schema", "qa", "--dataset", "fast", "--filters", "exact", "--json")
+    assert done.returncode == 0 and "teardown ran" not in done.stderr
+    out = json.loads(done.stdout)
+    assert out["status"] == "succeeded" and out["counts"]["written"] == 194 and Path(out["path"]).exists()
+    strict = nexa("data", "prepare", "--input", str(mixed_jsonl), "--schema", "qa", "--dataset", "fast2", "--strict", "--json")
+    assert strict.returncode == 1 and json.loads(strict.stdout)["status"] == "failed"
+    assert "teardown ran" not in strict.stderr
+    listed = nexa("data", "list")  # a command that does not ask to skip it: the usual exit
+    assert listed.returncode == 0 and "teardown ran" in listed.stderr and "fast" in listed.stderr

@@ -109,3 +109,20 @@ def test_exact_only_splits_are_an_option_and_a_bad_choice_is_refused(lab, tmp_pa
     assert exact_splits == assign_splits(norm, np.arange(len(texts)), fractions).to_pylist()  # each text on its own
     with pytest.raises(ValueError, match="split_by"):
         prepare(lab, [str(path)], load_schema("qa"), "badsplit", filters=["exact"], split_by="cosine")
+
+
+def test_jsonl_bytes_are_json_dumps_with_sorted_keys_for_every_kind_of_record():
+    import json
+
+    from nexa.data.prepare import jsonl_bytes
+
+    records = [
+        {"file": "a.jsonl", "row": 3, "line": 3, "field": None, "reason": "not valid JSON", "raw": '{"prompt": "Q'},
+        {"file": "données/ü.csv", "row": 4, "line": None, "field": "meta.size", "reason": "'x' is not of type 'integer'",
+         "raw": {"prompt": "naïve \"quoted\" \\ \n\t\u2028 ☃", "answer": 1.5, "meta": {"z": [1, None, True], "a": float("nan")}}},
+        {"file": "b", "row": 5, "line": True, "field": 7, "reason": "odd types", "raw": ["x", 2]},  # not the usual types
+        {"file": "b", "row": 6, "line": 6, "field": "prompt", "reason": "r", "raw": None, "extra": 1},  # other keys
+        {"file": "b", "row": 7, "line": 7, "field": "p", "reason": "r", "raw": {"when": object}},  # default=str
+    ]
+    expected = "".join(json.dumps(r, sort_keys=True, default=str, ensure_ascii=False) + "\n" for r in records).encode("utf-8")
+    assert jsonl_bytes(records) == expected

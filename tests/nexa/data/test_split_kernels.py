@@ -178,3 +178,36 @@ def test_prepare_keeps_freed_memory_in_its_own_process_only_unless_the_user_chos
     env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert done.returncode == (0 if sys.platform.startswith("linux") else 3), done.stderr
+
+
+def test_band_keys_of_all_empty_bands_follow_the_row_and_the_quarter_is_the_sketchs(monkeypatch):
+    rng = np.random.default_rng(42)
+    signature = rng.integers(0, 0xFFFFFFFE, size=(40, 128), dtype=np.uint64).astype(np.uint32)
+    signature[3, 9:18] = 0xFFFFFFFF  # band 1 of row 3 empty
+    signature[7, :] = 0xFFFFFFFF  # every band of row 7
+    signature[11, 0:8] = 0xFFFFFFFF  # 8 of band 0's 9 bins: not empty
+    salt = np.arange(100, 140, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        keys = dedup._fold_bands(signature, 14, 9, salt)
+
+    def plain(row: int, band: int) -> int:
+        bins = [int(v) for v in signature[row, band * 9:(band + 1) * 9]]
+        if all(v == 0xFFFFFFFF for v in bins):
+            return _mix((int(salt[row]) + band * GOLDEN) & MASK)
+        acc = band + 1
+        for v in bins:
+            acc = ((acc ^ v) * GOLDEN) & MASK
+        return _mix(acc)
+
+    assert keys.tolist() == [[plain(r, b) for b in range(14)] for r in range(40)]
+    texts = pa.array(_sentences(300), pa.string())
+    for one_thread in (False, True):
+        if one_thread:
+            monkeypatch.setattr(dedup, "ordered_map", lambda function, items: map(function, items))
+        keys, sketch, quarter = dedup._band_keys(texts, 128, 5, 1, 14, 9, chunk_windows=700, quarter=True)
+        assert np.array_equal(quarter, sketch[:, :32]) and quarter.flags.c_contiguous
+        first, second = candidate_pairs(keys)
+        assert screened_similarity(sketch, first, second, 0.8, block=37, quarter=quarter).tolist() == \
+            screened_similarity(sketch, first, second, 0.8, block=37).tolist()
+    with pytest.raises(ValueError, match="quarter"):
+        screened_similarity(sketch, first, second, 0.8, quarter=quarter[:, :16])
