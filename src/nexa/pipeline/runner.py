@@ -150,7 +150,6 @@ class StageJob:
     stage: StageSpec
     lab: Lab
     key: str
-    prefix: str
     work: Path
     inputs: dict[str, Path]
     input_summaries: dict[str, dict[str, Any]]
@@ -162,6 +161,10 @@ class StageJob:
     @property
     def name(self) -> str:
         return self.stage.name
+
+    @property
+    def prefix(self) -> str:
+        return stage_prefix(self.name, self.key)
 
 
 def run_job(job: StageJob, pruner: Callable[[str, list[str]], list[str]]) -> tuple[StageOutput, RunManifest]:
@@ -261,9 +264,9 @@ class PipelineRunner:
     def _close_killed_runs(self, cause: BaseException) -> None:
         """Stages still running when the pipeline stopped (Ctrl-C, a failure elsewhere, the budget) were killed with
         their workers: their runs are closed as failed, naming why, instead of staying ``running``."""
-        for name, job in list(self._jobs.items()):
+        for job in self._jobs.values():
             RunContext(self.lab, job.manifest).fail(RuntimeError(f"stopped with the pipeline: {type(cause).__name__}: {cause}"))
-            self._jobs.pop(name)
+        self._jobs.clear()
 
     def _lanes(self) -> InlineLane | WorkerLanes:
         if self.jobs == 1:
@@ -329,9 +332,7 @@ class PipelineRunner:
     def _finish(self, name: str, output: StageOutput, manifest: RunManifest, pipeline_run: RunContext) -> None:
         job = self._jobs.pop(name)
         seconds, billed = self._node.stop(name)
-        RunContext(self.lab, manifest).finish(self._cost(manifest, billed, float(output.summary.get("cost_usd", 0.0))))
-        self._keep_or_remove(job.work, name, job.key)
-        self._accept(name, output)
+        self._commit(job, output, manifest, billed)
         console.print(f"[cyan]▶[/cyan] {name:<12} ran     ({seconds:.1f}s)  key {job.key[:12]}")
         pipeline_run.log("stage_ran", stage=name, key=job.key, seconds=seconds, run=output.run_id)
         self._record(StageRecord(name=name, status="ran", seconds=seconds, key=job.key, outputs_sha256=output.outputs_sha256,
@@ -384,7 +385,7 @@ class PipelineRunner:
             run.add_input(self._output_ref(need, self._records[need]))
         run.save()
         return StageJob(
-            stage, self.lab, key, self._prefix(stage.name, key), work, {n: self._paths[n] for n in stage.needs},
+            stage, self.lab, key, work, {n: self._paths[n] for n in stage.needs},
             {n: self._records[n].summary for n in stage.needs}, {n: self._records[n].outputs_sha256 for n in stage.needs},
             self.spec.seed, self.spec.name, run.manifest,
         )
@@ -402,16 +403,21 @@ class PipelineRunner:
             pipeline_run.log("stage_failed", stage=stage.name, run=job.manifest.run_id, error=str(exc))
             raise StageFailedError(stage.name, job.manifest.run_id, exc) from exc
         _, billed = self._node.stop(span)
-        RunContext(self.lab, manifest).finish(self._cost(manifest, billed, float(output.summary.get("cost_usd", 0.0))))
-        self._keep_or_remove(job.work, stage.name, key)
-        self._accept(stage.name, output)
+        self._commit(job, output, manifest, billed)
         return output
+
+    def _commit(self, job: StageJob, output: StageOutput, manifest: RunManifest, billed_seconds: float) -> None:
+        """A stage's committed output accepted: its run closed with its cost, its scratch copy kept or removed."""
+        RunContext(self.lab, manifest).finish(self._cost(manifest, billed_seconds, float(output.summary.get("cost_usd", 0.0))))
+        self._keep_or_remove(job.work, job.name, job.key)
+        self._accept(job.name, output)
 
     def _cost(self, manifest: RunManifest, seconds: float, api_usd: float) -> CostBreakdown:
         """Compute time at the lab's price for this hardware, plus what the stage paid APIs."""
         cost = self.pricing.cost(self.prices, manifest.provider, manifest.gpu_type, seconds, api_usd=api_usd)
         self._costs.append(cost)
         return cost
+
     def _spent(self) -> float:
         return sum(c.total_usd for c in self._costs)
 
@@ -437,7 +443,7 @@ class PipelineRunner:
 
     def _load_committed(self, name: str, key: str) -> StageOutput | None:
         """A committed output whose files all still hash right; a corrupt one is reported and redone."""
-        prefix = self._prefix(name, key)
+        prefix = stage_prefix(name, key)
         if not self.store.exists(f"{prefix}/stage.json"):
             return None
         output = load_manifest(StageOutput, self.store.get_bytes(f"{prefix}/stage.json"), self.store.location(f"{prefix}/stage.json"))
@@ -452,7 +458,7 @@ class PipelineRunner:
     def _verify_outputs(self, name: str, key: str) -> None:
         """Every committed file hashes right: rehashed in place on a local tier; on a remote one the local
         copy the stage's readers use is what gets checked (fetched once, hash-checked on the way)."""
-        prefix = self._prefix(name, key)
+        prefix = stage_prefix(name, key)
         skip = set(self._pruned(prefix))
         if self.store.is_local:
             self.store.verify_dir(prefix, skip=skip)
@@ -473,7 +479,7 @@ class PipelineRunner:
         self._paths[name] = self._local_copy(name, output.key)
 
     def _local_copy(self, name: str, key: str) -> Path:
-        prefix = self._prefix(name, key)
+        prefix = stage_prefix(name, key)
         if self.store.is_local:
             return self.store.local_path(prefix)
         dest = self._copy_dir(name, key)
@@ -510,7 +516,7 @@ class PipelineRunner:
     def _restore_if_pruned(self, name: str, pipeline_run: RunContext) -> None:
         """A stage about to run needs files that were deliberately deleted: rebuild them from their inputs."""
         output = self._records[name]
-        prefix = self._prefix(name, output.key)
+        prefix = stage_prefix(name, output.key)
         if not self._pruned(prefix):
             return
         console.print(f"[yellow]↻[/yellow] {name}: its outputs were pruned; rebuilding them for a downstream stage")
@@ -528,7 +534,7 @@ class PipelineRunner:
         """Delete files of a committed output, recording them in ``pruned.json``; the record stays valid."""
         import json
 
-        prefix = self._prefix(name, self._records[name].key)
+        prefix = stage_prefix(name, self._records[name].key)
         listing = self.store.dir_listing(prefix)
         unknown = [r for r in relpaths if r not in listing]
         if unknown:
@@ -543,10 +549,6 @@ class PipelineRunner:
         return relpaths
 
     # -- paths --------------------------------------------------------------------------------
-    @staticmethod
-    def _prefix(name: str, key: str) -> str:
-        return stage_prefix(name, key)
-
     def _fresh_workdir(self, name: str, key: str) -> Path:
         root = self.lab.scratch / "work"
         for stale in root.glob(f"{name}-{key[:12]}-*"):

@@ -55,8 +55,6 @@ def node_threads() -> int:
 class InlineLane:
     """``--jobs 1``: each stage runs in the runner's process as soon as it is submitted (progress bars live)."""
 
-    jobs = 1
-
     def __init__(self, execute: Callable[[Any, Pruner], tuple[Any, Any]], pruner: Pruner):
         self._execute, self._pruner = execute, pruner
         self._events: list[StageEvent] = []
@@ -101,7 +99,6 @@ class WorkerLanes:
     """``--jobs N`` (N > 1): N worker processes, each running one stage at a time with ``threads`` torch threads."""
 
     def __init__(self, jobs: int, threads: int):
-        self.jobs = jobs
         context = multiprocessing.get_context("spawn")
         self._workers: list[_Worker] = []
         for _ in range(jobs):
