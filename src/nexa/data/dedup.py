@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -72,13 +72,12 @@ class NearDedup:
         Jaccard; without it (splits: a merged row only keeps its cluster's split) the estimate at the
         threshold decides, which costs no per-pair Python.
         """
-        texts = text_buffers(norm)
-        keys, sketch, quarter = _band_keys(texts, self.num_perm, self.shingle, self.seed, *self.banding(), quarter=True)
-        first, second = candidate_pairs(keys)
-        estimate = screened_similarity(sketch, first, second, self.threshold - (0.1 if confirm else 0.0), quarter=quarter)
         if not confirm:
-            likely = estimate >= self.threshold
-            return connected_first(len(texts), first[likely], second[likely])
+            return self.split_groups(norm)[0]
+        texts = text_buffers(norm)
+        signatures = _band_keys(texts, self.num_perm, self.shingle, self.seed, *self.banding(), quarter=True)
+        first, second = candidate_pairs(signatures.keys)
+        estimate = screened_similarity(signatures.sketch, first, second, self.threshold - 0.1, quarter=signatures.quarter)
         if isinstance(norm, TextBytes):
             raise TypeError("confirming near-duplicate pairs needs the texts as an Arrow string array")
         norm = pc.fill_null(norm, "")
@@ -87,6 +86,19 @@ class NearDedup:
                  if jaccard(norm[a].as_py(), norm[b].as_py(), self.shingle) >= self.threshold]
         checked = np.array(pairs, dtype=np.int64).reshape(-1, 2)
         return connected_first(len(norm), checked[:, 0], checked[:, 1])
+
+    def split_groups(self, norm: pa.Array | pa.ChunkedArray | TextBytes) -> tuple[np.ndarray, np.ndarray]:
+        """``clusters(norm, confirm=False)`` and each row's signature digest (:class:`Signatures`).
+
+        The split of a cluster is drawn from its first row's digest: a number the MinHash pass has
+        already made from the text (every shingle of it), so splitting needs no second pass over the bytes.
+        """
+        texts = text_buffers(norm)
+        signatures = _band_keys(texts, self.num_perm, self.shingle, self.seed, *self.banding(), quarter=True)
+        first, second = candidate_pairs(signatures.keys)
+        estimate = screened_similarity(signatures.sketch, first, second, self.threshold, quarter=signatures.quarter)
+        likely = estimate >= self.threshold
+        return connected_first(len(texts), first[likely], second[likely]), signatures.digests
 
 
 # optimal_banding's answer for the defaults (near dedup and the split's clustering), worked out once: the grid
@@ -221,14 +233,28 @@ def band_keys(norm: pa.Array | pa.ChunkedArray | TextBytes, num_perm: int, size:
     collide. Rows are worked ``chunk_windows`` shingles at a time so numpy's scratch arrays stay in
     cache and are reused rather than faulted in afresh.
     """
-    keys, sketch, _ = _band_keys(norm, num_perm, size, seed, bands, rows_per_band, chunk_windows)
-    return keys, sketch
+    signatures = _band_keys(norm, num_perm, size, seed, bands, rows_per_band, chunk_windows)
+    return signatures.keys, signatures.sketch
+
+
+class Signatures(NamedTuple):
+    """What one MinHash pass over the texts gives (:func:`_band_keys`).
+
+    ``keys``: ``(n, bands)`` LSH keys; ``sketch``: ``(n, num_perm)`` top 16 bits of each bin; ``quarter``: the
+    sketch's first quarter of bins as its own contiguous array (None unless asked for); ``digests``: one
+    64-bit number per row from its banded bins, before all-empty bands get their row's own key: a function
+    of the text alone (its shingle set), uniform over 64 bits, what the split of a row's cluster is drawn from.
+    """
+
+    keys: np.ndarray
+    sketch: np.ndarray
+    quarter: np.ndarray | None
+    digests: np.ndarray
 
 
 def _band_keys(norm: pa.Array | pa.ChunkedArray | TextBytes, num_perm: int, size: int, seed: int, bands: int, rows_per_band: int,
-               chunk_windows: int = 1 << 17, quarter: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """:func:`band_keys`, and with ``quarter`` also the sketch's first quarter of bins as its own contiguous
-    ``(n, num_perm // 4)`` array (what :func:`screened_similarity` screens with), copied by the worker threads from
+               chunk_windows: int = 1 << 17, quarter: bool = False) -> Signatures:
+    """:func:`band_keys` with the rest of :class:`Signatures`. ``quarter`` is copied by the worker threads from
     each chunk while it is in cache instead of in one pass over the whole sketch afterwards."""
     if not 1 <= size <= 8:
         raise ValueError(f"shingle size {size} must be between 1 and 8 bytes")
@@ -241,6 +267,7 @@ def _band_keys(norm: pa.Array | pa.ChunkedArray | TextBytes, num_perm: int, size
     keys = np.empty((bands, len(lengths)), dtype=np.uint64).T  # band-major: each band's keys contiguous for the pair sort
     sketch = np.empty((len(lengths), num_perm), dtype=np.uint16)
     rough = np.empty((len(lengths), max(1, num_perm // 4)), dtype=np.uint16) if quarter else None
+    digests = np.empty(len(lengths), dtype=np.uint64)
     salt = mix64(np.array([seed], dtype=np.uint64))[0]
     multipliers = mix64(np.array([seed * 2 + 1, seed * 2 + 2], dtype=np.uint64)) | np.uint64(1)
 
@@ -248,14 +275,14 @@ def _band_keys(norm: pa.Array | pa.ChunkedArray | TextBytes, num_perm: int, size
         lo, hi = span
         with np.errstate(over="ignore"):
             signature = _one_permutation(words, offsets[lo:hi], lengths[lo:hi], counts[lo:hi], size, multipliers, num_perm)
-            keys[lo:hi] = _fold_bands(signature, bands, rows_per_band, np.arange(lo, hi, dtype=np.uint64) ^ salt)
+            keys[lo:hi], digests[lo:hi] = _fold_bands(signature, bands, rows_per_band, np.arange(lo, hi, dtype=np.uint64) ^ salt)
             np.right_shift(signature, np.uint32(16), out=sketch[lo:hi], casting="unsafe")  # the top 16 bits, no temporary
             if rough is not None:
                 rough[lo:hi] = sketch[lo:hi, :rough.shape[1]]
 
     for _ in ordered_map(fill, row_spans(counts, chunk_windows)):
         pass
-    return keys, sketch, rough
+    return Signatures(keys, sketch, rough, digests)
 
 
 _EMPTY32 = np.uint32(0xFFFFFFFF)
@@ -307,8 +334,9 @@ def _shingle_grams(words, starts, lengths, counts, size) -> np.ndarray:
     return grams
 
 
-def _fold_bands(signature: np.ndarray, bands: int, rows_per_band: int, row_salt: np.ndarray) -> np.ndarray:
-    """Each band's ``rows_per_band`` bins folded into one 64-bit key, all bands at once (a row's own key when all are empty).
+def _fold_bands(signature: np.ndarray, bands: int, rows_per_band: int, row_salt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each band's ``rows_per_band`` bins folded into one 64-bit key, all bands at once (a row's own key when all are
+    empty), and each row's digest: its band keys XORed before that replacement (:class:`Signatures`).
 
     The bins are first laid out as ``rows_per_band`` contiguous uint64 planes of ``(rows, bands)``, so each
     fold step is one contiguous in-place pass (strided uint32 reads that numpy had to cast were 2-3× slower).
@@ -322,11 +350,12 @@ def _fold_bands(signature: np.ndarray, bands: int, rows_per_band: int, row_salt:
         acc ^= plane
         acc *= GOLDEN
     keys = mix64_inplace(acc)
+    digests = np.bitwise_xor.reduce(keys, axis=1)
     # all bins of the band empty (the marker is the largest value); flat indexes: a 2-D nonzero costs twice as much
     empty = np.flatnonzero(planes.min(axis=0).reshape(-1) == _EMPTY32)
     row, column = empty // bands, empty % bands
     keys[row, column] = mix64(row_salt[row] + band[column] * GOLDEN)
-    return keys
+    return keys, digests
 
 
 GOLDEN = np.uint64(0x9E3779B97F4A7C15)  # 2^64 / golden ratio, odd: a multiplier that spreads bits

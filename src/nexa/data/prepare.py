@@ -24,7 +24,7 @@ from nexa.data.filters import ExactDedup, FilterInput, QualityFilter, RowFilter,
 from nexa.data.loaders import Batch, map_batches
 from nexa.data.runtime import gc_paused, ordered_map
 from nexa.data.schema import RowSchema
-from nexa.data.splits import DEFAULT_FRACTIONS, assign_splits
+from nexa.data.splits import DEFAULT_FRACTIONS, assign_splits, unit_interval
 from nexa.data.validate import Problems, check, conform
 from nexa.ledger import ArtifactRef, DatasetManifest, FilterRecord, Lab
 from nexa.ledger.datasets import parquet_bytes, table_content_hash, write_dataset_version
@@ -253,8 +253,11 @@ def with_splits(filtered: Filtered, schema: RowSchema, fractions: dict[str, floa
 
     ``split_by="near"`` clusters the rows with the near-dedup signatures (vectorised, no per-pair
     check: a false merge only keeps two rows together) unless near dedup already ran as a filter, in
-    which case no near-duplicates are left to cluster. ``"exact"`` keeps only identical normalised
-    texts together (each split is a hash of the text), for users who want exact-only splits.
+    which case no near-duplicates are left to cluster; a cluster's split is drawn from its first row's
+    MinHash signature digest, which the clustering has already computed. ``"exact"`` keeps only identical
+    normalised texts together (each split is a hash of every byte of the text), for users who want
+    exact-only splits. Either way a row's split depends only on its text and its cluster's, never on
+    its position, so a row keeps its split as data is added.
     """
     from nexa.data.dedup import NearDedup, text_buffers
 
@@ -262,12 +265,16 @@ def with_splits(filtered: Filtered, schema: RowSchema, fractions: dict[str, floa
         raise ValueError(f"split_by {split_by!r}: choose from {list(SPLIT_BY)}")
     table = filtered.table
     norm = filtered.norm if filtered.norm is not None and len(filtered.norm) == table.num_rows else text_columns(table, schema)[1]
-    texts = text_buffers(norm)  # the texts' bytes, copied once for the clustering and the split hash
+    texts = text_buffers(norm)  # the texts' bytes, copied once for the clustering or the split hash
     ran_near = any(r.name == "near_dedup" for r in filtered.records)
-    exact_only = split_by == "exact" or ran_near or cluster_threshold is None or table.num_rows == 0
-    clusters = np.arange(table.num_rows) if exact_only else NearDedup(threshold=cluster_threshold).clusters(texts, confirm=False)
+    buckets = None
+    if split_by == "exact" or ran_near or cluster_threshold is None or table.num_rows == 0:
+        clusters = np.arange(table.num_rows)
+    else:
+        clusters, digests = NearDedup(threshold=cluster_threshold).split_groups(texts)
+        buckets = unit_interval(digests)
     given = table.column("split").combine_chunks() if "split" in table.column_names else None
-    splits = assign_splits(texts, clusters, fractions, given) if table.num_rows else pa.array([], pa.string())
+    splits = assign_splits(texts, clusters, fractions, given, buckets) if table.num_rows else pa.array([], pa.string())
     if "split" in table.column_names:
         return table.set_column(table.column_names.index("split"), "split", splits)
     return table.append_column("split", splits)

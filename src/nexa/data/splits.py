@@ -65,6 +65,11 @@ def text_buckets(norm: pa.Array | pa.ChunkedArray | TextBytes) -> np.ndarray:
 
     for _ in ordered_map(fill, row_spans(count, BUCKET_CHUNK_WORDS)):
         pass
+    return unit_interval(hashed)
+
+
+def unit_interval(hashed: np.ndarray) -> np.ndarray:
+    """64-bit hashes as numbers in [0, 1): their top 53 bits, exact in a float64."""
     return (hashed >> np.uint64(11)).astype(np.float64) * 2.0 ** -53
 
 
@@ -95,16 +100,21 @@ def _word_sum_hashes(words: np.ndarray, starts: np.ndarray, lengths: np.ndarray,
 
 
 def assign_splits(norm: pa.Array | pa.ChunkedArray | TextBytes, clusters: np.ndarray, fractions: dict[str, float],
-                  given: pa.Array | None = None) -> pa.Array:
-    """The split of every row: its cluster representative's hash bucket, or the split it arrived with.
+                  given: pa.Array | None = None, buckets: np.ndarray | None = None) -> pa.Array:
+    """The split of every row: its cluster representative's bucket, or the split it arrived with.
 
-    ``clusters[i]`` is the index of row ``i``'s cluster representative. A cluster one of whose rows
-    arrived with a split follows the first such row; rows that arrived with a split keep it.
+    ``clusters[i]`` is the index of row ``i``'s cluster representative. A row's bucket is a number in
+    [0, 1) fixed by its text: ``buckets`` when the caller has one per row (the near-duplicate clustering's
+    signature digests, :func:`unit_interval`), else :func:`text_buckets` of ``norm``. A cluster one of whose
+    rows arrived with a split follows the first such row; rows that arrived with a split keep it.
     """
     names = list(fractions)
     edges = np.cumsum([fractions[n] for n in names])
     clusters = np.asarray(clusters, dtype=np.int64)
-    split = np.minimum(np.searchsorted(edges, text_buckets(norm)[clusters], side="right"), len(names) - 1)
+    buckets = text_buckets(norm) if buckets is None else buckets
+    if len(buckets) != len(clusters):
+        raise ValueError(f"{len(buckets)} buckets for {len(clusters)} rows")
+    split = np.minimum(np.searchsorted(edges, buckets[clusters], side="right"), len(names) - 1)
     if given is not None:
         given = given.combine_chunks() if isinstance(given, pa.ChunkedArray) else given
         encoded = pc.dictionary_encode(given)

@@ -127,24 +127,33 @@ def test_candidate_pairs_and_the_screen_equal_plain_loops_on_one_or_two_threads(
 
 
 # The version `nexa data prepare --filters exact` wrote for these rows with the code before issue 20's split
-# kernels (main at 263ca27): same validation, clusters and splits, hence the same content hash.
+# kernels (main at 263ca27), when a cluster's split was the hash of its first row's text (text_buckets).
 PINNED_HASH = "977e07c0804e1d307337eccbbbd5bc88bc24b85eaec93994abe7e54aebdc881b"
-PINNED_SPLITS = {"test": 184, "train": 1604, "val": 214}
+# Since the seventh session a cluster's split is drawn from its first row's MinHash signature digest.
+PINNED_DIGEST_HASH = "b3ea58914d0af38b58ab9a3a767f1514b8b0cac0e9b33206d72d5598aa4a7c38"
+PINNED_DIGEST_SPLITS = {"test": 176, "train": 1618, "val": 208}
 
 
-def test_prepare_writes_the_same_version_as_before_the_faster_split(lab, tmp_path):
-    from nexa.data.prepare import prepare
+def test_prepare_writes_the_same_clusters_as_before_the_faster_split(lab, tmp_path):
+    from nexa.data.prepare import text_columns, prepare
     from nexa.data.schema import load_schema
+    from nexa.data.splits import DEFAULT_FRACTIONS, assign_splits
+    from nexa.ledger.datasets import read_dataset_table, table_content_hash
 
     texts = _sentences(1500)
     rows = [qa(t, str(i % 97)) for i, t in enumerate(texts)] + [qa(texts[5], "5"), '{"prompt": 1}']
     path = write_jsonl(tmp_path / "rows.jsonl", rows)
     result = prepare(lab, [str(path)], load_schema("qa"), "pinned", filters=["exact"])
     assert result.totals()["quarantined"] == 2 and result.totals()["removed"] == {"exact_dedup": 1}  # the empty prompt, the bad line
-    assert result.manifest.splits == PINNED_SPLITS
-    assert result.manifest.content_hash == PINNED_HASH
+    assert result.manifest.splits == PINNED_DIGEST_SPLITS
+    assert result.manifest.content_hash == PINNED_DIGEST_HASH
+    # the same clusters as the code before: with the text hash as the split, they give the version it wrote
+    written = read_dataset_table(lab, result.manifest.ref)
+    clusters = NearDedup(threshold=0.8).clusters(text_columns(written, load_schema("qa"))[1], confirm=False)
+    by_text = assign_splits(text_columns(written, load_schema("qa"))[1], clusters, DEFAULT_FRACTIONS)
+    assert table_content_hash(written.set_column(written.column_names.index("split"), "split", by_text)) == PINNED_HASH
     exact_only = prepare(lab, [str(path)], load_schema("qa"), "pinned-exact", filters=["exact"], split_by="exact")
-    assert exact_only.manifest.content_hash != PINNED_HASH  # the near-duplicate clusters decide some splits: the pin sees them
+    assert exact_only.manifest.content_hash not in (PINNED_HASH, PINNED_DIGEST_HASH)  # the clusters decide some splits
 
 
 def test_the_engine_asks_numpy_for_plain_pages_unless_told_otherwise(monkeypatch):
@@ -188,24 +197,37 @@ def test_band_keys_of_all_empty_bands_follow_the_row_and_the_quarter_is_the_sket
     signature[11, 0:8] = 0xFFFFFFFF  # 8 of band 0's 9 bins: not empty
     salt = np.arange(100, 140, dtype=np.uint64)
     with np.errstate(over="ignore"):
-        keys = dedup._fold_bands(signature, 14, 9, salt)
+        keys, digests = dedup._fold_bands(signature, 14, 9, salt)
 
-    def plain(row: int, band: int) -> int:
-        bins = [int(v) for v in signature[row, band * 9:(band + 1) * 9]]
-        if all(v == 0xFFFFFFFF for v in bins):
-            return _mix((int(salt[row]) + band * GOLDEN) & MASK)
+    def folded(row: int, band: int) -> int:
         acc = band + 1
-        for v in bins:
-            acc = ((acc ^ v) * GOLDEN) & MASK
+        for v in signature[row, band * 9:(band + 1) * 9].tolist():
+            acc = ((acc ^ int(v)) * GOLDEN) & MASK
         return _mix(acc)
 
+    def plain(row: int, band: int) -> int:
+        if all(int(v) == 0xFFFFFFFF for v in signature[row, band * 9:(band + 1) * 9]):
+            return _mix((int(salt[row]) + band * GOLDEN) & MASK)
+        return folded(row, band)
+
+    def digest(row: int) -> int:  # every band's fold, empty or not: no row salt, so a function of the bins alone
+        value = 0
+        for band in range(14):
+            value ^= folded(row, band)
+        return value
+
     assert keys.tolist() == [[plain(r, b) for b in range(14)] for r in range(40)]
+    assert digests.tolist() == [digest(r) for r in range(40)]
+    _, moved = dedup._fold_bands(signature, 14, 9, salt + np.uint64(7))  # the same bins at other rows
+    assert moved.tolist() == digests.tolist()
     texts = pa.array(_sentences(300), pa.string())
     for one_thread in (False, True):
         if one_thread:
             monkeypatch.setattr(dedup, "ordered_map", lambda function, items: map(function, items))
-        keys, sketch, quarter = dedup._band_keys(texts, 128, 5, 1, 14, 9, chunk_windows=700, quarter=True)
+        keys, sketch, quarter, digests = dedup._band_keys(texts, 128, 5, 1, 14, 9, chunk_windows=700, quarter=True)
         assert np.array_equal(quarter, sketch[:, :32]) and quarter.flags.c_contiguous
+        reversed_texts = pa.array(texts.to_pylist()[::-1], pa.string())  # each text at another row, other chunks
+        assert dedup._band_keys(reversed_texts, 128, 5, 1, 14, 9, chunk_windows=333).digests[::-1].tolist() == digests.tolist()
         first, second = candidate_pairs(keys)
         assert screened_similarity(sketch, first, second, 0.8, block=37, quarter=quarter).tolist() == \
             screened_similarity(sketch, first, second, 0.8, block=37).tolist()
