@@ -19,6 +19,7 @@ from nexa.data.splits import text_buckets
 
 MASK = (1 << 64) - 1
 GOLDEN = 0x9E3779B97F4A7C15
+MASK32, GOLDEN32 = (1 << 32) - 1, 0x9E3779B1
 
 
 def _mix(x: int) -> int:
@@ -129,9 +130,9 @@ def test_candidate_pairs_and_the_screen_equal_plain_loops_on_one_or_two_threads(
 # The version `nexa data prepare --filters exact` wrote for these rows with the code before issue 20's split
 # kernels (main at 263ca27), when a cluster's split was the hash of its first row's text (text_buckets).
 PINNED_HASH = "977e07c0804e1d307337eccbbbd5bc88bc24b85eaec93994abe7e54aebdc881b"
-# Since the seventh session a cluster's split is drawn from its first row's MinHash signature digest.
-PINNED_DIGEST_HASH = "b3ea58914d0af38b58ab9a3a767f1514b8b0cac0e9b33206d72d5598aa4a7c38"
-PINNED_DIGEST_SPLITS = {"test": 176, "train": 1618, "val": 208}
+# Since the seventh session a cluster's split is drawn from its first row's MinHash signature digest (32-bit band keys).
+PINNED_DIGEST_HASH = "6d8d20ebb72d87bf73ed98d7abf90bff42e7bacca4b855d7772e1487fa3d3fcf"
+PINNED_DIGEST_SPLITS = {"test": 187, "train": 1611, "val": 204}
 
 
 def test_prepare_writes_the_same_clusters_as_before_the_faster_split(lab, tmp_path):
@@ -199,22 +200,29 @@ def test_band_keys_of_all_empty_bands_follow_the_row_and_the_quarter_is_the_sket
     with np.errstate(over="ignore"):
         keys, digests = dedup._fold_bands(signature, 14, 9, salt)
 
+    def fmix32(x: int) -> int:
+        x ^= x >> 16
+        x = (x * 0x85EBCA6B) & MASK32
+        x ^= x >> 13
+        x = (x * 0xC2B2AE35) & MASK32
+        return x ^ (x >> 16)
+
     def folded(row: int, band: int) -> int:
         acc = band + 1
         for v in signature[row, band * 9:(band + 1) * 9].tolist():
-            acc = ((acc ^ int(v)) * GOLDEN) & MASK
-        return _mix(acc)
+            acc = ((acc ^ int(v)) * GOLDEN32) & MASK32
+        return fmix32(acc)
 
     def plain(row: int, band: int) -> int:
         if all(int(v) == 0xFFFFFFFF for v in signature[row, band * 9:(band + 1) * 9]):
-            return _mix((int(salt[row]) + band * GOLDEN) & MASK)
+            return fmix32((int(salt[row]) + band * GOLDEN32) & MASK32)
         return folded(row, band)
 
     def digest(row: int) -> int:  # every band's fold, empty or not: no row salt, so a function of the bins alone
         value = 0
         for band in range(14):
             value ^= folded(row, band)
-        return value
+        return _mix(value)
 
     assert keys.tolist() == [[plain(r, b) for b in range(14)] for r in range(40)]
     assert digests.tolist() == [digest(r) for r in range(40)]
