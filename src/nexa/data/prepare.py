@@ -454,7 +454,7 @@ def write_version(lab: Lab, dataset_id: str, schema: RowSchema, table: pa.Table,
     """
     rows = user_table(table)
     with ThreadPoolExecutor(1, thread_name_prefix="nexa-parquet") as pool:
-        encoded = pool.submit(parquet_bytes, rows)
+        encoded = pool.submit(parquet_bytes, rows, schema.text_fields)
         return _write_version(lab, dataset_id, schema, rows, table, filtered, quarantined, quarantine_bytes, parents, run_id,
                               notes, encoded.result)
 

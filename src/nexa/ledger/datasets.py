@@ -196,15 +196,20 @@ def read_dataset_table(lab: Lab, ref: str) -> pa.Table:
     return table
 
 
-def parquet_bytes(table: pa.Table) -> bytes:
+def parquet_bytes(table: pa.Table, plain_columns: Iterable[str] = ()) -> bytes:
     """How a version's rows are stored: one Parquet file, zstd.
 
     Written into an Arrow buffer, not a Python file object: each of the writer's many small writes to a
     Python object needs the GIL, so an encode on a worker thread beside Python work (``prepare`` encodes
-    the quarantine's JSON meanwhile) waited on it once per page. The same bytes.
+    the quarantine's JSON meanwhile) waited on it once per page. The same bytes. ``plain_columns`` skip
+    dictionary encoding: long free texts (a schema's text fields) are nearly all distinct, and the writer
+    only gives up on their dictionary after filling a page of it (≈ 10% of a million-row encode).
     """
+    plain = set(plain_columns)
+    flat = not any(pa.types.is_nested(field.type) for field in table.schema)  # nested columns name their leaves
+    dictionary = [c for c in table.column_names if c not in plain] if plain and flat else True
     sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, compression="zstd")
+    pq.write_table(table, sink, compression="zstd", use_dictionary=dictionary)
     return sink.getvalue().to_pybytes()
 
 

@@ -85,3 +85,24 @@ def test_versions_hashed_row_by_row_before_still_verify(lab):
     lab.durable().put_bytes(f"{prefix}/manifest.json", dump_manifest(DatasetManifest(
         id="old", version=entry.version, row_schema="qa", rows=1, content_hash=legacy, path=ref.path)))
     assert read_dataset_rows(lab, "old@v1") == rows
+
+
+def test_plain_columns_skip_the_dictionary_and_the_rows_read_back_the_same():
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from nexa.ledger.datasets import parquet_bytes, table_content_hash
+
+    def encodings(data: bytes) -> dict[str, tuple]:
+        group = pq.ParquetFile(io.BytesIO(data)).metadata.row_group(0)
+        return {group.column(i).path_in_schema: group.column(i).encodings for i in range(group.num_columns)}
+
+    flat = pa.table({"prompt": ["a", "b", "a"], "split": ["train", "train", "eval"]})
+    plain = parquet_bytes(flat, ("prompt",))
+    assert "RLE_DICTIONARY" not in encodings(plain)["prompt"] and "RLE_DICTIONARY" in encodings(plain)["split"]
+    assert all("RLE_DICTIONARY" in e for e in encodings(parquet_bytes(flat)).values())  # the default: every column
+    assert table_content_hash(pq.read_table(io.BytesIO(plain))) == table_content_hash(flat)
+    nested = flat.append_column("meta", pa.array([{"k": "x"}, {"k": "y"}, {"k": "x"}]))
+    assert all("RLE_DICTIONARY" in e for e in encodings(parquet_bytes(nested, ("prompt",))).values())  # leaves: left as they were
