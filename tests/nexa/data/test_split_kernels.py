@@ -113,7 +113,7 @@ def test_candidate_pairs_and_the_screen_equal_plain_loops_on_one_or_two_threads(
     assert np.all(first * len(keys) + second == np.sort(first * len(keys) + second))
 
     def plain(a: np.ndarray, b: np.ndarray) -> float:
-        filled = [(x != 0xFFFF) or (y != 0xFFFF) for x, y in zip(a.tolist(), b.tolist())]
+        filled = [(x != 0xFF) or (y != 0xFF) for x, y in zip(a.tolist(), b.tolist())]
         agree = [x == y and f for x, y, f in zip(a.tolist(), b.tolist(), filled)]
         return sum(agree) / max(1, sum(filled))
 
@@ -241,3 +241,12 @@ def test_band_keys_of_all_empty_bands_follow_the_row_and_the_quarter_is_the_sket
             screened_similarity(sketch, first, second, 0.8, block=37).tolist()
     with pytest.raises(ValueError, match="quarter"):
         screened_similarity(sketch, first, second, 0.8, quarter=quarter[:, :16])
+
+
+def test_the_sketch_keeps_each_bins_top_byte_and_only_an_empty_bin_reads_as_empty():
+    signature = np.array([[0x12345678, 0xFF000000, 0xFFFFFFFE, 0xFFFFFFFF], [0, 0xFEFFFFFF, 0xFFFFFFFF, 0x80000000]], dtype=np.uint32)
+    out = np.empty(signature.shape, dtype=np.uint8)
+    dedup._top_byte(signature, out)
+    assert out.tolist() == [[0x12, 0xFE, 0xFE, 0xFF], [0x00, 0xFE, 0xFF, 0x80]]
+    a, b = out[:1], np.array([[0x12, 0xFE, 0x00, 0xFF]], dtype=np.uint8)
+    assert sketch_similarity(a, b).tolist() == [2 / 3]  # bins filled in either: 3; equal and filled: 2
