@@ -160,12 +160,19 @@ def mix64(x: np.ndarray) -> np.ndarray:
 
 def mix64_inplace(x: np.ndarray) -> np.ndarray:
     """:func:`mix64` overwriting ``x`` (uint64), with one scratch array: the same values, a third of the memory traffic."""
+    return _xorshift_multiply_inplace(x, ((30, 0xBF58476D1CE4E5B9), (27, 0x94D049BB133111EB)), 31)
+
+
+def _xorshift_multiply_inplace(x: np.ndarray, rounds: tuple[tuple[int, int], ...], last_shift: int) -> np.ndarray:
+    """``x ^= x >> shift; x *= factor`` for each round, then ``x ^= x >> last_shift``, in ``x``'s own unsigned type:
+    the shape of splitmix64's and murmur3's finalisers."""
+    kind = x.dtype.type
     scratch = np.empty_like(x)
-    for shift, factor in ((30, 0xBF58476D1CE4E5B9), (27, 0x94D049BB133111EB)):
-        np.right_shift(x, np.uint64(shift), out=scratch)
+    for shift, factor in rounds:
+        np.right_shift(x, kind(shift), out=scratch)
         x ^= scratch
-        x *= np.uint64(factor)
-    np.right_shift(x, np.uint64(31), out=scratch)
+        x *= kind(factor)
+    np.right_shift(x, kind(last_shift), out=scratch)
     x ^= scratch
     return x
 
@@ -390,14 +397,7 @@ GOLDEN32 = np.uint32(0x9E3779B1)  # 2^32 / golden ratio, odd
 
 def fmix32_inplace(x: np.ndarray) -> np.ndarray:
     """murmur3's 32-bit finaliser (a bijection that spreads every input bit), overwriting ``x`` (uint32)."""
-    scratch = np.empty_like(x)
-    for shift, factor in ((16, 0x85EBCA6B), (13, 0xC2B2AE35)):
-        np.right_shift(x, np.uint32(shift), out=scratch)
-        x ^= scratch
-        x *= np.uint32(factor)
-    np.right_shift(x, np.uint32(16), out=scratch)
-    x ^= scratch
-    return x
+    return _xorshift_multiply_inplace(x, ((16, 0x85EBCA6B), (13, 0xC2B2AE35)), 16)
 
 
 GOLDEN = np.uint64(0x9E3779B97F4A7C15)  # 2^64 / golden ratio, odd: a multiplier that spreads bits

@@ -22,12 +22,16 @@ GOLDEN = 0x9E3779B97F4A7C15
 MASK32, GOLDEN32 = (1 << 32) - 1, 0x9E3779B1
 
 
-def _mix(x: int) -> int:
-    x ^= x >> 30
-    x = (x * 0xBF58476D1CE4E5B9) & MASK
-    x ^= x >> 27
-    x = (x * 0x94D049BB133111EB) & MASK
-    return x ^ (x >> 31)
+def _finalise(x: int, rounds: tuple[tuple[int, int], ...], last_shift: int, mask: int) -> int:
+    """Plain-Python xorshift-multiply finaliser, the reference for the numpy ones."""
+    for shift, factor in rounds:
+        x ^= x >> shift
+        x = (x * factor) & mask
+    return x ^ (x >> last_shift)
+
+
+def _mix(x: int) -> int:  # splitmix64's
+    return _finalise(x, ((30, 0xBF58476D1CE4E5B9), (27, 0x94D049BB133111EB)), 31, MASK)
 
 
 def _bucket(text: str | None) -> float:
@@ -200,12 +204,8 @@ def test_band_keys_of_all_empty_bands_follow_the_row_and_the_quarter_is_the_sket
     with np.errstate(over="ignore"):
         keys, digests = dedup._fold_bands(signature, 14, 9, salt)
 
-    def fmix32(x: int) -> int:
-        x ^= x >> 16
-        x = (x * 0x85EBCA6B) & MASK32
-        x ^= x >> 13
-        x = (x * 0xC2B2AE35) & MASK32
-        return x ^ (x >> 16)
+    def fmix32(x: int) -> int:  # murmur3's
+        return _finalise(x, ((16, 0x85EBCA6B), (13, 0xC2B2AE35)), 16, MASK32)
 
     def folded(row: int, band: int) -> int:
         acc = band + 1
