@@ -74,10 +74,7 @@ class NearDedup:
         """
         if not confirm:
             return self.split_groups(norm)[0]
-        texts = text_buffers(norm)
-        signatures = _band_keys(texts, self.num_perm, self.shingle, self.seed, *self.banding(), quarter=True)
-        first, second = candidate_pairs(signatures.keys)
-        estimate = screened_similarity(signatures.sketch, first, second, self.threshold - 0.1, quarter=signatures.quarter)
+        _, first, second, estimate = self._screened_candidates(text_buffers(norm), self.threshold - 0.1)
         if isinstance(norm, TextBytes):
             raise TypeError("confirming near-duplicate pairs needs the texts as an Arrow string array")
         norm = pc.fill_null(norm, "")
@@ -94,11 +91,16 @@ class NearDedup:
         already made from the text (every shingle of it), so splitting needs no second pass over the bytes.
         """
         texts = text_buffers(norm)
-        signatures = _band_keys(texts, self.num_perm, self.shingle, self.seed, *self.banding(), quarter=True)
-        first, second = candidate_pairs(signatures.keys)
-        estimate = screened_similarity(signatures.sketch, first, second, self.threshold, quarter=signatures.quarter)
+        signatures, first, second, estimate = self._screened_candidates(texts, self.threshold)
         likely = estimate >= self.threshold
         return connected_first(len(texts), first[likely], second[likely]), signatures.digests
+
+    def _screened_candidates(self, texts: TextBytes, screen_at: float) -> tuple[Signatures, np.ndarray, np.ndarray, np.ndarray]:
+        """One MinHash pass, its LSH candidate pairs and their Jaccard estimates (0 for pairs the quarter
+        sketch rules out below ``screen_at``): what dedup and the split's clustering both start from."""
+        signatures = _band_keys(texts, self.num_perm, self.shingle, self.seed, *self.banding(), quarter=True)
+        first, second = candidate_pairs(signatures.keys)
+        return signatures, first, second, screened_similarity(signatures.sketch, first, second, screen_at, quarter=signatures.quarter)
 
 
 # optimal_banding's answer for the defaults (near dedup and the split's clustering), worked out once: the grid
@@ -425,8 +427,6 @@ def _row_counts(mask: np.ndarray) -> np.ndarray:
         return mask.sum(axis=1)
     words = mask.view(np.uint64).sum(axis=1, dtype=np.uint64)
     return ((words * np.uint64(0x0101010101010101)) >> np.uint64(56)).astype(np.int64)
-
-
 
 
 def screened_similarity(sketch: np.ndarray, first: np.ndarray, second: np.ndarray, threshold: float,
