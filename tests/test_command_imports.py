@@ -38,3 +38,26 @@ def test_no_commands_module_imports_a_heavy_library():
     assert len(COMMAND_MODULES) >= 12
     loaded = _modules_after("\n".join(f"import {module}" for module in COMMAND_MODULES))
     assert sorted({m.split(".")[0] for m in loaded} & HEAVY) == []
+
+
+def _plugin_lookups(env_value: str | None) -> tuple[str | None, int]:
+    """Run ``nexa runs list`` in a fresh interpreter: the PYDANTIC_DISABLE_PLUGINS it ran with, and how many
+    times pydantic looked for plugins' entry points."""
+    probe = ("import json, os, sys\nimport importlib.metadata as metadata\nimport pydantic.plugin._loader as loader\n"
+             "calls = []\nfound = loader.entry_points\n"
+             "loader.entry_points = lambda **kw: calls.append(kw) or found(**kw)\n"
+             "from nexa.cli import main\nsys.argv = ['nexa', 'runs', 'list', '--json']\n"
+             "try:\n    main()\nexcept SystemExit:\n    pass\n"
+             "print(json.dumps([os.environ.get('PYDANTIC_DISABLE_PLUGINS'), len(calls)]), file=sys.stderr)")
+    env = {k: v for k, v in os.environ.items() if k != "PYDANTIC_DISABLE_PLUGINS"}
+    env["PYTHONPATH"] = os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])
+    if env_value is not None:
+        env["PYDANTIC_DISABLE_PLUGINS"] = env_value
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=120)
+    setting, lookups = json.loads(done.stderr.strip().splitlines()[-1])
+    return setting, lookups
+
+
+def test_commands_skip_pydantics_plugin_lookup_unless_the_user_set_it():
+    assert _plugin_lookups(None) == ("__all__", 0)
+    assert _plugin_lookups("") == ("", 1)  # the user's choice is kept: plugins are looked up

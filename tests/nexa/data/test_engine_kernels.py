@@ -111,23 +111,52 @@ def test_padded_lines_and_crlf_take_the_right_paths(tmp_path):
     assert norm.to_pylist()[5] == "p5 a"
 
 
-@settings(max_examples=60, deadline=None)
-@given(st.lists(st.text(alphabet="ab é\u4e2d", max_size=12), min_size=1, max_size=30), st.integers(1, 8))
-def test_shingle_grams_are_each_rows_byte_grams_in_order(values, size):
-    """The masked contiguous read gives exactly the ``size``-byte windows of each row (short rows: the row itself; empty: 0)."""
+def _text_words(values: list[str | None]):
     import numpy as np
 
-    from nexa.data.dedup import _shingle_grams, text_buffers
+    from nexa.data.dedup import text_buffers
 
-    norm = pa.array(values, pa.string())
-    offsets, data = text_buffers(norm)
-    words = np.ndarray((len(data) - 7,), dtype="<u8", buffer=data, strides=(1,))
-    lengths = np.diff(offsets)
-    counts = np.maximum(1, lengths - size + 1)
-    expected = []
-    for text in values:
-        raw = text.encode("utf-8")
-        windows = [raw[i:i + size] for i in range(max(1, len(raw) - size + 1))]
-        expected += [int.from_bytes(w, "little") for w in windows]
-    got = _shingle_grams(words, offsets[:-1], lengths, counts, size)
-    assert got.tolist() == expected
+    offsets, data = text_buffers(pa.array(values, pa.string()))
+    return np.ndarray((len(data) - 7,), dtype="<u8", buffer=data, strides=(1,)), offsets, np.diff(offsets)
+
+
+def _windows(text: str | None, size: int) -> list[int]:
+    """A text's shingles as little-endian integers: every ``size``-byte window, the whole text when shorter, 0 when empty."""
+    raw = (text or "").encode("utf-8")
+    return [int.from_bytes(raw[i:i + size], "little") for i in range(max(1, len(raw) - size + 1))]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.one_of(st.none(), st.text(alphabet="ab é\u4e2d", max_size=12)), min_size=1, max_size=30), st.integers(1, 8))
+def test_shingle_grams_are_each_rows_byte_grams_in_order(values, size):
+    """The masked contiguous read, less the positions that start no shingle, is exactly each non-empty row's windows."""
+    import numpy as np
+
+    from nexa.data.dedup import _shingle_grams
+
+    words, offsets, lengths = _text_words(values)
+    grams, dead = _shingle_grams(words, offsets[:-1], lengths, size)
+    assert len(grams) == offsets[-1] and len(set(dead.tolist())) == len(dead)
+    assert np.delete(grams, dead).tolist() == [w for text in values if text for w in _windows(text, size)]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.one_of(st.none(), st.text(alphabet="ab é\u4e2d", max_size=14)), min_size=1, max_size=25),
+       st.integers(1, 8), st.sampled_from([2, 8, 64]), st.integers(0, 2**32))
+def test_one_permutation_minhash_equals_its_plain_definition(values, size, num_perm, seed):
+    """Each row's bins: the smallest value hash of the shingles its bin hash sends there (empty: the marker)."""
+    import numpy as np
+
+    from nexa.data.dedup import _EMPTY32, _one_permutation, mix64
+
+    words, offsets, lengths = _text_words(values)
+    multipliers = mix64(np.array([seed, seed + 1], dtype=np.uint64)) | np.uint64(1)
+    with np.errstate(over="ignore"):
+        got = _one_permutation(words, offsets[:-1], lengths, size, multipliers, num_perm)
+    m0, m1, bits, full = int(multipliers[0]), int(multipliers[1]), num_perm.bit_length() - 1, (1 << 64) - 1
+    for text, row in zip(values, got.tolist()):
+        expected = [int(_EMPTY32)] * num_perm
+        for gram in _windows(text, size):
+            slot = ((gram * m0) & full) >> (64 - bits)
+            expected[slot] = min(expected[slot], min(((gram * m1) & full) >> 32, 0xFFFFFFFE))
+        assert row == expected
