@@ -311,7 +311,7 @@ _EMPTY32 = np.uint32(0xFFFFFFFF)
 
 
 def _top_byte(signature: np.ndarray, out: np.ndarray) -> None:
-    """The top 8 bits of each bin into ``out`` (uint8, no temporary): 0xFF for an empty bin only, a filled bin
+    """The top 8 bits of each bin into ``out`` (uint8): 0xFF for an empty bin only, a filled bin
     whose top byte is 0xFF (its minimum is in the top 1/256 of the range: nearly always a bin of one shingle)
     becomes 0xFE, so it is never read as empty.
 

@@ -17,7 +17,6 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from nexa.ledger import DatasetManifest, FilterRecord, Lab
@@ -62,6 +61,8 @@ def table_content_hash(table: pa.Table) -> str:
 
 
 def _hash_column(digest: "hashlib._Hash", chunks: list[pa.Array], kind: pa.DataType) -> None:
+    import pyarrow.compute as pc  # here, not at the top: reading a version (`nexa data show`) needs no compute kernels
+
     if pa.types.is_null(kind):
         digest.update(b"type=null\n")
         return
