@@ -43,7 +43,7 @@ def test_no_commands_module_imports_a_heavy_library():
 def _plugin_lookups(env_value: str | None) -> tuple[str | None, int]:
     """Run ``nexa runs list`` in a fresh interpreter: the PYDANTIC_DISABLE_PLUGINS it ran with, and how many
     times pydantic looked for plugins' entry points."""
-    probe = ("import json, os, sys\nimport importlib.metadata as metadata\nimport pydantic.plugin._loader as loader\n"
+    probe = ("import json, os, sys\nimport pydantic.plugin._loader as loader\n"
              "calls = []\nfound = loader.entry_points\n"
              "loader.entry_points = lambda **kw: calls.append(kw) or found(**kw)\n"
              "from nexa.cli import main\nsys.argv = ['nexa', 'runs', 'list', '--json']\n"
@@ -54,6 +54,7 @@ def _plugin_lookups(env_value: str | None) -> tuple[str | None, int]:
     if env_value is not None:
         env["PYDANTIC_DISABLE_PLUGINS"] = env_value
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
     setting, lookups = json.loads(done.stderr.strip().splitlines()[-1])
     return setting, lookups
 
