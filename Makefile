@@ -12,7 +12,7 @@ export TOKENIZERS_PARALLELISM := false
 
 .PHONY: demo test bench schemas clean chromium
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py src/nexa/data/_minhash.c
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0

@@ -29,7 +29,8 @@ schema files) is not counted as throughput. It uses the machine as ``nexa data p
 Arrow pool; the naive loop is one Python thread (the GIL allows no more). The run fails unless both
 give the same good / quarantined / unique counts and every quarantine record names its file, line
 and reason. Writes {rows, engine_rows_per_s, naive_rows_per_s, speedup, near_dup_rows_per_s,
-peak_rss_mb, ...}.
+peak_rss_mb, ...}; ``machine.minhash_kernel`` says which MinHash kernel ran (``compiled``:
+``nexa.data._minhash``; ``numpy``: the install found no C compiler).
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from nexa.data.dedup import NearDedup  # noqa: E402
+from nexa.data.dedup import MINHASH_KERNEL, NearDedup  # noqa: E402
 from nexa.data.filters import ExactDedup, FilterInput  # noqa: E402
 from nexa.data.prepare import text_columns, validate_inputs  # noqa: E402
 from nexa.data.runtime import WORKERS  # noqa: E402
@@ -284,7 +285,7 @@ def main() -> None:
         "cli_matches_engine": all(engine[k] == cli[k] for k in ("good", "quarantined", "unique")),
         "quarantine_records_located": engine["located"],
         "machine": {"cpu_count": os.cpu_count(), "engine_threads": WORKERS, "arrow_pool": pa.default_memory_pool().backend_name,
-                    "bytecode_compiled": compiled,
+                    "bytecode_compiled": compiled, "minhash_kernel": MINHASH_KERNEL,
                     "load_avg_1m_before": round(load_before[0], 2), "load_avg_1m_after": round(os.getloadavg()[0], 2)},
     }
     table = Table(title=f"data engine, {args.rows:,} rows")

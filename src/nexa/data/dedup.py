@@ -3,15 +3,21 @@
 Near dedup merges confirmed similar pairs into clusters (connected components) and keeps each
 cluster's first row; semantic dedup walks the rows in order and drops a row close to an earlier kept one. The cluster ids are what splitting uses to keep every
 near-duplicate of a row in that row's split.
+
+The MinHash signatures and the pair screen run in ``nexa.data._minhash`` (C, built by ``setup.py`` wherever a
+compiler is found) or, without it, in the numpy kernels below, which give the same output and are its
+definition (:data:`MINHASH_KERNEL` says which one runs).
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import warnings
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -19,6 +25,13 @@ import pyarrow.compute as pc
 
 from nexa.data.filters import FilterInput, FilterResult
 from nexa.data.runtime import ordered_map
+
+try:
+    from nexa.data import _minhash
+except ImportError:  # setup.py builds it wherever a C compiler is found; without it the numpy kernel gives the same output
+    _minhash = None
+
+MINHASH_KERNEL = "numpy" if _minhash is None else "compiled"
 
 
 def shingles(text: str, size: int) -> set[bytes]:
@@ -100,7 +113,8 @@ class NearDedup:
         """One MinHash pass, its LSH candidate pairs and their Jaccard estimates (0 for pairs the quarter
         sketch rules out below ``screen_at``): what dedup and the split's clustering both start from."""
         signatures = _band_keys(texts, self.num_perm, self.shingle, self.seed, *self.banding(), quarter=True)
-        first, second = candidate_pairs(signatures.keys)
+        hopeful = partial(quarter_agrees, signatures.quarter, screen_at - SCREEN_SLACK)  # what the screen would zero, dropped early
+        first, second = candidate_pairs(signatures.keys, keep=hopeful)
         return signatures, first, second, screened_similarity(signatures.sketch, first, second, screen_at, quarter=signatures.quarter)
 
 
@@ -252,8 +266,8 @@ def band_keys(norm: pa.Array | pa.ChunkedArray | TextBytes, num_perm: int, size:
     (1 - J) / 255 on average (measured at 850k rows: +0.0001 mean; 8 of 47,522 merged pairs newly crossed
     0.8 from 0.78-0.797, none the other way). 16 bits cost twice the memory (218 MB at 850k rows).
     A band whose bins are all empty gets a key of its own row, so short texts do not all
-    collide. Rows are worked ``chunk_windows`` shingles at a time (:data:`MINHASH_CHUNK_WINDOWS`) so numpy's
-    scratch arrays are reused from the heap rather than faulted in afresh.
+    collide. The numpy kernel works the rows ``chunk_windows`` shingles at a time (:data:`MINHASH_CHUNK_WINDOWS`)
+    so its scratch arrays are reused from the heap rather than faulted in afresh; the compiled one needs none.
     """
     signatures = _band_keys(norm, num_perm, size, seed, bands, rows_per_band, chunk_windows)
     return signatures.keys, signatures.sketch
@@ -277,34 +291,63 @@ class Signatures(NamedTuple):
 def _band_keys(norm: pa.Array | pa.ChunkedArray | TextBytes, num_perm: int, size: int, seed: int, bands: int, rows_per_band: int,
                chunk_windows: int = MINHASH_CHUNK_WINDOWS, quarter: bool = False) -> Signatures:
     """:func:`band_keys` with the rest of :class:`Signatures`. ``quarter`` is copied by the worker threads from
-    each chunk while it is in cache instead of in one pass over the whole sketch afterwards."""
+    each chunk while it is in cache instead of in one pass over the whole sketch afterwards.
+
+    By the compiled kernel where it was built (and ``num_perm`` fits its bins array), else by numpy, which
+    warns once on a large input: the same signatures either way, the numpy ones ≈ 3× slower.
+    """
     if not 1 <= size <= 8:
         raise ValueError(f"shingle size {size} must be between 1 and 8 bytes")
     if num_perm < 2 or num_perm & (num_perm - 1):
         raise ValueError(f"num_perm {num_perm} must be a power of two >= 2 (one-permutation MinHash bins)")
     offsets, data = text_buffers(norm)
-    words = np.ndarray((len(data) - 7,), dtype="<u8", buffer=data, strides=(1,))  # words[i]: the 8 bytes from i
     lengths = np.diff(offsets)
     counts = np.maximum(1, lengths - size + 1)
-    keys = np.empty((bands, len(lengths)), dtype=np.uint32).T  # band-major: each band's keys contiguous for the pair sort
+    by_band = np.empty((bands, len(lengths)), dtype=np.uint32)  # band-major: each band's keys contiguous for the pair sort
     sketch = np.empty((len(lengths), num_perm), dtype=np.uint8)
     rough = np.empty((len(lengths), max(1, num_perm // 4)), dtype=np.uint8) if quarter else None
     digests = np.empty(len(lengths), dtype=np.uint64)
     salt = mix64(np.array([seed], dtype=np.uint64))[0]
     multipliers = mix64(np.array([seed * 2 + 1, seed * 2 + 2], dtype=np.uint64)) | np.uint64(1)
+    if _minhash is not None and num_perm <= _minhash.MAX_PERM:
+        def fill(span: tuple[int, int]) -> None:  # the kernel lets go of the GIL, so spans run side by side
+            _minhash.rows(data, offsets, span[0], span[1], size, int(multipliers[0]), int(multipliers[1]), num_perm, bands,
+                          rows_per_band, int(salt), by_band, digests, sketch, rough)
 
-    def fill(span: tuple[int, int]) -> None:  # numpy lets go of the GIL, so chunks run side by side
-        lo, hi = span
-        with np.errstate(over="ignore"):
-            signature = _one_permutation(words, offsets[lo:hi], lengths[lo:hi], size, multipliers, num_perm)
-            keys[lo:hi], digests[lo:hi] = _fold_bands(signature, bands, rows_per_band, np.arange(lo, hi, dtype=np.uint64) ^ salt)
-            _top_byte(signature, sketch[lo:hi])
-            if rough is not None:
-                rough[lo:hi] = sketch[lo:hi, :rough.shape[1]]
-
-    for _ in ordered_map(fill, row_spans(counts, chunk_windows)):
+        spans = row_spans(counts, COMPILED_SPAN_WINDOWS)
+    else:
+        if _minhash is None and len(lengths) >= SLOW_KERNEL_WARNING_ROWS:
+            warnings.warn(f"nexa.data._minhash was not built when nexa was installed (no C compiler or Python headers): MinHash of "
+                          f"{len(lengths):,} rows runs on numpy, the same signatures about 3x slower; reinstall with a compiler "
+                          "(pip install -e .) to build it", RuntimeWarning, stacklevel=3)
+        fill = partial(_fill_with_numpy, TextBytes(offsets, data), lengths, size, multipliers, num_perm, bands, rows_per_band,
+                       salt, by_band.T, digests, sketch, rough)
+        spans = row_spans(counts, chunk_windows)
+    for _ in ordered_map(fill, spans):
         pass
-    return Signatures(keys, sketch, rough, digests)
+    return Signatures(by_band.T, sketch, rough, digests)
+
+
+SLOW_KERNEL_WARNING_ROWS = 100_000
+
+# Shingles per span of the compiled kernel: no scratch arrays, so spans only share the rows out between the threads
+# (≈ 30 spans at a million rows).
+COMPILED_SPAN_WINDOWS = 1 << 21
+
+
+def _fill_with_numpy(texts: TextBytes, lengths: np.ndarray, size: int, multipliers: np.ndarray, num_perm: int, bands: int,
+                     rows_per_band: int, salt: np.uint64, keys: np.ndarray, digests: np.ndarray, sketch: np.ndarray,
+                     rough: np.ndarray | None, span: tuple[int, int]) -> None:
+    """Rows ``span`` of :func:`_band_keys` with numpy (what the compiled kernel does, the definition it is held to)."""
+    lo, hi = span
+    offsets, data = texts
+    words = np.ndarray((len(data) - 7,), dtype="<u8", buffer=data, strides=(1,))  # words[i]: the 8 bytes from i
+    with np.errstate(over="ignore"):  # numpy lets go of the GIL, so chunks run side by side
+        signature = _one_permutation(words, offsets[lo:hi], lengths[lo:hi], size, multipliers, num_perm)
+        keys[lo:hi], digests[lo:hi] = _fold_bands(signature, bands, rows_per_band, np.arange(lo, hi, dtype=np.uint64) ^ salt)
+        _top_byte(signature, sketch[lo:hi])
+        if rough is not None:
+            rough[lo:hi] = sketch[lo:hi, :rough.shape[1]]
 
 
 _EMPTY32 = np.uint32(0xFFFFFFFF)
@@ -456,17 +499,47 @@ def screened_similarity(sketch: np.ndarray, first: np.ndarray, second: np.ndarra
     width = max(1, sketch.shape[1] // 4)
     if quarter is not None and quarter.shape != (len(sketch), width):
         raise ValueError(f"quarter sketch of shape {quarter.shape}, expected {(len(sketch), width)}")
+    if _minhash is not None and sketch.dtype == np.uint8:
+        return _screen_compiled(np.ascontiguousarray(sketch), np.ascontiguousarray(sketch[:, :width] if quarter is None else quarter),
+                                first, second, threshold - SCREEN_SLACK, block)
     rough_rows = _row_items(sketch[:, :width] if quarter is None else quarter)  # the quarter's copy: one contiguous block
     full_rows = _row_items(sketch)
 
     def screen(lo: int) -> None:
         a, b = first[lo:lo + block], second[lo:lo + block]
         rough = sketch_similarity(_gather(rough_rows, a, sketch.dtype), _gather(rough_rows, b, sketch.dtype))
-        hopeful = np.flatnonzero(rough >= threshold - 0.25)
+        hopeful = np.flatnonzero(rough >= threshold - SCREEN_SLACK)
         estimate[lo + hopeful] = sketch_similarity(_gather(full_rows, a[hopeful], sketch.dtype),
                                                    _gather(full_rows, b[hopeful], sketch.dtype))
 
     for _ in ordered_map(screen, range(0, len(first), block)):
+        pass
+    return estimate
+
+
+SCREEN_SLACK = 0.25  # a quarter of the bins: four times the variance, so a pair is ruled out only well below the threshold
+
+
+def quarter_agrees(quarter: np.ndarray, cutoff: float, first: np.ndarray, second: np.ndarray, block: int = 65_536) -> np.ndarray:
+    """Which pairs' quarter sketches (:func:`screened_similarity`'s first look) agree on at least ``cutoff`` of their filled bins."""
+    if _minhash is not None and quarter.dtype == np.uint8:
+        quarter = np.ascontiguousarray(quarter)
+        similarity = np.empty(len(first))
+        _minhash.screen(quarter, quarter.shape[1], quarter, quarter.shape[1], np.ascontiguousarray(first, dtype=np.int64),
+                        np.ascontiguousarray(second, dtype=np.int64), 0, len(first), cutoff, similarity)
+        return similarity >= cutoff
+    items = _row_items(quarter)
+    return np.concatenate([sketch_similarity(_gather(items, first[lo:lo + block], quarter.dtype), _gather(items, second[lo:lo + block], quarter.dtype))
+                           >= cutoff for lo in range(0, len(first), block)] or [np.zeros(0, bool)])
+
+
+def _screen_compiled(sketch: np.ndarray, quarter: np.ndarray, first: np.ndarray, second: np.ndarray, cutoff: float,
+                     block: int) -> np.ndarray:
+    """:func:`screened_similarity` by the compiled kernel: each pair's bins compared where they lie, no gathered copies."""
+    estimate = np.empty(len(first))
+    first, second = np.ascontiguousarray(first, dtype=np.int64), np.ascontiguousarray(second, dtype=np.int64)
+    for _ in ordered_map(lambda lo: _minhash.screen(sketch, sketch.shape[1], quarter, quarter.shape[1], first, second, lo,
+                                                    min(lo + block, len(first)), cutoff, estimate), range(0, len(first), block)):
         pass
     return estimate
 
@@ -482,12 +555,15 @@ def _gather(items: np.ndarray, index: np.ndarray, dtype: np.dtype) -> np.ndarray
     return np.take(items, index).view(dtype).reshape(len(index), items.itemsize // np.dtype(dtype).itemsize)
 
 
-def candidate_pairs(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def candidate_pairs(keys: np.ndarray, keep: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Distinct (earlier, later) row pairs sharing a band key: each row with the previous row of its bucket.
 
     Each band is sorted as one uint64 per row, the 32-bit key in the top half and the row number in the
     low half (a plain sort, several times faster than an argsort of the keys); rows whose keys agree are
-    neighbours. Every candidate is screened by its signatures afterwards.
+    neighbours. Every candidate is screened by its signatures afterwards. ``keep(first, second)``, a mask of
+    the pairs worth screening, is applied to each band's pairs on its worker thread: on templated text
+    most candidates are far apart (at a million QA rows 53k of 3.2M pass the quarter sketch), and the
+    distinct pairs are then found among the few.
     """
     n = len(keys)
     if keys.dtype != np.uint32:
@@ -504,7 +580,11 @@ def candidate_pairs(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         packed.sort()
         same = np.flatnonzero((packed[1:] ^ packed[:-1]) <= low) + 1  # equal keys
         x, y = (packed[same - 1] & low).astype(np.int64), (packed[same] & low).astype(np.int64)
-        return np.minimum(x, y) * n + np.maximum(x, y)
+        earlier, later = np.minimum(x, y), np.maximum(x, y)
+        if keep is not None:
+            kept = keep(earlier, later)
+            earlier, later = earlier[kept], later[kept]
+        return earlier * n + later
 
     pairs = [p for p in ordered_map(band_pairs, range(keys.shape[1])) if len(p)]
     if not pairs:
