@@ -34,15 +34,24 @@ BLOB_SUFFIX = ".json"
 _BLOB_NAME = re.compile(r"[0-9a-f]{64}\.json")
 
 
+# Bytes per write() of a large artifact. One write() of a whole 31.5 MB Parquet file took 0.12 s on this
+# VM's ext4 (a write of 4 MB or more was as slow per byte), the same bytes in 1 MB writes 0.01 s
+# (benchmarks/RESULTS.md, issue 20).
+WRITE_CHUNK_BYTES = 1 << 20
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write to a temp file in the same folder, fsync it, rename over the target, fsync the folder."""
+    """Write to a temp file in the same folder (in :data:`WRITE_CHUNK_BYTES` pieces), fsync it, rename over the
+    target, fsync the folder."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.fchmod(fd, 0o644)
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+            view = memoryview(data)
+            for start in range(0, len(view), WRITE_CHUNK_BYTES):
+                handle.write(view[start:start + WRITE_CHUNK_BYTES])
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)

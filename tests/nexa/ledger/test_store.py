@@ -66,3 +66,14 @@ def test_directory_artifact_verifies_every_file(store, tmp_path):
         handle.write(b"B")
     with pytest.raises(CorruptArtifactError, match="b.txt"):
         store.verify_dir("stage/out")
+
+
+@pytest.mark.parametrize("size", [0, 1, 7, 100, 105])
+def test_a_large_artifact_is_written_in_pieces_and_reads_back_whole(tmp_path, monkeypatch, size):
+    from nexa.ledger import store as store_module
+
+    monkeypatch.setattr(store_module, "WRITE_CHUNK_BYTES", 7)  # many pieces, the last one short (or none)
+    data = bytes(range(size))
+    target = tmp_path / "deep" / "artifact.bin"
+    store_module.atomic_write_bytes(target, data)
+    assert target.read_bytes() == data and [p.name for p in target.parent.iterdir()] == ["artifact.bin"]  # no temp file left
