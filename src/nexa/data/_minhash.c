@@ -281,7 +281,71 @@ done:
     return result;
 }
 
+/* -- candidate pairs of one band ----------------------------------------------------------------------------- */
+
+PyDoc_STRVAR(band_pairs_doc,
+"band_pairs(packed, quarter, quarter_width, cutoff, first, second) -> count\n\n"
+"One band's candidate pairs as nexa.data.dedup.candidate_pairs finds them: packed holds (key << 32 | row) for\n"
+"every row, sorted (uint64); each row is paired with the previous row of its key, and a pair is kept when the\n"
+"rows' quarter sketches agree on at least cutoff of their filled bins. Writes the (earlier, later) rows into\n"
+"first and second (int64, as long as packed) and returns how many.");
+
+static PyObject *band_pairs(PyObject *self, PyObject *args) {
+    (void)self;
+    Py_buffer packed, quarter, first, second;
+    int quarter_width;
+    double cutoff;
+    if (!PyArg_ParseTuple(args, "y*y*idw*w*", &packed, &quarter, &quarter_width, &cutoff, &first, &second))
+        return NULL;
+    PyObject *result = NULL;
+    Py_ssize_t n = packed.len / 8, rows = quarter_width > 0 ? quarter.len / quarter_width : 0, found = 0, count = 0, bad = -1;
+    if (quarter_width < 1 || first.len < n * 8 || second.len < n * 8) {
+        PyErr_Format(PyExc_ValueError, "%zd packed rows: first and second need a slot each, the quarter width %d >= 1", n,
+                     quarter_width);
+        goto done;
+    }
+    const uint64_t *sorted = packed.buf;
+    const unsigned char *rough = quarter.buf;
+    int64_t *earlier = first.buf, *later = second.buf;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 1; i < n; i++) {
+        if ((sorted[i] ^ sorted[i - 1]) >> 32)
+            continue;
+        int64_t x = (int64_t)(sorted[i - 1] & 0xFFFFFFFFu), y = (int64_t)(sorted[i] & 0xFFFFFFFFu);
+        if (x >= rows || y >= rows || x >= y) { /* rows ascend within a key in a sorted band */
+            bad = i;
+            break;
+        }
+        earlier[found] = x;
+        later[found] = y;
+        found++;
+    }
+    /* the screen, a second pass: the pairs' rows are scattered, so each is asked for SCREEN_AHEAD pairs early */
+    for (Py_ssize_t i = 0; bad < 0 && i < found; i++) {
+        if (i + SCREEN_AHEAD < found) {
+            PREFETCH(rough + earlier[i + SCREEN_AHEAD] * quarter_width);
+            PREFETCH(rough + later[i + SCREEN_AHEAD] * quarter_width);
+        }
+        int64_t x = earlier[i], y = later[i];
+        if (agreement(rough + x * quarter_width, rough + y * quarter_width, quarter_width) >= cutoff) {
+            earlier[count] = x;
+            later[count] = y;
+            count++;
+        }
+    }
+    Py_END_ALLOW_THREADS
+    if (bad >= 0)
+        PyErr_Format(PyExc_ValueError, "packed[%zd]: rows out of order or not among the quarter sketch's %zd rows (is it sorted?)",
+                     bad, rows);
+    else
+        result = PyLong_FromSsize_t(count);
+done:
+    PyBuffer_Release(&packed); PyBuffer_Release(&quarter); PyBuffer_Release(&first); PyBuffer_Release(&second);
+    return result;
+}
+
 static PyMethodDef methods[] = {
+    {"band_pairs", band_pairs, METH_VARARGS, band_pairs_doc},
     {"rows", rows, METH_VARARGS, rows_doc},
     {"screen", screen, METH_VARARGS, screen_doc},
     {NULL, NULL, 0, NULL},

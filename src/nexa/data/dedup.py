@@ -113,8 +113,7 @@ class NearDedup:
         """One MinHash pass, its LSH candidate pairs and their Jaccard estimates (0 for pairs the quarter
         sketch rules out below ``screen_at``): what dedup and the split's clustering both start from."""
         signatures = _band_keys(texts, self.num_perm, self.shingle, self.seed, *self.banding(), quarter=True)
-        hopeful = partial(quarter_agrees, signatures.quarter, screen_at - SCREEN_SLACK)  # what the screen would zero, dropped early
-        first, second = candidate_pairs(signatures.keys, keep=hopeful)
+        first, second = candidate_pairs(signatures.keys, screen=(signatures.quarter, screen_at - SCREEN_SLACK))  # what the screen would zero, dropped early
         return signatures, first, second, screened_similarity(signatures.sketch, first, second, screen_at, quarter=signatures.quarter)
 
 
@@ -555,42 +554,69 @@ def _gather(items: np.ndarray, index: np.ndarray, dtype: np.dtype) -> np.ndarray
     return np.take(items, index).view(dtype).reshape(len(index), items.itemsize // np.dtype(dtype).itemsize)
 
 
-def candidate_pairs(keys: np.ndarray, keep: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+def candidate_pairs(keys: np.ndarray, screen: tuple[np.ndarray, float] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Distinct (earlier, later) row pairs sharing a band key: each row with the previous row of its bucket.
 
     Each band is sorted as one uint64 per row, the 32-bit key in the top half and the row number in the
     low half (a plain sort, several times faster than an argsort of the keys); rows whose keys agree are
-    neighbours. Every candidate is screened by its signatures afterwards. ``keep(first, second)``, a mask of
-    the pairs worth screening, is applied to each band's pairs on its worker thread: on templated text
-    most candidates are far apart (at a million QA rows 53k of 3.2M pass the quarter sketch), and the
-    distinct pairs are then found among the few.
+    neighbours. Every candidate is screened by its signatures afterwards. ``screen=(quarter, cutoff)`` keeps
+    only the pairs whose quarter sketches agree on at least ``cutoff`` of their filled bins
+    (:func:`quarter_agrees`), band by band on the worker threads: on templated text most candidates are far
+    apart (at a million QA rows 53k of 3.2M pass), and the distinct pairs are then found among the few.
     """
     n = len(keys)
     if keys.dtype != np.uint32:
         raise TypeError(f"band keys must be uint32 (band_keys), got {keys.dtype}")
     if n >= 1 << 32:
         raise ValueError(f"{n} rows: candidate_pairs packs a row number in 32 bits")
-    low = np.uint64(0xFFFFFFFF)
-    rows = np.arange(n, dtype=np.uint64)
-
-    def band_pairs(band: int) -> np.ndarray:  # numpy's sort lets go of the GIL: bands run on the worker threads
-        packed = keys[:, band].astype(np.uint64)
-        packed <<= np.uint64(32)
-        packed |= rows
-        packed.sort()
-        same = np.flatnonzero((packed[1:] ^ packed[:-1]) <= low) + 1  # equal keys
-        x, y = (packed[same - 1] & low).astype(np.int64), (packed[same] & low).astype(np.int64)
-        earlier, later = np.minimum(x, y), np.maximum(x, y)
-        if keep is not None:
-            kept = keep(earlier, later)
-            earlier, later = earlier[kept], later[kept]
-        return earlier * n + later
-
+    if screen is not None and _minhash is not None and screen[0].dtype == np.uint8:
+        band_pairs = _compiled_band_pairs(keys, np.ascontiguousarray(screen[0]), screen[1])
+    else:
+        band_pairs = _numpy_band_pairs(keys, screen)
     pairs = [p for p in ordered_map(band_pairs, range(keys.shape[1])) if len(p)]
     if not pairs:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
     unique = sorted_distinct(np.concatenate(pairs))
     return unique // n, unique % n
+
+
+def _numpy_band_pairs(keys: np.ndarray, screen: tuple[np.ndarray, float] | None) -> Callable[[int], np.ndarray]:
+    """One band's pairs as ``earlier * n + later`` codes, with numpy (the compiled kernel's definition)."""
+    n = len(keys)
+    low = np.uint64(0xFFFFFFFF)
+
+    def band_pairs(band: int) -> np.ndarray:  # numpy's sort lets go of the GIL: bands run on the worker threads
+        packed = _sorted_band(keys, band)
+        same = np.flatnonzero((packed[1:] ^ packed[:-1]) <= low) + 1  # equal keys
+        x, y = (packed[same - 1] & low).astype(np.int64), (packed[same] & low).astype(np.int64)
+        earlier, later = np.minimum(x, y), np.maximum(x, y)
+        if screen is not None:
+            kept = quarter_agrees(screen[0], screen[1], earlier, later)
+            earlier, later = earlier[kept], later[kept]
+        return earlier * n + later
+
+    return band_pairs
+
+
+def _sorted_band(keys: np.ndarray, band: int) -> np.ndarray:
+    """``key << 32 | row`` for each row of one band, sorted: rows of a key are neighbours, in row order."""
+    packed = keys[:, band].astype(np.uint64)
+    packed <<= np.uint64(32)
+    packed |= np.arange(len(keys), dtype=np.uint64)
+    packed.sort()
+    return packed
+
+
+def _compiled_band_pairs(keys: np.ndarray, quarter: np.ndarray, cutoff: float) -> Callable[[int], np.ndarray]:
+    """numpy's sort (SIMD, faster here than a radix sort written for it), then the kernel's scan and screen in two passes."""
+    n = len(keys)
+
+    def band_pairs(band: int) -> np.ndarray:
+        first, second = np.empty(n, np.int64), np.empty(n, np.int64)
+        count = _minhash.band_pairs(_sorted_band(keys, band), quarter, quarter.shape[1], cutoff, first, second)
+        return first[:count] * n + second[:count]
+
+    return band_pairs
 
 
 def sorted_distinct(values: np.ndarray) -> np.ndarray:

@@ -93,9 +93,12 @@ def test_the_screen_and_the_pair_filter_equal_the_numpy_ones():
         assert got.tolist() == dedup.screened_similarity(signatures.sketch, first, second, 0.8, block=101).tolist()
         assert hopeful.tolist() == dedup.quarter_agrees(signatures.quarter, 0.8 - dedup.SCREEN_SLACK, first, second, block=77).tolist()
     assert 0 < hopeful.sum() < len(first)
-    kept_first, kept_second = dedup.candidate_pairs(signatures.keys, keep=lambda a, b: dedup.quarter_agrees(
-        signatures.quarter, 0.8 - dedup.SCREEN_SLACK, a, b))
+    screen = (signatures.quarter, 0.8 - dedup.SCREEN_SLACK)
+    kept_first, kept_second = dedup.candidate_pairs(signatures.keys, screen=screen)
     assert kept_first.tolist() == first[hopeful].tolist() and kept_second.tolist() == second[hopeful].tolist()
+    with numpy_kernel():
+        numpy_first, numpy_second = dedup.candidate_pairs(signatures.keys, screen=screen)
+    assert numpy_first.tolist() == kept_first.tolist() and numpy_second.tolist() == kept_second.tolist()
     assert np.all(got[~hopeful] == 0)  # what the early filter drops, the screen zeroes: the same clusters either way
 
 
@@ -134,6 +137,13 @@ def test_the_kernel_refuses_buffers_that_do_not_fit_instead_of_reading_past_them
         dedup._minhash.screen(sketch, 128, rough, 32, np.array([0]), np.array([2]), 0, 1, 0.5, estimate)
     with pytest.raises(ValueError, match="as long"):
         dedup._minhash.screen(sketch, 128, rough, 32, np.array([0]), np.array([1, 0]), 0, 1, 0.5, estimate)
+    slots = np.empty(2, np.int64), np.empty(2, np.int64)
+    same_key = np.array([5 << 32 | 1, 5 << 32 | 0], np.uint64)  # one key, rows out of order: not sorted
+    with pytest.raises(ValueError, match="is it sorted"):
+        dedup._minhash.band_pairs(same_key, rough, 32, 0.5, *slots)
+    with pytest.raises(ValueError, match="is it sorted"):
+        dedup._minhash.band_pairs(np.array([5 << 32 | 0, 5 << 32 | 7], np.uint64), rough, 32, 0.5, *slots)  # row 7 of 2
+    assert dedup._minhash.band_pairs(np.sort(same_key), rough, 32, -1.0, *slots) == 1 and slots[0][0] == 0 and slots[1][0] == 1
 
 
 def test_the_numpy_kernel_says_so_on_a_large_input_and_the_compiled_one_is_quiet(monkeypatch):
@@ -147,3 +157,26 @@ def test_the_numpy_kernel_says_so_on_a_large_input_and_the_compiled_one_is_quiet
         with warnings.catch_warnings():
             warnings.simplefilter("error")
             dedup._band_keys(texts, 128, 5, 1, 14, 9)
+
+
+@compiled
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 400), st.integers(1, 3000), st.integers(0, 2**32 - 1), st.sampled_from([-1.0, 0.0, 0.3, 0.6, 1.0]),
+       st.booleans())
+def test_screened_band_pairs_equal_numpys_whatever_the_collisions(rows, distinct_keys, seed, cutoff, shared_digits):
+    """The radix sort by key keeps rows ascending within a key, as numpy's sort of (key, row) does, and
+    orders by every bit of the key (``shared_digits``: distinct keys that agree on some 11-bit digits)."""
+    rng = np.random.default_rng(seed)
+    if shared_digits:
+        digits = rng.choice(np.array([0, 1, 1023], np.uint64), size=(distinct_keys, 3))
+        pool = digits[:, 0] | digits[:, 1] << np.uint64(11) | digits[:, 2] << np.uint64(22)
+    else:
+        pool = rng.integers(0, 2**32, size=distinct_keys, dtype=np.uint64)
+    keys = rng.choice(pool, size=(rows, 3)).astype(np.uint32)
+    quarter = rng.choice(np.array([0x10, 0x20, 0xFF], np.uint8), size=(rows, 4))
+    got = dedup.candidate_pairs(keys, screen=(quarter, cutoff))
+    with numpy_kernel():
+        expected = dedup.candidate_pairs(keys, screen=(quarter, cutoff))
+    assert got[0].tolist() == expected[0].tolist() and got[1].tolist() == expected[1].tolist()
+    if cutoff <= 0:
+        assert got[0].tolist() == dedup.candidate_pairs(keys)[0].tolist()  # nothing screened out
