@@ -62,3 +62,24 @@ def _plugin_lookups(env_value: str | None) -> tuple[str | None, int]:
 def test_commands_skip_pydantics_plugin_lookup_unless_the_user_set_it():
     assert _plugin_lookups(None) == ("__all__", 0)
     assert _plugin_lookups("") == ("", 1)  # the user's choice is kept: plugins are looked up
+
+
+def _blas_setting(env_value: str | None) -> tuple[bool, str | None]:
+    """Run ``nexa runs list`` in a fresh interpreter: whether numpy was loaded before ``main`` ran (then the setting
+    would come too late for OpenBLAS), and the OPENBLAS_THREAD_TIMEOUT the command ran with."""
+    probe = ("import json, os, sys\nfrom nexa.cli import main\nbefore = 'numpy' in sys.modules\n"
+             "sys.argv = ['nexa', 'runs', 'list', '--json']\ntry:\n    main()\nexcept SystemExit:\n    pass\n"
+             "print(json.dumps([before, os.environ.get('OPENBLAS_THREAD_TIMEOUT')]), file=sys.stderr)")
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
+    env["PYTHONPATH"] = os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])
+    if env_value is not None:
+        env["OPENBLAS_THREAD_TIMEOUT"] = env_value
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    before, setting = json.loads(done.stderr.strip().splitlines()[-1])
+    return before, setting
+
+
+def test_commands_let_openblas_threads_sleep_unless_the_user_set_it():
+    assert _blas_setting(None) == (False, "4")
+    assert _blas_setting("20") == (False, "20")  # the user's choice is kept
