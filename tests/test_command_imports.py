@@ -40,22 +40,28 @@ def test_no_commands_module_imports_a_heavy_library():
     assert sorted({m.split(".")[0] for m in loaded} & HEAVY) == []
 
 
-def _plugin_lookups(env_value: str | None) -> tuple[str | None, int]:
-    """Run ``nexa runs list`` in a fresh interpreter: the PYDANTIC_DISABLE_PLUGINS it ran with, and how many
-    times pydantic looked for plugins' entry points."""
-    probe = ("import json, os, sys\nimport pydantic.plugin._loader as loader\n"
-             "calls = []\nfound = loader.entry_points\n"
-             "loader.entry_points = lambda **kw: calls.append(kw) or found(**kw)\n"
-             "from nexa.cli import main\nsys.argv = ['nexa', 'runs', 'list', '--json']\n"
-             "try:\n    main()\nexcept SystemExit:\n    pass\n"
-             "print(json.dumps([os.environ.get('PYDANTIC_DISABLE_PLUGINS'), len(calls)]), file=sys.stderr)")
-    env = {k: v for k, v in os.environ.items() if k != "PYDANTIC_DISABLE_PLUGINS"}
+def _runs_list_reports(setup: str, report: str, name: str, value: str | None) -> list:
+    """Run ``nexa runs list`` in a fresh interpreter with the environment variable ``name`` set to ``value`` (None:
+    unset); ``setup`` runs before ``nexa.cli`` is imported, and ``report`` (a JSON-able expression, which may read
+    ``numpy_before_main``) is evaluated after ``main``."""
+    probe = (f"import json, os, sys\n{setup}\nfrom nexa.cli import main\nnumpy_before_main = 'numpy' in sys.modules\n"
+             "sys.argv = ['nexa', 'runs', 'list', '--json']\n"
+             f"try:\n    main()\nexcept SystemExit:\n    pass\nprint(json.dumps({report}), file=sys.stderr)")
+    env = {k: v for k, v in os.environ.items() if k != name}
     env["PYTHONPATH"] = os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])
-    if env_value is not None:
-        env["PYDANTIC_DISABLE_PLUGINS"] = env_value
+    if value is not None:
+        env[name] = value
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
-    setting, lookups = json.loads(done.stderr.strip().splitlines()[-1])
+    return json.loads(done.stderr.strip().splitlines()[-1])
+
+
+def _plugin_lookups(env_value: str | None) -> tuple[str | None, int]:
+    """The PYDANTIC_DISABLE_PLUGINS a command ran with, and how many times pydantic looked for plugins' entry points."""
+    setup = ("import pydantic.plugin._loader as loader\ncalls = []\nfound = loader.entry_points\n"
+             "loader.entry_points = lambda **kw: calls.append(kw) or found(**kw)")
+    setting, lookups = _runs_list_reports(setup, "[os.environ.get('PYDANTIC_DISABLE_PLUGINS'), len(calls)]",
+                                          "PYDANTIC_DISABLE_PLUGINS", env_value)
     return setting, lookups
 
 
@@ -65,18 +71,10 @@ def test_commands_skip_pydantics_plugin_lookup_unless_the_user_set_it():
 
 
 def _blas_setting(env_value: str | None) -> tuple[bool, str | None]:
-    """Run ``nexa runs list`` in a fresh interpreter: whether numpy was loaded before ``main`` ran (then the setting
-    would come too late for OpenBLAS), and the OPENBLAS_THREAD_TIMEOUT the command ran with."""
-    probe = ("import json, os, sys\nfrom nexa.cli import main\nbefore = 'numpy' in sys.modules\n"
-             "sys.argv = ['nexa', 'runs', 'list', '--json']\ntry:\n    main()\nexcept SystemExit:\n    pass\n"
-             "print(json.dumps([before, os.environ.get('OPENBLAS_THREAD_TIMEOUT')]), file=sys.stderr)")
-    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
-    env["PYTHONPATH"] = os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])
-    if env_value is not None:
-        env["OPENBLAS_THREAD_TIMEOUT"] = env_value
-    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, timeout=120)
-    assert done.returncode == 0, done.stderr[-2000:]
-    before, setting = json.loads(done.stderr.strip().splitlines()[-1])
+    """Whether numpy was loaded before ``main`` ran (then the setting would come too late for OpenBLAS), and the
+    OPENBLAS_THREAD_TIMEOUT the command ran with."""
+    before, setting = _runs_list_reports("", "[numpy_before_main, os.environ.get('OPENBLAS_THREAD_TIMEOUT')]",
+                                         "OPENBLAS_THREAD_TIMEOUT", env_value)
     return before, setting
 
 
