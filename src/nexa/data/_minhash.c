@@ -46,7 +46,6 @@ static inline uint64_t mix64(uint64_t x) {
 
 typedef struct {
     const unsigned char *data;
-    Py_ssize_t data_len;
     const int64_t *offsets;
     Py_ssize_t lo, hi, total_rows;
     int size, num_perm, bands, rows_per_band, rough_width;
@@ -189,7 +188,7 @@ static PyObject *rows(PyObject *self, PyObject *args) {
         goto done;
     unsigned int bits = 0;
     while ((1 << bits) < num_perm) bits++;
-    job = (Job){.data = data.buf, .data_len = data.len, .offsets = off, .lo = lo, .hi = hi, .total_rows = total_rows,
+    job = (Job){.data = data.buf, .offsets = off, .lo = lo, .hi = hi, .total_rows = total_rows,
                 .size = size, .num_perm = num_perm, .bands = bands, .rows_per_band = rows_per_band,
                 .rough_width = rough_width, .shift = 64 - bits, .m0 = m0, .m1 = m1, .salt = salt,
                 .keys = keys.buf, .digests = digests.buf, .sketch = sketch.buf, .rough = have_rough ? rough.buf : NULL};
@@ -352,7 +351,7 @@ static PyMethodDef methods[] = {
 };
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_minhash",
-    "One-permutation MinHash band keys, digests and sketches, compiled (see nexa.data.dedup).", -1, methods};
+    "One-permutation MinHash band keys, digests and sketches, and the LSH pair screen, compiled (see nexa.data.dedup).", -1, methods};
 
 PyMODINIT_FUNC PyInit__minhash(void) {
     PyObject *m = PyModule_Create(&module);

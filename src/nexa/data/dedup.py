@@ -506,10 +506,8 @@ def screened_similarity(sketch: np.ndarray, first: np.ndarray, second: np.ndarra
 
     def screen(lo: int) -> None:
         a, b = first[lo:lo + block], second[lo:lo + block]
-        rough = sketch_similarity(_gather(rough_rows, a, sketch.dtype), _gather(rough_rows, b, sketch.dtype))
-        hopeful = np.flatnonzero(rough >= threshold - SCREEN_SLACK)
-        estimate[lo + hopeful] = sketch_similarity(_gather(full_rows, a[hopeful], sketch.dtype),
-                                                   _gather(full_rows, b[hopeful], sketch.dtype))
+        hopeful = np.flatnonzero(_pair_similarity(rough_rows, a, b, sketch.dtype) >= threshold - SCREEN_SLACK)
+        estimate[lo + hopeful] = _pair_similarity(full_rows, a[hopeful], b[hopeful], sketch.dtype)
 
     for _ in ordered_map(screen, range(0, len(first), block)):
         pass
@@ -520,16 +518,11 @@ SCREEN_SLACK = 0.25  # a quarter of the bins: four times the variance, so a pair
 
 
 def quarter_agrees(quarter: np.ndarray, cutoff: float, first: np.ndarray, second: np.ndarray, block: int = 65_536) -> np.ndarray:
-    """Which pairs' quarter sketches (:func:`screened_similarity`'s first look) agree on at least ``cutoff`` of their filled bins."""
-    if _minhash is not None and quarter.dtype == np.uint8:
-        quarter = np.ascontiguousarray(quarter)
-        similarity = np.empty(len(first))
-        _minhash.screen(quarter, quarter.shape[1], quarter, quarter.shape[1], np.ascontiguousarray(first, dtype=np.int64),
-                        np.ascontiguousarray(second, dtype=np.int64), 0, len(first), cutoff, similarity)
-        return similarity >= cutoff
+    """Which pairs' quarter sketches (:func:`screened_similarity`'s first look) agree on at least ``cutoff`` of their
+    filled bins: the numpy screen of :func:`candidate_pairs` (the compiled kernel screens each band in ``band_pairs``)."""
     items = _row_items(quarter)
-    return np.concatenate([sketch_similarity(_gather(items, first[lo:lo + block], quarter.dtype), _gather(items, second[lo:lo + block], quarter.dtype))
-                           >= cutoff for lo in range(0, len(first), block)] or [np.zeros(0, bool)])
+    return np.concatenate([_pair_similarity(items, first[lo:lo + block], second[lo:lo + block], quarter.dtype) >= cutoff
+                           for lo in range(0, len(first), block)] or [np.zeros(0, bool)])
 
 
 def _screen_compiled(sketch: np.ndarray, quarter: np.ndarray, first: np.ndarray, second: np.ndarray, cutoff: float,
@@ -541,6 +534,11 @@ def _screen_compiled(sketch: np.ndarray, quarter: np.ndarray, first: np.ndarray,
                                                     min(lo + block, len(first)), cutoff, estimate), range(0, len(first), block)):
         pass
     return estimate
+
+
+def _pair_similarity(items: np.ndarray, first: np.ndarray, second: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """:func:`sketch_similarity` of rows ``first[i]`` and ``second[i]`` of :func:`_row_items`."""
+    return sketch_similarity(_gather(items, first, dtype), _gather(items, second, dtype))
 
 
 def _row_items(rows: np.ndarray) -> np.ndarray:
